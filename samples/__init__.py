@@ -1,0 +1,1 @@
+"""Synthetic media with exact ground truth, shared by the demo, the tests and the benchmarks."""

@@ -1,0 +1,32 @@
+"""Exceptions that name the input and the cause, so a failed Prefect state tells the user what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class YiVideoError(Exception):
+    """Base of every error this pipeline raises on purpose."""
+
+
+class MediaInputError(YiVideoError, ValueError):
+    """An input file is missing, empty, corrupt, of the wrong kind or too large."""
+
+    def __init__(self, path: str | Path, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path!r}: {cause}")
+
+
+class StageError(YiVideoError, RuntimeError):
+    """A stage failed on valid input (ffmpeg died, a model could not load, a check failed)."""
+
+    def __init__(self, stage: str, subject: str | Path, cause: str) -> None:
+        self.stage = stage
+        self.subject = str(subject)
+        self.cause = cause
+        super().__init__(f"{stage} failed for {self.subject!r}: {cause}")
+
+
+class ConfigError(YiVideoError, ValueError):
+    """A configuration value (engine, preset, stage name, model path) is unknown or unusable."""

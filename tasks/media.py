@@ -1,0 +1,137 @@
+"""Probing and running ffmpeg as subprocesses with their own timeouts.
+
+Prefect's task timeout cannot interrupt native code, so every ffmpeg/ffprobe call here has a timeout
+of its own and turns a non-zero exit into an error that names the input and ffmpeg's own words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from tasks.errors import MediaInputError, StageError
+from tasks.schema import MediaInfo
+
+MAX_INPUT_BYTES = int(os.environ.get("YIVIDEO_MAX_INPUT_BYTES", 64 * 1024**3))
+MAX_PIXELS = 8192 * 8192
+MAX_DURATION_S = 24 * 3600.0
+PROBE_TIMEOUT_S = 60.0
+
+IMAGE_FORMATS = {
+    "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif", "gif_pipe",
+    "pgm_pipe", "ppm_pipe", "pam_pipe", "qdraw_pipe", "j2k_pipe", "jpegls_pipe", "dpx_pipe", "exr_pipe",
+}  # fmt: skip
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool, or a clear error saying how to install it."""
+    found = shutil.which(name)
+    if not found:
+        raise StageError("setup", name, f"{name} is not on PATH: install it (Debian: apt-get install ffmpeg)")
+    return found
+
+
+def check_input_file(path: str | Path) -> Path:
+    """The input exists, is a regular readable file, is not empty and not absurdly large."""
+    p = Path(path)
+    if not p.exists():
+        raise MediaInputError(p, "file does not exist")
+    if not p.is_file():
+        raise MediaInputError(p, "not a regular file")
+    size = p.stat().st_size
+    if size == 0:
+        raise MediaInputError(p, "file is empty (0 bytes)")
+    if size > MAX_INPUT_BYTES:
+        raise MediaInputError(p, f"file is {size} bytes, above the limit of {MAX_INPUT_BYTES}")
+    if not os.access(p, os.R_OK):
+        raise MediaInputError(p, "file is not readable")
+    return p
+
+
+def run_media_command(
+    cmd: Sequence[str], *, timeout: float, stage: str, subject: str | Path
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg/ffprobe with a hard timeout; the error carries the tail of ffmpeg's stderr."""
+    try:
+        proc = subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise StageError(stage, subject, f"{Path(cmd[0]).name} timed out after {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise StageError(stage, subject, f"{Path(cmd[0]).name} exited {proc.returncode}: {' | '.join(tail)}")
+    return proc
+
+
+def _fraction(value: str | None) -> float:
+    if not value or value in ("0/0", "N/A"):
+        return 0.0
+    if "/" in value:
+        num, den = value.split("/", 1)
+        return float(num) / float(den) if float(den) else 0.0
+    return float(value)
+
+
+def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaInfo:
+    """Probe a file and classify it as video, audio or image; anything else is a MediaInputError."""
+    p = check_input_file(path)
+    cmd = [require_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+           "--", str(p)]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise MediaInputError(p, f"ffprobe timed out after {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise MediaInputError(p, f"not a readable media file ({reason[-1] if reason else 'ffprobe failed'})")
+    data = json.loads(proc.stdout or b"{}")
+    streams = data.get("streams", [])
+    fmt = data.get("format", {})
+    videos = [s for s in streams if s.get("codec_type") == "video"
+              and not s.get("disposition", {}).get("attached_pic")]  # fmt: skip
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    duration = _fraction(fmt.get("duration"))
+    format_names = set(str(fmt.get("format_name", "")).split(","))
+    if videos and (format_names & IMAGE_FORMATS) and not audios:
+        kind = "image"
+    elif videos:
+        kind = "video"
+    elif audios:
+        kind = "audio"
+    else:
+        raise MediaInputError(p, "no video or audio stream found")
+    v = videos[0] if videos else {}
+    width, height = int(v.get("width") or 0), int(v.get("height") or 0)
+    if width * height > MAX_PIXELS:
+        raise MediaInputError(p, f"frame size {width}x{height} is above the limit of {MAX_PIXELS} pixels")
+    if kind != "image" and duration > MAX_DURATION_S:
+        raise MediaInputError(p, f"duration {duration:.0f} s is above the limit of {MAX_DURATION_S:.0f} s")
+    if kind == "video" and (width <= 0 or height <= 0):
+        raise MediaInputError(p, "video stream has no frame size (corrupt header?)")
+    if kind in ("video", "audio") and duration <= 0:
+        stream_durations = [_fraction(s.get("duration")) for s in videos + audios]
+        duration = max(stream_durations, default=0.0)
+        if duration <= 0:
+            raise MediaInputError(p, "media has no duration (corrupt or truncated file?)")
+    return MediaInfo(
+        path=p,
+        kind=kind,
+        duration=duration,
+        width=width,
+        height=height,
+        fps=_fraction(v.get("avg_frame_rate")) or _fraction(v.get("r_frame_rate")),
+        video_codec=v.get("codec_name"),
+        audio_codec=audios[0].get("codec_name") if audios else None,
+        has_audio=bool(audios),
+        size_bytes=p.stat().st_size,
+    )
+
+
+def require_kind(info: MediaInfo, *kinds: str) -> MediaInfo:
+    """Fail clearly when a flow gets the wrong kind of media (an image for a video flow, say)."""
+    if info.kind not in kinds:
+        raise MediaInputError(info.path, f"is {info.kind}, expected {' or '.join(kinds)}")
+    return info

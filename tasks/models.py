@@ -1,0 +1,100 @@
+"""Resident models: loaded once per worker process, reused by every later run in that process.
+
+Loading a model costs seconds and a request milliseconds, so engines ask `resident_model()` for their
+model keyed by (capability, engine, model, device). The least recently used model is evicted when more
+than YIVIDEO_MAX_RESIDENT_MODELS are held; eviction closes the model and frees GPU memory.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    capability: str  # "ocr", "asr", "enhance", ...
+    engine: str  # "rapidocr", "faster-whisper", ...
+    model: str  # model name or local path
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1"
+    options: tuple[tuple[str, Any], ...] = ()  # anything else that changes the loaded object
+
+
+_models: OrderedDict[ModelKey, Any] = OrderedDict()
+_key_locks: dict[ModelKey, threading.Lock] = {}
+_registry_lock = threading.Lock()
+LOAD_COUNTS: Counter[ModelKey] = Counter()
+
+
+def max_resident() -> int:
+    return max(1, int(os.environ.get("YIVIDEO_MAX_RESIDENT_MODELS", "4")))
+
+
+def resident_model(key: ModelKey, loader: Callable[[], T]) -> T:
+    """The model for `key`, loading it with `loader` only the first time in this process."""
+    with _registry_lock:
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:  # one loader per key; other keys load concurrently
+        with _registry_lock:
+            if key in _models:
+                return _models[key]
+        model = loader()
+        with _registry_lock:
+            _models[key] = model
+            LOAD_COUNTS[key] += 1
+            while len(_models) > max_resident():
+                old_key, old = _models.popitem(last=False)
+                _release(old)
+        return model
+
+
+def evict(key: ModelKey | None = None) -> int:
+    """Drop one model (or all with None) and free its memory; returns how many were dropped."""
+    with _registry_lock:
+        keys = [key] if key is not None else list(_models)
+        dropped = [_models.pop(k) for k in keys if k in _models]
+    for model in dropped:
+        _release(model)
+    return len(dropped)
+
+
+def load_count(capability: str | None = None, engine: str | None = None) -> int:
+    """How many loads happened in this process (tests and benches prove residency with it)."""
+    return sum(
+        n
+        for k, n in LOAD_COUNTS.items()
+        if (capability is None or k.capability == capability) and (engine is None or k.engine == engine)
+    )
+
+
+def resident_keys() -> list[ModelKey]:
+    with _registry_lock:
+        return list(_models)
+
+
+def _release(model: Any) -> None:
+    """Close what can be closed, collect, and return cached CUDA memory to the driver."""
+    for closer in ("close", "unload_model", "release"):
+        fn = getattr(model, closer, None)
+        if callable(fn):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - best effort while freeing
+                pass
+            break
+    del model
+    gc.collect()
+    torch = sys.modules.get("torch")  # only if some engine already imported it
+    if torch is not None and getattr(torch, "cuda", None) is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,76 @@
+"""Where results go and how they are published: per-run folders, atomic writes, a manifest.
+
+Each run writes into `<output_root>/<flow>/<stem>-<short input hash>/`. Files are written to a
+temporary name in the same folder and renamed into place, so a reader or a crash never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tasks.schema import to_jsonable
+
+_UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
+
+
+def file_digest(path: str | Path, *, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Content hash of a file (used for run folders and Prefect cache keys)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safe_stem(path: str | Path, max_len: int = 60) -> str:
+    """A file-system-safe rendering of an input's stem (hostile names stay inside the output folder)."""
+    stem = _UNSAFE.sub("_", Path(path).stem).strip("._") or "input"
+    return stem[:max_len]
+
+
+def run_output_dir(output_root: str | Path, flow: str, input_path: str | Path) -> Path:
+    """`<output_root>/<flow>/<stem>-<hash8>/`, created if missing."""
+    digest = file_digest(input_path)[:8]
+    out = Path(output_root) / flow / f"{safe_stem(input_path)}-{digest}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `final`; rename it into place only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(final: str | Path, text: str) -> Path:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(final)
+
+
+def write_json_atomic(final: str | Path, payload: Any) -> Path:
+    return write_text_atomic(final, json.dumps(to_jsonable(payload), ensure_ascii=False, indent=2) + "\n")
+
+
+def write_manifest(run_dir: str | Path, *, flow: str, input_path: str | Path, outputs: dict[str, Any],
+                   extra: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """manifest.json: what this run produced, from which input."""
+    payload = {"flow": flow, "input": str(input_path), "outputs": outputs, **(extra or {})}
+    return write_json_atomic(Path(run_dir) / "manifest.json", payload)
