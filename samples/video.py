@@ -85,11 +85,15 @@ def make_subtitled_video(
         logo_file = workdir / "logo.txt"
         logo_file.write_text("YiVideo TV", encoding="utf-8")
         filters.append("drawbox=x=20:y=20:w=220:h=56:color=0x8040a0@0.9:t=fill")
-        filters.append(f"drawtext=fontfile='{_escape_path(Path(font))}':textfile='{_escape_path(logo_file)}':"
-                       f"fontsize=32:fontcolor=white:x=36:y=30")  # fmt: skip
+        filters.append(
+            f"drawtext=fontfile='{_escape_path(Path(font))}':textfile='{_escape_path(logo_file)}':"
+            f"fontsize=32:fontcolor=white:x=36:y=30"
+        )
     if clock:
-        filters.append(f"drawtext=fontfile='{_escape_path(Path(font))}':text='%{{pts\\:hms}}':"
-                       f"fontsize=28:fontcolor=white:box=1:boxcolor=black@0.6:x=w-tw-24:y=24")  # fmt: skip
+        filters.append(
+            f"drawtext=fontfile='{_escape_path(Path(font))}':text='%{{pts\\:hms}}':"
+            f"fontsize=28:fontcolor=white:box=1:boxcolor=black@0.6:x=w-tw-24:y=24"
+        )
     graph = f"[0:v]{','.join(filters) if filters else 'null'},format=yuv420p[v]"
     script = workdir / "graph.txt"
     script.write_text(graph, encoding="utf-8")
@@ -100,8 +104,21 @@ def make_subtitled_video(
     cmd += ["-filter_complex_script", str(script), "-map", "[v]"]
     if audio:
         cmd += ["-map", "1:a", "-c:a", "aac", "-b:a", "64k"]
-    cmd += ["-t", f"{duration:.3f}", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
-            "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(out)]  # fmt: skip
+    cmd += [
+        "-t",
+        f"{duration:.3f}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        str(crf),
+        "-pix_fmt",
+        "yuv420p",
+        "-movflags",
+        "+faststart",
+        str(out),
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=600)
@@ -127,16 +144,61 @@ def demo_script() -> list[Cue]:
 def benchmark_script(duration: float = 60.0, count: int = 20) -> list[Cue]:
     """~`count` subtitles spread over `duration` seconds, alternating languages and gaps."""
     lines = [
-        "今天天气很好", "We ship the pipeline today", "这是第三条字幕", "GPU slots stay busy",
-        "模型只加载一次", "Subtitles that are right", "欢迎来到直播间", "Nothing lost when a worker dies",
-        "视频转码已经完成", "Speech and text together", "请注意字幕时间", "Timing within a frame or two",
-        "我们使用普罗菲特", "Ray scales it out", "批量处理照片", "One bad image never sinks the batch",
-        "下一站是北京", "Keyframes change here", "谢谢大家观看", "See you next time",
-    ]  # fmt: skip
+        "今天天气很好",
+        "We ship the pipeline today",
+        "这是第三条字幕",
+        "GPU slots stay busy",
+        "模型只加载一次",
+        "Subtitles that are right",
+        "欢迎来到直播间",
+        "Nothing lost when a worker dies",
+        "视频转码已经完成",
+        "Speech and text together",
+        "请注意字幕时间",
+        "Timing within a frame or two",
+        "我们使用普罗菲特",
+        "Ray scales it out",
+        "批量处理照片",
+        "One bad image never sinks the batch",
+        "下一站是北京",
+        "Keyframes change here",
+        "谢谢大家观看",
+        "See you next time",
+    ]
     slot = duration / count
     cues = []
     for i in range(count):
         start = round(i * slot + 0.3, 2)
         end = round(start + slot * (0.9 if i % 3 else 0.7), 2)
-        cues.append(Cue(start, min(end, duration), lines[i % len(lines)], "yellow" if i % 4 == 3 else "white"))
+        cues.append(
+            Cue(start, min(end, duration), lines[i % len(lines)], "yellow" if i % 4 == 3 else "white")
+        )
     return cues
+
+
+def corpus_script() -> list[Cue]:
+    """The hard cases of burned-in subtitles, 30 s: mixed scripts, styles, no-gap changes, repeats."""
+    return [
+        Cue(0.5, 2.5, "今天我们去北京"),
+        Cue(2.5, 4.5, "Hello world, this is a test"),  # back to back, no gap
+        Cue(5.0, 6.5, "好", "yellow"),  # one character
+        Cue(7.0, 9.0, "同一句话"),
+        Cue(9.8, 11.5, "同一句话"),  # the same line again after a gap: two events
+        Cue(12.0, 14.5, "第一行字幕\nSecond line here"),  # two lines
+        Cue(15.0, 17.0, "Mixed 中英文 subtitles", "yellow"),
+        Cue(17.6, 19.4, "第一条字幕", "shadow"),
+        Cue(19.4, 21.2, "第二条字幕", "shadow"),  # one character differs, no gap: two events
+        Cue(21.8, 23.9, "The quick brown fox"),
+        Cue(24.3, 26.6, "再见 Goodbye!", "yellow"),
+        Cue(27.1, 29.3, "最后一句"),
+    ]
+
+
+def busy_script() -> list[Cue]:
+    """Lines over a moving, colourful background."""
+    return [
+        Cue(0.4, 2.4, "背景在动"),
+        Cue(2.4, 4.6, "Moving background test"),
+        Cue(5.2, 7.5, "字幕仍然清楚", "yellow"),
+        Cue(8.0, 10.2, "Still readable"),
+    ]

@@ -19,6 +19,8 @@ from typing import Any
 from tasks.schema import to_jsonable
 
 _UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def file_digest(path: str | Path, *, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
@@ -54,6 +56,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -69,8 +72,14 @@ def write_json_atomic(final: str | Path, payload: Any) -> Path:
     return write_text_atomic(final, json.dumps(to_jsonable(payload), ensure_ascii=False, indent=2) + "\n")
 
 
-def write_manifest(run_dir: str | Path, *, flow: str, input_path: str | Path, outputs: dict[str, Any],
-                   extra: dict[str, Any] | None = None) -> Path:  # fmt: skip
+def write_manifest(
+    run_dir: str | Path,
+    *,
+    flow: str,
+    input_path: str | Path,
+    outputs: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """manifest.json: what this run produced, from which input."""
     payload = {"flow": flow, "input": str(input_path), "outputs": outputs, **(extra or {})}
     return write_json_atomic(Path(run_dir) / "manifest.json", payload)

@@ -1,0 +1,120 @@
+"""Crop: from a decoded strip of frame rows to the subtitle band, with static overlays masked out.
+
+Keyframe extraction decodes only the band's rows (ffmpeg's crop filter, built here); this module turns
+such a strip into the image OCR sees: the band's columns, logos and clocks inside it painted over, and
+the text scaled to a height the recogniser reads well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks.errors import ConfigError
+from tasks.schema import Band, KeyframeSet
+
+MIN_BAND_HEIGHT = 16
+
+
+def band_from_fractions(fractions: tuple[float, float, float, float], width: int, height: int) -> Band:
+    """A user-given band as fractions (x0, y0, x1, y1) of the frame, in even pixels ffmpeg can crop."""
+    if len(fractions) != 4:
+        raise ConfigError(f"band needs 4 fractions (x0, y0, x1, y1), got {fractions!r}")
+    x0, y0, x1, y1 = (float(f) for f in fractions)
+    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise ConfigError(f"band fractions need 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {fractions!r}")
+    return clamp_band(
+        Band(
+            int(x0 * width), int(y0 * height), int(round(x1 * width)), int(round(y1 * height)), source="user"
+        ),
+        width,
+        height,
+    )
+
+
+def clamp_band(band: Band, width: int, height: int) -> Band:
+    """Even coordinates inside the frame (yuv420 crops need even offsets), at least MIN_BAND_HEIGHT tall."""
+    x0 = max(0, min(band.x0, width - 2)) & ~1
+    y0 = max(0, min(band.y0, height - 2)) & ~1
+    x1 = min(width, max(band.x1, x0 + 2))
+    y1 = min(height, max(band.y1, y0 + MIN_BAND_HEIGHT))
+    x1 -= (x1 - x0) % 2
+    y1 -= (y1 - y0) % 2
+    return Band(x0, y0, x1, y1, source=band.source, static_boxes=band.static_boxes)
+
+
+def strip_crop_filter(band: Band, frame_width: int) -> str:
+    """ffmpeg crop filter that keeps the band's rows over the full frame width."""
+    return f"crop={frame_width}:{band.height}:0:{band.y0}"
+
+
+def mask_static_boxes(strip: np.ndarray, band: Band) -> np.ndarray:
+    """Paint static overlays (logos, clocks) that reach into the strip, so they never look like a change."""
+    if not band.static_boxes:
+        return strip
+    out = strip.copy()
+    for x0, y0, x1, y1 in band.static_boxes:
+        top, bottom = max(0, y0 - band.y0), min(strip.shape[0], y1 - band.y0)
+        if bottom > top:
+            out[top:bottom, max(0, x0 - 4) : x1 + 4] = 0
+    return out
+
+
+def crop_band(strip: np.ndarray, band: Band) -> np.ndarray:
+    """The band's columns of a full-width strip, static overlays masked."""
+    return mask_static_boxes(strip, band)[:, band.x0 : band.x1]
+
+
+def trim_to_text(crop: np.ndarray, signal_columns: np.ndarray | None, pad: int) -> np.ndarray:
+    """Keep the columns around the text signal: the detector's cost grows with the pixels it sees."""
+    if signal_columns is None or not signal_columns.any():
+        return crop
+    cols = np.flatnonzero(signal_columns)
+    scale = crop.shape[1] / len(signal_columns)
+    x0 = max(0, int(cols[0] * scale) - pad)
+    x1 = min(crop.shape[1], int((cols[-1] + 1) * scale) + pad)
+    return crop[:, x0:x1]
+
+
+def fit_for_ocr(crop: np.ndarray, max_height: int = 160) -> np.ndarray:
+    """Shrink very tall bands (4K video) so stitched batches stay within the detector's input size."""
+    h, w = crop.shape[:2]
+    if h <= max_height:
+        return crop
+    scale = max_height / h
+    return cv2.resize(crop, (max(2, int(w * scale)), max_height), interpolation=cv2.INTER_AREA)
+
+
+def crop_keyframe_image(strip_path: Path, band: Band, out_path: Path) -> Path:
+    """Read a kept strip, crop it to the band and to its text columns, write the OCR-ready crop."""
+    from tasks.keyframes import KeyframeSettings, text_signal
+
+    strip = cv2.imread(str(strip_path), cv2.IMREAD_COLOR)
+    if strip is None:
+        raise FileNotFoundError(f"keyframe strip {strip_path} is missing or unreadable")
+    crop = crop_band(strip, band)
+    columns = text_signal(crop, KeyframeSettings()).any(axis=0)
+    crop = trim_to_text(crop, columns, pad=max(16, band.height // 2))
+    cv2.imwrite(str(out_path), fit_for_ocr(crop), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    return out_path
+
+
+def crop_keyframes(keyframes: KeyframeSet, work_dir: Path) -> KeyframeSet:
+    """Every kept strip cropped to the band (static overlays masked); the strips are then removed."""
+    cropped = []
+    for kf in keyframes.frames:
+        out = work_dir / f"crop_{kf.index:06d}.png"
+        crop_keyframe_image(kf.image_path, keyframes.band, out)
+        kf.image_path.unlink(missing_ok=True)
+        cropped.append(replace(kf, image_path=out))
+    return replace(keyframes, frames=tuple(cropped))
+
+
+@task(name="crop", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+def crop_task(keyframes: KeyframeSet, work_dir: Path) -> KeyframeSet:
+    return crop_keyframes(keyframes, work_dir)

@@ -1,0 +1,119 @@
+"""Keyframes: decode the subtitle band at a sampling rate and keep only the samples where it changed.
+
+ffmpeg decodes the band's rows only (crop in the filter graph), so memory stays at one strip. The change
+signal is the subtitle text itself: bright strokes next to a dark outline or shadow, the way burned-in
+subtitles are drawn. Background motion barely moves that signal; a new line moves it a lot. Each kept
+sample stands for the span until the next kept sample; spans are shifted back by half a sampling interval,
+the expected midpoint between the last sample without a change and the first with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks.crop import mask_static_boxes, strip_crop_filter
+from tasks.media import iter_video_frames
+from tasks.schema import Band, Keyframe, KeyframeSet, MediaInfo
+
+
+@dataclass(frozen=True)
+class KeyframeSettings:
+    sample_fps: float = 5.0
+    change_threshold: float = 0.12  # share of text-signal cells that must differ from the last kept sample
+    min_text_cells: int = 6  # fewer signal cells than this: the band holds no text
+    bright_level: int = 175  # text fill (white, yellow) is at least this bright in grey
+    dark_level: int = 80  # outline/shadow is at most this dark
+    cell: int = 4  # the signal is pooled over cell x cell pixels
+
+
+def text_signal(strip: np.ndarray, settings: KeyframeSettings) -> np.ndarray:
+    """Boolean grid of cells holding outlined text strokes (bright pixels touching dark ones)."""
+    grey = cv2.cvtColor(strip, cv2.COLOR_BGR2GRAY)
+    bright = (grey >= settings.bright_level).astype(np.uint8)
+    dark = cv2.dilate((grey <= settings.dark_level).astype(np.uint8), np.ones((5, 5), np.uint8))
+    strokes = (bright & dark).astype(np.float32)
+    c = settings.cell
+    h, w = strokes.shape[0] // c * c, strokes.shape[1] // c * c
+    pooled = strokes[:h, :w].reshape(h // c, c, w // c, c).mean(axis=(1, 3))
+    return pooled > 0.2
+
+
+def signal_change(a: np.ndarray, b: np.ndarray) -> float:
+    """How different two text signals are: cells that differ over the cells either one has."""
+    union = int(np.count_nonzero(a | b))
+    return 0.0 if union == 0 else int(np.count_nonzero(a ^ b)) / union
+
+
+def extract_keyframes(info: MediaInfo, band: Band, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
+    """Kept band strips (PNG in `work_dir`) with their time spans; none when the band is empty."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fps = settings.sample_fps
+    if band.is_empty:
+        return KeyframeSet(info.path, band, fps, info.duration, (), 0)
+    half = 0.5 / fps
+    kept: list[tuple[int, float, Path, bool, float]] = []  # index, time, path, has_text, change
+    last_signal: np.ndarray | None = None
+    samples = 0
+    frames = iter_video_frames(
+        info.path,
+        fps=fps,
+        filters=strip_crop_filter(band, info.width),
+        out_width=info.width,
+        out_height=band.height,
+        timeout=120 + 2 * info.duration,
+        stage="keyframes",
+    )
+    for index, strip in frames:
+        samples += 1
+        signal = text_signal(mask_static_boxes(strip, band), settings)
+        has_text = int(np.count_nonzero(signal)) >= settings.min_text_cells
+        if last_signal is None:
+            change = 1.0
+        elif not has_text and not kept[-1][3]:
+            change = 0.0  # blank after blank: nothing to see
+        else:
+            change = signal_change(last_signal, signal)
+        if change >= settings.change_threshold or (has_text != (kept[-1][3] if kept else not has_text)):
+            path = work_dir / f"strip_{index:06d}.png"
+            if has_text:
+                cv2.imwrite(str(path), strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            kept.append((index, max(0.0, index / fps - half), path, has_text, change))
+            last_signal = signal
+    end_of_video = max(info.duration, samples / fps - half)
+    keyframes = []
+    for k, (index, start, path, has_text, change) in enumerate(kept):
+        if not has_text:
+            continue
+        end = kept[k + 1][1] if k + 1 < len(kept) else end_of_video
+        keyframes.append(
+            Keyframe(
+                index=index,
+                start=round(start, 3),
+                end=round(min(end, end_of_video), 3),
+                image_path=path,
+                change=round(change, 4),
+            )
+        )
+    return KeyframeSet(info.path, band, fps, info.duration, tuple(keyframes), samples)
+
+
+@task(name="keyframes", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+def keyframes_task(info: MediaInfo, band: Band, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
+    """CPU stage: decoding and change detection never wait on the GPU."""
+    from prefect import get_run_logger
+
+    result = extract_keyframes(info, band, work_dir, settings)
+    get_run_logger().info(
+        "%s: %d samples at %.1f fps, %d keyframes with text",
+        info.path.name,
+        result.samples_decoded,
+        settings.sample_fps,
+        len(result.frames),
+    )
+    return result

@@ -1,0 +1,266 @@
+"""OCR engines behind one small interface, chosen by configuration.
+
+`rapidocr` (PaddleOCR's PP-OCRv4 det/rec as ONNX, shipped in the wheel) is the offline default;
+`paddleocr` is used where that package is installed and pointed at local model directories.
+Both return OcrLine boxes in the coordinates of the image they were given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks.errors import ConfigError
+from tasks.models import ModelKey, resident_model
+from tasks.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
+
+
+@dataclass(frozen=True)
+class OcrSettings:
+    """Engine choice and its local model paths; `device` comes from the GPU slot."""
+
+    engine: str = "rapidocr"
+    device: str = "cpu"
+    det_model_dir: str | None = None  # paddleocr: local inference model folders
+    rec_model_dir: str | None = None
+    cls_model_dir: str | None = None
+    lang: str = "ch"  # PP-OCR's Chinese model also reads English and digits
+    box_threshold: float = 0.5
+    min_text_score: float = 0.5
+    det_max_side: int = 960  # detector input long side: lower is faster, too low misses small text
+
+
+class OcrEngine(Protocol):
+    name: str
+
+    def read(self, image: np.ndarray) -> list[OcrLine]:
+        """Every text line in a BGR image, with its box and recognition confidence."""
+        ...
+
+    def detect(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Text boxes only (no recognition): cheap, for finding the subtitle band."""
+        ...
+
+
+def _quad_to_box(quad) -> tuple[int, int, int, int]:
+    pts = np.asarray(quad, dtype=float).reshape(-1, 2)
+    return (
+        int(pts[:, 0].min()),
+        int(pts[:, 1].min()),
+        int(np.ceil(pts[:, 0].max())),
+        int(np.ceil(pts[:, 1].max())),
+    )
+
+
+class RapidOcrEngine:
+    """PP-OCRv4 through rapidocr-onnxruntime's own det and rec sessions.
+
+    Detection runs on a copy shrunk to `det_max_side` (subtitle text stays far above the detector's
+    minimum size), recognition on full-resolution line crops: detection is most of the cost on a CPU.
+    """
+
+    name = "rapidocr"
+
+    def __init__(self, settings: OcrSettings) -> None:
+        from rapidocr_onnxruntime import RapidOCR  # heavy: onnxruntime
+
+        cuda = settings.device.startswith("cuda")
+        self.settings = settings
+        self._ocr = RapidOCR(
+            det_limit_type="max",
+            det_box_thresh=settings.box_threshold,
+            text_score=settings.min_text_score,
+            det_use_cuda=cuda,
+            rec_use_cuda=cuda,
+            cls_use_cuda=cuda,
+        )
+
+    def _detect_quads(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = image.shape[:2]
+        scale = min(1.0, self.settings.det_max_side / max(h, w))
+        small = (
+            image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), cv2.INTER_AREA)
+        )
+        quads, _ = self._ocr.text_det(small)
+        if quads is None or len(quads) == 0:
+            return np.zeros((0, 4, 2), np.float32)
+        return (np.asarray(quads, np.float32) / scale).astype(np.float32)
+
+    def read(self, image: np.ndarray) -> list[OcrLine]:
+        quads = self._detect_quads(image)
+        if len(quads) == 0:
+            return []
+        crops = self._ocr.get_crop_img_list(image, list(quads))
+        recognised, _ = self._ocr.text_rec(crops)
+        lines = []
+        for quad, (text, score, *_rest) in zip(quads, recognised, strict=True):
+            if str(text).strip() and float(score) >= self.settings.min_text_score:
+                lines.append(OcrLine(text=str(text).strip(), confidence=float(score), box=_quad_to_box(quad)))
+        return lines
+
+    def detect(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        return [_quad_to_box(q) for q in self._detect_quads(image)]
+
+
+class PaddleOcrEngine:
+    """PaddleOCR with local model folders (it would otherwise download them, which cannot work offline)."""
+
+    name = "paddleocr"
+
+    def __init__(self, settings: OcrSettings) -> None:
+        missing = [n for n in ("det_model_dir", "rec_model_dir") if not getattr(settings, n)]
+        if missing:
+            raise ConfigError(f"paddleocr engine needs local model folders: set {', '.join(missing)}")
+        for name in ("det_model_dir", "rec_model_dir", "cls_model_dir"):
+            folder = getattr(settings, name)
+            if folder and not Path(folder).is_dir():
+                raise ConfigError(f"paddleocr {name} {folder!r} is not a folder")
+        try:
+            from paddleocr import PaddleOCR
+        except ImportError as exc:
+            raise ConfigError(
+                "paddleocr engine selected but paddleocr is not installed: "
+                "pip install 'yivideo-flows[paddleocr]'"
+            ) from exc
+        self.settings = settings
+        self._ocr = PaddleOCR(
+            use_angle_cls=False,
+            lang=settings.lang,
+            det_model_dir=settings.det_model_dir,
+            rec_model_dir=settings.rec_model_dir,
+            cls_model_dir=settings.cls_model_dir,
+            use_gpu=settings.device.startswith("cuda"),
+            det_limit_type="max",
+            det_limit_side_len=1500,
+            show_log=False,
+        )
+
+    def read(self, image: np.ndarray) -> list[OcrLine]:
+        pages = self._ocr.ocr(image, cls=False) or []
+        lines = []
+        for quad, (text, score) in pages[0] or [] if pages else []:
+            if str(text).strip() and score >= self.settings.min_text_score:
+                lines.append(OcrLine(text=str(text).strip(), confidence=float(score), box=_quad_to_box(quad)))
+        return lines
+
+    def detect(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        pages = self._ocr.ocr(image, rec=False, cls=False) or []
+        return [_quad_to_box(q) for q in (pages[0] or [])] if pages else []
+
+
+ENGINES: dict[str, type] = {"rapidocr": RapidOcrEngine, "paddleocr": PaddleOcrEngine}
+
+
+def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
+    """The resident engine for these settings (loaded once per process)."""
+    if settings.engine not in ENGINES:
+        raise ConfigError(f"unknown OCR engine {settings.engine!r}; known: {', '.join(sorted(ENGINES))}")
+    model = settings.det_model_dir if settings.engine == "paddleocr" else "pp-ocrv4-onnx"
+    key = ModelKey(
+        "ocr",
+        settings.engine,
+        str(model),
+        settings.device,
+        (
+            ("rec", settings.rec_model_dir),
+            ("box", settings.box_threshold),
+            ("score", settings.min_text_score),
+        ),
+    )
+    return resident_model(key, lambda: ENGINES[settings.engine](settings))
+
+
+# ---------------------------------------------------------------- the OCR stage over stitched batches
+def _join_row(parts: list[str]) -> str:
+    """Words of one row: a space between Latin/digit neighbours, none between CJK characters."""
+    text = parts[0]
+    for part in parts[1:]:
+        text += (" " if text[-1:].isascii() and part[:1].isascii() else "") + part
+    return text
+
+
+def lines_to_rows(lines: list[OcrLine]) -> tuple[OcrLine, ...]:
+    """Boxes on the same text row joined left to right; rows top to bottom (two-line subtitles)."""
+    rows: list[list[OcrLine]] = []
+    for line in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):
+        centre, height = (line.box[1] + line.box[3]) / 2, line.box[3] - line.box[1]
+        if rows:
+            last = rows[-1][0]
+            if abs(centre - (last.box[1] + last.box[3]) / 2) < 0.5 * max(height, last.box[3] - last.box[1]):
+                rows[-1].append(line)
+                continue
+        rows.append([line])
+    joined = []
+    for row in rows:
+        row.sort(key=lambda ln: ln.box[0])
+        box = (
+            min(r.box[0] for r in row),
+            min(r.box[1] for r in row),
+            max(r.box[2] for r in row),
+            max(r.box[3] for r in row),
+        )
+        joined.append(OcrLine(_join_row([r.text for r in row]), min(r.confidence for r in row), box))
+    return tuple(joined)
+
+
+def recognize_batches(
+    batches: list[StitchedBatch], keyframes: KeyframeSet, engine: OcrEngine
+) -> list[FrameText]:
+    """OCR each stitched batch once and give every keyframe its own lines back."""
+    import cv2
+
+    per_frame: dict[int, list[OcrLine]] = {kf.index: [] for kf in keyframes.frames}
+    for batch in batches:
+        image = cv2.imread(str(batch.image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"stitched batch {batch.image_path} is missing or unreadable")
+        for line in engine.read(image):
+            centre = (line.box[1] + line.box[3]) / 2
+            for kf_index, top, height in zip(
+                batch.keyframe_indices, batch.y_offsets, batch.heights, strict=True
+            ):
+                if top <= centre < top + height:
+                    x0, y0, x1, y1 = line.box
+                    per_frame[kf_index].append(
+                        OcrLine(line.text, line.confidence, (x0, y0 - top, x1, y1 - top))
+                    )
+                    break
+    return [
+        FrameText(kf.index, kf.start, kf.end, lines_to_rows(per_frame[kf.index]))
+        for kf in keyframes.frames
+    ]
+
+
+@task(name="ocr", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+def ocr_task(batches: list[StitchedBatch], keyframes: KeyframeSet, settings: OcrSettings) -> list[FrameText]:
+    """GPU-capable: the engine loads on the slot's device and runs inside the slot."""
+    from dataclasses import replace
+
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from tasks.gpu import gpu_slot
+
+    progress = create_progress_artifact(0.0, description=f"OCR of {keyframes.video.name}")
+    texts: list[FrameText] = []
+    with gpu_slot("ocr") as grant:
+        engine = load_ocr_engine(replace(settings, device=grant.device))
+        for done, batch in enumerate(batches, start=1):
+            texts += recognize_batches([batch], _only(keyframes, batch), engine)
+            update_progress_artifact(progress, 100.0 * done / len(batches))
+    if not batches:
+        update_progress_artifact(progress, 100.0)
+    return texts
+
+
+def _only(keyframes: KeyframeSet, batch: StitchedBatch) -> KeyframeSet:
+    from dataclasses import replace
+
+    wanted = set(batch.keyframe_indices)
+    return replace(keyframes, frames=tuple(kf for kf in keyframes.frames if kf.index in wanted))

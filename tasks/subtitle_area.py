@@ -1,0 +1,156 @@
+"""Subtitle area: find the band where subtitles appear, ignoring static overlays.
+
+Text boxes are detected on frames sampled across the video. A box that sits at the same place in most
+samples is a static overlay (a logo, a clock): it is set aside. The remaining boxes are grouped into
+vertical clusters; the cluster seen in the most samples (the lowest one on a tie) is the subtitle band.
+The band is widened to the full frame width (a later, longer line must still fit) and one line height
+upwards (room for a second line), with static overlays inside it masked later by the crop stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks.crop import band_from_fractions, clamp_band
+from tasks.gpu import gpu_slot
+from tasks.media import iter_video_frames
+from tasks.ocr import OcrSettings, load_ocr_engine
+from tasks.schema import Band, MediaInfo
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class AreaSettings:
+    samples: int = 0  # 0: one per 4 s of video, between 10 and 20
+    detect_width: int = 512  # frames are scaled to this width for detection (subtitles are large text)
+    static_fraction: float = 0.6  # a box at the same place in this share of samples is an overlay
+    position_tolerance: float = 0.01  # of the frame width: "same place"
+    extra_lines_above: float = 1.2  # room for a second line, in line heights
+
+
+def sample_count(duration: float, requested: int = 0) -> int:
+    return requested if requested > 0 else int(min(20, max(10, duration / 4)))
+
+
+def sample_frames(info: MediaInfo, count: int, width: int) -> tuple[list[np.ndarray], float]:
+    """`count` frames spread evenly over the video, scaled to `width`; returns them and the scale used."""
+    scale = min(1.0, width / info.width)
+    w = max(2, int(info.width * scale) // 2 * 2)
+    h = max(2, int(info.height * scale) // 2 * 2)
+    fps = count / max(info.duration, 0.1)
+    decoded = iter_video_frames(
+        info.path,
+        fps=fps,
+        filters=f"scale={w}:{h}",
+        out_width=w,
+        out_height=h,
+        timeout=60 + info.duration,
+        stage="subtitle_area",
+    )
+    frames = [frame.copy() for _, frame in decoded]
+    return frames, w / info.width
+
+
+def _same_place(a: Box, b: Box, tol: float) -> bool:
+    return all(abs(p - q) <= tol for p, q in zip(a, b, strict=True))
+
+
+def split_static_boxes(
+    boxes_per_frame: list[list[Box]], frame_width: int, settings: AreaSettings
+) -> tuple[list[Box], list[list[Box]]]:
+    """Overlays (same place in most samples) and, per frame, the boxes that remain."""
+    tol = settings.position_tolerance * frame_width
+    clusters: list[tuple[Box, set[int]]] = []
+    for i, boxes in enumerate(boxes_per_frame):
+        for box in boxes:
+            for ref, seen in clusters:
+                if _same_place(ref, box, tol):
+                    seen.add(i)
+                    break
+            else:
+                clusters.append((box, {i}))
+    needed = max(3, int(np.ceil(settings.static_fraction * len(boxes_per_frame))))
+    static = [ref for ref, seen in clusters if len(seen) >= needed]
+    moving = [
+        [b for b in boxes if not any(_same_place(s, b, tol) for s in static)] for boxes in boxes_per_frame
+    ]
+    return static, moving
+
+
+def choose_band(moving: list[list[Box]], width: int, height: int, settings: AreaSettings) -> Band | None:
+    """The vertical cluster of text boxes seen in the most samples, padded; None when there is none."""
+    rows: list[tuple[int, int, set[int], list[int]]] = []  # y0, y1, frames seen, line heights
+    for i, boxes in enumerate(moving):
+        for _x0, y0, _x1, y1 in boxes:
+            line_h = y1 - y0
+            for k, (ry0, ry1, seen, heights) in enumerate(rows):
+                if y0 <= ry1 + 0.6 * line_h and y1 >= ry0 - 0.6 * line_h:
+                    seen.add(i)
+                    heights.append(line_h)
+                    rows[k] = (min(ry0, y0), max(ry1, y1), seen, heights)
+                    break
+            else:
+                rows.append((y0, y1, {i}, [line_h]))
+    if not rows:
+        return None
+    y0, y1, _, heights = max(rows, key=lambda r: (len(r[2]), r[1]))
+    line_h = float(np.median(heights))
+    pad = max(4, int(0.3 * line_h))
+    top = int(y0 - pad - settings.extra_lines_above * line_h)
+    return clamp_band(Band(0, top, width, int(y1 + pad)), width, height)
+
+
+def detect_subtitle_band(
+    info: MediaInfo,
+    ocr: OcrSettings,
+    settings: AreaSettings = AreaSettings(),
+    user_band: tuple[float, float, float, float] | None = None,
+) -> Band:
+    """The subtitle band of a video: the user's, or the detected one; an empty band when there is no text."""
+    frames, scale = sample_frames(info, sample_count(info.duration, settings.samples), settings.detect_width)
+    engine = load_ocr_engine(ocr)
+    detected = [[tuple(int(round(v / scale)) for v in box) for box in engine.detect(f)] for f in frames]
+    static, moving = split_static_boxes(detected, info.width, settings)
+    if user_band is not None:
+        band = band_from_fractions(user_band, info.width, info.height)
+    else:
+        band = choose_band(moving, info.width, info.height, settings) or Band(0, 0, 0, 0, source="none")
+    inside = tuple(s for s in static if s[1] < band.y1 and s[3] > band.y0)
+    return Band(band.x0, band.y0, band.x1, band.y1, source=band.source, static_boxes=inside)
+
+
+def describe_band(band: Band, info: MediaInfo) -> str:
+    if band.is_empty:
+        return "no subtitle band found (no changing text in the sampled frames)"
+    top, bottom = band.y0 / info.height, band.y1 / info.height
+    return (
+        f"band x {band.x0}-{band.x1}, y {band.y0}-{band.y1} ({top:.0%}-{bottom:.0%} of the height, "
+        f"{band.source}); {len(band.static_boxes)} static overlay(s) masked"
+    )
+
+
+@task(name="subtitle_area", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+def subtitle_area_task(
+    info: MediaInfo,
+    ocr: OcrSettings,
+    settings: AreaSettings = AreaSettings(),
+    user_band: tuple[float, float, float, float] | None = None,
+) -> Band:
+    """GPU-capable: detection runs inside a GPU slot when the OCR engine runs on CUDA."""
+    from prefect import get_run_logger
+
+    with gpu_slot("subtitle_area") as grant:
+        band = detect_subtitle_band(info, _on_device(ocr, grant.device), settings, user_band)
+    get_run_logger().info("subtitle area of %s: %s", info.path.name, describe_band(band, info))
+    return band
+
+
+def _on_device(ocr: OcrSettings, device: str) -> OcrSettings:
+    from dataclasses import replace
+
+    return replace(ocr, device=device)

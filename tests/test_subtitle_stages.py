@@ -1,0 +1,128 @@
+"""The plain stage functions of the subtitle flow, on small synthetic inputs with known answers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from tasks.crop import band_from_fractions, crop_band, trim_to_text
+from tasks.errors import ConfigError
+from tasks.keyframes import KeyframeSettings, signal_change, text_signal
+from tasks.ocr import lines_to_rows
+from tasks.postprocess import PostprocessSettings, frames_to_events, to_srt
+from tasks.schema import Band, FrameText, OcrLine
+from tasks.subtitle_area import AreaSettings, choose_band, split_static_boxes
+
+
+def outlined_text(text: str, size=(120, 640), x=40, background=(60, 40, 30)) -> np.ndarray:
+    """White text with a 3 px black outline, the way subtitles are burned in."""
+    mask = np.zeros(size, np.uint8)
+    cv2.putText(mask, text, (x, 80), cv2.FONT_HERSHEY_SIMPLEX, 1.6, 255, 3, cv2.LINE_AA)
+    fill = mask > 127
+    outline = cv2.dilate(fill.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    img = np.zeros((*size, 3), np.uint8)
+    img[:] = background
+    img[outline] = 0
+    img[fill] = 255
+    return img
+
+
+def test_band_from_fractions_is_even_and_inside_the_frame():
+    band = band_from_fractions((0.0, 0.8, 1.0, 0.95), 1281, 721)
+    assert band.source == "user"
+    assert band.x0 % 2 == 0 and band.y0 % 2 == 0 and band.width % 2 == 0 and band.height % 2 == 0
+    assert 0 <= band.y0 < band.y1 <= 721 and band.x1 <= 1281
+
+
+@pytest.mark.parametrize("bad", [(0.5, 0.2, 0.4, 0.9), (0, 0, 1), (0, 0.9, 1, 1.2)])
+def test_band_from_fractions_rejects_nonsense(bad):
+    with pytest.raises(ConfigError, match="band"):
+        band_from_fractions(bad, 1280, 720)
+
+
+def test_static_overlays_are_set_aside_and_subtitles_kept():
+    logo, clock = (20, 20, 240, 76), (1080, 22, 1258, 48)
+    subtitles = [(500, 620, 780, 660), (420, 618, 860, 662), None, (560, 622, 720, 660), (470, 619, 810, 661)]
+    frames = [[logo, clock] + ([s] if s else []) for s in subtitles]
+    static, moving = split_static_boxes(frames, 1280, AreaSettings())
+    assert set(static) == {logo, clock}
+    assert sum(len(m) for m in moving) == 4
+    band = choose_band(moving, 1280, 720, AreaSettings())
+    assert band is not None and band.y0 < 618 and band.y1 > 662
+    assert band.y0 > 76, "the band must not reach up to the logo row"
+
+
+def test_no_text_gives_no_band():
+    assert choose_band([[], [], []], 1280, 720, AreaSettings()) is None
+
+
+def test_text_signal_changes_with_text_not_with_background():
+    settings = KeyframeSettings()
+    a = text_signal(outlined_text("HELLO"), settings)
+    a_other_bg = text_signal(outlined_text("HELLO", background=(90, 120, 60)), settings)
+    b = text_signal(outlined_text("WORLD"), settings)
+    blank = text_signal(np.full((120, 640, 3), 70, np.uint8), settings)
+    assert np.count_nonzero(a) >= settings.min_text_cells
+    assert np.count_nonzero(blank) == 0
+    assert signal_change(a, a_other_bg) < settings.change_threshold
+    assert signal_change(a, b) > settings.change_threshold
+
+
+def test_crop_masks_static_boxes_and_trims_to_text():
+    strip = outlined_text("HELLO", size=(120, 640), x=200)
+    band = Band(0, 600, 640, 720, static_boxes=((560, 610, 630, 650),))
+    strip[10:50, 560:630] = 255
+    cropped = crop_band(strip, band)
+    assert cropped[10:50, 560:630].max() == 0
+    columns = text_signal(cropped, KeyframeSettings()).any(axis=0)
+    trimmed = trim_to_text(cropped, columns, pad=16)
+    assert 150 < trimmed.shape[1] < 480
+
+
+def line(text, x0, y0, x1, y1, conf=0.99):
+    return OcrLine(text, conf, (x0, y0, x1, y1))
+
+
+def test_lines_to_rows_joins_a_row_and_orders_two_rows():
+    rows = lines_to_rows(
+        [line("line", 220, 62, 300, 100), line("Second", 100, 60, 210, 100), line("第一行", 120, 5, 260, 45)]
+    )
+    assert [r.text for r in rows] == ["第一行", "Second line"]
+
+
+def frame(i, start, end, text, conf=0.98):
+    lines = (
+        tuple(line(t, 0, 40 * k, 100, 40 * k + 30, conf) for k, t in enumerate(text.split("\n")))
+        if text
+        else ()
+    )
+    return FrameText(i, start, end, lines)
+
+
+def test_events_merge_split_and_keep_repeats_apart():
+    frames = [
+        frame(0, 0.5, 1.5, "同一句话"),
+        frame(1, 1.5, 2.5, "同一句话"),  # same text: one event
+        frame(2, 2.5, 3.5, "第一条字幕"),  # changed without a gap: split
+        frame(3, 3.5, 4.5, "第二条字幕"),  # one character of a short line differs: split
+        frame(4, 5.0, 6.0, "同一句话"),  # after a gap (4.5-5.0): a second event
+        frame(5, 6.0, 7.0, "Nothing lost when a worker dies"),
+        frame(6, 7.0, 7.4, "Nothing lost when a worker dles"),  # OCR jitter in a long line: merged
+        frame(7, 8.0, 9.0, "noise", conf=0.3),  # low confidence: dropped
+    ]
+    events = frames_to_events(frames, PostprocessSettings())
+    assert [(e.start, e.end, e.text) for e in events] == [
+        (0.5, 2.5, "同一句话"),
+        (2.5, 3.5, "第一条字幕"),
+        (3.5, 4.5, "第二条字幕"),
+        (5.0, 6.0, "同一句话"),
+        (6.0, 7.4, "Nothing lost when a worker dies"),
+    ]
+    srt_text = to_srt(events)
+    assert srt_text.startswith("1\n00:00:00,500 --> 00:00:02,500\n同一句话")
+
+
+def test_no_frames_no_events():
+    assert frames_to_events([], PostprocessSettings()) == []
+    assert to_srt([]) == ""

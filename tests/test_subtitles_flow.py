@@ -1,0 +1,138 @@
+"""The subtitle flow end to end: real ffmpeg, real PP-OCRv4, a real Prefect server, exact ground truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import assert_no_partial_outputs
+
+from flows.subtitles import extract_subtitles
+from samples.scoring import score_subtitles, squash
+from samples.video import busy_script, corpus_script, make_subtitled_video
+from tasks.errors import MediaInputError
+
+SAMPLE_FPS = 5.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus_video(media_dir) -> Path:
+    return make_subtitled_video(
+        media_dir / "corpus.mp4", corpus_script(), duration=30.0, background="gradient", logo=True, clock=True
+    )
+
+
+@pytest.fixture(scope="module")
+def busy_video(media_dir) -> Path:
+    return make_subtitled_video(
+        media_dir / "busy.mp4", busy_script(), duration=11.0, size=(960, 540), background="busy"
+    )
+
+
+def assert_meets_targets(cues, result) -> None:
+    score = score_subtitles(cues, list(result.events))
+    assert score.cer <= 0.02, (score, result.events)
+    assert score.recall >= 0.98, (score, result.events)
+    assert score.precision >= 0.98, (score, result.events)
+    assert score.median_start_error <= 1 / SAMPLE_FPS, score
+    assert score.median_end_error <= 1 / SAMPLE_FPS, score
+
+
+@pytest.mark.slow
+def test_corpus_meets_accuracy_targets(prefect_server, corpus_video, tmp_path):
+    result = extract_subtitles(str(corpus_video), str(tmp_path), sample_fps=SAMPLE_FPS)
+    assert_meets_targets(corpus_script(), result)
+    assert result.band.source == "auto" and result.band.y0 > 720 // 2, "subtitles are in the lower half"
+    run_dir = result.srt_path.parent
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "corpus.json",
+        "corpus.srt",
+        "corpus.txt",
+        "manifest.json",
+    ]
+    payload = json.loads(result.json_path.read_text(encoding="utf-8"))
+    assert [e["text"] for e in payload["events"]] == [e.text for e in result.events]
+    assert {"start", "end", "text", "confidence"} <= set(payload["events"][0])
+    assert_no_partial_outputs(tmp_path)
+
+
+@pytest.mark.slow
+def test_busy_background_meets_accuracy_targets(prefect_server, busy_video, tmp_path):
+    assert_meets_targets(busy_script(), extract_subtitles(str(busy_video), str(tmp_path)))
+
+
+@pytest.mark.slow
+def test_user_band_is_used(prefect_server, busy_video, tmp_path):
+    result = extract_subtitles(str(busy_video), str(tmp_path), band=(0.0, 0.6, 1.0, 1.0))
+    assert result.band.source == "user" and result.band.y0 == 324
+    assert_meets_targets(busy_script(), result)
+
+
+def test_video_without_subtitles_gives_an_empty_srt(prefect_server, media_dir, tmp_path):
+    video = make_subtitled_video(
+        media_dir / "nosubs.mp4", [], duration=5.0, size=(640, 360), logo=True, clock=True
+    )
+    result = extract_subtitles(str(video), str(tmp_path))
+    assert result.events == ()
+    assert result.srt_path.read_text(encoding="utf-8") == ""
+    assert json.loads(result.json_path.read_text(encoding="utf-8"))["events"] == []
+
+
+def test_path_with_spaces_and_unicode(prefect_server, media_dir, tmp_path):
+    name = media_dir / "my vidéo 字幕 'quoted' -x.mp4"
+    make_subtitled_video(name, busy_script()[:2], duration=5.0, size=(640, 360))
+    result = extract_subtitles(str(name), str(tmp_path))
+    assert [squash(e.text) for e in result.events] == ["背景在动", "Movingbackgroundtest"]
+    assert result.srt_path.is_relative_to(tmp_path) and result.srt_path.exists()
+
+
+def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "zero bytes.mp4").write_bytes(b"")
+    (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
+    (root / "notes.mp4").write_text("this is not a video\n" * 50)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", str(root / "tone.m4a")], check=True
+    )
+    return {
+        "zero": (root / "zero bytes.mp4", "empty"),
+        "corrupt": (root / "corrupt.mp4", "not a readable media file"),
+        "text": (root / "notes.mp4", "not a readable media file"),
+        "audio": (root / "tone.m4a", "is audio, expected video"),
+        "missing": (root / "nope.mp4", "does not exist"),
+    }
+
+
+@pytest.mark.parametrize("case", ["zero", "corrupt", "text", "audio", "missing"])
+def test_bad_input_fails_clearly_without_outputs(prefect_server, tmp_path, case):
+    path, cause = _bad_inputs(tmp_path / "in")[case]
+    out = tmp_path / "out"
+    with pytest.raises(MediaInputError) as info:
+        extract_subtitles(str(path), str(out))
+    assert str(path) in str(info.value) and cause in str(info.value)
+    assert not out.exists() or not any(out.rglob("*.srt"))
+    assert_no_partial_outputs(tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_prints_the_srt_path_last(prefect_server, busy_video, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.subtitles", str(busy_video), "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    srt_path = Path(proc.stdout.strip().splitlines()[-1])
+    assert srt_path.suffix == ".srt" and srt_path.exists()
+    assert "Moving background test" in srt_path.read_text(encoding="utf-8")
