@@ -73,8 +73,8 @@ class Keyframe:
     index: int
     start: float
     end: float
-    image_path: Path  # the band crop (PNG)
-    prev_sample_time: float | None = None  # last sample before `start` (for boundary refinement)
+    image_path: Path  # the band strip, later the band crop (PNG)
+    change: float = 1.0  # text-signal change from the previous kept sample (1.0: all new)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,6 @@ class FrameText:
     start: float
     end: float
     lines: tuple[OcrLine, ...]
-    prev_sample_time: float | None = None
 
     @property
     def text(self) -> str:
