@@ -28,8 +28,10 @@ $(VENV)/.setup-done: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	@touch $@
 
+# Prefect's embedded default: an ephemeral API on SQLite in ~/.prefect, nothing to start.
 demo: setup
-	$(BIN)/python -m flows.subtitles --demo --output-dir demo-output
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=WARNING \
+	  $(BIN)/python -m flows.subtitles --demo --output-dir demo-output
 
 lint: setup
 	$(BIN)/ruff check .

@@ -136,3 +136,27 @@ def test_cli_prints_the_srt_path_last(prefect_server, busy_video, tmp_path):
     srt_path = Path(proc.stdout.strip().splitlines()[-1])
     assert srt_path.suffix == ".srt" and srt_path.exists()
     assert "Moving background test" in srt_path.read_text(encoding="utf-8")
+
+
+def test_ocr_model_loads_once_across_runs(prefect_server, busy_video, tmp_path):
+    from tasks.models import load_count
+
+    extract_subtitles(str(busy_video), str(tmp_path / "a"), band=(0.0, 0.6, 1.0, 1.0))
+    loads = load_count("ocr", "rapidocr")
+    extract_subtitles(str(busy_video), str(tmp_path / "b"), band=(0.0, 0.6, 1.0, 1.0))
+    assert loads >= 1 and load_count("ocr", "rapidocr") == loads
+
+
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        ("tesseract", "unknown OCR engine 'tesseract'; known: paddleocr, rapidocr"),
+        ("paddleocr", "paddleocr engine needs local model folders"),
+    ],
+)
+def test_engine_choice_errors_are_clear(engine, message):
+    from tasks.errors import ConfigError
+    from tasks.ocr import OcrSettings, load_ocr_engine
+
+    with pytest.raises(ConfigError, match=message):
+        load_ocr_engine(OcrSettings(engine=engine))
