@@ -17,6 +17,9 @@ class MediaInputError(YiVideoError, ValueError):
         self.cause = cause
         super().__init__(f"{self.path!r}: {cause}")
 
+    def __reduce__(self):  # picklable, so the error crosses process boundaries (Ray workers) as itself
+        return type(self), (self.path, self.cause)
+
 
 class StageError(YiVideoError, RuntimeError):
     """A stage failed on valid input (ffmpeg died, a model could not load, a check failed)."""
@@ -26,6 +29,9 @@ class StageError(YiVideoError, RuntimeError):
         self.subject = str(subject)
         self.cause = cause
         super().__init__(f"{stage} failed for {self.subject!r}: {cause}")
+
+    def __reduce__(self):
+        return type(self), (self.stage, self.subject, self.cause)
 
 
 class ConfigError(YiVideoError, ValueError):

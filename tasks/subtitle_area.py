@@ -134,7 +134,7 @@ def describe_band(band: Band, info: MediaInfo) -> str:
     )
 
 
-@task(name="subtitle_area", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="subtitle_area", retries=1, retry_delay_seconds=2, cache_policy=NONE, tags=["gpu"])
 def subtitle_area_task(
     info: MediaInfo,
     ocr: OcrSettings,

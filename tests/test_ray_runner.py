@@ -1,0 +1,323 @@
+"""The flows on Ray: one local Ray instance (2 CPUs, 2 fake GPUs) per module, a real Prefect server,
+YIVIDEO_GPU_GATE=always so GPU stages take real Prefect GPU slots, real OCR on generated video."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from blocks.runner import RunnerSettings
+from flows.runners import (
+    GPU_TAG,
+    RUNNER_BLOCK_ENV,
+    RUNNER_ENV,
+    StageRunner,
+    placement_options,
+    run_stage,
+    runner_settings_from_env,
+    with_runner,
+)
+from flows.subtitles import extract_subtitles
+from samples.scoring import squash
+from samples.video import busy_script, make_subtitled_video
+from tasks.errors import ConfigError, MediaInputError
+from tasks.gpu import GATE_ENV, HOST_ENV, RUN_DIR_ENV, gpu_slot, limit_name
+from tasks.models import load_count
+from tasks.ocr import OcrSettings, ocr_task
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ON_RAY = RunnerSettings(kind="ray")
+
+
+def _set_limit(name: str, slots: int) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, slots)
+
+
+def _limit_names() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {limit.name for limit in client.read_global_concurrency_limits(limit=200)}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(prefect_server, tmp_path_factory):
+    """A local Ray instance whose workers reach the test's Prefect server and gate GPU stages on it."""
+    from prefect.settings import PREFECT_API_URL
+
+    gpu_env = {  # a host of our own with one single-slot device; brokers keep their files in a temp folder
+        GATE_ENV: "always",
+        HOST_ENV: f"ray-test-{os.getpid()}",
+        RUN_DIR_ENV: str(tmp_path_factory.mktemp("gpu-run")),
+    }
+    saved = {k: os.environ.get(k) for k in gpu_env}
+    os.environ.update(gpu_env)  # this process (local runs) and, by inheritance, the Ray nodes
+    _set_limit(limit_name(0), 1)
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,  # fake: Ray may run two GPU stages at once; the Prefect limit (1 slot) still caps them
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=200 * 1024**2,
+        # the test module itself (its probe tasks) must import in the workers
+        runtime_env={
+            "env_vars": {"PYTHONPATH": str(HERE), "PREFECT_API_URL": PREFECT_API_URL.value(), **gpu_env}
+        },
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def busy_video(media_dir) -> Path:
+    return make_subtitled_video(
+        media_dir / "busy-ray.mp4", busy_script(), duration=11.0, size=(960, 540), background="busy"
+    )
+
+
+@pytest.fixture(scope="module")
+def short_video(media_dir) -> Path:
+    return make_subtitled_video(media_dir / "short-ray.mp4", busy_script()[:2], duration=5.0, size=(640, 360))
+
+
+def test_subtitles_on_ray_match_the_local_runner(ray_cluster, busy_video, tmp_path, monkeypatch):
+    local = with_runner(extract_subtitles, RunnerSettings())(str(busy_video), str(tmp_path / "local"))
+    loads_here = load_count("ocr")
+    # as a deployment picks it: the flow's own StageRunner() reads the block its environment names
+    ON_RAY.save(f"ray-test-{os.getpid()}", overwrite=True)
+    monkeypatch.setenv(RUNNER_BLOCK_ENV, f"ray-test-{os.getpid()}")
+    on_ray = extract_subtitles(str(busy_video), str(tmp_path / "ray"))
+    assert on_ray.srt_path.read_text(encoding="utf-8") == local.srt_path.read_text(encoding="utf-8")
+    assert [e.text for e in on_ray.events] == [e.text for e in local.events]
+    assert len(local.events) == len(busy_script())
+    assert load_count("ocr") == loads_here, "the OCR stages ran in Ray workers, not in this process"
+    with pytest.raises(MediaInputError, match="does not exist"):  # a stage's error crosses Ray as itself
+        with_runner(extract_subtitles, ON_RAY)(str(tmp_path / "missing.mp4"), str(tmp_path / "ray"))
+
+
+@task(name="ocr-and-report", tags=[GPU_TAG], cache_policy=NONE)
+def ocr_and_report(batches, keyframes, settings: OcrSettings) -> tuple[int, int, str, str | None]:
+    """The real OCR stage, then which process ran it, how many models that process has loaded so far, and
+    which GPUs Ray let it see."""
+    texts = ocr_task.fn(batches, keyframes, settings)
+    seen = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return os.getpid(), load_count("ocr", "rapidocr"), " / ".join(t.text for t in texts), seen
+
+
+@flow
+def repeat_ocr(
+    batches, keyframes, settings: OcrSettings, times: int
+) -> list[tuple[int, int, str, str | None]]:
+    return [run_stage(ocr_and_report, batches, keyframes, settings) for _ in range(times)]
+
+
+@pytest.fixture(scope="module")
+def ocr_input(short_video, tmp_path_factory):
+    """Stitched keyframes of the short video, made by the plain stage functions (no OCR in this process)."""
+    from tasks.crop import band_from_fractions, crop_keyframes
+    from tasks.keyframes import KeyframeSettings, extract_keyframes
+    from tasks.media import probe_media
+    from tasks.stitch import stitch_keyframes
+
+    work = tmp_path_factory.mktemp("ocr-input")
+    info = probe_media(short_video)
+    keyframes = extract_keyframes(
+        info, band_from_fractions((0.0, 0.6, 1.0, 1.0), info.width, info.height), work, KeyframeSettings()
+    )
+    crops = crop_keyframes(keyframes, work)
+    return stitch_keyframes(crops, work), crops
+
+
+def test_gpu_workers_keep_their_models_across_tasks(ray_cluster, ocr_input):
+    batches, crops = ocr_input
+    times = 3
+    warm = with_runner(repeat_ocr, ON_RAY)(batches, crops, OcrSettings(), times)
+    cold = with_runner(repeat_ocr, ON_RAY.model_copy(update={"keep_gpu_workers": False}))(
+        batches, crops, OcrSettings(), times
+    )
+    for reports in (warm, cold):
+        assert all("Movingbackgroundtest" in squash(text) for _, _, text, _ in reports), reports
+    warm_pids = {pid for pid, *_ in warm}
+    assert os.getpid() not in warm_pids
+    assert all(loads == 1 for _, loads, *_ in warm), f"a warm worker loaded the model again: {warm}"
+    assert len(warm_pids) < times, f"no worker served two GPU tasks: {warm}"
+    # a kept worker sees every GPU of its node (gpu_slot picks the device); Ray pins a one-task worker
+    assert all(seen is None for *_, seen in warm) and all(seen in ("0", "1") for *_, seen in cold), (
+        warm,
+        cold,
+    )
+    # Ray's default for GPU tasks (max_calls=1): a fresh worker, and a fresh model load, for every task
+    assert len({pid for pid, *_ in cold}) == times and all(loads == 1 for _, loads, *_ in cold), cold
+
+
+@task(name="hold-gpu", tags=[GPU_TAG], cache_policy=NONE)
+def hold_gpu(seconds: float, meet: str) -> tuple[int, float, float, float]:
+    """Hold the GPU slot for `seconds`, after the first two tasks have met (both running in Ray at once)."""
+    Path(meet, str(os.getpid()) + str(time.monotonic_ns())).touch()
+    deadline = time.monotonic() + 120
+    while len(os.listdir(meet)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = time.time()
+    with gpu_slot("hold-gpu") as grant:
+        assert grant.limit is not None, "YIVIDEO_GPU_GATE=always should gate in the Ray worker"
+        acquired = time.time()
+        time.sleep(seconds)
+        released = time.time()
+    return os.getpid(), started, acquired, released
+
+
+@flow(task_runner=StageRunner(ON_RAY))
+def contend_for_gpu(count: int, seconds: float, meet: str) -> list[tuple[int, float, float, float]]:
+    from prefect_ray.context import remote_options
+
+    with remote_options(**placement_options(hold_gpu)):
+        futures = [hold_gpu.submit(seconds, meet) for _ in range(count)]
+    return [f.result() for f in futures]
+
+
+def test_prefect_gpu_limit_caps_gpu_stages_inside_ray(ray_cluster, tmp_path):
+    holds = contend_for_gpu(3, 1.0, str(tmp_path))
+    assert len({pid for pid, *_ in holds}) >= 2, f"Ray ran the GPU tasks one at a time: {holds}"
+    spans = sorted((acquired, released) for _, _, acquired, released in holds)
+    overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if a[1] > b[0]]
+    assert not overlaps, f"two GPU tasks held the single slot at once: {overlaps}"
+    # Ray ran two at once (they met): one of them waited for the other's slot
+    assert max(acquired - started for _, started, acquired, _ in holds) >= 0.8, f"none waited: {holds}"
+
+
+def test_cli_points_the_flow_at_an_existing_ray_cluster(ray_cluster, short_video, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.subtitles", str(short_video), "--output-dir", str(tmp_path)]
+        + ["--runner", "ray", "--ray-address", ray_cluster],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    srt_path = Path(proc.stdout.strip().splitlines()[-1])
+    assert "Movingbackgroundtest" in squash(srt_path.read_text(encoding="utf-8"))
+    assert f"Connecting to existing Ray cluster at address: {ray_cluster}" in proc.stderr, proc.stderr
+
+
+def _start_worker(name: str, queue: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", "--work-queue", queue]
+    command += ["--name", name, "--type", "process", "--limit", "1"]
+    with log.open("w") as out:  # a file, not a pipe: nobody drains a pipe while the runs go on
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
+def test_two_workers_on_the_gpu_pool_share_the_runs(prefect_server, short_video, tmp_path):
+    """One Prefect worker per host on the `gpu` pool: each takes runs while the other is busy, and the GPU
+    stages of its runs take its own host's device limit."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+    from prefect.workers.process import ProcessWorker
+
+    queue = f"two-hosts-{os.getpid()}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool("gpu")
+        except ObjectNotFound:
+            template = ProcessWorker.get_default_base_job_template()
+            client.create_work_pool(WorkPoolCreate(name="gpu", type="process", base_job_template=template))
+        flow_id = client.create_flow_from_name(extract_subtitles.name)
+        client.create_deployment(
+            flow_id=flow_id,
+            name=queue,
+            work_pool_name="gpu",
+            work_queue_name=queue,
+            entrypoint="flows/subtitles.py:extract_subtitles",
+            pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YIVIDEO_")}  # local runner per host
+    env |= {"PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    env |= {"PREFECT_LOGGING_LEVEL": "INFO", GATE_ENV: "always", RUN_DIR_ENV: str(tmp_path / "gpu-run")}
+    hosts = [f"host-{letter}-{os.getpid()}" for letter in "ab"]  # two hosts, each with its own device limit
+    logs = {host: tmp_path / f"{host}.log" for host in hosts}
+    workers = [_start_worker(host, queue, log, env | {HOST_ENV: host}) for host, log in logs.items()]
+    try:
+        runs = [
+            run_deployment(
+                f"{extract_subtitles.name}/{queue}",
+                parameters={"video": str(short_video), "output_dir": str(tmp_path / f"out{i}")},
+                timeout=0,
+            )
+            for i in range(3)
+        ]
+        states = _wait_final([r.id for r in runs], timeout=240)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+    assert all(s.is_completed() for s in states.values()), {k: s.message for k, s in states.items()}
+    taken = {host: _runs_taken(log.read_text(), runs) for host, log in logs.items()}
+    assert all(taken.values()), f"one worker took every run: {taken}"
+    assert not set.intersection(*taken.values()) and len(set.union(*taken.values())) == len(runs), taken
+    assert {limit_name(0, host) for host in hosts} <= _limit_names(), "each host's stages took its own limit"
+    for i in range(len(runs)):
+        (srt,) = (tmp_path / f"out{i}").rglob("*.srt")
+        assert "Movingbackgroundtest" in squash(srt.read_text(encoding="utf-8"))
+
+
+def _runs_taken(worker_log: str, runs) -> set[str]:
+    """Runs this worker claimed: it logs every run it tries, and an abort for those another worker won."""
+    tried = {str(r.id) for r in runs if f"submitting flow run '{r.id}'" in worker_log}
+    return {i for i in tried if f"Aborted submission of flow run '{i}'" not in worker_log}
+
+
+def _wait_final(run_ids, timeout: float) -> dict:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            states = {str(i): client.read_flow_run(i).state for i in run_ids}
+            if all(s.is_final() for s in states.values()) or time.monotonic() > deadline:
+                return states
+            time.sleep(1)
+
+
+def test_runner_configuration_errors_are_clear(prefect_server, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv(RUNNER_ENV, "spark")
+    with pytest.raises(ConfigError, match="YIVIDEO_RUNNER='spark' is not a runner"):
+        runner_settings_from_env()
+    monkeypatch.setenv(RUNNER_BLOCK_ENV, "no-such-runner")
+    with pytest.raises(ConfigError, match="runner block 'no-such-runner'"):
+        runner_settings_from_env()
+    with (
+        temporary_settings(restore_defaults={PREFECT_API_URL}),
+        pytest.raises(ConfigError, match="PREFECT_API_URL"),
+    ):
+        StageRunner(ON_RAY).__enter__()  # Ray workers cannot reach a throwaway in-process API
