@@ -1,0 +1,351 @@
+"""Set up a Prefect server for YiVideo, idempotently: work pools, GPU limits, blocks, variables, automations.
+
+python -m deployments.bootstrap --output-root DIR --inbox DIR [--gpu-units N]
+
+Run it before `prefect deploy --all` (prefect.yaml reads the variables and names the blocks). Running it
+again changes only what differs: pools follow the given options; this host's GPU limits are created when
+missing (their sizes, like blocks edited in the UI, are kept unless --gpu-units / --reset-blocks say
+otherwise); variables follow the arguments given; the alert automations are rebuilt from the `AlertRules`
+block, so editing the block and re-running applies it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import yaml
+
+from blocks.gpu_policy import DEFAULT_DOCUMENT as GPU_POLICY_DOCUMENT
+from blocks.gpu_policy import GpuPolicy, load_gpu_policy
+from blocks.policy import DEFAULT_DOCUMENT, POLICY_ENV, AlertRules, RunPolicy
+from blocks.subtitles import SubtitleSettings
+from tasks.gpu import GPU_LIMIT_NAME, gate_mode, host_name, limit_name, visible_gpus
+
+REPO = Path(__file__).resolve().parents[1]
+POOLS = {
+    "cpu": "CPU work: transcoding, the inbox sweep",
+    "gpu": "GPU-capable flows (OCR, speech, enhancement); their stages take slots of the GPU limits",
+}
+OUTPUT_VARIABLE = "yivideo_output_root"
+INBOX_VARIABLE = "yivideo_inbox_dir"
+ALERT_PREFIX = "yivideo: "
+
+
+@dataclass
+class Report:
+    lines: list[str]
+
+    def __call__(self, what: str, name: str, action: str) -> None:
+        self.lines.append(f"{what:11} {name:44} {action}")
+
+
+def policy_names(prefect_yaml: Path = REPO / "prefect.yaml") -> set[str]:
+    """Every run policy document a deployment names in prefect.yaml (so each one exists)."""
+    names = {DEFAULT_DOCUMENT}
+    if prefect_yaml.exists():
+        config = yaml.safe_load(prefect_yaml.read_text(encoding="utf-8")) or {}
+        for deployment in config.get("deployments", []):
+            env = ((deployment.get("work_pool") or {}).get("job_variables") or {}).get("env") or {}
+            if env.get(POLICY_ENV):
+                names.add(str(env[POLICY_ENV]))
+    return names
+
+
+async def ensure_pools(client, report: Report, gpu_pool_concurrency: int | None) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    for name, description in POOLS.items():
+        limit = gpu_pool_concurrency if name == "gpu" else None
+        try:
+            pool = await client.read_work_pool(name)
+        except ObjectNotFound:
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=name, type="process", description=description, base_job_template=template,
+                    concurrency_limit=limit,
+                )  # fmt: skip
+            )
+            report("work pool", name, "created (process)")
+            continue
+        if pool.type != "process":
+            raise SystemExit(f"work pool {name!r} exists with type {pool.type!r}; delete it or rename ours")
+        if pool.concurrency_limit != limit or pool.description != description:
+            await client.update_work_pool(
+                name, WorkPoolUpdate(concurrency_limit=limit, description=description)
+            )
+            report("work pool", name, "updated")
+        else:
+            report("work pool", name, "ok")
+
+
+def gpu_devices(policy: GpuPolicy) -> list[int]:
+    """This host's GPUs as the slot broker counts them; a CPU host gated for tests counts as one."""
+    if policy.devices:
+        return list(range(policy.devices))
+    found = visible_gpus()
+    return found or ([0] if gate_mode() == "always" else [])
+
+
+async def ensure_gpu_limits(client, report: Report, units: int | None) -> None:
+    """One limit per device of this host (`gpu:<host>:<index>`), as tasks/gpu.py's broker names them.
+
+    A missing limit is created with `units` (default: the GPU policy's units_per_device); an existing one
+    keeps the size set in the UI unless `units` is given. Other GPU hosts' brokers create their own.
+    """
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    policy = await load_gpu_policy()
+    devices = gpu_devices(policy)
+    if not devices:
+        report("gpu limit", f"{GPU_LIMIT_NAME}:{host_name()}:*", "none: no GPU here (GPU hosts make theirs)")
+    for index in devices:
+        name = limit_name(index)
+        try:
+            current = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            size = units or policy.units_per_device
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=size, slot_decay_per_second=0.0)
+            )
+            report("gpu limit", name, f"created ({size} units)")
+            continue
+        if units is not None and current.limit != units:
+            await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=units))
+            report("gpu limit", name, f"updated ({units} units)")
+        else:
+            report("gpu limit", name, f"ok ({current.limit} units)")
+
+
+async def ensure_blocks(client, report: Report, reset: bool) -> AlertRules:
+    from prefect.exceptions import ObjectNotFound
+
+    wanted = [(RunPolicy, name) for name in sorted(policy_names())]
+    wanted += [(AlertRules, DEFAULT_DOCUMENT), (SubtitleSettings, DEFAULT_DOCUMENT)]
+    wanted += [(GpuPolicy, GPU_POLICY_DOCUMENT)]
+    for block_cls in {cls for cls, _ in wanted}:
+        await block_cls.aregister_type_and_schema(client=client)
+    for block_cls, name in wanted:
+        label = f"{block_cls.get_block_type_slug()}/{name}"
+        try:
+            await client.read_block_document_by_name(name, block_cls.get_block_type_slug())
+        except ObjectNotFound:
+            await block_cls().asave(name, client=client)
+            report("block", label, "created with defaults")
+            continue
+        if reset:
+            await block_cls().asave(name, overwrite=True, client=client)
+            report("block", label, "reset to defaults")
+        else:
+            report("block", label, "ok (kept as edited)")
+    return await AlertRules.aload(DEFAULT_DOCUMENT, client=client)
+
+
+async def ensure_variables(client, report: Report, values: dict[str, str | None]) -> None:
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+
+    for name, value in values.items():
+        current = await client.read_variable_by_name(name)
+        if value is None:
+            if current is None:
+                raise SystemExit(f"variable {name!r} is not set yet: pass it on the first bootstrap")
+            report("variable", name, f"ok ({current.value})")
+        elif current is None:
+            await client.create_variable(VariableCreate(name=name, value=value))
+            report("variable", name, f"created ({value})")
+        elif current.value != value:
+            await client.update_variable(VariableUpdate(name=name, value=value))
+            report("variable", name, f"updated ({value})")
+        else:
+            report("variable", name, f"ok ({value})")
+
+
+def alert_automations(rules: AlertRules, notify_block_id=None) -> list:
+    """The seeds' alert rules as Prefect automations (AutomationCore objects, not yet created)."""
+    from prefect.automations import (
+        AutomationCore,
+        ChangeFlowRunState,
+        DoNothing,
+        EventTrigger,
+        Posture,
+        SendNotification,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    def alerts(subject: str, body: str) -> list:
+        if notify_block_id is None:  # the firing still shows in the event feed and the automation's history
+            return [DoNothing()]
+        return [SendNotification(block_document_id=notify_block_id, subject=subject, body=body)]
+
+    hold = rules.gpu_hold_hard_timeout_seconds
+    silence = rules.heartbeat_grace_seconds
+    return [
+        AutomationCore(
+            name=f"{ALERT_PREFIX}GPU slot held past the hard timeout",
+            description=f"A task took a slot of a GPU limit and did not release it within {hold:.0f} s.",
+            trigger=EventTrigger(
+                posture=Posture.Proactive,
+                match={"prefect.resource.name": f"{GPU_LIMIT_NAME}*"},
+                after={"prefect.concurrency-limit.acquired"},
+                expect={"prefect.concurrency-limit.released"},
+                for_each={"related:task-run:prefect.resource.id"},
+                threshold=1,
+                within=timedelta(seconds=hold),
+            ),
+            actions=alerts(
+                "GPU slot held too long",
+                f"{{{{ event.resource.name }}}} held past {hold:.0f} s by task run "
+                "{{ event.resource_in_role['task-run'].name }}",
+            ),
+        ),
+        AutomationCore(
+            name=f"{ALERT_PREFIX}run without heartbeats marked crashed",
+            description=f"A flow run silent (no heartbeat, no final state) for {silence:.0f} s is Crashed.",
+            trigger=EventTrigger(
+                posture=Posture.Proactive,
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                after={"prefect.flow-run.heartbeat"},
+                expect={
+                    "prefect.flow-run.heartbeat",
+                    "prefect.flow-run.Completed",
+                    "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled",
+                    "prefect.flow-run.Crashed",
+                },
+                for_each={"prefect.resource.id"},
+                threshold=1,
+                within=timedelta(seconds=silence),
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message=f"no heartbeat for {silence:.0f} s: the worker or its machine died",
+                ),
+                *(alerts("Flow run crashed", "{{ flow_run.name }} stopped sending heartbeats")
+                  if notify_block_id else []),
+            ],  # fmt: skip
+        ),
+        AutomationCore(
+            name=f"{ALERT_PREFIX}failure rate above threshold",
+            description=(
+                f"{rules.failure_threshold} or more failed runs of one deployment within "
+                f"{rules.failure_window_seconds:.0f} s."
+            ),
+            trigger=EventTrigger(
+                posture=Posture.Reactive,
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                expect={"prefect.flow-run.Failed"},
+                for_each={"related:deployment:prefect.resource.id"},
+                threshold=rules.failure_threshold,
+                within=timedelta(seconds=rules.failure_window_seconds),
+            ),
+            actions=alerts(
+                "Failure rate above threshold",
+                f"{rules.failure_threshold}+ failures within {rules.failure_window_seconds:.0f} s: "
+                "{{ event.resource_in_role['deployment'].name }}",
+            ),
+        ),
+    ]
+
+
+def check_heartbeat_grace(rules: AlertRules) -> None:
+    """A grace shorter than two heartbeat intervals would crash healthy runs between their heartbeats."""
+    from prefect.settings import get_current_settings
+
+    every = get_current_settings().flows.heartbeat_frequency
+    if every and rules.heartbeat_grace_seconds < 2 * every:
+        raise SystemExit(
+            f"AlertRules.heartbeat_grace_seconds={rules.heartbeat_grace_seconds:.0f} is under twice the flow "
+            f"heartbeat interval ({every} s, PREFECT_FLOWS_HEARTBEAT_FREQUENCY): healthy runs would be "
+            "marked crashed; raise the grace in the block or shorten the interval on the workers"
+        )
+
+
+async def ensure_automations(client, report: Report, rules: AlertRules) -> None:
+    check_heartbeat_grace(rules)
+    notify_id = None
+    if rules.notification_block:
+        slug, _, name = rules.notification_block.partition("/")
+        notify_id = (await client.read_block_document_by_name(name, slug)).id
+    for automation in alert_automations(rules, notify_id):
+        existing = await client.read_automations_by_name(automation.name)
+        for extra in existing[1:]:
+            await client.delete_automation(extra.id)
+        if not existing:
+            await client.create_automation(automation)
+            report("automation", automation.name, "created")
+        elif _same(existing[0], automation):
+            report("automation", automation.name, "ok")
+        else:
+            await client.update_automation(existing[0].id, automation)
+            report("automation", automation.name, "updated")
+
+
+def _same(current, wanted) -> bool:
+    keys = {"name", "description", "enabled", "trigger", "actions"}
+    return current.model_dump(mode="json", include=keys) == wanted.model_dump(mode="json", include=keys)
+
+
+async def bootstrap(
+    *,
+    output_root: Path | None,
+    inbox: Path | None,
+    gpu_units: int | None,
+    gpu_pool_concurrency: int | None,
+    reset_blocks: bool = False,
+) -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    report = Report([])
+    async with get_client() as client:
+        await ensure_pools(client, report, gpu_pool_concurrency)
+        rules = await ensure_blocks(client, report, reset_blocks)
+        await ensure_gpu_limits(client, report, gpu_units)
+        await ensure_variables(
+            client,
+            report,
+            {
+                OUTPUT_VARIABLE: str(output_root.resolve()) if output_root else None,
+                INBOX_VARIABLE: str(inbox.resolve()) if inbox else None,
+            },
+        )
+        await ensure_automations(client, report, rules)
+    return report.lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Create YiVideo's pools, limits, blocks and automations.")
+    parser.add_argument("--output-root", type=Path, help=f"where deployed runs write ({OUTPUT_VARIABLE})")
+    parser.add_argument("--inbox", type=Path, help=f"the watched upload folder ({INBOX_VARIABLE})")
+    parser.add_argument(
+        "--gpu-units", type=int, default=None, help="capacity of each GPU's limit (default: the GPU policy's)"
+    )
+    parser.add_argument("--gpu-pool-concurrency", type=int, default=None, help="flow runs at once on 'gpu'")
+    parser.add_argument("--reset-blocks", action="store_true", help="write block defaults over UI edits")
+    args = parser.parse_args(argv)
+    for folder in (args.output_root, args.inbox):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+    lines = asyncio.run(
+        bootstrap(
+            output_root=args.output_root,
+            inbox=args.inbox,
+            gpu_units=args.gpu_units,
+            gpu_pool_concurrency=args.gpu_pool_concurrency,
+            reset_blocks=args.reset_blocks,
+        )
+    )
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The flows as deployed: each with the retries and timeouts of its run policy block applied.
+
+prefect.yaml points here. A worker imports this module when it starts a run; the `RunPolicy` document named
+by YIVIDEO_RUN_POLICY (prefect.yaml sets it per deployment) is read then, so an edit in the UI applies to
+the next run. Everywhere else (`prefect deploy`, tests, notebooks) the built-in defaults apply, offline.
+"""
+
+from __future__ import annotations
+
+from blocks.policy import current_run_policy
+from deployments.inbox import sweep_inbox as _sweep_inbox
+from flows.enhance import enhance_images as _enhance_images
+from flows.pipeline import run_pipeline as _run_pipeline
+from flows.subtitles import extract_subtitles as _extract_subtitles
+from flows.transcode import transcode as _transcode
+from flows.transcribe import transcribe as _transcribe
+
+_policy = current_run_policy()
+
+extract_subtitles = _policy.apply_to_flow(_extract_subtitles)
+enhance_images = _policy.apply_to_flow(_enhance_images)
+run_pipeline = _policy.apply_to_flow(_run_pipeline)
+transcode = _policy.apply_to_flow(_transcode)
+transcribe = _policy.apply_to_flow(_transcribe)
+sweep_inbox = _policy.apply_to_flow(_sweep_inbox)

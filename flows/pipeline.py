@@ -1,0 +1,289 @@
+"""An ordered `workflow_chain` of stages on one video: the seeds' workflow API as one Prefect flow.
+
+python -m flows.pipeline VIDEO --chain keyframes subtitle_area crop stitch ocr postprocess transcode
+python -m flows.pipeline --list                        # the known stages and what each needs
+
+Stages run in the order given. A stage whose input no earlier stage produced pulls its prerequisite in
+ahead of it (keyframes are sampled inside the subtitle band, so `keyframes` pulls `subtitle_area` in
+first); the plan that ran is in the manifest and the results table. Unknown names fail before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from prefect import Task, flow
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from pydantic import WithJsonSchema
+
+from blocks.policy import RunPolicy, current_run_policy
+from blocks.subtitles import SubtitleSettings
+from flows.runners import StageRunner, run_stage
+from tasks.crop import crop_task
+from tasks.errors import ConfigError
+from tasks.keyframes import KeyframeSettings, keyframes_task
+from tasks.media import probe_task
+from tasks.ocr import OcrSettings, ocr_task
+from tasks.outputs import run_output_dir, safe_stem, write_manifest
+from tasks.postprocess import PostprocessSettings, postprocess_task, write_subtitle_files
+from tasks.schema import (
+    Band,
+    FrameText,
+    KeyframeSet,
+    MediaInfo,
+    PipelineResult,
+    StageOutcome,
+    StitchedBatch,
+    SubtitleEvent,
+)
+from tasks.stitch import stitch_task
+from tasks.subtitle_area import AreaSettings, describe_band, subtitle_area_task
+
+R = TypeVar("R")
+# The seeds' default chain, in the seeds' order (keyframes first): the plan puts subtitle_area ahead of it.
+SEED_CHAIN = ("keyframes", "subtitle_area", "crop", "stitch", "ocr", "postprocess")
+
+
+@dataclass
+class ChainState:
+    """What the stages of one chain have produced so far on one video."""
+
+    info: MediaInfo
+    run_dir: Path
+    work_dir: Path
+    output_root: Path
+    settings: SubtitleSettings
+    policy: RunPolicy
+    band: Band | None = None
+    keyframes: KeyframeSet | None = None
+    crops: KeyframeSet | None = None
+    batches: list[StitchedBatch] | None = None
+    texts: list[FrameText] | None = None
+    events: list[SubtitleEvent] | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    def stage(self, task: Task[..., R], *args: Any) -> R:
+        """Run a stage task under the run policy's retries/timeout, through the flow's task runner."""
+        return run_stage(self.policy.apply_to_task(task), *args)
+
+    @property
+    def ocr(self) -> OcrSettings:
+        s = self.settings
+        return OcrSettings(
+            engine=s.ocr_engine, det_model_dir=s.det_model_dir, rec_model_dir=s.rec_model_dir,
+            cls_model_dir=s.cls_model_dir,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A named step of a chain: the stages it reads from, and what runs (returns a one-line summary)."""
+
+    name: str
+    needs: tuple[str, ...]
+    run: Callable[[ChainState], str]
+    about: str
+
+
+# ---------------------------------------------------------------- the stages
+def _subtitle_area(s: ChainState) -> str:
+    s.band = s.stage(subtitle_area_task, s.info, s.ocr, AreaSettings(), s.settings.band)
+    return describe_band(s.band, s.info)
+
+
+def _keyframes(s: ChainState) -> str:
+    settings = KeyframeSettings(s.settings.sample_fps)
+    s.keyframes = s.stage(keyframes_task, s.info, s.band, s.work_dir, settings)
+    return f"{len(s.keyframes.frames)} keyframes with text from {s.keyframes.samples_decoded} samples"
+
+
+def _crop(s: ChainState) -> str:
+    s.crops = s.stage(crop_task, s.keyframes, s.work_dir)
+    return f"{len(s.crops.frames)} band crops"
+
+
+def _stitch(s: ChainState) -> str:
+    s.batches = s.stage(stitch_task, s.crops, s.work_dir)
+    return f"{len(s.batches)} stitched OCR batches"
+
+
+def _ocr(s: ChainState) -> str:
+    s.texts = s.stage(ocr_task, s.batches, s.crops, s.ocr)
+    return f"{sum(1 for t in s.texts if t.lines)} of {len(s.texts)} keyframes read"
+
+
+def _postprocess(s: ChainState) -> str:
+    pp = PostprocessSettings(min_confidence=s.settings.min_confidence, min_duration=s.settings.min_duration)
+    s.events = s.stage(postprocess_task, s.texts, pp)
+    files = write_subtitle_files(
+        s.events, s.run_dir, safe_stem(s.info.path), video=s.info.path, band=s.band,
+        sample_fps=s.settings.sample_fps,
+    )  # fmt: skip
+    s.outputs.update({f"subtitles_{kind}": path for kind, path in files.items()})
+    first = s.events[0].text.replace("\n", " / ") if s.events else "(none)"
+    return f"{len(s.events)} subtitle events; first: {first}"
+
+
+def _transcribe(s: ChainState) -> str:
+    from flows.transcribe import transcribe
+
+    result = transcribe(str(s.info.path), str(s.output_root))
+    s.outputs.update(speech_srt=result.srt_path, speech_vtt=result.vtt_path, speech_json=result.json_path)
+    heard = result.transcript
+    language = f"language {heard.language}" if heard.language else "no speech detected"
+    return f"{len(heard.segments)} speech segments, {language}"
+
+
+def _transcode(s: ChainState) -> str:
+    from flows.transcode import transcode
+
+    result = transcode(str(s.info.path), output_dir=str(s.output_root))
+    s.outputs.update({f"rendition_{r.preset}": r.path for r in result.renditions})
+    return f"{len(result.renditions)} renditions: " + ", ".join(
+        f"{r.preset} {r.width}x{r.height}" for r in result.renditions
+    )
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage("subtitle_area", (), _subtitle_area, "find the subtitle band (OCR text detection)"),
+        Stage("keyframes", ("subtitle_area",), _keyframes, "sample the band, keep frames where it changed"),
+        Stage("crop", ("keyframes",), _crop, "crop keyframes to the text, static overlays masked"),
+        Stage("stitch", ("crop",), _stitch, "stack crops into batches so OCR runs once per batch"),
+        Stage("ocr", ("stitch",), _ocr, "read each batch with PP-OCR, map lines back to keyframes"),
+        Stage("postprocess", ("ocr",), _postprocess, "merge readings into timed events; write SRT/JSON/TXT"),
+        Stage("transcribe", (), _transcribe, "speech to SRT/VTT/JSON (the transcribe flow, as a sub-flow)"),
+        Stage("transcode", (), _transcode, "renditions and thumbnails (the transcode flow, as a sub-flow)"),
+    )
+}
+# The UI and the server's parameter check offer the known names; plan_chain says what is wrong otherwise.
+WorkflowChain = Annotated[
+    tuple[str, ...], WithJsonSchema({"type": "array", "items": {"type": "string", "enum": list(STAGES)}})
+]
+
+
+def plan_chain(chain: Sequence[str]) -> list[str]:
+    """The stages to run, in order: `chain` with missing prerequisites pulled in ahead of their users.
+
+    Raises ConfigError, before anything runs, for an empty chain, an unknown or a repeated stage name.
+    """
+    if not chain:
+        raise ConfigError(f"workflow_chain is empty; known stages: {', '.join(STAGES)}")
+    unknown = [name for name in chain if name not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown} in workflow_chain; known stages: {', '.join(STAGES)}")
+    repeated = sorted({name for name in chain if list(chain).count(name) > 1})
+    if repeated:
+        raise ConfigError(f"stage(s) {repeated} appear more than once in workflow_chain")
+    plan: list[str] = []
+
+    def add(name: str) -> None:
+        if name not in plan:
+            for need in STAGES[name].needs:
+                add(need)
+            plan.append(name)
+
+    for name in chain:
+        add(name)
+    return plan
+
+
+@flow(name="run-pipeline", task_runner=StageRunner())
+def run_pipeline(
+    video: str,
+    workflow_chain: WorkflowChain = SEED_CHAIN,
+    output_dir: str = "output",
+    settings_block: str | None = None,
+    keep_intermediates: bool = False,
+) -> PipelineResult:
+    """Run the stages of `workflow_chain` on `video` into `<output_dir>/pipeline/<stem>-<hash>/`."""
+    plan = plan_chain(workflow_chain)
+    info = probe_task(video, "video")
+    run_dir = run_output_dir(output_dir, "pipeline", info.path)
+    settings = SubtitleSettings.load(settings_block) if settings_block else SubtitleSettings()
+    state = ChainState(info, run_dir, run_dir / ".work", Path(output_dir), settings, current_run_policy())
+    progress = create_progress_artifact(0.0, key="pipeline-progress", description=f"{' → '.join(plan)}")
+    outcomes: list[StageOutcome] = []
+    try:
+        for done, name in enumerate(plan, start=1):
+            before = dict(state.outputs)
+            started = time.perf_counter()
+            summary = STAGES[name].run(state)
+            added = {k: v for k, v in state.outputs.items() if before.get(k) != v}
+            outcomes.append(StageOutcome(name, round(time.perf_counter() - started, 3), summary, added))
+            update_progress_artifact(progress, 100.0 * done / len(plan), description=f"{name} done")
+    finally:
+        if not keep_intermediates:
+            shutil.rmtree(state.work_dir, ignore_errors=True)
+    manifest = write_manifest(
+        run_dir,
+        flow="pipeline",
+        input_path=info.path,
+        outputs=state.outputs,
+        extra={
+            "workflow_chain": list(workflow_chain),
+            "plan": plan,
+            "stages": outcomes,
+            "events": len(state.events or ()),
+        },
+    )
+    _report(info, outcomes, state.events or [])
+    return PipelineResult(
+        info.path, tuple(workflow_chain), tuple(plan), run_dir, tuple(outcomes), tuple(state.events or ()),
+        manifest,
+    )  # fmt: skip
+
+
+def _report(info: MediaInfo, outcomes: list[StageOutcome], events: list[SubtitleEvent]) -> None:
+    """The results table in the UI: one row per stage (seconds, summary, files), then the first subtitles."""
+    rows = [
+        {"stage": o.stage, "seconds": o.seconds, "result": o.summary,
+         "outputs": ", ".join(str(p) for p in o.outputs.values())}
+        for o in outcomes
+    ]  # fmt: skip
+    rows += [
+        {"stage": f"subtitle {e.index}", "seconds": round(e.end - e.start, 2),
+         "result": f"{e.start:.2f}-{e.end:.2f} {e.text}", "outputs": ""}
+        for e in events[:10]
+    ]  # fmt: skip
+    create_table_artifact(rows, key="pipeline-results", description=f"workflow chain on {info.path.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run an ordered chain of stages on one video.")
+    parser.add_argument("video", nargs="?")
+    parser.add_argument("--chain", nargs="+", default=list(SEED_CHAIN), metavar="STAGE")
+    parser.add_argument("--output-dir", default="output")
+    parser.add_argument("--keep-intermediates", action="store_true")
+    parser.add_argument("--list", action="store_true", help="list the known stages and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for stage in STAGES.values():
+            needs = f" (needs {', '.join(stage.needs)})" if stage.needs else ""
+            print(f"{stage.name:14} {stage.about}{needs}")
+        return 0
+    if not args.video:
+        parser.error("give a VIDEO (or --list)")
+    try:
+        plan_chain(args.chain)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    result = run_pipeline(args.video, tuple(args.chain), args.output_dir, None, args.keep_intermediates)
+    for outcome in result.stages:
+        print(f"{outcome.stage:14} {outcome.seconds:7.2f} s  {outcome.summary}")
+    for path in sorted({p for o in result.stages for p in o.outputs.values()}):
+        print(path)
+    print(result.manifest_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

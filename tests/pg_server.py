@@ -1,0 +1,111 @@
+"""A real `prefect server start` on a fresh PostgreSQL database, for tests and benchmarks.
+
+`with prefect_postgres_server("yivideo_x_test") as api_url:` creates the database on the local PostgreSQL
+(127.0.0.1:5432, user postgres, trust auth; PGHOST/PGPORT/PGUSER/PGPASSWORD override), starts the server
+on a free port with file-backed concurrency leases (see deployments/server.py), waits for /health, and
+on exit stops the server and drops the database. SQLite serialises writers: a limit-guarded acquisition
+there costs ~2 s under contention against ~0.1 s on PostgreSQL, so concurrency tests need this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from deployments.server import database_url, ensure_database, server_env
+
+PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("PGPORT", "5432"))
+PG_USER = os.environ.get("PGUSER", "postgres")
+PG_PASSWORD = os.environ.get("PGPASSWORD")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+async def _drop_database(database: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD, database="postgres"
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _wait_healthy(api_url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"prefect server not healthy after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def prefect_postgres_server(
+    db_name: str, env_extra: dict[str, str] | None = None, startup_timeout: float = 120
+) -> Iterator[str]:
+    """Run a Prefect server on a new database `db_name` (dropped first if left over); yields its API URL.
+
+    `env_extra` adds server settings (e.g. PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS). The caller
+    decides whether to export the URL (os.environ["PREFECT_API_URL"]) for its clients.
+    """
+    asyncio.run(_drop_database(db_name))
+    asyncio.run(ensure_database(db_name, PG_HOST, PG_PORT, PG_USER, PG_PASSWORD))
+    home = Path(tempfile.mkdtemp(prefix=f"{db_name}-home-"))
+    port = free_port()
+    url = database_url(db_name, PG_HOST, PG_PORT, PG_USER, PG_PASSWORD)
+    env = {
+        **os.environ,
+        **server_env(url, home, "127.0.0.1", port),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        **(env_extra or {}),
+    }
+    api_url = env["PREFECT_API_URL"]
+    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+    log = home / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_healthy(api_url, proc, log, startup_timeout)
+        yield api_url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        asyncio.run(_drop_database(db_name))
+        shutil.rmtree(home, ignore_errors=True)
