@@ -49,8 +49,9 @@ def main() -> int:
             overhead = wall - sum(stages.values())
             print(f"    {'orchestration':<14} {overhead:6.2f} s  (flow wall minus stage walls)")
             print(
-                f"    accuracy: CER {score.cer:.2%}, recall {score.recall:.0%}, precision {score.precision:.0%}, "
-                f"median start/end error {score.median_start_error:.3f}/{score.median_end_error:.3f} s"
+                f"    accuracy: CER {score.cer:.2%}, recall {score.recall:.0%}, "
+                f"precision {score.precision:.0%}, median start/end error "
+                f"{score.median_start_error:.3f}/{score.median_end_error:.3f} s"
             )
     return 0
 

@@ -1,0 +1,227 @@
+"""Many images -> enhanced images (+ ZIP), each image isolated from the others.
+
+python -m flows.enhance IMG... --output-dir DIR     # prints each output, then the ZIP path last
+python -m flows.enhance --demo --output-dir DIR     # on generated faces plus one corrupt file
+
+Exit status: 0 all enhanced, 1 partially (the failures go to stderr), 2 none.
+
+Batches of up to `batch_size` images run as child flows (one progress artifact each); inside a batch one
+mapped task per image, at most `max_concurrency` at once. A bad image fails its own task with a clear reason;
+the others go on. The run ends Completed when every image succeeded, otherwise Failed with the message
+"partially completed: N of M ..." and a table artifact of successes and failures; the ZIP holds the successes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from prefect import flow, unmapped
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.context import FlowRunContext
+from prefect.futures import as_completed
+from prefect.states import Completed, Failed, State
+from pydantic import ValidationError
+
+from blocks.enhance import EnhanceConfig
+from blocks.policy import current_run_policy
+from blocks.runner import RunnerSettings
+from flows.runners import (
+    GPU_TAG,
+    StageRunner,
+    add_runner_arguments,
+    placement_options,
+    runner_from_arguments,
+    runner_settings_from_env,
+)
+from tasks.enhance import (
+    EnhanceSettings,
+    batch_output_dir,
+    check_settings,
+    engine_class,
+    enhance_image_task,
+    failure_of,
+    finish_batch,
+    plan_outputs,
+)
+from tasks.errors import ConfigError
+from tasks.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
+
+
+@flow(name="enhance-images", task_runner=StageRunner())
+def enhance_images(
+    images: list[str],
+    output_dir: str = "output",
+    engine: str | None = None,
+    scale: float | None = None,
+    settings_block: str | None = None,
+    max_concurrency: int | None = None,
+    batch_size: int | None = None,
+) -> State:
+    """Enhance `images` into `<output_dir>/enhance/batch-<hash>/` (+ enhanced.zip); bad images fail alone.
+
+    The final state carries an EnhanceBatchResult. A partial batch ends Failed, so a direct call raises;
+    call with `return_state=True` and read `state.result(raise_on_failure=False)` to get the partial result.
+    """
+    if not images:
+        raise ConfigError("no images given")
+    config = _config(
+        settings_block, engine=engine, scale=scale, max_concurrency=max_concurrency, batch_size=batch_size
+    )
+    settings = check_settings(config.engine_settings())
+    run_dir = batch_output_dir(output_dir, images, settings)
+    plan = plan_outputs(images, run_dir)
+    batches = [plan[i : i + config.batch_size] for i in range(0, len(plan), config.batch_size)]
+    run_batch = enhance_batch.with_options(task_runner=_batch_runner(config.max_concurrency))
+    outcomes: list[EnhancedImage | ImageFailure] = []
+    for number, batch in enumerate(batches, start=1):
+        outcomes += run_batch(batch, settings, number, len(batches))
+    result = finish_batch(run_dir, outcomes, settings)
+    _report(result)
+    return final_state(result)
+
+
+@flow(name="enhance-batch", flow_run_name="enhance-batch-{number}-of-{of}")
+def enhance_batch(
+    batch: list[tuple[Path, Path]], settings: EnhanceSettings, number: int = 1, of: int = 1
+) -> list[EnhancedImage | ImageFailure]:
+    """One mapped task per image; progress as each finishes; a failure becomes that image's row, not ours."""
+    progress = create_progress_artifact(0.0, description=f"batch {number} of {of}: {len(batch)} images")
+    stage = current_run_policy().apply_to_task(enhance_image_task)
+    if engine_class(settings.engine).uses_gpu:
+        stage = stage.with_options(tags={GPU_TAG})
+    with _placement(stage):
+        futures = stage.map([src for src, _ in batch], [dest for _, dest in batch], unmapped(settings))
+    source_of = {future.task_run_id: src for future, (src, _) in zip(futures, batch, strict=True)}
+    outcomes: dict[Path, EnhancedImage | ImageFailure] = {}
+    for done, future in enumerate(as_completed(list(futures)), start=1):
+        source = source_of[future.task_run_id]
+        try:
+            outcomes[source] = future.result()
+        except Exception as exc:  # recorded as this image's failure; its task run is Failed with the cause
+            outcomes[source] = failure_of(source, exc)
+        failed = sum(isinstance(o, ImageFailure) for o in outcomes.values())
+        update_progress_artifact(
+            progress,
+            100.0 * done / len(batch),
+            description=f"batch {number} of {of}: {done} of {len(batch)} done, {failed} failed",
+        )
+    return [outcomes[src] for src, _ in batch]
+
+
+def final_state(result: EnhanceBatchResult) -> State:
+    """Completed when every image succeeded; otherwise Failed, saying how many did and why the rest not."""
+    ok, total = len(result.enhanced), result.total
+    if result.complete:
+        return Completed(message=f"enhanced {ok} of {total} images", data=result)
+    reasons = "; ".join(f"{f.source.name}: {f.reason}" for f in result.failed[:5])
+    more = f" (+{len(result.failed) - 5} more)" if len(result.failed) > 5 else ""
+    head = f"partially completed: {ok} of {total} images enhanced" if ok else f"failed: 0 of {total} images"
+    return Failed(message=f"{head}; failed: {reasons}{more}", data=result)
+
+
+def _config(block: str | None, **overrides) -> EnhanceConfig:
+    config = EnhanceConfig.load(block) if block else EnhanceConfig()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return EnhanceConfig.model_validate({**config.model_dump(), **given}) if given else config
+    except ValidationError as exc:
+        raise ConfigError(f"bad enhance settings {given}: {exc}") from exc
+
+
+def _batch_runner(max_concurrency: int) -> StageRunner:
+    """This run's runner with the pool capped at `max_concurrency` (on Ray, Ray's resources cap it)."""
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    active = getattr(runner, "active_settings", None)
+    settings: RunnerSettings = active if active is not None else runner_settings_from_env()
+    return StageRunner(settings.model_copy(update={"max_workers": max_concurrency}))
+
+
+def _placement(stage) -> contextlib.AbstractContextManager:
+    options = placement_options(stage)
+    if not options:
+        return contextlib.nullcontext()
+    from prefect_ray.context import remote_options
+
+    return remote_options(**options)
+
+
+def _report(result: EnhanceBatchResult) -> None:
+    rows = [
+        {
+            "image": str(item.source),
+            "status": "enhanced",
+            "output": str(item.output),
+            "size": "{}x{} -> {}x{}".format(*item.input_size, *item.output_size),
+            "seconds": item.seconds,
+        }
+        for item in result.enhanced
+    ] + [
+        {
+            "image": str(f.source),
+            "status": "failed",
+            "output": f"{f.error}: {f.reason}",
+            "size": "",
+            "seconds": "",
+        }
+        for f in result.failed
+    ]
+    create_table_artifact(
+        key="enhance-results",
+        table=rows,
+        description=f"{len(result.enhanced)} of {result.total} images enhanced; ZIP: {result.zip_path}",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Enhance images (super-resolution / face restoration).")
+    parser.add_argument("images", nargs="*", help="image files (omit with --demo)")
+    parser.add_argument("--output-dir", default="output")
+    parser.add_argument("--demo", action="store_true", help="generate sample faces plus one corrupt file")
+    parser.add_argument("--engine", default=None, choices=["realesrgan-ncnn", "opencv-classic", "gfpgan"])
+    parser.add_argument("--scale", type=float, default=None, help="1 to 4 (default 2)")
+    parser.add_argument("--settings-block", default=None, help="name of a saved YiVideo Enhance Config block")
+    parser.add_argument("--max-concurrency", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    add_runner_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.demo == bool(args.images):
+        parser.error("give IMAGES or --demo (not both)")
+    images = list(args.images)
+    if args.demo:
+        from samples.images import make_corrupt_image, make_face_set
+
+        sample = Path(args.output_dir) / "sample"
+        images = [str(p) for p in make_face_set(sample, 4)] + [str(make_corrupt_image(sample / "broken.jpg"))]
+        print(f"generated {len(images)} sample images in {sample} (broken.jpg is corrupt on purpose)")
+    state = runner_from_arguments(enhance_images, args)(
+        images,
+        args.output_dir,
+        args.engine,
+        args.scale,
+        args.settings_block,
+        args.max_concurrency,
+        args.batch_size,
+        return_state=True,
+    )
+    result = state.result(raise_on_failure=False)
+    if not isinstance(result, EnhanceBatchResult):  # the run itself failed (bad settings, no images)
+        print(f"error: {state.message}", file=sys.stderr)
+        return 2
+    for failure in result.failed:
+        print(f"failed: {failure.source}: {failure.error}: {failure.reason}", file=sys.stderr)
+    print(state.message, file=sys.stderr)
+    for item in result.enhanced:
+        print(item.output)
+    if result.zip_path:
+        print(result.zip_path)
+    if result.complete or (args.demo and result.enhanced):  # the demo's corrupt file fails on purpose
+        return 0
+    return 1 if result.enhanced else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The enhancement flow on a real (temporary) Prefect server: isolation, partial results, ZIP, artifacts."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import cv2
+import pytest
+
+from flows.enhance import enhance_images, main
+from samples.images import make_corrupt_image, make_face_set, make_huge_image
+from tasks.schema import EnhanceBatchResult
+from tests.conftest import assert_no_partial_outputs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def inputs(media_dir) -> dict[str, list[Path]]:
+    folder = media_dir / "enhance"
+    return {
+        "faces": make_face_set(folder, 4, size=(96, 72)),
+        "corrupt": [make_corrupt_image(folder / "broken.jpg")],
+        "huge": [make_huge_image(media_dir / "huge.png", (6000, 4000))],
+    }
+
+
+def _run_records(flow_run_id):
+    """Child flow runs, task runs and artifacts of one run, as the Prefect API recorded them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
+
+    with get_client(sync_client=True) as client:
+        parent = FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=parent))
+        ids = [flow_run_id] + [c.id for c in children]
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
+        )
+    return children, [t for t in tasks if t.name.startswith("enhance ")], artifacts
+
+
+def _max_overlap(task_runs) -> int:
+    events = sorted([(t.start_time, 1) for t in task_runs] + [(t.end_time, -1) for t in task_runs])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_bad_images_fail_alone_and_the_batch_is_partial(prefect_server, tmp_path, inputs):
+    faces, corrupt, huge = inputs["faces"], inputs["corrupt"][0], inputs["huge"][0]
+    images = [str(p) for p in [faces[0], corrupt, faces[1], faces[2], huge, faces[3]]]
+    state = enhance_images(
+        images,
+        str(tmp_path),
+        engine="realesrgan-ncnn",
+        scale=2,
+        max_concurrency=2,
+        batch_size=4,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert state.message.startswith("partially completed: 4 of 6 images enhanced; failed: broken.jpg")
+    result = state.result(raise_on_failure=False)
+    assert isinstance(result, EnhanceBatchResult)
+    assert [e.source.name for e in result.enhanced] == [f.name for f in faces]
+    assert {f.source.name: f.error for f in result.failed} == {
+        "broken.jpg": "MediaInputError",
+        "huge.png": "MediaInputError",
+    }
+    assert "max_pixels" in next(f.reason for f in result.failed if f.source == huge)
+    for item in result.enhanced:
+        assert cv2.imread(str(item.output)).shape == (144, 192, 3) and item.output_size == (192, 144)
+    with zipfile.ZipFile(result.zip_path) as archive:
+        assert sorted(archive.namelist()) == sorted(e.output.name for e in result.enhanced)
+        for item in result.enhanced:
+            assert archive.read(item.output.name) == item.output.read_bytes()
+    assert not list(result.run_dir.glob("broken*")) and not list(result.run_dir.glob("huge*"))
+    assert_no_partial_outputs(tmp_path)
+
+    children, task_runs, artifacts = _run_records(state.state_details.flow_run_id)
+    assert sorted(c.name for c in children) == ["enhance-batch-1-of-2", "enhance-batch-2-of-2"]
+    assert len(task_runs) == 6
+    failed = {t.name: t.state for t in task_runs if t.state.is_failed()}
+    assert set(failed) == {"enhance broken.jpg", "enhance huge.png"}
+    assert "max_pixels" in failed["enhance huge.png"].message
+    assert _max_overlap(task_runs) <= 2  # max_concurrency
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert len(progress) == 2 and all(a.data == 100.0 for a in progress)
+    table = next(a for a in artifacts if a.key == "enhance-results")
+    assert table.type == "table" and table.data.count('"failed"') == 2 and table.data.count('"enhanced"') == 4
+
+
+def test_all_good_batch_completes(prefect_server, tmp_path, inputs):
+    result = enhance_images(
+        [str(p) for p in inputs["faces"][:2]], str(tmp_path), engine="opencv-classic", scale=1.5
+    )
+    assert isinstance(result, EnhanceBatchResult) and result.complete and len(result.enhanced) == 2
+    assert all(e.output_size == (144, 108) for e in result.enhanced)
+
+
+def test_bad_settings_fail_the_run_before_any_image(prefect_server, tmp_path, inputs):
+    state = enhance_images([str(inputs["faces"][0])], str(tmp_path), engine="waifu9000", return_state=True)
+    assert state.is_failed() and "engine" in state.message
+    assert not (tmp_path / "enhance").exists()
+
+
+def test_cli_prints_outputs_then_the_zip(prefect_server, tmp_path, inputs, capsys):
+    images = [str(p) for p in inputs["faces"][:2]] + [str(inputs["corrupt"][0])]
+    code = main([*images, "--output-dir", str(tmp_path), "--engine", "opencv-classic", "--scale", "2"])
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert code == 1  # partial
+    assert lines[-1].endswith("enhanced.zip") and Path(lines[-1]).is_file()
+    assert [Path(line).name for line in lines[:-1]] == ["face00.jpg", "face01.png"]
+    assert "broken.jpg" in err and "partially completed: 2 of 3" in err
