@@ -1,0 +1,180 @@
+"""Renditions of a video from named presets (MP4s, a muted preview, a JPG thumbnail), each one checked.
+
+python -m flows.transcode VIDEO --preset mp4_standard --preset thumbnail --output-dir DIR   # paths last
+python -m flows.transcode --list                                                          # the presets
+
+One task per preset, all submitted at once; each runs ffmpeg (NVENC where it works, else libx264/libx265),
+probes its output and only then publishes it. A non-video input (audio, image, text: by probing) is skipped
+with the reason logged and an empty result; a corrupt video fails with ffmpeg's or the check's words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mimetypes
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NONE
+from prefect.futures import PrefectFuture
+
+from blocks.presets import load_presets
+from flows.runners import StageRunner, add_runner_arguments, placement_options, runner_from_arguments
+from tasks.errors import MediaInputError
+from tasks.media import check_input_file, probe_media
+from tasks.outputs import run_output_dir, safe_stem, write_manifest
+from tasks.schema import MediaInfo, Rendition, TranscodeResult
+from tasks.transcode import TranscodePreset, resolve_presets, transcode_task
+
+FLOW = "transcode"
+
+
+def video_or_skip_reason(video: str | Path) -> tuple[MediaInfo | None, str | None]:
+    """(info, None) for a video; (None, reason) for audio, images and files that are not media at all.
+
+    A file that ffprobe cannot read is skipped only when its name says it is not media (notes.txt); one
+    named like media (clip.mp4) or not named at all is corrupt, and fails with ffprobe's reason.
+    """
+    path = check_input_file(video)
+    try:
+        info = probe_media(path)
+    except MediaInputError as exc:
+        mime = mimetypes.guess_type(path.name)[0]
+        if mime and not mime.startswith(("video/", "audio/", "image/")):
+            return None, f"not a media file ({mime}; {exc.cause})"
+        raise
+    if info.kind != "video":
+        return None, f"is {info.kind}, not video"
+    return info, None
+
+
+@task(name="check-video", retries=0, cache_policy=NONE)
+def check_video_task(video: str) -> tuple[MediaInfo | None, str | None]:
+    """Probe before anything is written: a skipped or corrupt input leaves no output folder behind."""
+    return video_or_skip_reason(video)
+
+
+@flow(name="transcode", task_runner=StageRunner())
+def transcode(
+    video: str,
+    presets: list[str] | None = None,
+    output_dir: str = "output",
+    presets_block: str | None = None,
+    custom_presets: dict[str, TranscodePreset] | None = None,
+    timeout_seconds: float | None = None,
+) -> TranscodeResult:
+    """Render `video` with each preset into `<output_dir>/transcode/<stem>-<hash>/<stem>.<preset>.<ext>`."""
+    library = load_presets(presets_block)
+    chosen = resolve_presets(presets or library.default_presets, library.known(custom_presets))
+    info, skipped = check_video_task(video)
+    if info is None:
+        get_run_logger().warning("skipped %s: %s", video, skipped)
+        return TranscodeResult(Path(video), skipped=skipped)
+    run_dir = run_output_dir(output_dir, FLOW, info.path)
+    stem = safe_stem(info.path)
+    futures = {
+        name: _submit(transcode_task, info.path, name, preset, run_dir, stem, timeout_seconds)
+        for name, preset in chosen.items()
+    }
+    renditions = _gather(futures, run_dir)
+    manifest = write_manifest(
+        run_dir,
+        flow=FLOW,
+        input_path=info.path,
+        outputs={r.preset: r.path for r in renditions},
+        extra={"renditions": renditions, "presets": {name: p.model_dump() for name, p in chosen.items()}},
+    )
+    _report(info, renditions)
+    return TranscodeResult(info.path, tuple(renditions), run_dir, manifest)
+
+
+def _submit(stage: Task, *args: Any) -> PrefectFuture:
+    """Submit without waiting, through the flow's runner (GPU placement on Ray, like run_stage)."""
+    options = placement_options(stage)
+    if not options:
+        return stage.submit(*args)
+    from prefect_ray.context import remote_options
+
+    with remote_options(**options):
+        return stage.submit(*args)
+
+
+def _gather(futures: dict[str, PrefectFuture], run_dir: Path) -> list[Rendition]:
+    """Every preset's rendition once all have finished; the first failure is raised after logging each."""
+    renditions: list[Rendition] = []
+    failures: list[BaseException] = []
+    for name, future in futures.items():
+        try:
+            renditions.append(future.result())
+        except Exception as exc:
+            get_run_logger().error("preset %s failed: %s", name, exc)
+            failures.append(exc)
+    if failures:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was published: leave no empty folder behind
+        raise failures[0]
+    return renditions
+
+
+def _report(info: MediaInfo, renditions: list[Rendition]) -> None:
+    create_table_artifact(
+        key="transcode",
+        table=[
+            {
+                "preset": r.preset,
+                "encoder": r.encoder,
+                "size": f"{r.width}x{r.height}",
+                "audio": "yes" if r.has_audio else "no",
+                "seconds of video": r.duration,
+                "kB": round(r.size_bytes / 1024, 1),
+                "took (s)": r.seconds,
+                "file": str(r.path),
+            }
+            for r in renditions
+        ],
+        description=f"renditions of {info.path.name} ({info.width}x{info.height}, {info.duration:.2f} s)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Transcode a video into renditions from named presets.")
+    parser.add_argument("video", nargs="?", help="video file")
+    parser.add_argument(
+        "--preset",
+        dest="presets",
+        action="append",
+        metavar="NAME",
+        help="a preset to render (repeat for several; default: the block's default_presets)",
+    )
+    parser.add_argument("--output-dir", default="output")
+    parser.add_argument(
+        "--presets-block", default=None, help="name of a saved YiVideo Transcode Presets block"
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="ffmpeg time limit per preset (s)")
+    parser.add_argument("--list", action="store_true", help="list the known presets and exit")
+    add_runner_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.list:
+        library = load_presets(args.presets_block)
+        for name, preset in library.known().items():
+            print(f"{name:22} {preset.description}")
+        return 0
+    if not args.video:
+        parser.error("give a VIDEO (or --list)")
+    result = runner_from_arguments(transcode, args)(
+        args.video, args.presets, args.output_dir, args.presets_block, None, args.timeout
+    )
+    if result.skipped:
+        print(f"skipped {args.video}: {result.skipped}", file=sys.stderr)
+        return 0
+    for rendition in result.renditions:
+        print(rendition.path)
+    print(result.manifest_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
