@@ -1,0 +1,61 @@
+"""Speech recognition engine settings as a Prefect block, editable in the UI and loadable by name."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from tasks.asr import PACKAGED_MODEL, AsrSettings
+
+
+class AsrEngineSettings(Block):
+    """Which ASR engine and model a transcription uses; the flow's own parameters override these."""
+
+    _block_type_name = "YiVideo ASR Engine"
+    _block_type_slug = "yivideo-asr-engine"
+
+    engine: Literal["faster-whisper", "whisperx"] = Field(
+        "faster-whisper", description="faster-whisper (offline default) or whisperx (local models needed)"
+    )
+    model: str = Field(
+        PACKAGED_MODEL,
+        description="'base' is the packaged offline model; else a faster-whisper model name or a local "
+        "CTranslate2 Whisper folder (whisperx: a local folder)",
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto takes CUDA when present"
+    )
+    compute_type: str = Field(
+        "auto",
+        description="CTranslate2 compute type: auto (int8 on CPU, float16 on CUDA), int8, float16, ...",
+    )
+    cpu_threads: int = Field(0, ge=0, description="0: every core this worker may use")
+    beam_size: int = Field(5, ge=1, le=20)
+    batch_size: int = Field(16, ge=1, le=256, description="batched pipeline on CUDA / whisperx batches")
+    vad: bool = Field(True, description="Silero VAD drops non-speech before decoding")
+    language: str | None = Field(None, description="ISO code such as en, zh, de; None detects it")
+    word_timestamps: bool = True
+    window_seconds: float = Field(600.0, ge=60, description="audio held in memory at once (long files)")
+    diarize: bool = Field(False, description="speaker labels (whisperx with a local diarize_model)")
+    min_speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)
+    align_models: dict[str, str] = Field(
+        default_factory=dict, description="whisperx: language code -> local wav2vec2 model folder"
+    )
+    diarize_model: str | None = Field(
+        None, description="whisperx: local pyannote diarization pipeline folder"
+    )
+    vad_model: str | None = Field(
+        None, description="whisperx: local pyannote segmentation checkpoint (default: whisperx's bundled one)"
+    )
+
+    def to_settings(self) -> AsrSettings:
+        """The plain dataclass the stages take (stages know nothing of Prefect blocks)."""
+        fields = self.model_dump(exclude={"align_models"})
+        known = AsrSettings.__dataclass_fields__
+        return AsrSettings(
+            **{k: v for k, v in fields.items() if k in known},
+            align_models=tuple(sorted(self.align_models.items())),
+        )

@@ -1,0 +1,151 @@
+"""Speech to SRT/VTT/JSON: probe, extract audio, transcribe (VAD + Whisper), optional diarization, write.
+
+python -m flows.transcribe MEDIA --output-dir DIR      # prints the SRT path last
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, flow
+from prefect.artifacts import create_markdown_artifact
+
+from blocks.asr import AsrEngineSettings
+from blocks.policy import current_run_policy
+from flows.runners import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
+from tasks.asr import AsrSettings, diarize_task, transcribe_task
+from tasks.audio import extract_audio_task, require_audio
+from tasks.media import probe_task
+from tasks.outputs import run_output_dir, safe_stem, write_manifest
+from tasks.schema import Transcript, TranscriptResult
+from tasks.transcript import cue_text, write_transcript_task
+
+
+@flow(name="transcribe", task_runner=StageRunner())
+def transcribe(
+    media: str,
+    output_dir: str = "output",
+    language: str | None = None,
+    engine: str | None = None,
+    model: str | None = None,
+    diarize: bool | None = None,
+    settings_block: str | None = None,
+) -> TranscriptResult:
+    """Transcribe the speech of `media` into `<output_dir>/transcribe/<stem>-<hash>/<stem>.srt/.vtt/.json`."""
+    asr = _settings(settings_block, language=language, engine=engine, model=model, diarize=diarize)
+    clock = _StageClock()
+
+    info = require_audio(clock("probe", probe_task, media, "video", "audio"))
+    work = _work_dir(output_dir)  # beside the outputs: stages on other (Ray) workers see it too
+    try:
+        audio = clock("extract_audio", extract_audio_task, info, work)
+        # long audio runs long: the stage may take twice the audio's duration before it counts as hung
+        transcript = clock("transcribe", transcribe_task, audio, asr, min_timeout=2 * audio.duration)
+        if asr.diarize:
+            transcript = clock("diarize", diarize_task, audio, transcript, asr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    run_dir = run_output_dir(output_dir, "transcribe", info.path)
+    files = clock("write_transcript", write_transcript_task, transcript, run_dir, safe_stem(info.path))
+    write_manifest(
+        run_dir,
+        flow="transcribe",
+        input_path=info.path,
+        outputs=files,
+        extra={
+            "language": transcript.language,
+            "language_probability": transcript.language_probability,
+            "segments": len(transcript.segments),
+            "engine": transcript.engine,
+            "stage_seconds": clock.timings,
+        },
+    )
+    _report(info.path.name, transcript, files["srt"])
+    return TranscriptResult(info.path, transcript, files["srt"], files["vtt"], files["json"], clock.timings)
+
+
+def _work_dir(output_dir: str) -> Path:
+    parent = Path(output_dir) / "transcribe"
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".work-", dir=parent))
+
+
+class _StageClock:
+    """Runs a stage under the run policy (retries, timeout) through the flow's runner; times it."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.policy = current_run_policy()
+
+    def __call__(self, name: str, task_fn: Task, *args: Any, min_timeout: float = 0.0) -> Any:
+        task_fn = self.policy.apply_to_task(task_fn)
+        if task_fn.timeout_seconds is not None and task_fn.timeout_seconds < min_timeout:
+            task_fn = task_fn.with_options(timeout_seconds=min_timeout)
+        started = time.perf_counter()
+        result = run_stage(task_fn, *args)
+        self.timings[name] = round(time.perf_counter() - started, 3)
+        return result
+
+
+def _settings(block: str | None, **overrides: Any) -> AsrSettings:
+    """The block's settings (or the defaults) with the flow's non-None parameters on top, as AsrSettings."""
+    settings = AsrEngineSettings.load(block) if block else AsrEngineSettings()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return (settings.model_copy(update=given) if given else settings).to_settings()
+
+
+def _report(name: str, transcript: Transcript, srt_path: Path) -> None:
+    rows = "\n".join(
+        f"| {s.index} | {s.start:.2f} | {s.end:.2f} | {cue_text(s).replace('|', '/')} |"
+        for s in transcript.segments[:15]
+    )
+    language = (
+        f"language **{transcript.language}** (p={transcript.language_probability:.2f})"
+        if transcript.language
+        else "no speech detected"
+    )
+    create_markdown_artifact(
+        key="transcript",
+        markdown=f"## Speech in {name}\n\n{language}, {transcript.engine} on {transcript.device}\n\n"
+        f"{len(transcript.segments)} segments → `{srt_path}`\n\n"
+        f"| # | start | end | text |\n|---|---|---|---|\n{rows}\n",
+        description=f"first segments of {name}",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Transcribe the speech of a video or audio file to SRT/VTT/JSON."
+    )
+    parser.add_argument("media", help="video or audio file")
+    parser.add_argument("--output-dir", default="output")
+    parser.add_argument("--language", default=None, help="ISO code (en, zh, de, ...); default: detected")
+    parser.add_argument("--engine", default=None, choices=["faster-whisper", "whisperx"])
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="'base' (packaged, default), a faster-whisper model name or a local folder",
+    )
+    parser.add_argument("--diarize", action="store_true", default=None, help="speaker labels (whisperx)")
+    parser.add_argument("--settings-block", default=None, help="name of a saved YiVideo ASR Engine block")
+    add_runner_arguments(parser)
+    args = parser.parse_args(argv)
+    result = runner_from_arguments(transcribe, args)(
+        args.media, args.output_dir, args.language, args.engine, args.model, args.diarize, args.settings_block
+    )
+    t = result.transcript
+    print(f"{len(t.segments)} segments, language {t.language} (p={t.language_probability:.2f})")
+    print(result.vtt_path)
+    print(result.json_path)
+    print(result.srt_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

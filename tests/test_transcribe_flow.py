@@ -1,0 +1,129 @@
+"""The transcription flow end to end: real ffmpeg, real faster-whisper, a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import srt
+import webvtt
+from conftest import assert_no_partial_outputs
+
+from blocks.asr import AsrEngineSettings
+from flows.transcribe import transcribe
+from samples.audio import make_silence, make_speech, make_video_with_audio, word_error_rate
+from tasks.errors import MediaInputError
+from tasks.models import evict, load_count, resident_keys
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def speech(media_dir):
+    return make_speech(media_dir / "flow-en.wav", "en")
+
+
+@pytest.fixture(scope="module")
+def speech_video(media_dir, speech):
+    return make_video_with_audio(media_dir / "flow en speech.mp4", speech.path)
+
+
+@pytest.fixture(scope="module")
+def short_clip(media_dir):
+    return make_speech(media_dir / "flow-short.m4a", "en", ("Short clips are transcribed quickly.",))
+
+
+@pytest.mark.slow
+def test_video_to_srt_vtt_json(prefect_server, speech, speech_video, tmp_path):
+    result = transcribe(str(speech_video), str(tmp_path))
+    run_dir = result.srt_path.parent
+    assert run_dir.parent == tmp_path / "transcribe" and run_dir.name.startswith("flow_en_speech-")
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "flow_en_speech.json",
+        "flow_en_speech.srt",
+        "flow_en_speech.vtt",
+        "manifest.json",
+    ]
+    cues = list(srt.parse(result.srt_path.read_text(encoding="utf-8")))
+    assert word_error_rate(speech.text, " ".join(c.content for c in cues)) <= 0.15, cues
+    assert [c.start.total_seconds() for c in cues] == sorted(c.start.total_seconds() for c in cues)
+    captions = webvtt.read(str(result.vtt_path)).captions
+    assert [c.text for c in captions] == [c.content for c in cues]
+    payload = json.loads(result.json_path.read_text(encoding="utf-8"))
+    assert payload["language"] == "en" and payload["language_probability"] > 0.5
+    assert payload["engine"] == "faster-whisper" and len(payload["segments"]) == len(cues)
+    first_word = payload["segments"][0]["words"][0]
+    assert set(first_word) >= {"start", "end", "text", "probability"}
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert set(manifest["outputs"]) == {"srt", "vtt", "json"} and manifest["language"] == "en"
+    assert not any((tmp_path / "transcribe").glob(".work-*")), "the work folder is removed"
+    assert_no_partial_outputs(tmp_path)
+
+
+def test_model_loads_once_across_runs(prefect_server, short_clip, tmp_path):
+    for key in resident_keys():
+        if key.capability == "asr":
+            evict(key)
+    AsrEngineSettings(language="en", beam_size=2).save("test-asr-greedier", overwrite=True)
+    before = load_count("asr")
+    texts = [transcribe(str(short_clip.path), str(tmp_path / f"run{i}"), language="en") for i in range(2)]
+    texts.append(transcribe(str(short_clip.path), str(tmp_path / "run2"), settings_block="test-asr-greedier"))
+    assert load_count("asr") - before == 1, "one load; decoding options from a block need no reload"
+    assert all(word_error_rate(short_clip.text, " ".join(s.text for s in r.transcript.segments)) <= 0.15
+               for r in texts)  # fmt: skip
+
+
+def test_silence_gives_an_empty_srt(prefect_server, media_dir, tmp_path):
+    result = transcribe(str(make_silence(media_dir / "flow-silence.m4a", 3.0)), str(tmp_path))
+    assert result.srt_path.read_text(encoding="utf-8") == ""
+    assert webvtt.read(str(result.vtt_path)).captions == []
+    payload = json.loads(result.json_path.read_text(encoding="utf-8"))
+    assert payload["segments"] == [] and payload["language"] is None
+
+
+def _bad_inputs(root: Path, media_dir: Path) -> dict[str, tuple[Path, str]]:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
+    (root / "empty.wav").write_bytes(b"")
+    no_audio = make_video_with_audio(media_dir / "flow-no-audio.mp4", None, duration=2.0)
+    return {
+        "no-audio": (no_audio, "has no audio track"),
+        "corrupt": (root / "corrupt.mp4", "not a readable media file"),
+        "empty": (root / "empty.wav", "empty"),
+        "missing": (root / "nope.wav", "does not exist"),
+    }
+
+
+@pytest.mark.parametrize("case", ["no-audio", "corrupt", "empty", "missing"])
+def test_bad_input_fails_clearly_without_outputs(prefect_server, media_dir, tmp_path, case):
+    path, cause = _bad_inputs(tmp_path / "in", media_dir)[case]
+    out = tmp_path / "out"
+    with pytest.raises(MediaInputError) as info:
+        transcribe(str(path), str(out))
+    assert str(path) in str(info.value) and cause in str(info.value)
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()], "no outputs at all"
+    assert_no_partial_outputs(tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_prints_the_srt_path_last(prefect_server, short_clip, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.transcribe", str(short_clip.path), "--output-dir", str(tmp_path)]
+        + ["--language", "en"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    srt_path = Path(proc.stdout.strip().splitlines()[-1])
+    assert srt_path.suffix == ".srt" and srt_path.is_relative_to(tmp_path)
+    assert "quickly" in srt_path.read_text(encoding="utf-8").lower()
