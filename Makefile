@@ -25,7 +25,7 @@ system-deps:
 $(VENV)/.setup-done: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,ray]"  # ray: tests/test_ray_runner.py
 	@touch $@
 
 # Prefect's embedded default: an ephemeral API on SQLite in ~/.prefect, nothing to start.
@@ -42,6 +42,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/subtitles.py
+	$(BIN)/python bench/asr.py
 
 clean:
 	rm -rf demo-output .pytest_cache .ruff_cache

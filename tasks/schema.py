@@ -140,3 +140,156 @@ class SubtitleResult:
     json_path: Path
     txt_path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- pipeline (workflow_chain)
+@dataclass(frozen=True)
+class StageOutcome:
+    """One stage of a workflow chain as it ran: how long, what it said, what files it published."""
+
+    stage: str
+    seconds: float
+    summary: str
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    video: Path
+    chain: tuple[str, ...]  # as asked
+    plan: tuple[str, ...]  # as run: prerequisites pulled in ahead of the stages that need them
+    run_dir: Path
+    stages: tuple[StageOutcome, ...]
+    events: tuple[SubtitleEvent, ...] = ()
+    manifest_path: Path | None = None
+
+
+# ---------------------------------------------------------------- photo enhancement
+@dataclass(frozen=True)
+class EnhancedImage:
+    """One image enhanced and published: where from, where to, by what, and how big before and after."""
+
+    source: Path
+    output: Path
+    engine: str
+    scale: float
+    input_size: tuple[int, int]  # (width, height)
+    output_size: tuple[int, int]
+    seconds: float
+    faces: int | None = None  # faces restored (gfpgan); None for engines that do not look for faces
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """One image that could not be enhanced, and why (the batch goes on without it)."""
+
+    source: Path
+    error: str  # exception class, e.g. MediaInputError
+    reason: str
+
+
+@dataclass(frozen=True)
+class EnhanceBatchResult:
+    """A batch of images: what succeeded, what failed, and the ZIP of the successes."""
+
+    run_dir: Path
+    enhanced: tuple[EnhancedImage, ...]
+    failed: tuple[ImageFailure, ...]
+    zip_path: Path | None
+    manifest_path: Path | None = None
+
+    @property
+    def total(self) -> int:
+        return len(self.enhanced) + len(self.failed)
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
+
+
+# ---------------------------------------------------------------- transcode (renditions, thumbnails)
+@dataclass(frozen=True)
+class Rendition:
+    """One published output of a transcode preset, as ffprobe saw it after the checks passed."""
+
+    preset: str
+    path: Path
+    kind: str  # "video" or "thumbnail"
+    encoder: str  # libx264, libx265, h264_nvenc, hevc_nvenc, mjpeg
+    video_codec: str
+    width: int
+    height: int
+    has_audio: bool
+    duration: float  # of the video stream; 0 for a thumbnail
+    size_bytes: int
+    seconds: float  # wall time of the ffmpeg run and its checks
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    """Renditions of one video; `skipped` says why nothing ran (input not a video), else None."""
+
+    video: Path
+    renditions: tuple[Rendition, ...] = ()
+    run_dir: Path | None = None
+    manifest_path: Path | None = None
+    skipped: str | None = None
+
+
+# ---------------------------------------------------------------- speech (ASR)
+@dataclass(frozen=True)
+class AudioTrack:
+    """The speech stage's input: 16 kHz mono 16-bit PCM WAV extracted from `source`."""
+
+    source: Path
+    path: Path
+    sample_rate: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class SpeechWord:
+    start: float
+    end: float
+    text: str
+    probability: float
+    speaker: str | None = None
+
+
+@dataclass(frozen=True)
+class SpeechSegment:
+    """One recognised stretch of speech; times in seconds of the source, never decreasing."""
+
+    index: int
+    start: float
+    end: float
+    text: str
+    words: tuple[SpeechWord, ...] = ()
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    speaker: str | None = None
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the engine heard: `language` is the one given, or detected (None when nothing was said)."""
+
+    source: Path
+    language: str | None
+    language_probability: float
+    duration: float
+    segments: tuple[SpeechSegment, ...]
+    engine: str
+    model: str
+    device: str
+    diarized: bool = False
+
+
+@dataclass(frozen=True)
+class TranscriptResult:
+    media: Path
+    transcript: Transcript
+    srt_path: Path
+    vtt_path: Path
+    json_path: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
