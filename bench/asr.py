@@ -56,7 +56,7 @@ def main() -> int:
     settings = AsrSettings(device="cpu", beam_size=args.beam_size)
     threads = cpu_threads_of(settings)
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
-        # distinct sentences: a looped script makes Whisper's repetition guard re-decode at higher temperatures
+        # distinct sentences: a looped script trips Whisper's repetition guard (re-decodes, hotter)
         sentences = varied_sentences(max(1, math.ceil(args.minutes * 60 / 4.0)))  # ~4 s each with the pause
         sample = make_speech(Path(tmp) / "speech.m4a", "en", sentences)
         print(
