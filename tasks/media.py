@@ -92,10 +92,9 @@ def _fraction(value: str | None) -> float:
     return float(value)
 
 
-def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaInfo:
-    """Probe a file and classify it as video, audio or image; anything else is a MediaInputError."""
-    p = check_input_file(path)
-    cmd = [
+def ffprobe_command(path: str | Path) -> list[str]:
+    """ffprobe printing format and streams as JSON; `--` keeps a name starting with '-' a path."""
+    return [
         require_tool("ffprobe"),
         "-v",
         "error",
@@ -104,8 +103,24 @@ def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaI
         "-show_format",
         "-show_streams",
         "--",
-        str(p),
+        str(path),
     ]
+
+
+def video_and_audio_streams(streams: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Video streams (cover art left out) and audio streams of an ffprobe answer."""
+    videos = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+    ]
+    return videos, [s for s in streams if s.get("codec_type") == "audio"]
+
+
+def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaInfo:
+    """Probe a file and classify it as video, audio or image; anything else is a MediaInputError."""
+    p = check_input_file(path)
+    cmd = ffprobe_command(p)
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -116,12 +131,7 @@ def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaI
     data = json.loads(proc.stdout or b"{}")
     streams = data.get("streams", [])
     fmt = data.get("format", {})
-    videos = [
-        s
-        for s in streams
-        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
-    ]
-    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    videos, audios = video_and_audio_streams(streams)
     duration = _fraction(fmt.get("duration"))
     format_names = set(str(fmt.get("format_name", "")).split(","))
     if videos and (format_names & IMAGE_FORMATS) and not audios:

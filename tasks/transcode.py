@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.errors import ConfigError, MediaInputError, StageError
 from tasks.gpu import cuda_device_count, host_name
-from tasks.media import require_tool, run_media_command
+from tasks.media import ffprobe_command, require_tool, run_media_command, video_and_audio_streams
 from tasks.outputs import atomic_path
 from tasks.schema import Rendition
 
@@ -166,26 +166,10 @@ def _float(value: object) -> float:
 
 def probe_streams(path: str | Path, *, timeout: float = 60.0) -> StreamFacts:
     """ffprobe of the first video stream (cover art skipped) and whether there is audio."""
-    cmd = [
-        require_tool("ffprobe"),
-        "-v",
-        "error",
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-        "--",
-        str(path),
-    ]
-    proc = run_media_command(cmd, timeout=timeout, stage=STAGE, subject=path)
+    proc = run_media_command(ffprobe_command(path), timeout=timeout, stage=STAGE, subject=path)
     data = json.loads(proc.stdout or b"{}")
     streams, fmt = data.get("streams", []), data.get("format", {})
-    videos = [
-        s
-        for s in streams
-        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
-    ]
-    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    videos, audios = video_and_audio_streams(streams)
     v = videos[0] if videos else {}
     coded_w, coded_h = int(v.get("width") or 0), int(v.get("height") or 0)
     sar = _ratio(v.get("sample_aspect_ratio")) or 1.0
