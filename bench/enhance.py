@@ -6,7 +6,7 @@ Columns: loads done, the first image's seconds, the later images' mean, the mean
 image (all threads), and seconds per image spent getting the engine (a load, or a lookup when resident).
 
 The seed (PhotoEnhanceAI) went from 12.9 s to 4.9 s per image by keeping GFPGAN loaded. Here each engine
-enhances the same generated faces twice: once through `tasks.models.resident_model` (loaded once), once
+enhances the same generated faces twice: once through `core.models.resident_model` (loaded once), once
 with `evict()` before every image (loaded every time); `load_count()` proves how many loads happened.
 gfpgan runs only where its extra is installed, on untrained weights in the real checkpoint formats
 (`aligned` mode, so every image is one full GFPGAN pass; load and inference cost do not depend on the
@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.models import evict, load_count  # noqa: E402
 from samples.images import make_face_set  # noqa: E402
-from tasks.enhance import EnhanceSettings, enhance_image, load_engine  # noqa: E402
-from tasks.models import evict, load_count  # noqa: E402
+from stages.enhance.enhance import EnhanceSettings, enhance_image, load_engine  # noqa: E402
 
 
 def settings_for(engine: str, work: Path, scale: float) -> EnhanceSettings | None:

@@ -51,7 +51,7 @@ def run_contenders(
         if line != "READY":
             raise RuntimeError(f"contender failed to start: {line}")
     if mode == "slot":  # the broker starts with the first request: let it start before the clock does
-        from tasks.gpu import gpu_slot
+        from gpu.slot import gpu_slot
 
         with gpu_slot("warm-up"):
             pass
@@ -179,7 +179,7 @@ def main() -> int:
             try:
                 bench(args, Path(tmp))
             finally:
-                from tasks.gpu import GpuSlotError, broker_request
+                from gpu.slot import GpuSlotError, broker_request
 
                 with contextlib.suppress(GpuSlotError, OSError):
                     broker_request({"op": "shutdown"})

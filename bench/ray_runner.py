@@ -23,9 +23,9 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NONE  # noqa: E402
 
 from blocks.runner import RunnerSettings  # noqa: E402
-from flows.runners import GPU_TAG, run_stage, with_runner  # noqa: E402
-from tasks.models import load_count  # noqa: E402
-from tasks.ocr import OcrSettings, ocr_task  # noqa: E402
+from core.models import load_count  # noqa: E402
+from runtime.runner import GPU_TAG, run_stage, with_runner  # noqa: E402
+from stages.subtitles.ocr import OcrSettings, ocr_task  # noqa: E402
 
 
 @task(name="ocr-and-report", tags=[GPU_TAG], cache_policy=NONE)
@@ -46,10 +46,11 @@ def repeat_ocr(batches, keyframes, settings: OcrSettings, times: int) -> list[tu
 
 
 def ocr_input(video: Path, work: Path):
-    from tasks.crop import band_from_fractions, crop_keyframes
-    from tasks.keyframes import KeyframeSettings, extract_keyframes
-    from tasks.media import probe_media
-    from tasks.stitch import stitch_keyframes
+    from core.media import probe_media
+    from stages.subtitles.band import band_from_fractions
+    from stages.subtitles.crop import crop_keyframes
+    from stages.subtitles.keyframes import KeyframeSettings, extract_keyframes
+    from stages.subtitles.stitch import stitch_keyframes
 
     info = probe_media(video)
     band = band_from_fractions((0.0, 0.6, 1.0, 1.0), info.width, info.height)

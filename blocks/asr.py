@@ -7,7 +7,7 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from tasks.asr import PACKAGED_MODEL, AsrSettings
+from stages.speech.transcribe import PACKAGED_MODEL, AsrSettings
 
 
 class AsrEngineSettings(Block):

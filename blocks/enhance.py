@@ -7,7 +7,7 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from tasks.enhance import EnhanceSettings
+from stages.enhance.enhance import EnhanceSettings
 
 
 class EnhanceConfig(Block):
@@ -47,7 +47,7 @@ class EnhanceConfig(Block):
     batch_size: int = Field(20, ge=1, le=1000, description="images per batch, one progress artifact each")
 
     def engine_settings(self) -> EnhanceSettings:
-        """The plain settings the stage functions take (tasks/ never imports blocks/)."""
+        """The plain settings the stage functions take (stages/ never import blocks/)."""
         return EnhanceSettings(
             engine=self.engine,
             scale=self.scale,

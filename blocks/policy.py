@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 def _never_retry_bad_input(task: Any, task_run: Any, state: Any) -> bool:
     """Retry transient failures only: bad input or bad configuration fails the same way every time."""
-    from tasks.errors import ConfigError, MediaInputError
+    from core.errors import ConfigError, MediaInputError
 
     try:
         state.result()
@@ -87,7 +87,7 @@ def current_run_policy() -> RunPolicy:
     try:
         return RunPolicy.load(name)
     except ValueError as exc:
-        from tasks.errors import ConfigError
+        from core.errors import ConfigError
 
         raise ConfigError(
             f"run policy block {name!r} ({POLICY_ENV}) not found: run `python -m deployments.bootstrap`"

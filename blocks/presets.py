@@ -15,8 +15,8 @@ import os
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from tasks.errors import ConfigError
-from tasks.transcode import LoudnessNorm, TranscodePreset
+from core.errors import ConfigError
+from stages.transcode.transcode import LoudnessNorm, TranscodePreset
 
 PRESETS_ENV = "YIVIDEO_TRANSCODE_PRESETS"  # name of a saved TranscodePresets document (deployments)
 

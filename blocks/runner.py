@@ -1,7 +1,7 @@
 """Where a flow's stages run, as a Prefect block: threads in the flow's process, or tasks on a Ray cluster.
 
 `RunnerSettings.load("<name>")` in code, `--runner-block NAME` on a flow's command line, or
-YIVIDEO_RUNNER_BLOCK=<name> in a deployment's environment; `flows/runners.py` turns it into a task runner.
+YIVIDEO_RUNNER_BLOCK=<name> in a deployment's environment; `runtime/runner.py` turns it into a task runner.
 """
 
 from __future__ import annotations

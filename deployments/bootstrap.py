@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from blocks.gpu_policy import DEFAULT_DOCUMENT as GPU_POLICY_DOCUMENT
-from blocks.gpu_policy import GpuPolicy, load_gpu_policy
 from blocks.policy import DEFAULT_DOCUMENT, POLICY_ENV, AlertRules, RunPolicy
 from blocks.subtitles import SubtitleSettings
-from tasks.gpu import GPU_LIMIT_NAME, gate_mode, host_name, limit_name, visible_gpus
+from gpu.policy import DEFAULT_DOCUMENT as GPU_POLICY_DOCUMENT
+from gpu.policy import GpuPolicy, load_gpu_policy
+from gpu.slot import GPU_LIMIT_NAME, gate_mode, host_name, limit_name, visible_gpus
 
 REPO = Path(__file__).resolve().parents[1]
 POOLS = {
@@ -95,7 +95,7 @@ def gpu_devices(policy: GpuPolicy) -> list[int]:
 
 
 async def ensure_gpu_limits(client, report: Report, units: int | None) -> None:
-    """One limit per device of this host (`gpu:<host>:<index>`), as tasks/gpu.py's broker names them.
+    """One limit per device of this host (`gpu:<host>:<index>`), as gpu/slot.py's broker names them.
 
     A missing limit is created with `units` (default: the GPU policy's units_per_device); an existing one
     keeps the size set in the UI unless `units` is given. Other GPU hosts' brokers create their own.

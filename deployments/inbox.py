@@ -30,9 +30,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks.errors import MediaInputError
-from tasks.media import probe_media
-from tasks.outputs import file_digest
+from core.errors import MediaInputError
+from core.media import probe_media
+from core.outputs import file_digest
 
 UPLOADED = "yivideo.media.uploaded"
 SKIPPED = "yivideo.media.skipped"

@@ -28,7 +28,9 @@ from pydantic import ValidationError
 from blocks.enhance import EnhanceConfig
 from blocks.policy import current_run_policy
 from blocks.runner import RunnerSettings
-from flows.runners import (
+from core.errors import ConfigError
+from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
+from runtime.runner import (
     GPU_TAG,
     StageRunner,
     add_runner_arguments,
@@ -36,7 +38,7 @@ from flows.runners import (
     runner_from_arguments,
     runner_settings_from_env,
 )
-from tasks.enhance import (
+from stages.enhance.enhance import (
     EnhanceSettings,
     batch_output_dir,
     check_settings,
@@ -46,8 +48,6 @@ from tasks.enhance import (
     finish_batch,
     plan_outputs,
 )
-from tasks.errors import ConfigError
-from tasks.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
 
 
 @flow(name="enhance-images", task_runner=StageRunner())

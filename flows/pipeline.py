@@ -25,15 +25,10 @@ from pydantic import WithJsonSchema
 
 from blocks.policy import RunPolicy, current_run_policy
 from blocks.subtitles import SubtitleSettings
-from flows.runners import StageRunner, run_stage
-from tasks.crop import crop_task
-from tasks.errors import ConfigError
-from tasks.keyframes import KeyframeSettings, keyframes_task
-from tasks.media import probe_task
-from tasks.ocr import OcrSettings, ocr_task
-from tasks.outputs import run_output_dir, safe_stem, write_manifest
-from tasks.postprocess import PostprocessSettings, postprocess_task, write_subtitle_files
-from tasks.schema import (
+from core.errors import ConfigError
+from core.media import probe_task
+from core.outputs import run_output_dir, safe_stem, write_manifest
+from core.schema import (
     Band,
     FrameText,
     KeyframeSet,
@@ -43,8 +38,13 @@ from tasks.schema import (
     StitchedBatch,
     SubtitleEvent,
 )
-from tasks.stitch import stitch_task
-from tasks.subtitle_area import AreaSettings, describe_band, subtitle_area_task
+from runtime.runner import StageRunner, run_stage
+from stages.subtitles.area import AreaSettings, describe_band, subtitle_area_task
+from stages.subtitles.crop import crop_task
+from stages.subtitles.keyframes import KeyframeSettings, keyframes_task
+from stages.subtitles.ocr import OcrSettings, ocr_task
+from stages.subtitles.postprocess import PostprocessSettings, postprocess_task, write_subtitle_files
+from stages.subtitles.stitch import stitch_task
 
 R = TypeVar("R")
 # The seeds' default chain, in the seeds' order (keyframes first): the plan puts subtitle_area ahead of it.

@@ -16,16 +16,16 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from blocks.subtitles import SubtitleSettings
-from flows.runners import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
-from tasks.crop import crop_task
-from tasks.keyframes import KeyframeSettings, keyframes_task
-from tasks.media import probe_task
-from tasks.ocr import OcrSettings, ocr_task
-from tasks.outputs import run_output_dir, safe_stem, write_manifest
-from tasks.postprocess import PostprocessSettings, postprocess_task, write_subtitle_files
-from tasks.schema import SubtitleEvent, SubtitleResult
-from tasks.stitch import stitch_task
-from tasks.subtitle_area import AreaSettings, describe_band, subtitle_area_task
+from core.media import probe_task
+from core.outputs import run_output_dir, safe_stem, write_manifest
+from core.schema import SubtitleEvent, SubtitleResult
+from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
+from stages.subtitles.area import AreaSettings, describe_band, subtitle_area_task
+from stages.subtitles.crop import crop_task
+from stages.subtitles.keyframes import KeyframeSettings, keyframes_task
+from stages.subtitles.ocr import OcrSettings, ocr_task
+from stages.subtitles.postprocess import PostprocessSettings, postprocess_task, write_subtitle_files
+from stages.subtitles.stitch import stitch_task
 
 
 @flow(name="extract-subtitles", task_runner=StageRunner())

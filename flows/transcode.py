@@ -22,12 +22,12 @@ from prefect.cache_policies import NONE
 from prefect.futures import PrefectFuture
 
 from blocks.presets import load_presets
-from flows.runners import StageRunner, add_runner_arguments, placement_options, runner_from_arguments
-from tasks.errors import MediaInputError
-from tasks.media import check_input_file, probe_media
-from tasks.outputs import run_output_dir, safe_stem, write_manifest
-from tasks.schema import MediaInfo, Rendition, TranscodeResult
-from tasks.transcode import TranscodePreset, resolve_presets, transcode_task
+from core.errors import MediaInputError
+from core.media import check_input_file, probe_media
+from core.outputs import run_output_dir, safe_stem, write_manifest
+from core.schema import MediaInfo, Rendition, TranscodeResult
+from runtime.runner import StageRunner, add_runner_arguments, placement_options, runner_from_arguments
+from stages.transcode.transcode import TranscodePreset, resolve_presets, transcode_task
 
 FLOW = "transcode"
 

@@ -18,13 +18,13 @@ from prefect.artifacts import create_markdown_artifact
 
 from blocks.asr import AsrEngineSettings
 from blocks.policy import current_run_policy
-from flows.runners import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
-from tasks.asr import AsrSettings, diarize_task, transcribe_task
-from tasks.audio import extract_audio_task, require_audio
-from tasks.media import probe_task
-from tasks.outputs import run_output_dir, safe_stem, write_manifest
-from tasks.schema import Transcript, TranscriptResult
-from tasks.transcript import cue_text, write_transcript_task
+from core.media import probe_task
+from core.outputs import run_output_dir, safe_stem, write_manifest
+from core.schema import Transcript, TranscriptResult
+from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
+from stages.speech.audio import extract_audio_task, require_audio
+from stages.speech.transcribe import AsrSettings, diarize_task, transcribe_task
+from stages.speech.transcript import cue_text, write_transcript_task
 
 
 @flow(name="transcribe", task_runner=StageRunner())

@@ -45,7 +45,7 @@ def main() -> int:
 
     from prefect.concurrency.sync import concurrency
 
-    from tasks.gpu import GpuSlotTimeout, gpu_slot
+    from gpu.slot import GpuSlotTimeout, gpu_slot
 
     def slot():
         if args.mode == "plain":

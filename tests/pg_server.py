@@ -73,6 +73,7 @@ def prefect_postgres_server(
     `env_extra` adds server settings (e.g. PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS). The caller
     decides whether to export the URL (os.environ["PREFECT_API_URL"]) for its clients.
     """
+    db_name += os.environ.get("YIVIDEO_TEST_DB_SUFFIX", "")  # lets parallel checkouts share one PostgreSQL
     asyncio.run(_drop_database(db_name))
     asyncio.run(ensure_database(db_name, PG_HOST, PG_PORT, PG_USER, PG_PASSWORD))
     home = Path(tempfile.mkdtemp(prefix=f"{db_name}-home-"))

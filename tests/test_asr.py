@@ -8,8 +8,13 @@ from dataclasses import replace
 
 import pytest
 
+from core.errors import ConfigError
+from core.media import probe_media
+from core.models import evict, load_count
+from core.schema import SpeechSegment, SpeechWord, Transcript
 from samples.audio import make_silence, make_speech, word_error_rate
-from tasks.asr import (
+from stages.speech.audio import extract_audio
+from stages.speech.transcribe import (
     AsrSettings,
     asr_model_key,
     load_asr_engine,
@@ -17,11 +22,6 @@ from tasks.asr import (
     packaged_model_dir,
     transcribe_audio,
 )
-from tasks.audio import extract_audio
-from tasks.errors import ConfigError
-from tasks.media import probe_media
-from tasks.models import evict, load_count
-from tasks.schema import SpeechSegment, SpeechWord, Transcript
 
 CPU = AsrSettings(device="cpu")
 

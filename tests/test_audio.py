@@ -7,10 +7,10 @@ import wave
 import numpy as np
 import pytest
 
+from core.errors import MediaInputError
+from core.media import probe_media
 from samples.audio import make_speech, make_video_with_audio
-from tasks.audio import SAMPLE_RATE, extract_audio, iter_audio_windows, read_wav_info
-from tasks.errors import MediaInputError
-from tasks.media import probe_media
+from stages.speech.audio import SAMPLE_RATE, extract_audio, iter_audio_windows, read_wav_info
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
+from core.errors import ConfigError, MediaInputError
+from core.models import evict, load_count
+from core.schema import EnhancedImage, ImageFailure
 from samples.images import degrade, draw_face, make_corrupt_image, make_face_image, make_huge_image
-from tasks.enhance import (
+from stages.enhance.enhance import (
     EnhanceSettings,
     batch_output_dir,
     enhance_image,
@@ -26,9 +29,6 @@ from tasks.enhance import (
     read_image,
     target_size,
 )
-from tasks.errors import ConfigError, MediaInputError
-from tasks.models import evict, load_count
-from tasks.schema import EnhancedImage, ImageFailure
 from tests.conftest import assert_no_partial_outputs
 
 HAS_GFPGAN = all(importlib.util.find_spec(m) is not None for m in ("torch", "gfpgan", "basicsr", "facexlib"))
@@ -192,7 +192,7 @@ def test_gfpgan_engine_loads_and_runs_on_untrained_weights(tmp_path):
     """The real loader (GFPGANv1Clean, RetinaFace, ParseNet, Real-ESRGAN background) on checkpoints in the
     real formats; untrained, so only shapes and the code path are checked, not restoration quality."""
     from samples.images import write_untrained_gfpgan_weights
-    from tasks.enhance import GfpganEngine
+    from stages.enhance.enhance import GfpganEngine
 
     paths = write_untrained_gfpgan_weights(tmp_path / "models", background=True)
     evict()

@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import pytest
 
+from core.schema import EnhanceBatchResult
 from flows.enhance import enhance_images, main
 from samples.images import make_corrupt_image, make_face_set, make_huge_image
-from tasks.schema import EnhanceBatchResult
 from tests.conftest import assert_no_partial_outputs
 
 pytestmark = pytest.mark.slow

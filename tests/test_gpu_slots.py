@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 from pg_server import prefect_postgres_server
 
-from blocks.gpu_policy import GpuPolicy
-from tasks.gpu import (
+from gpu.health import collect_health, free_slots, publish_artifact, render_markdown
+from gpu.policy import GpuPolicy
+from gpu.slot import (
     GpuSlotError,
     GpuSlotTimeout,
     broker_dir,
@@ -32,7 +33,6 @@ from tasks.gpu import (
     limit_name,
     visible_gpus,
 )
-from tasks.gpu_health import collect_health, free_slots, publish_artifact, render_markdown
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -9,10 +9,10 @@ import pytest
 from conftest import assert_no_partial_outputs
 
 from blocks.policy import RunPolicy
+from core.errors import ConfigError, MediaInputError, StageError
 from flows.pipeline import SEED_CHAIN, STAGES, main, plan_chain, run_pipeline
 from samples.scoring import score_subtitles
 from samples.video import Cue, make_subtitled_video
-from tasks.errors import ConfigError, MediaInputError, StageError
 
 CUES = [Cue(0.4, 2.4, "流水线第一句"), Cue(2.8, 4.8, "Pipeline second line", "yellow")]
 

@@ -14,7 +14,11 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from blocks.runner import RunnerSettings
-from flows.runners import (
+from core.errors import ConfigError, MediaInputError
+from core.models import load_count
+from flows.subtitles import extract_subtitles
+from gpu.slot import GATE_ENV, HOST_ENV, RUN_DIR_ENV, gpu_slot, limit_name
+from runtime.runner import (
     GPU_TAG,
     RUNNER_BLOCK_ENV,
     RUNNER_ENV,
@@ -24,13 +28,9 @@ from flows.runners import (
     runner_settings_from_env,
     with_runner,
 )
-from flows.subtitles import extract_subtitles
 from samples.scoring import squash
 from samples.video import busy_script, make_subtitled_video
-from tasks.errors import ConfigError, MediaInputError
-from tasks.gpu import GATE_ENV, HOST_ENV, RUN_DIR_ENV, gpu_slot, limit_name
-from tasks.models import load_count
-from tasks.ocr import OcrSettings, ocr_task
+from stages.subtitles.ocr import OcrSettings, ocr_task
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -135,10 +135,11 @@ def repeat_ocr(
 @pytest.fixture(scope="module")
 def ocr_input(short_video, tmp_path_factory):
     """Stitched keyframes of the short video, made by the plain stage functions (no OCR in this process)."""
-    from tasks.crop import band_from_fractions, crop_keyframes
-    from tasks.keyframes import KeyframeSettings, extract_keyframes
-    from tasks.media import probe_media
-    from tasks.stitch import stitch_keyframes
+    from core.media import probe_media
+    from stages.subtitles.band import band_from_fractions
+    from stages.subtitles.crop import crop_keyframes
+    from stages.subtitles.keyframes import KeyframeSettings, extract_keyframes
+    from stages.subtitles.stitch import stitch_keyframes
 
     work = tmp_path_factory.mktemp("ocr-input")
     info = probe_media(short_video)

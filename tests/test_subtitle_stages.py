@@ -6,13 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from tasks.crop import band_from_fractions, crop_band, trim_to_text
-from tasks.errors import ConfigError
-from tasks.keyframes import KeyframeSettings, signal_change, text_signal
-from tasks.ocr import lines_to_rows
-from tasks.postprocess import PostprocessSettings, frames_to_events, to_srt
-from tasks.schema import Band, FrameText, OcrLine
-from tasks.subtitle_area import AreaSettings, choose_band, split_static_boxes
+from core.errors import ConfigError
+from core.schema import Band, FrameText, OcrLine
+from stages.subtitles.area import AreaSettings, choose_band, split_static_boxes
+from stages.subtitles.band import band_from_fractions
+from stages.subtitles.crop import crop_band, trim_to_text
+from stages.subtitles.ocr import lines_to_rows
+from stages.subtitles.postprocess import PostprocessSettings, frames_to_events, to_srt
+from stages.subtitles.text_signal import KeyframeSettings, signal_change, text_signal
 
 
 def outlined_text(text: str, size=(120, 640), x=40, background=(60, 40, 30)) -> np.ndarray:

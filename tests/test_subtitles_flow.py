@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import assert_no_partial_outputs
 
+from core.errors import MediaInputError
 from flows.subtitles import extract_subtitles
 from samples.scoring import score_subtitles, squash
 from samples.video import busy_script, corpus_script, make_subtitled_video
-from tasks.errors import MediaInputError
 
 SAMPLE_FPS = 5.0
 REPO = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_cli_prints_the_srt_path_last(prefect_server, busy_video, tmp_path):
 
 
 def test_ocr_model_loads_once_across_runs(prefect_server, busy_video, tmp_path):
-    from tasks.models import load_count
+    from core.models import load_count
 
     extract_subtitles(str(busy_video), str(tmp_path / "a"), band=(0.0, 0.6, 1.0, 1.0))
     loads = load_count("ocr", "rapidocr")
@@ -155,8 +155,8 @@ def test_ocr_model_loads_once_across_runs(prefect_server, busy_video, tmp_path):
     ],
 )
 def test_engine_choice_errors_are_clear(engine, message):
-    from tasks.errors import ConfigError
-    from tasks.ocr import OcrSettings, load_ocr_engine
+    from core.errors import ConfigError
+    from stages.subtitles.ocr import OcrSettings, load_ocr_engine
 
     with pytest.raises(ConfigError, match=message):
         load_ocr_engine(OcrSettings(engine=engine))

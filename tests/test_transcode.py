@@ -10,10 +10,10 @@ import pytest
 from conftest import assert_no_partial_outputs
 
 from blocks.presets import SEED_PRESETS, TranscodePresets
+from core.errors import ConfigError, StageError
+from gpu.slot import cuda_device_count
 from samples.clips import make_clip
-from tasks.errors import ConfigError, StageError
-from tasks.gpu import cuda_device_count
-from tasks.transcode import (
+from stages.transcode.transcode import (
     OutputCheckError,
     TranscodePreset,
     build_command,

@@ -12,11 +12,11 @@ import pytest
 from conftest import assert_no_partial_outputs
 
 from blocks.presets import SEED_PRESETS, TranscodePresets
+from core.errors import ConfigError, MediaInputError
 from flows.transcode import main, transcode
 from samples.clips import make_clip
 from samples.video import Cue, make_subtitled_video
-from tasks.errors import ConfigError, MediaInputError
-from tasks.transcode import OutputCheckError, TranscodePreset
+from stages.transcode.transcode import OutputCheckError, TranscodePreset
 
 ALL = list(SEED_PRESETS)
 

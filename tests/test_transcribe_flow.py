@@ -14,10 +14,10 @@ import webvtt
 from conftest import assert_no_partial_outputs
 
 from blocks.asr import AsrEngineSettings
+from core.errors import MediaInputError
+from core.models import evict, load_count, resident_keys
 from flows.transcribe import transcribe
 from samples.audio import make_silence, make_speech, make_video_with_audio, word_error_rate
-from tasks.errors import MediaInputError
-from tasks.models import evict, load_count, resident_keys
 
 REPO = Path(__file__).resolve().parents[1]
 

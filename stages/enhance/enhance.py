@@ -10,7 +10,7 @@ Engines, chosen by `EnhanceSettings.engine`:
 - `gfpgan`: GFPGAN face restoration (the seed's engine) with local weights for GFPGAN, its face detector and
   face parser, and an optional Real-ESRGAN background upsampler; needs the `gfpgan` extra (torch).
 
-Every engine is resident per process (`tasks.models.resident_model`); large images are processed in tiles;
+Every engine is resident per process (`core.models.resident_model`); large images are processed in tiles;
 inputs above `max_pixels` (or outputs above `max_output_pixels`) fail alone with a clear reason.
 """
 
@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, ClassVar
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.errors import ConfigError, MediaInputError, StageError
-from tasks.media import probe_media, require_kind
-from tasks.models import ModelKey, resident_model
-from tasks.outputs import atomic_path, file_digest, safe_stem, write_json_atomic
-from tasks.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
+from core.errors import ConfigError, MediaInputError, StageError
+from core.media import probe_media, require_kind
+from core.models import ModelKey, resident_model
+from core.outputs import atomic_path, file_digest, safe_stem, write_json_atomic
+from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
 
 if TYPE_CHECKING:
     import numpy as np
@@ -674,7 +674,7 @@ def enhance_image_task(source: Path, dest: Path, settings: EnhanceSettings) -> E
     """One image: decode and check outside the GPU slot, load + run the engine inside it, write outside."""
     from prefect import get_run_logger
 
-    from tasks.gpu import gpu_slot
+    from gpu.slot import gpu_slot
 
     started = time.perf_counter()
     check_settings(settings)

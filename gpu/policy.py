@@ -1,6 +1,6 @@
 """How GPU slots are sized, shared and ordered, as a Prefect block editable in the UI.
 
-The per-host GPU broker (tasks/gpu_broker.py) loads the document named by YIVIDEO_GPU_POLICY (default
+The per-host GPU broker (gpu/broker.py) loads the document named by YIVIDEO_GPU_POLICY (default
 "default"; built-in defaults when it does not exist) when it starts and every `reload_seconds` after.
 Each device becomes a Prefect global concurrency limit `gpu:<host>:<index>` created with
 `units_per_device` slots when missing; an existing limit keeps the size set in the UI (the limit is the

@@ -16,8 +16,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.errors import MediaInputError, StageError
-from tasks.schema import MediaInfo
+from core.errors import MediaInputError, StageError
+from core.schema import MediaInfo
 
 MAX_INPUT_BYTES = int(os.environ.get("YIVIDEO_MAX_INPUT_BYTES", 64 * 1024**3))
 MAX_PIXELS = 8192 * 8192

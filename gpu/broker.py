@@ -1,8 +1,8 @@
 """The per-host GPU broker: owns this host's `gpu:<host>:<index>` leases and hands them to local waiters.
 
-python -m tasks.gpu_broker --run-dir DIR      (gpu_slot() starts it on first use; it exits when idle)
+python -m gpu.broker --run-dir DIR      (gpu_slot() starts it on first use; it exits when idle)
 
-Clients (tasks/gpu.py) speak JSON lines over a Unix socket, one connection per slot: `acquire` (stage,
+Clients (gpu/slot.py) speak JSON lines over a Unix socket, one connection per slot: `acquire` (stage,
 units, priority, timeout, devices, since) -> `granted` | `timeout` | `error`; `release`, or the connection
 dropping (a killed holder), frees the units; `adopt` re-attaches a grant after a broker restart; `status`
 answers the health report. Each unit in use is one 1-slot Prefect lease (renewed at a third of its
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blocks.gpu_policy import GpuPolicy, load_gpu_policy
-from tasks.gpu import _nvidia_smi_gpus, gate_mode, host_name, limit_name
+from gpu.policy import GpuPolicy, load_gpu_policy
+from gpu.slot import _nvidia_smi_gpus, gate_mode, host_name, limit_name
 
 ORPHAN_GRACE = 5.0  # seconds a new broker keeps a dead broker's leases for their holders to re-adopt
 IDLE_LINGER = 0.1  # an idle lease is kept this long for a waiter that comes right back

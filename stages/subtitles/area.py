@@ -15,11 +15,11 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.crop import band_from_fractions, clamp_band
-from tasks.gpu import gpu_slot
-from tasks.media import iter_video_frames
-from tasks.ocr import OcrSettings, load_ocr_engine
-from tasks.schema import Band, MediaInfo
+from core.media import iter_video_frames
+from core.schema import Band, MediaInfo
+from gpu.slot import gpu_slot
+from stages.subtitles.band import band_from_fractions, clamp_band
+from stages.subtitles.ocr import OcrSettings, load_ocr_engine
 
 Box = tuple[int, int, int, int]
 

@@ -7,8 +7,8 @@ YIVIDEO_RUNNER / YIVIDEO_RAY_ADDRESS, else local threads: a deployment moves to 
 `remote_options(num_gpus=..., max_calls=0)`, so Ray places it on a GPU node and keeps the worker (with the
 models it loaded) alive, while `gpu_slot()` inside the stage still takes the Prefect GPU limit.
 
-It lives in flows/ (not tasks/) because it is flow-level dispatch over the runner block: stages stay plain
-functions that know nothing of where they run, and tasks/ never imports blocks/.
+It lives in runtime/ (not stages/) because it is flow-level dispatch over the runner block: stages stay plain
+functions that know nothing of where they run, and stages/ never import blocks/.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from blocks.runner import RunnerSettings
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
-GPU_TAG = "gpu"  # GPU-capable stages carry this tag (e.g. tasks/ocr.py, tasks/subtitle_area.py)
+GPU_TAG = "gpu"  # GPU-capable stages carry this tag (e.g. stages/subtitles/ocr.py, stages/subtitles/area.py)
 RUNNER_ENV = "YIVIDEO_RUNNER"  # local | ray
 RAY_ADDRESS_ENV = "YIVIDEO_RAY_ADDRESS"  # ray://<head>:10001 | auto | <head>:6379; implies YIVIDEO_RUNNER=ray
 RUNNER_BLOCK_ENV = "YIVIDEO_RUNNER_BLOCK"  # name of a RunnerSettings block; wins over the two above

@@ -15,9 +15,9 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.errors import ConfigError
-from tasks.models import ModelKey, resident_model
-from tasks.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
+from core.errors import ConfigError
+from core.models import ModelKey, resident_model
+from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def ocr_task(batches: list[StitchedBatch], keyframes: KeyframeSet, settings: Ocr
 
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    from tasks.gpu import gpu_slot
+    from gpu.slot import gpu_slot
 
     progress = create_progress_artifact(0.0, description=f"OCR of {keyframes.video.name}")
     texts: list[FrameText] = []

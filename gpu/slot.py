@@ -7,7 +7,7 @@ Gating: on a host without CUDA a stage runs on the CPU and takes no slot, unless
 (then the host counts as one device: tests and benchmarks use this); YIVIDEO_GPU_GATE=never never gates.
 A gated slot is strict: if no limit can be held the stage fails, it never runs ungated.
 
-Design: a per-host broker (tasks/gpu_broker.py) owns the Prefect leases of this host's devices and hands
+Design: a per-host broker (gpu/broker.py) owns the Prefect leases of this host's devices and hands
 them to local waiters over a Unix socket. Why not release-then-acquire, or waking waiters on the
 `prefect.concurrency-limit.released` event? Because each HTTP call costs 15-50 ms on PostgreSQL here
 (increment-with-lease 16-50 ms, decrement 18-54 ms), so even a perfectly woken waiter leaves the GPU idle
@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tasks.errors import YiVideoError
+from core.errors import YiVideoError
 
 GPU_LIMIT_NAME = "gpu"  # prefix of every GPU limit: gpu:<host>:<index>
 GATE_ENV = "YIVIDEO_GPU_GATE"  # auto (default) | always | never
@@ -232,7 +232,7 @@ def connect_broker(run_dir: Path, *, spawn: bool = True, timeout: float = CONNEC
                 if not _broker_alive(run_dir):
                     with (run_dir / "broker.log").open("ab") as log_file:
                         proc = subprocess.Popen(
-                            [sys.executable, "-m", "tasks.gpu_broker", "--run-dir", str(run_dir)],
+                            [sys.executable, "-m", "gpu.broker", "--run-dir", str(run_dir)],
                             cwd=REPO_ROOT,
                             env=_broker_env(),
                             stdin=subprocess.DEVNULL,

@@ -14,10 +14,10 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.errors import MediaInputError, StageError
-from tasks.media import require_tool, run_media_command
-from tasks.outputs import atomic_path, safe_stem
-from tasks.schema import AudioTrack, MediaInfo
+from core.errors import MediaInputError, StageError
+from core.media import require_tool, run_media_command
+from core.outputs import atomic_path, safe_stem
+from core.schema import AudioTrack, MediaInfo
 
 SAMPLE_RATE = 16000
 

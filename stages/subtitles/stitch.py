@@ -13,7 +13,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.schema import KeyframeSet, StitchedBatch
+from core.schema import KeyframeSet, StitchedBatch
 
 GAP_PX = 24
 MAX_BATCH_HEIGHT = 1400  # the detector's input stays under its 1500 px long side: no downscaling

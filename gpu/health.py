@@ -1,8 +1,8 @@
 """GPU-lock health: per GPU limit the holders, lease ages, waiters, and over a window the acquisitions,
 timeouts, mean wait and mean hold (the seeds' monitoring API), printed and published as an artifact.
 
-python -m tasks.gpu_health [--window 3600] [--json] [--no-artifact]
-python -m tasks.gpu_health free gpu:<host>:<index> [--reset]
+python -m gpu.health [--window 3600] [--json] [--no-artifact]
+python -m gpu.health free gpu:<host>:<index> [--reset]
 
 Every `gpu:*` limit of the Prefect server is listed with its slots in use; this host's broker adds the
 live detail of its own devices (the other hosts' detail is on those hosts). `free` gives back, by hand,
@@ -20,7 +20,7 @@ import sys
 import uuid
 from typing import Any
 
-from tasks.gpu import GPU_LIMIT_NAME, GpuSlotError, broker_dir, broker_request
+from gpu.slot import GPU_LIMIT_NAME, GpuSlotError, broker_dir, broker_request
 
 ARTIFACT_KEY = "gpu-health"
 

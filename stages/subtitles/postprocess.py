@@ -19,8 +19,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 from rapidfuzz import fuzz
 
-from tasks.outputs import write_json_atomic, write_text_atomic
-from tasks.schema import Band, FrameText, SubtitleEvent
+from core.outputs import write_json_atomic, write_text_atomic
+from core.schema import Band, FrameText, SubtitleEvent
 
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.schema import to_jsonable
+from core.schema import to_jsonable
 
 _UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
 _UMASK = os.umask(0)

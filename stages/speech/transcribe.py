@@ -31,10 +31,10 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.audio import SAMPLE_RATE, iter_audio_windows
-from tasks.errors import ConfigError, StageError
-from tasks.models import ModelKey, resident_model
-from tasks.schema import AudioTrack, SpeechSegment, SpeechWord, Transcript
+from core.errors import ConfigError, StageError
+from core.models import ModelKey, resident_model
+from core.schema import AudioTrack, SpeechSegment, SpeechWord, Transcript
+from stages.speech.audio import SAMPLE_RATE, iter_audio_windows
 
 # ---------------------------------------------------------------- the packaged offline model
 PACKAGED_MODEL = "base"  # this model name resolves to the packaged folder, never to a download
@@ -584,7 +584,7 @@ def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
     from prefect import get_run_logger
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    from tasks.gpu import gpu_slot
+    from gpu.slot import gpu_slot
 
     progress = create_progress_artifact(0.0, description=f"speech recognition of {track.source.name}")
     with gpu_slot("asr", prefer_cuda=settings.device != "cpu") as grant:
@@ -609,7 +609,7 @@ def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
 @task(name="diarize", retries=0, cache_policy=NONE, tags=["gpu"])
 def diarize_task(track: AudioTrack, transcript: Transcript, settings: AsrSettings) -> Transcript:
     """Optional stage: speaker labels from the engine that transcribed (whisperx with a local pipeline)."""
-    from tasks.gpu import gpu_slot
+    from gpu.slot import gpu_slot
 
     with gpu_slot("diarize", prefer_cuda=settings.device != "cpu") as grant:
         resolved = _resolve_device(settings, grant.device)

@@ -13,8 +13,8 @@ import webvtt
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.outputs import write_json_atomic, write_text_atomic
-from tasks.schema import SpeechSegment, Transcript
+from core.outputs import write_json_atomic, write_text_atomic
+from core.schema import SpeechSegment, Transcript
 
 
 def cue_text(segment: SpeechSegment) -> str:

@@ -28,11 +28,11 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.errors import ConfigError, MediaInputError, StageError
-from tasks.gpu import cuda_device_count, host_name
-from tasks.media import ffprobe_command, require_tool, run_media_command, video_and_audio_streams
-from tasks.outputs import atomic_path
-from tasks.schema import Rendition
+from core.errors import ConfigError, MediaInputError, StageError
+from core.media import ffprobe_command, require_tool, run_media_command, video_and_audio_streams
+from core.outputs import atomic_path
+from core.schema import Rendition
+from gpu.slot import cuda_device_count, host_name
 
 STAGE = "transcode"
 NVENC_ENV = "YIVIDEO_NVENC"  # auto (default): NVENC where it works | never: always libx264/libx265
@@ -634,7 +634,7 @@ def transcode_task(
     from prefect import get_run_logger
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    from tasks.gpu import gpu_slot
+    from gpu.slot import gpu_slot
 
     logger = get_run_logger()
     progress = create_progress_artifact(0.0, description=f"{name} of {Path(video).name}")
