@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.models import evict, load_count  # noqa: E402
 from samples.images import make_face_set  # noqa: E402
-from stages.enhance.enhance import EnhanceSettings, enhance_image, load_engine  # noqa: E402
+from stages.enhance.engines import load_engine  # noqa: E402
+from stages.enhance.enhance import enhance_image  # noqa: E402
+from stages.enhance.settings import EnhanceSettings  # noqa: E402
 
 
 def settings_for(engine: str, work: Path, scale: float) -> EnhanceSettings | None:

@@ -7,7 +7,7 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from stages.enhance.enhance import EnhanceSettings
+from stages.enhance.settings import EnhanceSettings
 
 
 class EnhanceConfig(Block):

@@ -38,16 +38,10 @@ from runtime.runner import (
     runner_from_arguments,
     runner_settings_from_env,
 )
-from stages.enhance.enhance import (
-    EnhanceSettings,
-    batch_output_dir,
-    check_settings,
-    engine_class,
-    enhance_image_task,
-    failure_of,
-    finish_batch,
-    plan_outputs,
-)
+from stages.enhance.batch import batch_output_dir, failure_of, finish_batch, plan_outputs
+from stages.enhance.engines import engine_class
+from stages.enhance.enhance import check_settings, enhance_image_task
+from stages.enhance.settings import EnhanceSettings
 
 
 @flow(name="enhance-images", task_runner=StageRunner())

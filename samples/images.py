@@ -124,7 +124,7 @@ def write_untrained_gfpgan_weights(folder: str | Path, *, background: bool = Fal
     and run exactly as the real ones do, so the engine's code path is proven without a download. The
     detector's class head is set to find no face (detection still runs); `aligned=True` runs GFPGAN itself.
     """
-    from stages.enhance.enhance import FACE_DETECTOR_FILE, FACE_PARSER_FILE, alias_functional_tensor
+    from stages.enhance.engines.gfpgan import FACE_DETECTOR_FILE, FACE_PARSER_FILE, alias_functional_tensor
 
     alias_functional_tensor()
     import torch

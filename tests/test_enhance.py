@@ -19,16 +19,11 @@ from core.errors import ConfigError, MediaInputError
 from core.models import evict, load_count
 from core.schema import EnhancedImage, ImageFailure
 from samples.images import degrade, draw_face, make_corrupt_image, make_face_image, make_huge_image
-from stages.enhance.enhance import (
-    EnhanceSettings,
-    batch_output_dir,
-    enhance_image,
-    finish_batch,
-    load_engine,
-    plan_outputs,
-    read_image,
-    target_size,
-)
+from stages.enhance.batch import batch_output_dir, finish_batch, plan_outputs
+from stages.enhance.engines import load_engine
+from stages.enhance.enhance import enhance_image
+from stages.enhance.imaging import read_image, target_size
+from stages.enhance.settings import EnhanceSettings
 from tests.conftest import assert_no_partial_outputs
 
 HAS_GFPGAN = all(importlib.util.find_spec(m) is not None for m in ("torch", "gfpgan", "basicsr", "facexlib"))
@@ -192,7 +187,7 @@ def test_gfpgan_engine_loads_and_runs_on_untrained_weights(tmp_path):
     """The real loader (GFPGANv1Clean, RetinaFace, ParseNet, Real-ESRGAN background) on checkpoints in the
     real formats; untrained, so only shapes and the code path are checked, not restoration quality."""
     from samples.images import write_untrained_gfpgan_weights
-    from stages.enhance.enhance import GfpganEngine
+    from stages.enhance.engines.gfpgan import GfpganEngine
 
     paths = write_untrained_gfpgan_weights(tmp_path / "models", background=True)
     evict()

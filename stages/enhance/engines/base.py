@@ -1,0 +1,36 @@
+"""The one interface every enhancement backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from stages.enhance.settings import EnhanceSettings
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class EngineOutput:
+    image: np.ndarray  # BGR uint8, any size (resized to the exact target afterwards)
+    faces: int | None = None
+
+
+class EnhanceEngine(ABC):
+    """One enhancement backend: constructed (loaded) once per process, then called for every image."""
+
+    name: ClassVar[str]
+    uses_gpu: ClassVar[bool] = False  # only these take a GPU slot (and only on a CUDA host)
+    load_fields: ClassVar[frozenset[str]]  # settings the loaded object depends on: the resident model's key
+
+    def __init__(self, settings: EnhanceSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def enhance(self, image: np.ndarray, settings: EnhanceSettings) -> EngineOutput:
+        """Enhance 8-bit BGR pixels to about `settings.scale` times their size (call-time settings)."""
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Free what the engine holds (called when the resident model is evicted)."""
