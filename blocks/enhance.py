@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
 from stages.enhance.settings import EnhanceSettings
+
+STAGE_ONLY = frozenset({"device"})  # set by the task, not by users
 
 
 class EnhanceConfig(Block):
@@ -38,26 +41,30 @@ class EnhanceConfig(Block):
     bg_upsampler_weights: str | None = Field(
         None, description="gfpgan: local RealESRGAN_x2plus.pth for the background (None: Lanczos)"
     )
+    gfpgan_arch: Literal["clean", "RestoreFormer"] = Field(
+        "clean", description="gfpgan: network of the weights (clean: GFPGANv1.3/1.4)"
+    )
+    channel_multiplier: int = Field(2, ge=1, description="gfpgan: channel multiplier of the weights")
     aligned: bool = Field(False, description="gfpgan: inputs are already aligned 512x512 face crops")
+    only_center_face: bool = Field(False, description="gfpgan: restore only the face nearest the centre")
     max_pixels: int = Field(4096 * 4096, ge=1, description="largest input image (pixels); larger ones fail")
     max_output_pixels: int = Field(8192 * 8192, ge=1, description="largest output image (pixels)")
     tile: int = Field(256, ge=0, description="tile size (px) for large images; 0 processes whole images")
     tile_pad: int = Field(16, ge=0, description="context pixels around each tile")
+    threads: int = Field(0, ge=0, description="realesrgan-ncnn: CPU threads per image (0: all cores)")
+    denoise: float = Field(3.0, ge=0, description="opencv-classic: non-local-means strength (0: off)")
+    sharpen: float = Field(0.6, ge=0, description="opencv-classic: unsharp-mask amount (0: off)")
+    jpeg_quality: int = Field(95, ge=1, le=100, description="quality of JPEG and WebP outputs")
     max_concurrency: int = Field(3, ge=1, le=64, description="images processed at once (the seed: 3)")
     batch_size: int = Field(20, ge=1, le=1000, description="images per batch, one progress artifact each")
 
     def engine_settings(self) -> EnhanceSettings:
-        """The plain settings the stage functions take (stages/ never import blocks/)."""
+        """The plain settings the stage functions take (stages/ never import blocks/): every stage setting
+        but the device, which the task sets from its GPU grant."""
         return EnhanceSettings(
-            engine=self.engine,
-            scale=self.scale,
-            model=self.model,
-            gfpgan_weights=self.gfpgan_weights,
-            face_model_dir=self.face_model_dir,
-            bg_upsampler_weights=self.bg_upsampler_weights,
-            aligned=self.aligned,
-            max_pixels=self.max_pixels,
-            max_output_pixels=self.max_output_pixels,
-            tile=self.tile,
-            tile_pad=self.tile_pad,
+            **{
+                f.name: getattr(self, f.name)
+                for f in fields(EnhanceSettings)
+                if f.init and f.name not in STAGE_ONLY
+            }
         )
