@@ -26,8 +26,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # before Prefect is imp
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from blocks.asr import AsrEngineSettings  # noqa: E402
+from core.packaged_models import packaged_model_dir  # noqa: E402
 from samples.audio import make_speech, varied_sentences, word_error_rate  # noqa: E402
-from stages.speech.transcribe import AsrSettings, cpu_threads_of, load_asr_engine, packaged_model_dir  # noqa: E402
+from stages.speech.engines import AsrSettings, cpu_threads_of, load_asr_engine  # noqa: E402
 
 
 def _cpu_seconds() -> float:

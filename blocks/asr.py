@@ -7,7 +7,8 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from stages.speech.transcribe import PACKAGED_MODEL, AsrSettings
+from core.packaged_models import PACKAGED_MODEL
+from stages.speech.engines import AsrSettings
 
 
 class AsrEngineSettings(Block):

@@ -23,7 +23,8 @@ from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import Transcript, TranscriptResult
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.speech.audio import extract_audio_task, require_audio
-from stages.speech.transcribe import AsrSettings, diarize_task, transcribe_task
+from stages.speech.engines import AsrSettings
+from stages.speech.transcribe import diarize_task, transcribe_task
 from stages.speech.transcript import cue_text, write_transcript_task
 
 

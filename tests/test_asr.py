@@ -11,17 +11,12 @@ import pytest
 from core.errors import ConfigError
 from core.media import probe_media
 from core.models import evict, load_count
+from core.packaged_models import packaged_model_dir
 from core.schema import SpeechSegment, SpeechWord, Transcript
 from samples.audio import make_silence, make_speech, word_error_rate
 from stages.speech.audio import extract_audio
-from stages.speech.transcribe import (
-    AsrSettings,
-    asr_model_key,
-    load_asr_engine,
-    make_monotonic,
-    packaged_model_dir,
-    transcribe_audio,
-)
+from stages.speech.engines import AsrSettings, asr_model_key, load_asr_engine
+from stages.speech.transcribe import make_monotonic, transcribe_audio
 
 CPU = AsrSettings(device="cpu")
 

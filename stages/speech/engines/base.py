@@ -1,0 +1,118 @@
+"""What every ASR engine shares: the settings, the engine interface, the model name resolution.
+
+Engines sit behind `AsrEngine` and are chosen by `AsrSettings.engine`; heavy imports (ctranslate2, torch)
+happen inside each engine's constructor, never at module import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.errors import ConfigError
+from core.packaged_models import PACKAGED_MODEL, packaged_model_dir
+from core.schema import SpeechSegment, SpeechWord, Transcript
+
+
+def resolve_model(name: str) -> str:
+    """A local folder as is; "base" -> the packaged folder; anything else is a faster-whisper model name."""
+    if name == PACKAGED_MODEL:
+        return str(packaged_model_dir())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise ConfigError(f"ASR model folder {name!r} has no model.bin (not a CTranslate2 Whisper model)")
+        return str(path.resolve())
+    if path.is_absolute() or name.startswith((".", "~")):
+        raise ConfigError(f"ASR model folder {name!r} does not exist")
+    return name
+
+
+@dataclass(frozen=True)
+class AsrSettings:
+    """Engine choice, model and decoding options; `device` is "auto", "cpu" or "cuda[:N]"."""
+
+    engine: str = "faster-whisper"
+    model: str = PACKAGED_MODEL  # "base" (packaged, offline), a faster-whisper name, or a local folder
+    device: str = "auto"
+    compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
+    cpu_threads: int = 0  # 0: the cores this process may use
+    beam_size: int = 5
+    batch_size: int = 16  # batched pipeline on CUDA (faster-whisper) / whisperx batches
+    vad: bool = True  # Silero VAD (faster-whisper's bundled ONNX) drops non-speech before decoding
+    vad_min_silence_ms: int = 500
+    language: str | None = None  # None: detected
+    word_timestamps: bool = True
+    window_seconds: float = 600.0  # audio held in memory at once
+    diarize: bool = False
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    # whisperx: local folders (it would otherwise download from the Hugging Face Hub)
+    align_models: tuple[tuple[str, str], ...] = ()  # (language, wav2vec2 folder) pairs
+    diarize_model: str | None = None  # pyannote pipeline folder (with config.yaml) or config.yaml
+    vad_model: str | None = None  # pyannote segmentation checkpoint; None: whisperx's bundled one
+
+
+def device_of(settings: AsrSettings) -> tuple[str, int]:
+    """ctranslate2/torch style ("cuda", 0) or ("cpu", 0) from "cuda:N" / "cpu"."""
+    kind, _, index = settings.device.partition(":")
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"ASR device {settings.device!r} must be cpu or cuda[:N] by the time it loads")
+    return kind, int(index or 0)
+
+
+def compute_type_of(settings: AsrSettings) -> str:
+    if settings.compute_type != "auto":
+        return settings.compute_type
+    return "float16" if settings.device.startswith("cuda") else "int8"
+
+
+def cpu_threads_of(settings: AsrSettings) -> int:
+    if settings.cpu_threads > 0:
+        return settings.cpu_threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class WindowTranscript:
+    """One window's segments (times relative to the window) and the language they were decoded in."""
+
+    segments: list[SpeechSegment]
+    language: str
+    language_probability: float
+
+
+class AsrEngine(Protocol):
+    name: str
+    model_name: str
+    device: str
+
+    def transcribe(self, audio: np.ndarray, language: str | None, settings: AsrSettings) -> WindowTranscript:
+        """Speech in 16 kHz mono float32 `audio`; detects the language when `language` is None."""
+        ...
+
+    def diarize(self, wav: Path, transcript: Transcript, settings: AsrSettings) -> Transcript:
+        """Speaker labels for the transcript's segments and words."""
+        ...
+
+    def close(self) -> None:
+        """Free the model's memory (GPU included); called when the model is evicted."""
+        ...
+
+
+def speech_word(start: float, end: float, text: str, probability: float) -> SpeechWord:
+    return SpeechWord(float(start), float(end), str(text), float(probability))
+
+
+def has_speech(audio: np.ndarray, vad_parameters: dict[str, Any]) -> bool:
+    """Silero VAD (faster-whisper's bundled ONNX, ~400x realtime on one core) finds any speech at all."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    return bool(len(audio)) and bool(get_speech_timestamps(audio, VadOptions(**vad_parameters)))
