@@ -179,10 +179,10 @@ def main() -> int:
             try:
                 bench(args, Path(tmp))
             finally:
-                from gpu.slot import GpuSlotError, broker_request
+                from gpu.client import GpuSlotError, broker_shutdown
 
                 with contextlib.suppress(GpuSlotError, OSError):
-                    broker_request({"op": "shutdown"})
+                    broker_shutdown()
     return 0
 
 

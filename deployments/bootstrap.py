@@ -22,9 +22,10 @@ import yaml
 
 from blocks.policy import DEFAULT_DOCUMENT, POLICY_ENV, AlertRules, RunPolicy
 from blocks.subtitles import SubtitleSettings
+from gpu.devices import GPU_LIMIT_NAME, host_devices, host_name, limit_name
+from gpu.limits import ensure_limit
 from gpu.policy import DEFAULT_DOCUMENT as GPU_POLICY_DOCUMENT
 from gpu.policy import GpuPolicy, load_gpu_policy
-from gpu.slot import GPU_LIMIT_NAME, gate_mode, host_name, limit_name, visible_gpus
 
 REPO = Path(__file__).resolve().parents[1]
 POOLS = {
@@ -86,39 +87,24 @@ async def ensure_pools(client, report: Report, gpu_pool_concurrency: int | None)
             report("work pool", name, "ok")
 
 
-def gpu_devices(policy: GpuPolicy) -> list[int]:
-    """This host's GPUs as the slot broker counts them; a CPU host gated for tests counts as one."""
-    if policy.devices:
-        return list(range(policy.devices))
-    found = visible_gpus()
-    return found or ([0] if gate_mode() == "always" else [])
-
-
 async def ensure_gpu_limits(client, report: Report, units: int | None) -> None:
     """One limit per device of this host (`gpu:<host>:<index>`), as gpu/slot.py's broker names them.
 
     A missing limit is created with `units` (default: the GPU policy's units_per_device); an existing one
     keeps the size set in the UI unless `units` is given. Other GPU hosts' brokers create their own.
     """
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.exceptions import ObjectNotFound
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
     policy = await load_gpu_policy()
-    devices = gpu_devices(policy)
+    devices = host_devices(policy.devices)
     if not devices:
         report("gpu limit", f"{GPU_LIMIT_NAME}:{host_name()}:*", "none: no GPU here (GPU hosts make theirs)")
     for index in devices:
         name = limit_name(index)
-        try:
-            current = await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            size = units or policy.units_per_device
-            await client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=name, limit=size, slot_decay_per_second=0.0)
-            )
-            report("gpu limit", name, f"created ({size} units)")
-            continue
-        if units is not None and current.limit != units:
+        current, created = await ensure_limit(client, name, units or policy.units_per_device)
+        if created:
+            report("gpu limit", name, f"created ({current.limit} units)")
+        elif units is not None and current.limit != units:
             await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=units))
             report("gpu limit", name, f"updated ({units} units)")
         else:

@@ -20,7 +20,9 @@ import sys
 import uuid
 from typing import Any
 
-from gpu.slot import GPU_LIMIT_NAME, GpuSlotError, broker_dir, broker_request
+from gpu.client import GpuSlotError, broker_dir, broker_status
+from gpu.devices import GPU_LIMIT_NAME
+from gpu.leases import read_state
 
 ARTIFACT_KEY = "gpu-health"
 
@@ -47,7 +49,7 @@ def collect_health(window: float = 3600.0) -> dict[str, Any]:
     """The server's GPU limits, merged with the live state of this host's broker (when one runs)."""
     limits = {row["limit"]: row for row in asyncio.run(_server_limits())}
     try:
-        local = broker_request({"op": "status", "window": window})["report"]
+        local = broker_status(window)
     except (GpuSlotError, OSError):
         local = None
     for device in (local or {}).get("devices", []):
@@ -124,8 +126,7 @@ async def _free(limit: str, reset: bool) -> list[str]:
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
     done: list[str] = []
-    state = broker_dir() / "state.json"
-    leases = json.loads(state.read_text()).get("leases", []) if state.exists() else []
+    leases = read_state(broker_dir())
     async with get_client() as client:
         for lease in leases:
             if lease.get("limit") == limit:
@@ -139,7 +140,7 @@ async def _free(limit: str, reset: bool) -> list[str]:
 
 def free_slots(limit: str, reset: bool = False) -> list[str]:
     try:
-        status = broker_request({"op": "status"})["report"]
+        status = broker_status()
     except (GpuSlotError, OSError):
         status = None
     for device in (status or {}).get("devices", []):

@@ -22,17 +22,11 @@ from pathlib import Path
 import pytest
 from pg_server import prefect_postgres_server
 
+from gpu.client import GpuSlotError, GpuSlotTimeout, broker_dir, broker_status
+from gpu.devices import limit_name, visible_gpus
 from gpu.health import collect_health, free_slots, publish_artifact, render_markdown
 from gpu.policy import GpuPolicy
-from gpu.slot import (
-    GpuSlotError,
-    GpuSlotTimeout,
-    broker_dir,
-    broker_request,
-    gpu_slot,
-    limit_name,
-    visible_gpus,
-)
+from gpu.slot import gpu_slot
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -134,7 +128,7 @@ def _holds(procs: list[subprocess.Popen], timeout: float = 120) -> list[dict]:
 def _wait_for_waiters(count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        devices = broker_request({"op": "status"})["report"]["devices"]
+        devices = broker_status()["devices"]
         if sum(len(d["waiters"]) for d in devices) >= count:
             return
         time.sleep(0.02)
@@ -313,7 +307,7 @@ def test_a_killed_holder_frees_its_slot_at_once(host, tmp_path):
 
 
 def _holders() -> list[dict]:
-    return [h for d in broker_request({"op": "status"})["report"]["devices"] for h in d["holders"]]
+    return [h for d in broker_status()["devices"] for h in d["holders"]]
 
 
 def _wait_for_holder(timeout: float = 60) -> None:

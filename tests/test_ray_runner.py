@@ -17,7 +17,9 @@ from blocks.runner import RunnerSettings
 from core.errors import ConfigError, MediaInputError
 from core.models import load_count
 from flows.subtitles import extract_subtitles
-from gpu.slot import GATE_ENV, HOST_ENV, RUN_DIR_ENV, gpu_slot, limit_name
+from gpu.client import RUN_DIR_ENV
+from gpu.devices import GATE_ENV, HOST_ENV, limit_name
+from gpu.slot import gpu_slot
 from runtime.runner import (
     GPU_TAG,
     RUNNER_BLOCK_ENV,

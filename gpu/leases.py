@@ -1,0 +1,66 @@
+"""The broker's Prefect lease calls and its state file (the leases it holds, for a successor broker).
+
+Each unit in use is one 1-slot lease of the device's global concurrency limit, so the limit counts
+exactly the units held and caps them even against other clients. These calls stay off the handoff path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("yivideo.gpu_broker")
+LOCKED = 423  # the server's answer when the limit is full
+
+
+class PrefectLeases:
+    """Take, renew and give back 1-slot leases of GPU limits through one Prefect client."""
+
+    def __init__(self, client: Any, lease_seconds: float) -> None:
+        self.client = client
+        self.lease_seconds = lease_seconds
+
+    async def take(self, limit: str) -> str:
+        response = await self.client.increment_concurrency_slots_with_lease(
+            names=[limit], slots=1, mode="concurrency", lease_duration=self.lease_seconds
+        )
+        return str(response.json()["lease_id"])
+
+    async def give_back(self, lease_id: str) -> None:
+        try:
+            await self.client.release_concurrency_slots_with_lease(uuid.UUID(lease_id))
+        except Exception as exc:  # the lease lapses on the server anyway
+            log.warning("releasing lease %s failed: %r", lease_id, exc)
+
+    async def renew(self, lease_ids: list[str]) -> list[Any]:
+        """None or the exception, per lease."""
+        return await asyncio.gather(
+            *(self.client.renew_concurrency_lease(uuid.UUID(i), self.lease_seconds) for i in lease_ids),
+            return_exceptions=True,
+        )
+
+
+def is_locked(result: object) -> bool:
+    """Whether a failed take means "the limit is full" (try again) rather than a fault."""
+    return getattr(getattr(result, "response", None), "status_code", None) == LOCKED
+
+
+def write_state(run_dir: Path, host: str, leases: list[dict[str, Any]]) -> None:
+    """The leases we hold ({id, device, limit}), written atomically."""
+    path = run_dir / "state.json"
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "host": host, "leases": leases}))
+    os.replace(tmp, path)
+
+
+def read_state(run_dir: Path) -> list[dict[str, Any]]:
+    """The leases ({id, device, limit}) a previous broker listed; none when it left no readable file."""
+    try:
+        return list(json.loads((run_dir / "state.json").read_text()).get("leases", []))
+    except (OSError, ValueError):
+        return []
