@@ -4,7 +4,7 @@
 
 Generates a clip, starts a temporary Prefect server and warms the flow up on a tiny clip (both outside the
 timing), then alternates: the exact argv the flow's task runs (built by
-stages.transcode.transcode.build_command),
+stages.transcode.command.build_command),
 run by subprocess; and the whole flow (input probe, task submission, ffmpeg, ffprobe checks, rename,
 manifest, artifacts, progress updates). Prints both medians and their ratio (goal: flow <= 1.05x), plus
 CPU seconds of each side (ffmpeg and ffprobe, the flow's own process, the Prefect server): on a shared,
@@ -29,7 +29,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # before Prefect is i
 
 from blocks.presets import SEED_PRESETS  # noqa: E402
 from samples.clips import make_clip  # noqa: E402
-from stages.transcode.transcode import build_command, nvenc_usable, probe_streams  # noqa: E402
+from stages.transcode.command import build_command  # noqa: E402
+from stages.transcode.nvenc import nvenc_usable  # noqa: E402
+from stages.transcode.probe import probe_streams  # noqa: E402
 
 
 def _children_cpu() -> float:

@@ -16,7 +16,7 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from core.errors import ConfigError
-from stages.transcode.transcode import LoudnessNorm, TranscodePreset
+from stages.transcode.presets import LoudnessNorm, TranscodePreset
 
 PRESETS_ENV = "YIVIDEO_TRANSCODE_PRESETS"  # name of a saved TranscodePresets document (deployments)
 

@@ -27,7 +27,8 @@ from core.media import check_input_file, probe_media
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, Rendition, TranscodeResult
 from runtime.runner import StageRunner, add_runner_arguments, placement_options, runner_from_arguments
-from stages.transcode.transcode import TranscodePreset, resolve_presets, transcode_task
+from stages.transcode.presets import TranscodePreset, resolve_presets
+from stages.transcode.transcode import transcode_task
 
 FLOW = "transcode"
 

@@ -16,7 +16,8 @@ from core.errors import ConfigError, MediaInputError
 from flows.transcode import main, transcode
 from samples.clips import make_clip
 from samples.video import Cue, make_subtitled_video
-from stages.transcode.transcode import OutputCheckError, TranscodePreset
+from stages.transcode.checks import OutputCheckError
+from stages.transcode.presets import TranscodePreset
 
 ALL = list(SEED_PRESETS)
 

@@ -1,0 +1,54 @@
+"""Frame size and timing of a rendition: the box, the aspect ratio kept, even sides, the thumbnail time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stages.transcode.presets import TranscodePreset
+from stages.transcode.probe import StreamFacts
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The picture is scaled to `scaled_*`, then padded (centred, black) to `out_*` when they differ."""
+
+    scaled_width: int
+    scaled_height: int
+    out_width: int
+    out_height: int
+
+
+def _even(value: float, limit: int) -> int:
+    """Nearest even integer, at least 2 and at most `limit` rounded down to even."""
+    return max(2, min(limit - limit % 2, 2 * round(value / 2)))
+
+
+def plan_geometry(width: int, height: int, preset: TranscodePreset) -> Geometry:
+    """Frame size for a `width`x`height` source as displayed: aspect ratio kept, sides even, box respected."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"source frame size {width}x{height} is not positive")
+    if preset.width is None or preset.height is None:
+        w, h = _even(width, width), _even(height, height)
+        return Geometry(w, h, w, h)
+    box_w, box_h = preset.width, preset.height
+    if preset.follow_orientation and (height > width) != (box_h > box_w):
+        box_w, box_h = box_h, box_w
+    factor = min(box_w / width, box_h / height)
+    if not preset.upscale:
+        factor = min(factor, 1.0)
+    w, h = _even(width * factor, box_w), _even(height * factor, box_h)
+    if preset.fit == "pad":
+        return Geometry(w, h, box_w, box_h)
+    return Geometry(w, h, w, h)
+
+
+def thumbnail_time(preset: TranscodePreset, duration: float) -> float:
+    """The seed's frame at 4 s; mid-video when the video is too short for that."""
+    return preset.thumbnail_at if preset.thumbnail_at < duration - 0.5 else max(0.0, duration / 2)
+
+
+def expected_duration(preset: TranscodePreset, source: StreamFacts) -> float:
+    """How long a video rendition must be: the source's video, cut to `max_duration` for previews."""
+    if preset.max_duration is not None:
+        return min(preset.max_duration, source.video_duration)
+    return source.video_duration
