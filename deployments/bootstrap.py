@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import yaml
+from pydantic_core import to_jsonable_python
 
 from blocks.policy import DEFAULT_DOCUMENT, POLICY_ENV, AlertRules, RunPolicy
 from blocks.subtitles import SubtitleSettings
@@ -275,9 +277,32 @@ async def ensure_automations(client, report: Report, rules: AlertRules) -> None:
             report("automation", automation.name, "updated")
 
 
+AUTOMATION_FIELDS = {"name", "description", "enabled", "trigger", "actions"}
+
+
+def canonical(value: object) -> object:
+    """JSON-able form where a set (a trigger's `expect`, `after`, `for_each`) is a sorted list.
+
+    A plain `model_dump(mode="json")` lists a set in hash order, which follows PYTHONHASHSEED: two
+    processes would disagree about an unchanged automation and update it on every bootstrap.
+    """
+    if isinstance(value, set | frozenset):
+        items = [canonical(v) for v in value]
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return to_jsonable_python(value)
+
+
+def automation_fingerprint(automation) -> str:
+    """The fields bootstrap owns, as canonical JSON: equal strings mean nothing to update."""
+    return json.dumps(canonical(automation.model_dump(include=AUTOMATION_FIELDS)), sort_keys=True)
+
+
 def _same(current, wanted) -> bool:
-    keys = {"name", "description", "enabled", "trigger", "actions"}
-    return current.model_dump(mode="json", include=keys) == wanted.model_dump(mode="json", include=keys)
+    return automation_fingerprint(current) == automation_fingerprint(wanted)
 
 
 async def bootstrap(
