@@ -21,6 +21,21 @@ class MediaInputError(YiVideoError, ValueError):
         return type(self), (self.path, self.cause)
 
 
+class OutputError(YiVideoError, OSError):
+    """An output could not be written (disk full, read-only, not a directory): not the input's fault."""
+
+    def __init__(self, path: str | Path, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path!r}: {cause}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.cause)
+
+    def __str__(self) -> str:
+        return f"{self.path!r}: {self.cause}"
+
+
 class StageError(YiVideoError, RuntimeError):
     """A stage failed on valid input (ffmpeg died, a model could not load, a check failed)."""
 
@@ -36,3 +51,8 @@ class StageError(YiVideoError, RuntimeError):
 
 class ConfigError(YiVideoError, ValueError):
     """A configuration value (engine, preset, stage name, model path) is unknown or unusable."""
+
+
+def printable(text: object) -> str:
+    """A name as one log line: control characters (a newline in a file name) shown as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))

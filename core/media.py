@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from core.schema import MediaInfo
 
 MAX_INPUT_BYTES = int(os.environ.get("YIVIDEO_MAX_INPUT_BYTES", 64 * 1024**3))
 MAX_PIXELS = 8192 * 8192
+MAX_SIDE = 16384  # ffmpeg's own limit on a frame side is about this
 MAX_DURATION_S = 24 * 3600.0
 PROBE_TIMEOUT_S = 60.0
 
@@ -92,6 +94,18 @@ def _fraction(value: str | None) -> float:
     return float(value)
 
 
+_FFMPEG_PREFIX = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*")
+
+
+def ffmpeg_reason(stderr: bytes, path: str | Path) -> str:
+    """ffmpeg's last error line, without its `[png @ 0x...]` prefix or the path we already name."""
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    if not lines:
+        return ""
+    line = _FFMPEG_PREFIX.sub("", lines[-1])
+    return line.removeprefix(f"{path}: ").strip().rstrip(".")
+
+
 def ffprobe_command(path: str | Path) -> list[str]:
     """ffprobe printing format and streams as JSON; `--` keeps a name starting with '-' a path."""
     return [
@@ -126,8 +140,9 @@ def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaI
     except subprocess.TimeoutExpired as exc:
         raise MediaInputError(p, f"ffprobe timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
-        reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise MediaInputError(p, f"not a readable media file ({reason[-1] if reason else 'ffprobe failed'})")
+        raise MediaInputError(
+            p, f"not a readable media file ({ffmpeg_reason(proc.stderr, p) or 'ffprobe failed'})"
+        )
     data = json.loads(proc.stdout or b"{}")
     streams = data.get("streams", [])
     fmt = data.get("format", {})
@@ -143,9 +158,10 @@ def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaI
     else:
         raise MediaInputError(p, "no video or audio stream found")
     v = videos[0] if videos else {}
-    width, height = int(v.get("width") or 0), int(v.get("height") or 0)
-    if width * height > MAX_PIXELS:
-        raise MediaInputError(p, f"frame size {width}x{height} is above the limit of {MAX_PIXELS} pixels")
+    width, height = display_size(v)
+    if kind == "image" and (width <= 0 or height <= 0):
+        width, height = image_header_size(p, proc.stderr)
+    check_geometry(p, width, height)
     if kind != "image" and duration > MAX_DURATION_S:
         raise MediaInputError(p, f"duration {duration:.0f} s is above the limit of {MAX_DURATION_S:.0f} s")
     if kind == "video" and (width <= 0 or height <= 0):
@@ -155,6 +171,8 @@ def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaI
         duration = max(stream_durations, default=0.0)
         if duration <= 0:
             raise MediaInputError(p, "media has no duration (corrupt or truncated file?)")
+    if kind in ("video", "audio"):
+        check_decodes_to_end(p, duration, timeout=timeout)
     return MediaInfo(
         path=p,
         kind=kind,
@@ -167,6 +185,70 @@ def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaI
         has_audio=bool(audios),
         size_bytes=p.stat().st_size,
     )
+
+
+def display_size(stream: dict) -> tuple[int, int]:
+    """Width and height of decoded frames: ffmpeg applies a display rotation (phone videos) when decoding,
+    so a stream stored 1920x1080 with rotate=90 yields 1080x1920 frames; every frame reader needs those."""
+    width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    rotation = next(
+        (side["rotation"] for side in stream.get("side_data_list") or [] if "rotation" in side),
+        (stream.get("tags") or {}).get("rotate", 0),
+    )
+    try:
+        quarter_turns = round(float(rotation) / 90.0) % 2
+    except (TypeError, ValueError):
+        quarter_turns = 0
+    return (height, width) if quarter_turns else (width, height)
+
+
+def image_header_size(path: Path, ffprobe_stderr: bytes = b"") -> tuple[int, int]:
+    """Size from the image's own header where ffprobe gives none: a decompression bomb (20000x20000) is
+    then "too large", and a text file named .png is "not a readable image", by content."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:  # reads the header only; no pixels are decoded
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        more = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise MediaInputError(
+            path, f"image too large (max_pixels {MAX_PIXELS:,}): its header says over {more:,} pixels"
+        ) from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        cause = ffmpeg_reason(ffprobe_stderr, path) or str(exc)
+        raise MediaInputError(path, f"not a readable image ({cause})") from exc
+    if width <= 0 or height <= 0:
+        raise MediaInputError(path, "not a readable image (no size in its header)")
+    return width, height
+
+
+def check_geometry(path: Path, width: int, height: int) -> None:
+    """Absurd frame sizes fail before anything is decoded (memory stays bounded)."""
+    if width * height > MAX_PIXELS:
+        raise MediaInputError(
+            path, f"{width}x{height} = {width * height:,} pixels is too large (max_pixels {MAX_PIXELS:,})"
+        )
+    if min(width, height) > 0 and max(width, height) > MAX_SIDE:
+        raise MediaInputError(path, f"{width}x{height} is too large (longest side above {MAX_SIDE})")
+
+
+def check_decodes_to_end(path: Path, duration: float, *, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Decode the last second: a file cut short whose index sits at the front (`-movflags faststart`,
+    an interrupted upload) probes with its full duration, but its data ends early."""
+    start = max(0.0, duration - 1.0)
+    cmd = [require_tool("ffmpeg"), "-v", "error", "-nostdin", "-ss", f"{start:.3f}", "-i", str(path)]
+    cmd += ["-map", "0:v:0?", "-map", "0:a:0?", "-f", "framecrc", "-"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise MediaInputError(path, f"decoding its end timed out after {timeout:.0f} s") from exc
+    errors = proc.stderr.decode("utf-8", "replace")
+    frames = sum(1 for line in proc.stdout.splitlines() if line and not line.startswith(b"#"))
+    if proc.returncode != 0 or "partial file" in errors or frames == 0:
+        raise MediaInputError(
+            path, f"truncated or corrupt: nothing decodes near its stated end ({duration:.2f} s)"
+        )
 
 
 def require_kind(info: MediaInfo, *kinds: str) -> MediaInfo:

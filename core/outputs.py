@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +84,43 @@ def write_manifest(
     """manifest.json: what this run produced, from which input."""
     payload = {"flow": flow, "input": str(input_path), "outputs": outputs, **(extra or {})}
     return write_json_atomic(Path(run_dir) / "manifest.json", payload)
+
+
+def write_image(path: str | Path, image: Any, params: list[int] | None = None) -> Path:
+    """cv2.imwrite that fails loudly: it returns False on a full or read-only disk instead of raising."""
+    import cv2
+
+    from core.errors import OutputError
+
+    path = Path(path)
+    try:
+        ok = cv2.imwrite(str(path), image, params or [])
+    except cv2.error as exc:
+        raise OutputError(path, f"cannot write image ({exc.err})") from exc
+    if not ok:
+        raise OutputError(path, f"cannot write image ({disk_state(path.parent)})")
+    return path
+
+
+def disk_state(folder: str | Path) -> str:
+    """Why a write may have failed, in words: the disk's free space and whether the folder is writable."""
+    folder = Path(folder)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        return f"folder unusable: {exc.strerror}"
+    if free < 1 << 20:
+        return f"no space left on device ({free:,} bytes free)"
+    return "folder not writable" if not os.access(folder, os.W_OK) else f"{free:,} bytes free"
+
+
+def discard_if_empty(run_dir: str | Path, output_root: str | Path) -> None:
+    """After a failed run: remove its folder (and the flow's folder) if nothing was published there."""
+    root = Path(output_root).resolve()
+    folder = Path(run_dir).resolve()
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()  # only an empty folder goes
+        except OSError:
+            return
+        folder = folder.parent

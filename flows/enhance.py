@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from blocks.enhance import EnhanceConfig
 from blocks.policy import current_run_policy
 from blocks.runner import RunnerSettings
+from core.cli import EPILOG, positive, preflight_files, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
 from runtime.runner import (
@@ -171,20 +172,24 @@ def _report(result: EnhanceBatchResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Enhance images (super-resolution / face restoration).")
+    parser = argparse.ArgumentParser(
+        description="Enhance images (super-resolution / face restoration).", epilog=EPILOG
+    )
     parser.add_argument("images", nargs="*", help="image files (omit with --demo)")
     parser.add_argument("--output-dir", default="output")
     parser.add_argument("--demo", action="store_true", help="generate sample faces plus one corrupt file")
     parser.add_argument("--engine", default=None, choices=["realesrgan-ncnn", "opencv-classic", "gfpgan"])
-    parser.add_argument("--scale", type=float, default=None, help="1 to 4 (default 2)")
+    parser.add_argument("--scale", type=positive(), default=None, help="1 to 4 (default 2)")
     parser.add_argument("--settings-block", default=None, help="name of a saved YiVideo Enhance Config block")
-    parser.add_argument("--max-concurrency", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-concurrency", type=positive(int), default=None)
+    parser.add_argument("--batch-size", type=positive(int), default=None)
     add_runner_arguments(parser)
     args = parser.parse_args(argv)
     if args.demo == bool(args.images):
         parser.error("give IMAGES or --demo (not both)")
     images = list(args.images)
+    preflight_output_dir(args.output_dir)
+    preflight_files(images)
     if args.demo:
         from samples.images import make_corrupt_image, make_face_set
 
@@ -218,4 +223,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -25,6 +25,7 @@ from pydantic import WithJsonSchema
 
 from blocks.policy import RunPolicy, current_run_policy
 from blocks.subtitles import SubtitleSettings
+from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
@@ -258,7 +259,9 @@ def _report(info: MediaInfo, outcomes: list[StageOutcome], events: list[Subtitle
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run an ordered chain of stages on one video.")
+    parser = argparse.ArgumentParser(
+        description="Run an ordered chain of stages on one video.", epilog=EPILOG
+    )
     parser.add_argument("video", nargs="?")
     parser.add_argument("--chain", nargs="+", default=list(SEED_CHAIN), metavar="STAGE")
     parser.add_argument("--output-dir", default="output")
@@ -276,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         plan_chain(args.chain)
     except ConfigError as exc:
         parser.error(str(exc))
+    preflight_output_dir(args.output_dir)
+    preflight_media(args.video, "video")
     result = run_pipeline(args.video, tuple(args.chain), args.output_dir, None, args.keep_intermediates)
     for outcome in result.stages:
         print(f"{outcome.stage:14} {outcome.seconds:7.2f} s  {outcome.summary}")
@@ -286,4 +291,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -16,8 +16,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from blocks.subtitles import SubtitleSettings
+from core.cli import EPILOG, positive, preflight_media, preflight_output_dir, run_cli
+from core.errors import ConfigError
 from core.media import probe_task
-from core.outputs import run_output_dir, safe_stem, write_manifest
+from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import SubtitleEvent, SubtitleResult
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.subtitles.area import AreaSettings, describe_band, subtitle_area_task
@@ -39,6 +41,8 @@ def extract_subtitles(
 ) -> SubtitleResult:
     """Read the burned-in subtitles of `video` into `<output_dir>/subtitles/<stem>-<hash>/<stem>.srt`."""
     settings = _settings(settings_block, sample_fps=sample_fps, band=band, ocr_engine=ocr_engine)
+    if not settings.sample_fps > 0:
+        raise ConfigError(f"sample_fps must be above 0 (got {settings.sample_fps})")
     ocr = OcrSettings(
         engine=settings.ocr_engine,
         det_model_dir=settings.det_model_dir,
@@ -61,8 +65,11 @@ def extract_subtitles(
         texts = clock("ocr", ocr_task, batches, crops, ocr)
         pp = PostprocessSettings(min_confidence=settings.min_confidence, min_duration=settings.min_duration)
         events = clock("postprocess", postprocess_task, texts, pp)
-    finally:
+    except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        discard_if_empty(run_dir, output_dir)  # a failed run leaves no empty folder behind
+        raise
+    shutil.rmtree(work, ignore_errors=True)
     stem = safe_stem(info.path)
     files = write_subtitle_files(
         events, run_dir, stem, video=info.path, band=area, sample_fps=settings.sample_fps
@@ -111,12 +118,12 @@ def _report(name: str, band: str, events: list[SubtitleEvent], srt_path: Path) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Extract burned-in subtitles from a video into SRT/JSON/TXT."
+        description="Extract burned-in subtitles from a video into SRT/JSON/TXT.", epilog=EPILOG
     )
     parser.add_argument("video", nargs="?", help="video file (omit with --demo)")
     parser.add_argument("--output-dir", default="output")
     parser.add_argument("--demo", action="store_true", help="generate a sample video with known subtitles")
-    parser.add_argument("--sample-fps", type=float, default=None)
+    parser.add_argument("--sample-fps", type=positive(), default=None, help="frames sampled per second")
     parser.add_argument(
         "--band",
         type=float,
@@ -144,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(f"generated sample video {video}")
+    else:
+        preflight_output_dir(args.output_dir)
+        preflight_media(video, "video")
     result = runner_from_arguments(extract_subtitles, args)(
         video, args.output_dir, args.sample_fps, tuple(args.band) if args.band else None, args.ocr_engine
     )
@@ -154,4 +164,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -22,6 +22,7 @@ from prefect.cache_policies import NONE
 from prefect.futures import PrefectFuture
 
 from blocks.presets import load_presets
+from core.cli import EPILOG, positive, preflight_output_dir, run_cli
 from core.errors import MediaInputError
 from core.media import check_input_file, probe_media
 from core.outputs import run_output_dir, safe_stem, write_manifest
@@ -141,7 +142,9 @@ def _report(info: MediaInfo, renditions: list[Rendition]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Transcode a video into renditions from named presets.")
+    parser = argparse.ArgumentParser(
+        description="Transcode a video into renditions from named presets.", epilog=EPILOG
+    )
     parser.add_argument("video", nargs="?", help="video file")
     parser.add_argument(
         "--preset",
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--presets-block", default=None, help="name of a saved YiVideo Transcode Presets block"
     )
-    parser.add_argument("--timeout", type=float, default=None, help="ffmpeg time limit per preset (s)")
+    parser.add_argument("--timeout", type=positive(), default=None, help="ffmpeg time limit per preset (s)")
     parser.add_argument("--list", action="store_true", help="list the known presets and exit")
     add_runner_arguments(parser)
     args = parser.parse_args(argv)
@@ -165,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.video:
         parser.error("give a VIDEO (or --list)")
+    preflight_output_dir(args.output_dir)
+    if (skipped := video_or_skip_reason(args.video)[1]) is not None:  # the CLI asked for this file: an error
+        raise MediaInputError(args.video, skipped)
     result = runner_from_arguments(transcode, args)(
         args.video, args.presets, args.output_dir, args.presets_block, None, args.timeout
     )
@@ -178,4 +184,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

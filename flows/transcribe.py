@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from blocks.asr import AsrEngineSettings
 from blocks.policy import current_run_policy
+from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import Transcript, TranscriptResult
@@ -122,7 +123,7 @@ def _report(name: str, transcript: Transcript, srt_path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Transcribe the speech of a video or audio file to SRT/VTT/JSON."
+        description="Transcribe the speech of a video or audio file to SRT/VTT/JSON.", epilog=EPILOG
     )
     parser.add_argument("media", help="video or audio file")
     parser.add_argument("--output-dir", default="output")
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings-block", default=None, help="name of a saved YiVideo ASR Engine block")
     add_runner_arguments(parser)
     args = parser.parse_args(argv)
+    preflight_output_dir(args.output_dir)
+    require_audio(preflight_media(args.media, "video", "audio"))
     result = runner_from_arguments(transcribe, args)(
         args.media, args.output_dir, args.language, args.engine, args.model, args.diarize, args.settings_block
     )
@@ -149,4 +152,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -28,9 +28,8 @@ SNIPPET = (
 
 def _in_process(seed: int) -> dict[str, list[str]]:
     env = {**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [sys.executable, "-c", SNIPPET], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True
-    )
+    cmd = [sys.executable, "-c", SNIPPET]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -90,20 +90,21 @@ def _rendered_trigger_parameters(trigger: dict, path: str) -> dict:
     deployed = apply_values(trigger["parameters"], os.environ, remove_notset=False)  # as prefect deploy
     RunDeployment._upgrade_v1_templates(deployed)  # as the server, when the automation acts
     event = {"event": UPLOADED, "payload": {"path": path}}
-    return hydrate(deployed, HydrationContext(raise_on_error=True, render_jinja=True, jinja_context={"event": event}))
+    context = HydrationContext(raise_on_error=True, render_jinja=True, jinja_context={"event": event})
+    return hydrate(deployed, context)
 
 
 @pytest.mark.parametrize("path", ["/inbox/clip.mp4", '/inbox/引号 "quoted" \\ back.png', "/inbox/a'b.wav"])
 def test_trigger_parameters_reach_the_run_as_the_flow_expects(loaded, path):
-    """The image trigger once reached its run as `images: []` (prefect deploy drops an unresolved list item)."""
+    """The image trigger once reached its run as `images: []` (prefect deploy drops unresolved list items)."""
+    from typing import get_type_hints
+
     from pydantic import TypeAdapter
 
     for name, d in DEPLOYMENTS.items():
         for trigger in d.get("triggers") or []:
             rendered = _rendered_trigger_parameters(trigger, path)
             key = _path_parameter(loaded[name])
-            annotation = inspect.signature(loaded[name].fn).parameters[key].annotation
-            value = TypeAdapter(eval(annotation) if isinstance(annotation, str) else annotation).validate_python(
-                rendered[key], strict=True
-            )
+            annotation = get_type_hints(loaded[name].fn)[key]
+            value = TypeAdapter(annotation).validate_python(rendered[key], strict=True)
             assert value in (path, [path]), (name, rendered)

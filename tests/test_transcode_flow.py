@@ -16,7 +16,6 @@ from core.errors import ConfigError, MediaInputError
 from flows.transcode import main, transcode
 from samples.clips import make_clip
 from samples.video import Cue, make_subtitled_video
-from stages.transcode.checks import OutputCheckError
 from stages.transcode.presets import TranscodePreset
 
 ALL = list(SEED_PRESETS)
@@ -144,7 +143,7 @@ def test_corrupt_video_fails_clearly_and_leaves_nothing(prefect_server, clips, t
     data = clips["portrait"][0].read_bytes()
     truncated = tmp_path / "in" / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 2])  # its header survives, half its frames do not
-    with pytest.raises(OutputCheckError, match="truncated or corrupt input"):
+    with pytest.raises(MediaInputError, match="truncated or corrupt"):  # the probe decodes its end
         transcode(str(truncated), ["mp4_smooth", "h265_mute"], str(out))
     assert not out.exists() or not list(out.rglob("*.mp4")), list(out.rglob("*"))
     assert_no_partial_outputs(tmp_path)

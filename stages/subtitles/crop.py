@@ -15,6 +15,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
+from core.outputs import write_image
 from core.schema import Band, KeyframeSet
 from stages.subtitles.band import mask_static_boxes
 from stages.subtitles.text_signal import KeyframeSettings, text_signal
@@ -53,7 +54,7 @@ def crop_keyframe_image(strip_path: Path, band: Band, out_path: Path) -> Path:
     crop = crop_band(strip, band)
     columns = text_signal(crop, KeyframeSettings()).any(axis=0)
     crop = trim_to_text(crop, columns, pad=max(16, band.height // 2))
-    cv2.imwrite(str(out_path), fit_for_ocr(crop), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    write_image(out_path, fit_for_ocr(crop), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return out_path
 
 

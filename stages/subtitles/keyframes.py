@@ -17,6 +17,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from core.media import iter_video_frames
+from core.outputs import write_image
 from core.schema import Band, Keyframe, KeyframeSet, MediaInfo
 from stages.subtitles.band import mask_static_boxes, strip_crop_filter
 from stages.subtitles.text_signal import KeyframeSettings, signal_change, text_signal
@@ -54,7 +55,7 @@ def extract_keyframes(info: MediaInfo, band: Band, work_dir: Path, settings: Key
         if change >= settings.change_threshold or (has_text != (kept[-1][3] if kept else not has_text)):
             path = work_dir / f"strip_{index:06d}.png"
             if has_text:
-                cv2.imwrite(str(path), strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                write_image(path, strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
             kept.append((index, max(0.0, index / fps - half), path, has_text, change))
             last_signal = signal
     end_of_video = max(info.duration, samples / fps - half)

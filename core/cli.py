@@ -1,0 +1,163 @@
+"""How a flow's command line ends: its result, or one plain line naming the input and the cause.
+
+Exit statuses (the same for every flow's CLI; README "Errors and exit statuses"):
+  0  done                      1  partly done (enhance: some images failed; stderr lists them)
+  2  bad arguments or input    3  processing failed on valid input (ffmpeg, a model, the output disk)
+  4  unexpected error (a bug: run again with --debug for the traceback)      130  interrupted
+A bad input is found before the Prefect API starts where the CLI can (`preflight_*`), cheaply.
+`--debug` (or YIVIDEO_DEBUG=1) keeps the tracebacks; without it the console log shows messages only
+(the run's log in the Prefect API keeps its tracebacks either way).
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from core.errors import ConfigError, MediaInputError, OutputError, StageError, YiVideoError, printable
+
+EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+MIN_FREE_BYTES = 16 << 20  # below this an output root counts as full
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "YIVIDEO_DEBUG"
+EPILOG = (
+    "exit status: 0 done, 1 partly done, 2 bad arguments or input, 3 processing failed, 4 unexpected "
+    f"error. {DEBUG_FLAG} shows tracebacks. A file name starting with '-' goes after '--'."
+)
+
+
+class _MessageOnly(logging.Formatter):
+    """Formats a record as its handler always did, minus the traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = copy.copy(record)
+        bare.exc_info, bare.exc_text, bare.stack_info = None, None, None
+        return self.inner.format(bare)
+
+
+def quiet_tracebacks() -> Callable[[], None]:
+    """Console handlers (Prefect's included) print messages only; API and file handlers are untouched.
+
+    Returns a function that puts the formatters back (for callers inside a longer-lived process)."""
+    changed: list[tuple[logging.Handler, logging.Formatter | None]] = []
+    loggers = [logging.getLogger(), *[logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            to_file = isinstance(handler, logging.FileHandler)
+            console = isinstance(handler, logging.StreamHandler) and not to_file
+            if console and not isinstance(handler.formatter, _MessageOnly):
+                changed.append((handler, handler.formatter))
+                handler.setFormatter(_MessageOnly(handler.formatter))
+
+    def restore() -> None:
+        for handler, formatter in changed:
+            handler.setFormatter(formatter)  # type: ignore[arg-type]
+
+    return restore
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """The one line a user sees for an error, and the exit status."""
+    if isinstance(exc, MediaInputError):
+        return f"{printable(exc.path)}: {exc.cause}", EXIT_BAD_INPUT
+    if isinstance(exc, ConfigError):
+        return str(exc), EXIT_BAD_INPUT
+    if isinstance(exc, OutputError):
+        return f"{printable(exc.path)}: {exc.cause}", EXIT_FAILED
+    if isinstance(exc, StageError):
+        return f"{exc.stage} failed for {printable(exc.subject)}: {exc.cause}", EXIT_FAILED
+    if isinstance(exc, YiVideoError):
+        return str(exc), EXIT_FAILED
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+        where = printable(exc.filename) if exc.filename else "output"
+        return f"{where}: cannot write ({os.strerror(exc.errno)})", EXIT_FAILED
+    return f"unexpected {type(exc).__name__}: {exc} (run with {DEBUG_FLAG} for the traceback)", EXIT_BUG
+
+
+def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
+    """Run a flow's `main(argv)`; turn any error into one line on stderr and a documented status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    head = args[: args.index("--")] if "--" in args else args
+    debug = DEBUG_FLAG in head or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if DEBUG_FLAG in head:
+        args.remove(DEBUG_FLAG)
+    restore = (lambda: None) if debug else quiet_tracebacks()
+    try:
+        return main(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if debug:
+            raise
+        line, status = error_line(exc)
+        print(f"error: {line}", file=sys.stderr)
+        return status
+    finally:
+        restore()
+
+
+def preflight_media(path: str, *kinds: str):
+    """Probe and check the kind before the Prefect API starts (a bad file costs ~0.3 s, not ~10)."""
+    from core.media import probe_media, require_kind
+
+    return require_kind(probe_media(path), *kinds)
+
+
+def preflight_files(paths: Sequence[str]) -> None:
+    """Batch flows (enhance) let each bad file fail alone; but when none is even a readable file, say so."""
+    from core.media import check_input_file
+
+    failures = []
+    for path in paths:
+        try:
+            check_input_file(path)
+        except MediaInputError as exc:
+            failures.append(exc)
+    if paths and len(failures) == len(paths):
+        raise failures[0]
+
+
+def preflight_output_dir(output_dir: str | Path) -> Path:
+    """The output root can be created and written to."""
+    root = Path(output_dir)
+    existing = next((p for p in (root, *root.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputError(existing, "is not a directory (output root)")
+    if not os.access(existing, os.W_OK | os.X_OK) or _read_only(existing):
+        raise OutputError(existing, "is not writable (output root)")
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise OutputError(existing, f"no space left on device ({free:,} bytes free, output root)")
+    return root
+
+
+def _read_only(folder: Path) -> bool:
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
+def positive(kind: Callable[[str], float] = float) -> Callable[[str], float]:
+    """argparse type: a number above zero (`--sample-fps 0` is refused before anything runs)."""
+
+    def parse(text: str) -> float:
+        import argparse
+
+        try:
+            value = kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+        return value
+
+    return parse

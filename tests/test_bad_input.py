@@ -1,0 +1,178 @@
+"""Bad input, table-driven: each kind on each flow's command line it can reach ends in one plain line on
+stderr naming the input and the cause, a documented exit status, no traceback and no output folder.
+
+The rows here are all caught before the Prefect API starts (the CLI probes first); rows that need a run
+(a stage failing on a full disk, images in a batch) are in the tests further down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from core.cli import EXIT_BAD_INPUT, EXIT_FAILED, run_cli
+from flows import enhance, pipeline, subtitles, transcode, transcribe
+
+REPO = Path(__file__).resolve().parents[1]
+MAINS = {
+    "subtitles": subtitles.main,
+    "transcode": transcode.main,
+    "transcribe": transcribe.main,
+    "enhance": enhance.main,
+    "pipeline": pipeline.main,
+}
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-y", "-v", "error", *args], check=True, timeout=60)
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims `width`x`height` (a decompression bomb needs no pixels to be one)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width + 1) * min(height, 4))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad-input")
+    src = ["-f", "lavfi", "-i", "testsrc2=s=320x240:r=25", "-f", "lavfi", "-i", "sine=f=440", "-t", "4"]
+    _ffmpeg(*src, "-c:v", "libx264", "-c:a", "aac", "-movflags", "+faststart", str(d / "front.mp4"))
+    _ffmpeg(*src, "-c:v", "libx264", "-c:a", "aac", str(d / "end.mp4"))
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25", "-t", "2", "-c:v", "libx264", str(d / "mute.mp4"))
+    _ffmpeg("-f", "lavfi", "-i", "sine=f=300", "-t", "2", str(d / "tone.wav"))
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120", "-frames:v", "1", str(d / "still.png"))
+    files = {}
+    for layout in ("front", "end"):
+        data = (d / f"{layout}.mp4").read_bytes()
+        files[f"truncated-{layout}"] = d / f"cut-{layout}.mp4"
+        files[f"truncated-{layout}"].write_bytes(data[: len(data) // 2])
+    files["zero-byte"] = d / "empty.mp4"
+    files["zero-byte"].write_bytes(b"")
+    files["not-media"] = d / "notes.txt"
+    files["not-media"].write_text("just some text\n", encoding="utf-8")
+    files["garbage"] = d / "garbage.mp4"
+    files["garbage"].write_bytes(bytes(range(256)) * 64)
+    files["text-named-png"] = d / "text.png"
+    files["text-named-png"].write_text("not an image\n", encoding="utf-8")
+    files["bomb"] = _png_header(d / "bomb.png", 20000, 20000)
+    files["absurd-geometry"] = _png_header(d / "wide.png", 60000, 1)
+    files["missing"] = d / "nope.mp4"
+    files["directory"] = d / "folder.mp4"
+    files["directory"].mkdir()
+    files["newline-name"] = d / "two\nlines.mp4"  # missing, and its name must not split the error line
+    files["image"], files["audio"], files["mute"] = d / "still.png", d / "tone.wav", d / "mute.mp4"
+    return files
+
+
+# kind -> (flows it reaches, words the cause must contain)
+CASES: dict[str, tuple[tuple[str, ...], str]] = {
+    "missing": (("subtitles", "transcode", "transcribe", "enhance", "pipeline"), "does not exist"),
+    "directory": (("subtitles", "transcode", "transcribe", "enhance", "pipeline"), "not a regular file"),
+    "zero-byte": (("subtitles", "transcode", "transcribe", "enhance", "pipeline"), "empty (0 bytes)"),
+    "truncated-front": (("subtitles", "transcode", "transcribe", "pipeline"), "truncated"),
+    "truncated-end": (("subtitles", "transcode", "transcribe", "pipeline"), "not a readable media file"),
+    "not-media": (("subtitles", "transcode", "transcribe", "pipeline"), "not a readable media file"),
+    "garbage": (("subtitles", "transcode", "transcribe", "pipeline"), "not a readable media file"),
+    "text-named-png": (("subtitles", "transcode", "transcribe", "pipeline"), "not a readable image"),
+    "bomb": (("subtitles", "transcode", "transcribe", "pipeline"), "too large (max_pixels"),
+    "absurd-geometry": (("subtitles", "transcode", "transcribe", "pipeline"), "too large"),
+    "image": (("subtitles", "transcode", "transcribe", "pipeline"), "is image"),
+    "audio": (("subtitles", "transcode", "pipeline"), "is audio"),
+    "mute": (("transcribe",), "no audio"),
+    "newline-name": (("subtitles", "transcode", "transcribe", "enhance", "pipeline"), "does not exist"),
+}
+ROWS = [(kind, flow) for kind, (flows, _) in CASES.items() for flow in flows]
+
+
+def _run(flow: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    code = run_cli(MAINS[flow], argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("kind", "flow"), ROWS, ids=[f"{k}-{f}" for k, f in ROWS])
+def test_bad_input_is_one_line_and_exit_2(bad, kind, flow, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, _, err = _run(flow, ["--output-dir", str(out_dir), "--", str(bad[kind])], capsys)
+    lines = err.strip().splitlines()
+    assert code == EXIT_BAD_INPUT, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert CASES[kind][1] in lines[0], lines[0]
+    assert bad[kind].name.replace("\n", "\\n") in lines[0], "the line names the input"
+    assert "Traceback" not in err
+    assert not out_dir.exists() or not any(out_dir.rglob("*")), "no output folder for a bad input"
+
+
+PARAMS = [
+    ("subtitles", ["--sample-fps", "0"]),
+    ("subtitles", ["--sample-fps", "-2"]),
+    ("subtitles", ["--sample-fps", "nan"]),
+    ("transcode", ["--timeout", "0"]),
+    ("enhance", ["--scale", "0"]),
+    ("enhance", ["--batch-size", "0"]),
+    ("enhance", ["--max-concurrency", "-1"]),
+]
+
+
+@pytest.mark.parametrize(("flow", "extra"), PARAMS, ids=[f"{f}{''.join(e)}" for f, e in PARAMS])
+def test_invalid_parameters_are_refused_before_anything_runs(bad, flow, extra, tmp_path, capsys):
+    source = bad["image"] if flow == "enhance" else bad["mute"]
+    with pytest.raises(SystemExit) as info:
+        run_cli(MAINS[flow], [*extra, "--output-dir", str(tmp_path / "out"), str(source)])
+    err = capsys.readouterr().err
+    assert info.value.code == EXIT_BAD_INPUT and "must be above 0" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, options: str):
+    path.mkdir(parents=True, exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]
+    if subprocess.run(mount, capture_output=True, check=False).returncode:
+        pytest.skip("needs root to mount a small tmpfs (a full or read-only output disk)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+DISKS = [("size=64k", "no space left"), ("ro,size=1m", "not writable")]
+
+
+@pytest.mark.parametrize(("options", "cause"), DISKS)
+def test_full_or_read_only_output_disk_is_refused_up_front(bad, tmp_path, capsys, options, cause):
+    with _tmpfs(tmp_path / "disk", options) as disk:
+        for flow in ("subtitles", "transcode", "transcribe", "enhance"):
+            source = {"enhance": bad["image"], "transcribe": bad["audio"]}.get(flow, bad["mute"])
+            code, _, err = _run(flow, ["--output-dir", str(disk / "out"), str(source)], capsys)
+            assert code == EXIT_FAILED and cause in err and str(disk) in err, (flow, err)
+            assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_command_line_answers_fast_without_a_traceback(bad, tmp_path):
+    """As a user sees it: a real process, a name starting with '-' after '--', nothing but one line."""
+    hostile = bad["missing"].parent / "-rf.mp4"
+    hostile.write_bytes(b"")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.subtitles", "--output-dir", str(tmp_path), "--", str(hostile)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
+    assert proc.stderr.strip() == f"error: {hostile}: file is empty (0 bytes)", proc.stderr
+    assert time.monotonic() - started < 60  # an import, no Prefect API (the machine is shared and loaded)
+    assert not any(tmp_path.iterdir())
