@@ -1,7 +1,8 @@
 """Resident models: loaded once per worker process, reused by every later run in that process.
 
 Loading a model costs seconds and a request milliseconds, so engines ask `resident_model()` for their
-model keyed by (capability, engine, model, device). The least recently used model is evicted when more
+model keyed by `model_key()`: the capability and every settings field that shapes the loaded object
+(engine, model, device, threads, language, sizes...). The least recently used model is evicted when more
 than YIVIDEO_MAX_RESIDENT_MODELS are held; eviction closes the model and frees GPU memory.
 """
 
@@ -12,8 +13,8 @@ import os
 import sys
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -26,6 +27,44 @@ class ModelKey:
     model: str  # model name or local path
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
     options: tuple[tuple[str, Any], ...] = ()  # anything else that changes the loaded object
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_hashable(v) for v in value]
+        return tuple(sorted(items, key=repr) if isinstance(value, set | frozenset) else items)
+    return value
+
+
+def model_key(
+    capability: str,
+    settings: Any,
+    *,
+    only: Iterable[str] | None = None,
+    per_run: Iterable[str] = (),
+    resolved: Mapping[str, Any] | None = None,
+) -> ModelKey:
+    """The key of the model a settings dataclass loads, derived from its fields, not hand-listed.
+
+    Every field is in the key unless `only` names the ones an engine loads, or `per_run` names ones used
+    per request; so a field added to a settings class keys the model by default, and two settings that
+    load different objects never share one. `resolved` replaces raw values by what is really loaded
+    ("auto" -> "int8", a model name -> its folder). `engine`, `model` and `device` fill their own slots.
+    """
+    names = [f.name for f in fields(settings)]
+    wanted = set(names if only is None else only) - set(per_run)
+    unknown = (wanted | set(per_run)) - set(names)
+    if unknown:
+        raise ValueError(f"{type(settings).__name__} has no field(s) {sorted(unknown)}")
+    values = {name: getattr(settings, name) for name in names if name in wanted}
+    values.update(resolved or {})
+    engine, model = str(values.pop("engine", "")), str(values.pop("model", "") or "")
+    device = str(values.pop("device", "cpu"))
+    return ModelKey(
+        capability, engine, model, device, tuple(sorted((k, _hashable(v)) for k, v in values.items()))
+    )
 
 
 _models: OrderedDict[ModelKey, Any] = OrderedDict()

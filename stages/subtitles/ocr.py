@@ -16,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from core.errors import ConfigError
-from core.models import ModelKey, resident_model
+from core.models import ModelKey, model_key, resident_model
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 
 
@@ -162,23 +162,17 @@ class PaddleOcrEngine:
 ENGINES: dict[str, type] = {"rapidocr": RapidOcrEngine, "paddleocr": PaddleOcrEngine}
 
 
-def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
-    """The resident engine for these settings (loaded once per process)."""
+def ocr_model_key(settings: OcrSettings) -> ModelKey:
+    """Every OCR setting shapes the engine built from it (thresholds, sizes, threads, language, models)."""
     if settings.engine not in ENGINES:
         raise ConfigError(f"unknown OCR engine {settings.engine!r}; known: {', '.join(sorted(ENGINES))}")
     model = settings.det_model_dir if settings.engine == "paddleocr" else "pp-ocrv4-onnx"
-    key = ModelKey(
-        "ocr",
-        settings.engine,
-        str(model),
-        settings.device,
-        (
-            ("rec", settings.rec_model_dir),
-            ("box", settings.box_threshold),
-            ("score", settings.min_text_score),
-        ),
-    )
-    return resident_model(key, lambda: ENGINES[settings.engine](settings))
+    return model_key("ocr", settings, resolved={"model": model})
+
+
+def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
+    """The resident engine for these settings (loaded once per process)."""
+    return resident_model(ocr_model_key(settings), lambda: ENGINES[settings.engine](settings))
 
 
 # ---------------------------------------------------------------- the OCR stage over stitched batches

@@ -16,10 +16,8 @@ inputs above `max_pixels` (or outputs above `max_output_pixels`) fail alone with
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from core.errors import ConfigError
-from core.models import ModelKey, resident_model
+from core.models import ModelKey, model_key, resident_model
 from stages.enhance.engines.base import EnhanceEngine
 from stages.enhance.engines.classic import OpenCvClassicEngine
 from stages.enhance.engines.gfpgan import GfpganEngine
@@ -37,11 +35,15 @@ def engine_class(name: str) -> type[EnhanceEngine]:
     return ENGINES[name]
 
 
+def enhance_model_key(settings: EnhanceSettings) -> ModelKey:
+    """Keyed by the settings the engine's loaded object depends on (its `load_fields`)."""
+    cls = engine_class(settings.engine)
+    model = settings.model or settings.gfpgan_weights or ""
+    loads = {"engine", "device", *cls.load_fields}
+    return model_key("enhance", settings, only=loads, resolved={"model": model})
+
+
 def load_engine(settings: EnhanceSettings) -> EnhanceEngine:
     """The resident engine for these settings (loaded once per process, keyed by everything it loads)."""
     cls = engine_class(settings.engine)
-    options = tuple(sorted((k, v) for k, v in asdict(settings).items() if k in cls.load_fields))
-    key = ModelKey(
-        "enhance", settings.engine, settings.model or settings.gfpgan_weights or "", settings.device, options
-    )
-    return resident_model(key, lambda: cls(settings))
+    return resident_model(enhance_model_key(settings), lambda: cls(settings))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import ConfigError
-from core.models import ModelKey, resident_model
+from core.models import ModelKey, model_key, resident_model
 from stages.speech.engines.base import (
     AsrEngine,
     AsrSettings,
@@ -24,18 +24,16 @@ def asr_model_key(settings: AsrSettings) -> ModelKey:
     if settings.engine not in ENGINES:
         raise ConfigError(f"unknown ASR engine {settings.engine!r}; known: {', '.join(sorted(ENGINES))}")
     model = resolve_model(settings.model) if settings.engine == "faster-whisper" else settings.model
-    options: tuple[tuple[str, Any], ...] = (
-        ("compute_type", compute_type_of(settings)),
-        ("cpu_threads", cpu_threads_of(settings)),
-        ("batched", settings.device.startswith("cuda") and settings.batch_size > 1),
-    )
+    loads = {"engine", "model", "device", "compute_type", "cpu_threads"}
     if settings.engine == "whisperx":  # baked into its pipeline at load time
-        options += (
-            ("beam_size", settings.beam_size),
-            ("language", settings.language),
-            ("vad_model", settings.vad_model),
-        )
-    return ModelKey("asr", settings.engine, model, settings.device, options)
+        loads |= {"beam_size", "language", "vad_model"}
+    resolved: dict[str, Any] = {
+        "model": model,
+        "compute_type": compute_type_of(settings),
+        "cpu_threads": cpu_threads_of(settings),
+        "batched": settings.device.startswith("cuda") and settings.batch_size > 1,
+    }
+    return model_key("asr", settings, only=loads, resolved=resolved)
 
 
 def load_asr_engine(settings: AsrSettings) -> AsrEngine:

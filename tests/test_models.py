@@ -1,0 +1,79 @@
+"""Resident models are keyed by every setting that shapes the loaded object: no two settings share one."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+
+from core.models import evict, load_count, model_key
+from stages.enhance.engines import ENGINES as ENHANCE_ENGINES
+from stages.enhance.engines import enhance_model_key
+from stages.enhance.settings import EnhanceSettings
+from stages.speech.engines import AsrSettings, asr_model_key
+from stages.subtitles.ocr import OcrSettings, load_ocr_engine, ocr_model_key
+
+
+def changed(value: object) -> object:
+    """Another value of the same kind (for every field type the settings classes use)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, tuple):
+        return (*value, ("x", "y"))
+    return f"{value or ''}other"
+
+
+def variants(settings: object, names: set[str] | None = None):
+    for f in fields(settings):
+        if names is None or f.name in names:
+            yield f.name, replace(settings, **{f.name: changed(getattr(settings, f.name))})
+
+
+def test_model_key_takes_every_field_unless_told_and_rejects_unknown_names():
+    key = model_key("ocr", OcrSettings())
+    assert {name for name, _ in key.options} == {f.name for f in fields(OcrSettings)} - {"engine", "device"}
+    with pytest.raises(ValueError, match="no field"):
+        model_key("ocr", OcrSettings(), only={"det_max_side", "typo"})
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(OcrSettings) if f.name != "engine"])
+def test_every_ocr_setting_keys_the_engine(name):
+    """The bug: det_max_side, cpu_threads, lang and cls_model_dir were left out of the key."""
+    base = OcrSettings()
+    other = replace(base, **{name: changed(getattr(base, name))})
+    assert ocr_model_key(other) != ocr_model_key(base)
+
+
+def test_two_ocr_settings_load_two_engines_built_with_their_own_settings():
+    small, large = OcrSettings(det_max_side=480), OcrSettings(det_max_side=1280, cpu_threads=2)
+    evict()
+    before = load_count("ocr", "rapidocr")
+    first, second = load_ocr_engine(small), load_ocr_engine(large)
+    assert first is not second and load_count("ocr", "rapidocr") == before + 2
+    assert first.settings.det_max_side == 480 and second.settings.det_max_side == 1280
+    assert load_ocr_engine(OcrSettings(det_max_side=480)) is first  # equal settings: resident
+    frame = np.zeros((64, 256, 3), np.uint8)
+    assert first.detect(frame) == [] and second.detect(frame) == []
+    evict()
+
+
+@pytest.mark.parametrize("engine", sorted(ENHANCE_ENGINES))
+def test_every_setting_an_enhance_engine_loads_keys_it(engine):
+    base = EnhanceSettings(engine=engine)
+    loads = ENHANCE_ENGINES[engine].load_fields | {"device"}
+    keys = {name: enhance_model_key(other) for name, other in variants(base, set(loads))}
+    assert all(key != enhance_model_key(base) for key in keys.values()), keys
+
+
+@pytest.mark.parametrize("engine", ["faster-whisper", "whisperx"])
+def test_asr_settings_that_shape_the_model_key_it(engine):
+    base = AsrSettings(engine=engine, model="tiny", device="cpu", compute_type="int8", cpu_threads=2)
+    loads = {"model", "compute_type", "cpu_threads"} | (
+        {"beam_size", "language", "vad_model"} if engine == "whisperx" else set()
+    )
+    for name, other in variants(base, loads):
+        assert asr_model_key(other) != asr_model_key(base), name
+    assert asr_model_key(replace(base, device="cuda:1")) != asr_model_key(replace(base, device="cuda:0"))
