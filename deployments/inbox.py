@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import queue
 import signal
 import sqlite3
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from core.errors import MediaInputError
+from core.errors import MediaInputError, printable
 from core.media import probe_media
 from core.outputs import file_digest
 
@@ -40,6 +41,8 @@ KIND_LABEL = "yivideo.media.kind"
 STATE_DIR_NAME = ".yivideo-inbox"
 PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".filepart")
 RETRY_SECONDS = 10.0  # after the API refused an event
+OPENED = "opened"  # a change that says only "someone opened it" (between a create and its writes)
+STALE_CLAIM_SECONDS = 300.0  # a claim older than this is taken over even if its owner's pid is alive
 _EVENT_NAMESPACE = uuid.UUID("3f0c6a52-7f3e-4e0e-9d43-6b1f2f5d9a11")
 
 log = logging.getLogger("yivideo.inbox")
@@ -89,24 +92,36 @@ class Ledger:
         return cls((state_dir or inbox / STATE_DIR_NAME) / "ledger.sqlite")
 
     def claim(self, key: FileKey) -> bool:
-        """True if this caller is to announce the file: it is new, or an earlier attempt never finished."""
+        """True if this caller is to announce the file: it is new, or an earlier attempt never finished.
+
+        A pending row names its owner (`pid:<pid>` in `detail`); one whose owner is gone (a watcher killed
+        with -9 between claiming and recording) is taken over at once, so a restart announces the file."""
+        owner = f"pid:{os.getpid()}"
         cur = self._db.execute(
-            "INSERT OR IGNORE INTO files VALUES (?, ?, ?, 'pending', NULL, ?, NULL, ?)",
-            (key.path, key.size, key.mtime_ns, str(key.event_id), time.time()),
+            "INSERT OR IGNORE INTO files VALUES (?, ?, ?, 'pending', NULL, ?, ?, ?)",
+            (key.path, key.size, key.mtime_ns, str(key.event_id), owner, time.time()),
         )
         if cur.rowcount == 1:
             return True
         row = self._db.execute(
-            "SELECT status, at FROM files WHERE path=? AND size=? AND mtime_ns=?",
+            "SELECT status, at, detail FROM files WHERE path=? AND size=? AND mtime_ns=?",
             (key.path, key.size, key.mtime_ns),
         ).fetchone()
-        stale = row is not None and row[0] == "pending" and time.time() - row[1] > 300
-        if stale:  # a previous watcher died between claiming and recording: take it over
-            self._db.execute(
-                "UPDATE files SET at=? WHERE path=? AND size=? AND mtime_ns=?",
-                (time.time(), key.path, key.size, key.mtime_ns),
-            )
-        return stale
+        if row is None or row[0] != "pending" or row[2] == owner:
+            return False
+        if _owner_alive(row[2]) and time.time() - row[1] <= STALE_CLAIM_SECONDS:
+            return False
+        cur = self._db.execute(  # take it over, unless another process just did
+            "UPDATE files SET at=?, detail=? WHERE path=? AND size=? AND mtime_ns=? AND status='pending' "
+            "AND detail IS ?",
+            (time.time(), owner, key.path, key.size, key.mtime_ns, row[2]),
+        )
+        return cur.rowcount == 1
+
+    def pending(self) -> list[Path]:
+        """Files claimed by a process that is gone: the restarted watcher announces them first."""
+        rows = self._db.execute("SELECT path, detail FROM files WHERE status='pending'").fetchall()
+        return [Path(path) for path, owner in rows if not _owner_alive(owner)]
 
     def finish(self, key: FileKey, status: str, kind: str, detail: str = "") -> None:
         self._db.execute(
@@ -129,15 +144,36 @@ class Ledger:
         self._db.close()
 
 
+def _owner_alive(owner: str | None) -> bool:
+    """Whether the process named by a pending row (`pid:<pid>`) still runs on this host."""
+    if not owner or not owner.startswith("pid:"):
+        return False
+    try:
+        os.kill(int(owner[4:]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_candidate(path: Path, inbox: Path) -> bool:
-    """Regular, visible, not a temp/partial name, not inside the state folder."""
+    """Regular, visible, not a temp/partial name, not inside the state folder, and really in the inbox:
+    a symbolic link (to /etc/passwd, or a folder elsewhere) is never followed out of it."""
     try:
         rel = path.relative_to(inbox)
     except ValueError:
         return False
     if any(part.startswith(".") for part in rel.parts):
         return False
-    return not path.name.lower().endswith(PARTIAL_SUFFIXES) and path.is_file()
+    if path.name.lower().endswith(PARTIAL_SUFFIXES):
+        return False
+    here = inbox
+    for part in rel.parts:  # no link anywhere on the way, the file itself included
+        here = here / part
+        if here.is_symlink():
+            return False
+    return path.is_file()
 
 
 def media_event(path: Path, key: FileKey) -> tuple[dict[str, object], Outcome]:
@@ -183,10 +219,11 @@ def announce(path: Path, ledger: Ledger, logger: logging.Logger | logging.Logger
         ledger.release(key)
         raise
     ledger.finish(key, outcome.status, outcome.kind, outcome.detail)
+    shown = printable(path)  # a newline in a file name must not split the log line
     if outcome.status == "emitted":
-        logger.info("emitted %s for %s (%s, %s)", UPLOADED, path, outcome.kind, outcome.detail)
+        logger.info("emitted %s for %s (%s, %s)", UPLOADED, shown, outcome.kind, outcome.detail)
     else:
-        logger.warning("skipped %s: not media (%s)", path, outcome.detail)
+        logger.warning("skipped %s: not media (%s)", shown, printable(outcome.detail))
     return outcome
 
 
@@ -207,7 +244,7 @@ class _Pending:
     size: int
     mtime_ns: int
     since: float  # when the size/mtime was last seen to change
-    closed: bool  # closed after writing, or moved in
+    closed: bool | None  # True: closed after writing, or moved in; None: created, no open seen (yet)
 
 
 class InboxWatcher:
@@ -221,7 +258,7 @@ class InboxWatcher:
         self.settle = settle
         self.open_wait = open_wait
         self.poll = poll
-        self.changes: queue.Queue[tuple[Path, bool]] = queue.Queue()  # (path, closed or moved in)
+        self.changes: queue.Queue[tuple[Path, bool | str | None]] = queue.Queue()  # (path, closed or OPENED)
         self.pending: dict[Path, _Pending] = {}
         self.stopped = threading.Event()
 
@@ -233,10 +270,14 @@ class InboxWatcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event) -> None:
-                if event.is_directory or event.event_type in ("opened", "closed_no_write", "deleted"):
+                if event.is_directory or event.event_type in ("closed_no_write", "deleted"):
                     return
                 if event.event_type == "moved":
                     changes.put((Path(event.dest_path), True))
+                elif event.event_type == "created":  # a writer's create is followed by its open at once;
+                    changes.put((Path(event.src_path), None))  # a file moved in from outside has none
+                elif event.event_type == "opened":
+                    changes.put((Path(event.src_path), OPENED))
                 else:
                     changes.put((Path(event.src_path), event.event_type == "closed"))
 
@@ -254,7 +295,7 @@ class InboxWatcher:
                 continue
             if (st.st_size, st.st_mtime_ns) != (p.size, p.mtime_ns):
                 p.size, p.mtime_ns, p.since = st.st_size, st.st_mtime_ns, max(now, p.since)  # a retry waits
-            elif now - p.since >= (self.settle if p.closed else self.open_wait):
+            elif now - p.since >= (self.open_wait if p.closed is False else self.settle):
                 del self.pending[path]
                 yield path
 
@@ -272,6 +313,10 @@ class InboxWatcher:
             except FileNotFoundError:
                 continue
             known = self.pending.get(path)
+            if closed is OPENED:  # opened for writing after its create: wait for the close
+                if known is not None and known.closed is None:
+                    known.closed = False
+                continue
             if known is None:
                 self.pending[path] = _Pending(st.st_size, st.st_mtime_ns, time.monotonic(), closed)
             elif closed:
@@ -286,9 +331,10 @@ class InboxWatcher:
             try:
                 outcomes.append(announce(path, self.ledger))
             except FileNotFoundError:
-                log.info("%s was removed before it could be announced", path)
+                log.info("%s was removed before it could be announced", printable(path))
             except Exception as exc:  # the API is down: keep the file and try again later
-                log.error("could not announce %s (%s); retrying in %.0f s", path, exc, RETRY_SECONDS)
+                shown = printable(path)
+                log.error("could not announce %s (%s); retrying in %.0f s", shown, exc, RETRY_SECONDS)
                 later = time.monotonic() + RETRY_SECONDS - self.settle
                 self.pending[path] = _Pending(-1, -1, later, True)  # -1: re-read the file's stat then
         return outcomes
@@ -298,6 +344,8 @@ class InboxWatcher:
         observer = self._observer()
         observer.start()
         try:
+            for path in self.ledger.pending():
+                log.info("announcing %s again: the watcher that claimed it died", printable(path))
             scan(self.inbox, self.ledger, self.settle)
             for path in self.inbox.rglob("*"):  # files too fresh for the catch-up scan settle here
                 if is_candidate(path, self.inbox):

@@ -167,3 +167,71 @@ def test_an_unreachable_api_keeps_the_file_for_a_later_retry(media, tmp_path):
     assert ledger.entries() == [], "the claim is released, so the file is announced later"
     assert (inbox / "a.wav").resolve() in watcher.pending and not list(watcher._ready()), "and not at once"
     ledger.close()
+
+
+def test_links_never_lead_out_of_the_inbox(tmp_path):
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    inbox.mkdir()
+    outside.mkdir()
+    (outside / "secret.mp4").write_bytes(b"x" * 10)
+    (inbox / "passwd.mp4").symlink_to("/etc/passwd")
+    (inbox / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (inbox / "real.mp4").write_bytes(b"y" * 10)
+    (inbox / "loop.mp4").symlink_to(inbox / "real.mp4")  # even a link within the inbox is not a file of it
+    found = [p for p in inbox.rglob("*") if is_candidate(p, inbox)]
+    assert found == [inbox / "real.mp4"]
+    assert not is_candidate(inbox / "elsewhere" / "secret.mp4", inbox), "a path through a linked folder"
+
+
+def test_a_claim_left_pending_by_a_killed_watcher_is_taken_over_at_once(tmp_path):
+    """kill -9 between claiming and recording: the restarted watcher announces the file, not 300 s later."""
+    import os
+    import signal
+    import sys
+
+    f = tmp_path / "a.mp4"
+    f.write_bytes(b"x" * 10)
+    state = tmp_path / "state" / "ledger.sqlite"
+    snippet = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from deployments.inbox import FileKey, Ledger\n"
+        "ledger = Ledger(Path(sys.argv[1]))\n"
+        "assert ledger.claim(FileKey.of(Path(sys.argv[2])))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", snippet, str(state), str(f)], timeout=120, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    ledger = Ledger(state)
+    assert [e["status"] for e in ledger.entries()] == ["pending"]
+    assert ledger.pending() == [f.resolve()]
+    assert ledger.claim(FileKey.of(f)), "its owner is dead: take it over now"
+    assert not ledger.claim(FileKey.of(f)), "and only once"
+    assert ledger.pending() == [], f"now owned by the living ({os.getpid()})"
+    ledger.close()
+
+
+@pytest.mark.slow
+def test_moved_in_files_settle_fast_and_odd_names_log_one_line(prefect_server, media, tmp_path, caplog):
+    """`mv` from outside is announced after `settle`, not `open_wait`; a text file named .png is skipped
+    by content; a newline in a name stays inside its one log line."""
+    import logging
+
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    inbox.mkdir()
+    outside.mkdir()
+    shutil.copy(media["video"], outside / "moved.mp4")
+    (outside / "fake.png").write_text("not an image\n", encoding="utf-8")
+    shutil.copy(media["image"], outside / "two\nlines.png")
+    caplog.set_level(logging.INFO, logger="yivideo.inbox")
+    with RunningWatcher(inbox) as running:  # settle 0.3 s, open_wait 30 s
+        started = time.monotonic()
+        for name in ("moved.mp4", "fake.png", "two\nlines.png"):
+            shutil.move(outside / name, inbox / name)
+        entries = running.wait_for(3, timeout=15)
+        took = time.monotonic() - started
+    assert took < 10, f"moved-in files waited {took:.1f} s (open_wait is 30 s)"
+    kinds = {Path(str(e["path"])).name: e["kind"] for e in entries}
+    assert kinds == {"moved.mp4": "video", "fake.png": "other", "two\nlines.png": "image"}, kinds
+    lines = [r.getMessage() for r in caplog.records if r.name == "yivideo.inbox"]
+    assert any("two\\nlines.png" in m for m in lines) and not any("\n" in m for m in lines), lines
