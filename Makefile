@@ -2,8 +2,9 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng
-APT_PACKAGES := ffmpeg fonts-noto-cjk espeak-ng
+SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng chromium
+# chromium: the browser tests (tests/test_web_browser.py) drive Debian's build through Playwright
+APT_PACKAGES := ffmpeg fonts-noto-cjk espeak-ng chromium
 
 .PHONY: setup system-deps demo test lint bench clean
 

@@ -33,15 +33,15 @@ class AsrEngineSettings(Block):
         description="CTranslate2 compute type: auto (int8 on CPU, float16 on CUDA), int8, float16, ...",
     )
     cpu_threads: int = Field(0, ge=0, description="0: every core this worker may use")
-    beam_size: int = Field(5, ge=1, le=20)
+    beam_size: int = Field(5, ge=1, le=20, description="beams searched: more is slower, a bit better")
     batch_size: int = Field(16, ge=1, le=256, description="batched pipeline on CUDA / whisperx batches")
     vad: bool = Field(True, description="Silero VAD drops non-speech before decoding")
     language: str | None = Field(None, description="ISO code such as en, zh, de; None detects it")
-    word_timestamps: bool = True
+    word_timestamps: bool = Field(True, description="word start/end times in the JSON")
     window_seconds: float = Field(600.0, ge=60, description="audio held in memory at once (long files)")
     diarize: bool = Field(False, description="speaker labels (whisperx with a local diarize_model)")
-    min_speakers: int | None = Field(None, ge=1)
-    max_speakers: int | None = Field(None, ge=1)
+    min_speakers: int | None = Field(None, ge=1, description="diarization: at least this many speakers")
+    max_speakers: int | None = Field(None, ge=1, description="diarization: at most this many speakers")
     align_models: dict[str, str] = Field(
         default_factory=dict, description="whisperx: language code -> local wav2vec2 model folder"
     )

@@ -22,7 +22,11 @@ from pathlib import Path
 import yaml
 from pydantic_core import to_jsonable_python
 
+from blocks.asr import AsrEngineSettings
+from blocks.enhance import EnhanceConfig
 from blocks.policy import DEFAULT_DOCUMENT, POLICY_ENV, AlertRules, RunPolicy
+from blocks.presets import TranscodePresets
+from blocks.runner import RunnerSettings
 from blocks.subtitles import SubtitleSettings
 from gpu.devices import GPU_LIMIT_NAME, host_devices, host_name, limit_name
 from gpu.limits import ensure_limit
@@ -113,14 +117,22 @@ async def ensure_gpu_limits(client, report: Report, units: int | None) -> None:
             report("gpu limit", name, f"ok ({current.limit} units)")
 
 
+# Every block type users edit, registered so the UI catalog offers each one (e.g. to save new presets).
+BLOCK_TYPES = (
+    RunPolicy, AlertRules, GpuPolicy, RunnerSettings,
+    SubtitleSettings, TranscodePresets, EnhanceConfig, AsrEngineSettings,
+)  # fmt: skip
+
+
 async def ensure_blocks(client, report: Report, reset: bool) -> AlertRules:
     from prefect.exceptions import ObjectNotFound
 
     wanted = [(RunPolicy, name) for name in sorted(policy_names())]
     wanted += [(AlertRules, DEFAULT_DOCUMENT), (SubtitleSettings, DEFAULT_DOCUMENT)]
     wanted += [(GpuPolicy, GPU_POLICY_DOCUMENT)]
-    for block_cls in {cls for cls, _ in wanted}:
+    for block_cls in BLOCK_TYPES:
         await block_cls.aregister_type_and_schema(client=client)
+        report("block type", block_cls.get_block_type_slug(), "registered")
     for block_cls, name in wanted:
         label = f"{block_cls.get_block_type_slug()}/{name}"
         try:
