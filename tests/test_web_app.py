@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from deployments.web.__main__ import main as web_main
 from deployments.web.app import WebSettings, create_app
-from deployments.web.jobs import JobChoice, JobError, plain_error, plan_runs, run_name
+from deployments.web.jobs import JobChoice, JobError, plain_error, plan_runs
 from deployments.web.uploads import UploadRejected, sanitize_name
 from samples.images import make_corrupt_image, make_face_image
 
@@ -160,7 +160,6 @@ def test_jobs_are_planned_by_kind_and_batched_for_enhance(tmp_path):
     with pytest.raises(JobError, match="unknown preset.*mp4_smoth"):
         typo = JobChoice(upload="1", job="transcode", presets=["mp4_smoth"])
         plan_runs([(typo, video, "video")], out, {"mp4_smooth"})
-    assert run_name("enhance", ["a.jpg", "b.jpg", "c.jpg"]) == "enhance · a.jpg +2"
 
 
 def test_errors_are_told_in_plain_words():

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from core.outputs import safe_stem
+from runtime.naming import input_label
 
 WEB_TAG = "yivideo-web"
 DEPLOYMENTS = {
@@ -98,15 +99,9 @@ def plan_runs(
 
 
 def _planned(job: str, params: dict[str, Any], inputs: list[Path], outputs_root: Path) -> PlannedRun:
-    run = PlannedRun(job, DEPLOYMENTS[job], params, run_name(job, [p.name for p in inputs]), inputs)
+    run = PlannedRun(job, DEPLOYMENTS[job], params, input_label(job, [p.name for p in inputs]), inputs)
     run.parameters["output_dir"] = str(outputs_root / run.key)
     return run
-
-
-def run_name(job: str, names: list[str]) -> str:
-    """`subtitles · demo.mp4`, `enhance · a.jpg +2`: the run list in the Prefect UI says what ran on what."""
-    more = f" +{len(names) - 1}" if len(names) > 1 else ""
-    return f"{job} · {names[0]}{more}"
 
 
 async def start_runs(runs: list[PlannedRun], batch: str) -> list[str]:

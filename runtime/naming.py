@@ -1,0 +1,34 @@
+"""Names the Prefect UI shows: a run after its input (`subtitles · demo.mp4`), not `arboreal-dragonfly`.
+
+`run_named_after("subtitles", "video")` is a `flow_run_name` callable: Prefect calls it when the run starts
+and it reads the run's own parameters, so runs from the CLI, a deployment, a trigger or the upload page are
+named alike. The upload page names the runs it creates with `input_label` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import PurePath
+
+
+def input_label(job: str, inputs: Sequence[str]) -> str:
+    """`transcode · clip.mp4`; several inputs: `enhance · a.jpg +2`; none: the job alone."""
+    names = [PurePath(str(i)).name or str(i) for i in inputs if i]
+    if not names:
+        return job
+    more = f" +{len(names) - 1}" if len(names) > 1 else ""
+    return f"{job} · {names[0]}{more}"
+
+
+def run_named_after(job: str, parameter: str) -> Callable[[], str]:
+    """A `flow_run_name` callable naming the run after the file(s) in its `parameter`."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        value = (flow_run.parameters or {}).get(parameter)
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        return input_label(job, [str(v) for v in values if v])
+
+    name.__name__ = f"{job}_run_name"
+    return name
