@@ -69,7 +69,7 @@ def test_a_corrupt_upload_is_refused_with_its_reason_and_removed(tmp_path):
     garbage = make_corrupt_image(tmp_path / "broken.jpg").read_bytes()
     answer = _client(tmp_path).put(f"/api/uploads/{BATCH}", params={"name": "broken.jpg"}, content=garbage)
     assert answer.status_code == 422
-    assert answer.json()["detail"].startswith("broken.jpg: not a readable media file")
+    assert answer.json()["detail"].startswith("broken.jpg: not a readable")
     assert _leftovers(tmp_path) == []
 
 
