@@ -360,7 +360,12 @@ class InboxWatcher:
 
 @flow(name="sweep-inbox")
 def sweep_inbox(inbox_dir: str, settle_seconds: float = 60.0) -> dict[str, int]:
-    """Announce what the watcher missed (it was down, or files came through a path inotify cannot see)."""
+    """Announce what the watcher missed (it was down, or files came through a path inotify cannot see).
+
+    Args:
+        inbox_dir: the inbox folder the watcher follows
+        settle_seconds: files changed more recently than this are still arriving and wait for the next sweep
+    """
     inbox = Path(inbox_dir)
     if not inbox.is_dir():
         raise MediaInputError(inbox, "inbox directory does not exist")

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, unmapped
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -31,6 +32,7 @@ from blocks.runner import RunnerSettings
 from core.cli import EPILOG, positive, preflight_files, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
+from runtime.naming import run_named_after
 from runtime.runner import (
     GPU_TAG,
     StageRunner,
@@ -45,11 +47,11 @@ from stages.enhance.enhance import check_settings, enhance_image_task
 from stages.enhance.settings import EnhanceSettings
 
 
-@flow(name="enhance-images", task_runner=StageRunner())
+@flow(name="enhance-images", flow_run_name=run_named_after("enhance", "images"), task_runner=StageRunner())
 def enhance_images(
     images: list[str],
     output_dir: str = "output",
-    engine: str | None = None,
+    engine: Literal["realesrgan-ncnn", "opencv-classic", "gfpgan"] | None = None,
     scale: float | None = None,
     settings_block: str | None = None,
     max_concurrency: int | None = None,
@@ -59,6 +61,15 @@ def enhance_images(
 
     The final state carries an EnhanceBatchResult. A partial batch ends Failed, so a direct call raises;
     call with `return_state=True` and read `state.result(raise_on_failure=False)` to get the partial result.
+
+    Args:
+        images: paths of the image files (as the worker sees them)
+        output_dir: folder under which `enhance/batch-<hash>/` is written
+        engine: realesrgan-ncnn (learned, shipped), opencv-classic (no model) or gfpgan (faces, local weights)
+        scale: output size / input size, 1 to 4 (default 2)
+        settings_block: name of a saved YiVideo Enhance Config block (defaults for everything here)
+        max_concurrency: images processed at once (default 3)
+        batch_size: images per child batch run, each with its own progress (default 20)
     """
     if not images:
         raise ConfigError("no images given")
@@ -78,7 +89,7 @@ def enhance_images(
     return final_state(result)
 
 
-@flow(name="enhance-batch", flow_run_name="enhance-batch-{number}-of-{of}")
+@flow(name="enhance-batch", flow_run_name="enhance batch {number}/{of}")
 def enhance_batch(
     batch: list[tuple[Path, Path]], settings: EnhanceSettings, number: int = 1, of: int = 1
 ) -> list[EnhancedImage | ImageFailure]:

@@ -39,6 +39,7 @@ from core.schema import (
     StitchedBatch,
     SubtitleEvent,
 )
+from runtime.naming import run_named_after
 from runtime.runner import StageRunner, run_stage
 from stages.subtitles.area import AreaSettings, describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
@@ -197,7 +198,7 @@ def plan_chain(chain: Sequence[str]) -> list[str]:
     return plan
 
 
-@flow(name="run-pipeline", task_runner=StageRunner())
+@flow(name="run-pipeline", flow_run_name=run_named_after("pipeline", "video"), task_runner=StageRunner())
 def run_pipeline(
     video: str,
     workflow_chain: WorkflowChain = SEED_CHAIN,
@@ -205,7 +206,15 @@ def run_pipeline(
     settings_block: str | None = None,
     keep_intermediates: bool = False,
 ) -> PipelineResult:
-    """Run the stages of `workflow_chain` on `video` into `<output_dir>/pipeline/<stem>-<hash>/`."""
+    """Run the stages of `workflow_chain` on `video` into `<output_dir>/pipeline/<stem>-<hash>/`.
+
+    Args:
+        video: path of the video file (as the worker sees it)
+        workflow_chain: stages in order; a stage's prerequisites are added ahead of it
+        output_dir: folder under which `pipeline/<stem>-<hash>/` is written
+        settings_block: name of a saved YiVideo Subtitle Settings block for the subtitle stages
+        keep_intermediates: keep the keyframe and crop images under the run folder
+    """
     plan = plan_chain(workflow_chain)
     info = probe_task(video, "video")
     run_dir = run_output_dir(output_dir, "pipeline", info.path)

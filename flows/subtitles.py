@@ -11,6 +11,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -21,6 +22,7 @@ from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import SubtitleEvent, SubtitleResult
+from runtime.naming import run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.subtitles.area import AreaSettings, describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
@@ -30,16 +32,27 @@ from stages.subtitles.postprocess import PostprocessSettings, postprocess_task, 
 from stages.subtitles.stitch import stitch_task
 
 
-@flow(name="extract-subtitles", task_runner=StageRunner())
+@flow(
+    name="extract-subtitles", flow_run_name=run_named_after("subtitles", "video"), task_runner=StageRunner()
+)
 def extract_subtitles(
     video: str,
     output_dir: str = "output",
     sample_fps: float | None = None,
     band: tuple[float, float, float, float] | None = None,
-    ocr_engine: str | None = None,
+    ocr_engine: Literal["rapidocr", "paddleocr"] | None = None,
     settings_block: str | None = None,
 ) -> SubtitleResult:
-    """Read the burned-in subtitles of `video` into `<output_dir>/subtitles/<stem>-<hash>/<stem>.srt`."""
+    """Read the burned-in subtitles of `video` into `<output_dir>/subtitles/<stem>-<hash>/<stem>.srt`.
+
+    Args:
+        video: path of the video file (as the worker sees it)
+        output_dir: folder under which `subtitles/<stem>-<hash>/` is written
+        sample_fps: frames per second sampled for subtitle changes (default 5; more finds shorter lines)
+        band: subtitle band as fractions of the frame [x0, y0, x1, y1]; empty: detected
+        ocr_engine: rapidocr (PP-OCRv4 ONNX, offline) or paddleocr (installed, local model folders)
+        settings_block: name of a saved YiVideo Subtitle Settings block (defaults for everything above)
+    """
     settings = _settings(settings_block, sample_fps=sample_fps, band=band, ocr_engine=ocr_engine)
     if not settings.sample_fps > 0:
         raise ConfigError(f"sample_fps must be above 0 (got {settings.sample_fps})")

@@ -14,24 +14,33 @@ import argparse
 import mimetypes
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.futures import PrefectFuture
+from pydantic import WithJsonSchema
 
-from blocks.presets import load_presets
+from blocks.presets import SEED_PRESETS, load_presets
 from core.cli import EPILOG, positive, preflight_output_dir, run_cli
 from core.errors import MediaInputError
 from core.media import check_input_file, probe_media
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, Rendition, TranscodeResult
+from runtime.naming import run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, placement_options, runner_from_arguments
 from stages.transcode.presets import TranscodePreset, resolve_presets
 from stages.transcode.transcode import transcode_task
 
 FLOW = "transcode"
+# The Run form offers the shipped presets as a multi-select (a typo cannot be submitted); Python callers may
+# still name presets of a saved block or `custom_presets`, which are checked when the run starts.
+PresetNames = Annotated[
+    list[str] | None,
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "string", "enum": list(SEED_PRESETS)}},
+                              {"type": "null"}]}),  # fmt: skip
+]
 
 
 def video_or_skip_reason(video: str | Path) -> tuple[MediaInfo | None, str | None]:
@@ -59,16 +68,25 @@ def check_video_task(video: str) -> tuple[MediaInfo | None, str | None]:
     return video_or_skip_reason(video)
 
 
-@flow(name="transcode", task_runner=StageRunner())
+@flow(name="transcode", flow_run_name=run_named_after("transcode", "video"), task_runner=StageRunner())
 def transcode(
     video: str,
-    presets: list[str] | None = None,
+    presets: PresetNames = None,
     output_dir: str = "output",
     presets_block: str | None = None,
     custom_presets: dict[str, TranscodePreset] | None = None,
     timeout_seconds: float | None = None,
 ) -> TranscodeResult:
-    """Render `video` with each preset into `<output_dir>/transcode/<stem>-<hash>/<stem>.<preset>.<ext>`."""
+    """Render `video` with each preset into `<output_dir>/transcode/<stem>-<hash>/<stem>.<preset>.<ext>`.
+
+    Args:
+        video: path of the video file (as the worker sees it)
+        presets: renditions to make (the Run form lists the shipped presets); empty: the block's defaults
+        output_dir: folder under which `transcode/<stem>-<hash>/` is written
+        presets_block: name of a saved YiVideo Transcode Presets block (adds or replaces presets)
+        custom_presets: presets given in full, by name (code; they replace shipped ones of the same name)
+        timeout_seconds: ffmpeg time limit per preset (default 120 s + 20 s per second of video)
+    """
     library = load_presets(presets_block)
     chosen = resolve_presets(presets or library.default_presets, library.known(custom_presets))
     info, skipped = check_video_task(video)

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import Task, flow
 from prefect.artifacts import create_markdown_artifact
@@ -22,6 +22,7 @@ from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import Transcript, TranscriptResult
+from runtime.naming import run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.speech.audio import extract_audio_task, require_audio
 from stages.speech.engines import AsrSettings
@@ -29,17 +30,27 @@ from stages.speech.transcribe import diarize_task, transcribe_task
 from stages.speech.transcript import cue_text, write_transcript_task
 
 
-@flow(name="transcribe", task_runner=StageRunner())
+@flow(name="transcribe", flow_run_name=run_named_after("transcribe", "media"), task_runner=StageRunner())
 def transcribe(
     media: str,
     output_dir: str = "output",
     language: str | None = None,
-    engine: str | None = None,
+    engine: Literal["faster-whisper", "whisperx"] | None = None,
     model: str | None = None,
     diarize: bool | None = None,
     settings_block: str | None = None,
 ) -> TranscriptResult:
-    """Transcribe the speech of `media` into `<output_dir>/transcribe/<stem>-<hash>/<stem>.srt/.vtt/.json`."""
+    """Transcribe the speech of `media` into `<output_dir>/transcribe/<stem>-<hash>/<stem>.srt/.vtt/.json`.
+
+    Args:
+        media: path of the video or audio file (as the worker sees it)
+        output_dir: folder under which `transcribe/<stem>-<hash>/` is written
+        language: ISO code such as en, zh, de; empty: detected
+        engine: faster-whisper (offline default) or whisperx (installed, local models)
+        model: Whisper model: `base` (packaged), a model name or a local CTranslate2 folder
+        diarize: label speakers (whisperx with a local diarization model)
+        settings_block: name of a saved YiVideo ASR Engine block (defaults for everything above)
+    """
     asr = _settings(settings_block, language=language, engine=engine, model=model, diarize=diarize)
     clock = _StageClock()
 

@@ -39,3 +39,56 @@ def test_every_block_field_is_described():
         for cls in BLOCK_TYPES
     }
     assert not {k: v for k, v in undescribed.items() if v}, undescribed
+
+
+def _deployed_flows():
+    from deployments import entrypoints
+
+    names = ("extract_subtitles", "transcode", "transcribe", "enhance_images", "run_pipeline", "sweep_inbox")
+    return [getattr(entrypoints, name) for name in names]
+
+
+def test_every_deployed_parameter_is_described_and_choices_are_enums():
+    from prefect.utilities.callables import parameter_schema
+
+    from blocks.presets import SEED_PRESETS
+    from flows.pipeline import STAGES
+
+    enums = {
+        ("transcode", "presets"): set(SEED_PRESETS),
+        ("extract-subtitles", "ocr_engine"): {"rapidocr", "paddleocr"},
+        ("transcribe", "engine"): {"faster-whisper", "whisperx"},
+        ("enhance-images", "engine"): {"realesrgan-ncnn", "opencv-classic", "gfpgan"},
+        ("run-pipeline", "workflow_chain"): set(STAGES),
+    }
+    found = {}
+    for flow in _deployed_flows():
+        properties = parameter_schema(flow.fn).model_dump()["properties"]
+        undescribed = [name for name, prop in properties.items() if not prop.get("description")]
+        assert not undescribed, f"{flow.name}: parameters without a description: {undescribed}"
+        for name, prop in properties.items():
+            options = [prop, *prop.get("anyOf", [])]
+            for option in options:
+                values = option.get("enum") or option.get("items", {}).get("enum")
+                if values:
+                    found[(flow.name, name)] = set(values)
+    assert found == enums
+
+
+def test_runs_are_named_after_their_input(prefect_server):
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    from runtime.naming import input_label, run_named_after
+
+    @flow(flow_run_name=run_named_after("demo", "video"))
+    def named(video: str) -> str:
+        return flow_run.name
+
+    @flow(flow_run_name=run_named_after("enhance", "images"))
+    def batch(images: list[str]) -> str:
+        return flow_run.name
+
+    assert named("/data/in/clip one.mp4") == "demo · clip one.mp4"
+    assert batch(["/a/x.jpg", "/a/y.png", "/a/z.png"]) == "enhance · x.jpg +2"
+    assert input_label("transcode", []) == "transcode"

@@ -232,7 +232,8 @@ def _prefect_ui_shots(browser, ui: str, shots: Path) -> None:
     page.wait_for_selector("text=enhance ·", timeout=60_000)
     _shot(page, shots / "prefect-runs.png")
     page.click("text=transcode ·")
-    page.wait_for_selector("text=Task Runs", timeout=60_000)
+    page.get_by_role("tab", name="Task Runs").click()
+    page.wait_for_selector("text=transcode mp4_smooth", timeout=60_000)  # tasks named after what they do
     page.wait_for_timeout(1500)
     _shot(page, shots / "prefect-run.png")
     page.close()

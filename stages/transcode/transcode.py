@@ -104,6 +104,7 @@ class _Throttled:
 
 @task(
     name="transcode",
+    task_run_name="transcode {name}",  # `transcode mp4_smooth`: a run's presets tell apart in the UI
     retries=1,
     retry_delay_seconds=2,
     retry_condition_fn=_retry_transient,
