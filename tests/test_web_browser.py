@@ -221,18 +221,19 @@ def test_photos_videos_and_subtitles_through_the_page(web, browser, shots, media
 
     page.evaluate("window.scrollTo(0, 0)")
     _shot(page, shots / "upload-results.png", full_page=True)
-    _prefect_ui_shots(browser, web["ui"], shots)
+    _prefect_ui_shots(browser, web["ui"], transcode.locator("[data-testid=prefect-run]").get_attribute("href"), shots)
     page.close()
 
 
-def _prefect_ui_shots(browser, ui: str, shots: Path) -> None:
-    """The Prefect UI's runs list and one run, as the README shows them."""
+def _prefect_ui_shots(browser, ui: str, run_url: str, shots: Path) -> None:
+    """The Prefect UI's runs list and the transcode run's tasks (the page's link to it), for the README."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{ui}/runs")
     page.wait_for_selector("text=enhance ·", timeout=60_000)
     _shot(page, shots / "prefect-runs.png")
-    page.click("text=transcode ·")
-    page.get_by_role("tab", name="Task Runs").click()
+    assert run_url.startswith(f"{ui}/runs/flow-run/"), run_url
+    page.goto(run_url)
+    page.get_by_role("tab", name="Task Runs", exact=True).click()
     page.wait_for_selector("text=transcode mp4_smooth", timeout=60_000)  # tasks named after what they do
     page.wait_for_timeout(1500)
     _shot(page, shots / "prefect-run.png")
