@@ -221,7 +221,8 @@ def test_photos_videos_and_subtitles_through_the_page(web, browser, shots, media
 
     page.evaluate("window.scrollTo(0, 0)")
     _shot(page, shots / "upload-results.png", full_page=True)
-    _prefect_ui_shots(browser, web["ui"], transcode.locator("[data-testid=prefect-run]").get_attribute("href"), shots)
+    run_link = transcode.locator("[data-testid=prefect-run]").get_attribute("href")
+    _prefect_ui_shots(browser, web["ui"], run_link, shots)
     page.close()
 
 
