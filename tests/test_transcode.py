@@ -45,16 +45,21 @@ def clip(media_dir) -> Path:
 @pytest.mark.parametrize(
     ("source", "preset", "scaled", "out"),
     [
-        ((853, 479), "mp4_standard", (848, 476), (848, 476)),  # odd size: aspect kept, sides even
-        ((480, 854), "mp4_standard", (476, 848), (476, 848)),  # portrait: the box turns with it
+        ((1920, 1080), "mp4_standard", (848, 480), (848, 480)),  # 16:9 is within 1% of 848x480: fills it
+        ((853, 479), "mp4_standard", (848, 480), (848, 480)),  # odd size, 0.8% off the box: fills it
+        ((480, 854), "mp4_standard", (480, 848), (480, 848)),  # portrait: the box turns with it
+        ((1920, 1040), "mp4_standard", (848, 460), (848, 460)),  # 4.5% off: fitted inside, aspect kept
+        ((1440, 1080), "mp4_standard", (640, 480), (640, 480)),  # 4:3 in the 16:9 box
+        ((850, 478), "mp4_standard", (848, 480), (848, 480)),  # just larger than the box: fills it
         ((1920, 1080), "mp4_smooth", (640, 360), (640, 360)),
         ((320, 240), "mp4_standard", (320, 240), (320, 240)),  # never enlarged
         ((853, 479), "h265_mute", (852, 478), (852, 478)),  # source size, made even
-        ((853, 479), "thumbnail", (1280, 718), (1280, 720)),  # letterboxed to the box
+        ((853, 479), "thumbnail", (1280, 720), (1280, 720)),  # within 1%: fills the box
+        ((1440, 1080), "thumbnail", (960, 720), (1280, 720)),  # 4:3: letterboxed to the box
         ((480, 854), "thumbnail", (720, 1280), (720, 1280)),
     ],
 )
-def test_frame_size_keeps_aspect_and_even_sides(source, preset, scaled, out):
+def test_frame_size_fills_a_box_of_its_shape_else_keeps_aspect(source, preset, scaled, out):
     geometry = plan_geometry(*source, SEED_PRESETS[preset])
     assert (geometry.scaled_width, geometry.scaled_height) == scaled
     assert (geometry.out_width, geometry.out_height) == out

@@ -40,8 +40,8 @@ def ffprobe(path: Path) -> dict:
 # clip -> preset -> (codec, frame size, audio) that the seven shipped presets must produce
 SOURCE = {"odd": (852, 478), "portrait": (480, 854), "silent": (640, 360)}
 EXPECTED = {
-    "odd": {"mp4_standard": (848, 476), "mp4_smooth": (640, 360), "thumbnail": (1280, 720)},
-    "portrait": {"mp4_standard": (476, 848), "mp4_smooth": (360, 640), "thumbnail": (720, 1280)},
+    "odd": {"mp4_standard": (848, 480), "mp4_smooth": (640, 360), "thumbnail": (1280, 720)},
+    "portrait": {"mp4_standard": (480, 848), "mp4_smooth": (360, 640), "thumbnail": (720, 1280)},
     "silent": {"mp4_standard": (640, 360), "mp4_smooth": (640, 360), "thumbnail": (1280, 720)},
 }
 CODEC = {"mp4_standard": "h264", "mp4_smooth": "h264", "custom_mute_preview": "h264", "thumbnail": "mjpeg"}

@@ -18,13 +18,21 @@ class Geometry:
     out_height: int
 
 
+ASPECT_TOLERANCE = 0.01  # a source within 1% of the box's shape fills the box exactly (16:9 -> 848x480)
+
+
 def _even(value: float, limit: int) -> int:
     """Nearest even integer, at least 2 and at most `limit` rounded down to even."""
     return max(2, min(limit - limit % 2, 2 * round(value / 2)))
 
 
 def plan_geometry(width: int, height: int, preset: TranscodePreset) -> Geometry:
-    """Frame size for a `width`x`height` source as displayed: aspect ratio kept, sides even, box respected."""
+    """Frame size for a `width`x`height` source as displayed: aspect ratio kept, sides even, box respected.
+
+    A source whose aspect ratio is within 1% of the box's, and at least as large (or `upscale`), fills the
+    box exactly (a 16:9 video in mp4_standard's 848x480 box is 848x480, the seed's size, stretched by 0.6%);
+    any other source is fitted inside the box (and padded to it with `fit="pad"`).
+    """
     if width <= 0 or height <= 0:
         raise ValueError(f"source frame size {width}x{height} is not positive")
     if preset.width is None or preset.height is None:
@@ -34,6 +42,8 @@ def plan_geometry(width: int, height: int, preset: TranscodePreset) -> Geometry:
     if preset.follow_orientation and (height > width) != (box_h > box_w):
         box_w, box_h = box_h, box_w
     factor = min(box_w / width, box_h / height)
+    if (factor <= 1.0 or preset.upscale) and abs(width * box_h / (height * box_w) - 1) <= ASPECT_TOLERANCE:
+        return Geometry(box_w, box_h, box_w, box_h)  # the seed's sizes: 848x480, not 848x476 (0.6% off 16:9)
     if not preset.upscale:
         factor = min(factor, 1.0)
     w, h = _even(width * factor, box_w), _even(height * factor, box_h)

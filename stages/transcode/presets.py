@@ -34,7 +34,9 @@ class TranscodePreset(BaseModel):
 
     `width`x`height` is a box: the picture is scaled to fit it keeping its aspect ratio (`fit="contain"`,
     the box turns with portrait input when `follow_orientation`), or letterboxed to exactly the box
-    (`fit="pad"`). Without a box the source size is kept. Sizes are made even for 4:2:0 video.
+    (`fit="pad"`). A source within 1% of the box's aspect ratio fills the box exactly (16:9 in 848x480 is
+    848x480, as the seed made it, not 848x476). Without a box the source size is kept. Sizes are made even
+    for 4:2:0 video.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
