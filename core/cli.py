@@ -11,6 +11,7 @@ A bad input is found before the Prefect API starts where the CLI can (`preflight
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import logging
@@ -93,7 +94,8 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None = None)
         args.remove(DEBUG_FLAG)
     restore = (lambda: None) if debug else quiet_tracebacks()
     try:
-        return main(args)
+        with cli_run_tags(main):
+            return main(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -105,6 +107,17 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None = None)
         return status
     finally:
         restore()
+
+
+def cli_run_tags(main: Callable) -> contextlib.AbstractContextManager:
+    """Tags the flow runs of a CLI call (`yivideo`, `cli`, the flow module's name): every run has tags."""
+    from prefect import tags
+
+    module = str(getattr(main, "__module__", ""))
+    if module == "__main__":  # `python -m flows.subtitles`: the module's own name is in its spec
+        module = getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", "") or ""
+    job = module.rpartition(".")[2]
+    return tags("yivideo", "cli", *([job] if job and job != "__main__" else []))
 
 
 def preflight_media(path: str, *kinds: str):

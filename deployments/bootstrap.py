@@ -187,10 +187,15 @@ def alert_automations(rules: AlertRules, notify_block_id=None) -> list:
 
     hold = rules.gpu_hold_hard_timeout_seconds
     silence = rules.heartbeat_grace_seconds
+    # A "Do nothing" action looks broken in the UI unless the description says why it is there.
+    quiet = "" if notify_block_id else (
+        " No notification block is set (AlertRules.notification_block), so a firing only shows in the"
+        " event feed and this automation's history."
+    )
     return [
         AutomationCore(
             name=f"{ALERT_PREFIX}GPU slot held past the hard timeout",
-            description=f"A task took a slot of a GPU limit and did not release it within {hold:.0f} s.",
+            description=f"A task took a slot of a GPU limit and did not free it within {hold:.0f} s.{quiet}",
             trigger=EventTrigger(
                 posture=Posture.Proactive,
                 match={"prefect.resource.name": f"{GPU_LIMIT_NAME}*"},
@@ -237,7 +242,7 @@ def alert_automations(rules: AlertRules, notify_block_id=None) -> list:
             name=f"{ALERT_PREFIX}failure rate above threshold",
             description=(
                 f"{rules.failure_threshold} or more failed runs of one deployment within "
-                f"{rules.failure_window_seconds:.0f} s."
+                f"{rules.failure_window_seconds:.0f} s.{quiet}"
             ),
             trigger=EventTrigger(
                 posture=Posture.Reactive,

@@ -32,7 +32,7 @@ from blocks.runner import RunnerSettings
 from core.cli import EPILOG, positive, preflight_files, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
-from runtime.naming import run_named_after
+from runtime.naming import artifact_key, run_named_after
 from runtime.runner import (
     GPU_TAG,
     StageRunner,
@@ -83,7 +83,11 @@ def enhance_images(
     run_batch = enhance_batch.with_options(task_runner=_batch_runner(config.max_concurrency))
     outcomes: list[EnhancedImage | ImageFailure] = []
     for number, batch in enumerate(batches, start=1):
-        outcomes += run_batch(batch, settings, number, len(batches))
+        state = run_batch(batch, settings, number, len(batches), return_state=True)
+        done = state.result(raise_on_failure=False)
+        if isinstance(done, BaseException):  # the batch run itself broke (not one of its images)
+            raise done
+        outcomes += done
     result = finish_batch(run_dir, outcomes, settings)
     _report(result)
     return final_state(result)
@@ -92,8 +96,12 @@ def enhance_images(
 @flow(name="enhance-batch", flow_run_name="enhance batch {number}/{of}")
 def enhance_batch(
     batch: list[tuple[Path, Path]], settings: EnhanceSettings, number: int = 1, of: int = 1
-) -> list[EnhancedImage | ImageFailure]:
-    """One mapped task per image; progress as each finishes; a failure becomes that image's row, not ours."""
+) -> list[EnhancedImage | ImageFailure] | State:
+    """One mapped task per image; progress as each finishes; a failure becomes that image's row.
+
+    A batch with a failed image ends Failed (red in the UI, not a green batch hiding it), its data still
+    the list of every image's outcome, which the parent reads with `raise_on_failure=False`.
+    """
     progress = create_progress_artifact(0.0, description=f"batch {number} of {of}: {len(batch)} images")
     stage = current_run_policy().apply_to_task(enhance_image_task)
     if engine_class(settings.engine).uses_gpu:
@@ -114,7 +122,12 @@ def enhance_batch(
             100.0 * done / len(batch),
             description=f"batch {number} of {of}: {done} of {len(batch)} done, {failed} failed",
         )
-    return [outcomes[src] for src, _ in batch]
+    results = [outcomes[src] for src, _ in batch]
+    failed = [o for o in results if isinstance(o, ImageFailure)]
+    if failed:
+        names = ", ".join(f.source.name for f in failed[:5]) + (" ..." if len(failed) > 5 else "")
+        return Failed(message=f"{len(failed)} of {len(batch)} images failed: {names}", data=results)
+    return results
 
 
 def final_state(result: EnhanceBatchResult) -> State:
@@ -158,16 +171,16 @@ def _placement(stage) -> contextlib.AbstractContextManager:
 def _report(result: EnhanceBatchResult) -> None:
     rows = [
         {
-            "image": str(item.source),
+            "image": item.source.name,
             "status": "enhanced",
-            "output": str(item.output),
+            "output": item.output.name,
             "size": "{}x{} -> {}x{}".format(*item.input_size, *item.output_size),
             "seconds": item.seconds,
         }
         for item in result.enhanced
     ] + [
         {
-            "image": str(f.source),
+            "image": f.source.name,
             "status": "failed",
             "output": f"{f.error}: {f.reason}",
             "size": "",
@@ -176,9 +189,9 @@ def _report(result: EnhanceBatchResult) -> None:
         for f in result.failed
     ]
     create_table_artifact(
-        key="enhance-results",
+        key=artifact_key("enhance", result.run_dir.name),
         table=rows,
-        description=f"{len(result.enhanced)} of {result.total} images enhanced; ZIP: {result.zip_path}",
+        description=f"{len(result.enhanced)} of {result.total} images enhanced into {result.run_dir}",
     )
 
 

@@ -39,7 +39,7 @@ from core.schema import (
     StitchedBatch,
     SubtitleEvent,
 )
-from runtime.naming import run_named_after
+from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, run_stage
 from stages.subtitles.area import AreaSettings, describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
@@ -220,7 +220,9 @@ def run_pipeline(
     run_dir = run_output_dir(output_dir, "pipeline", info.path)
     settings = SubtitleSettings.load(settings_block) if settings_block else SubtitleSettings()
     state = ChainState(info, run_dir, run_dir / ".work", Path(output_dir), settings, current_run_policy())
-    progress = create_progress_artifact(0.0, key="pipeline-progress", description=f"{' → '.join(plan)}")
+    progress = create_progress_artifact(
+        0.0, key=artifact_key("pipeline-progress", info.path), description=f"{' → '.join(plan)}"
+    )
     outcomes: list[StageOutcome] = []
     try:
         for done, name in enumerate(plan, start=1):
@@ -256,7 +258,7 @@ def _report(info: MediaInfo, outcomes: list[StageOutcome], events: list[Subtitle
     """The results table in the UI: one row per stage (seconds, summary, files), then the first subtitles."""
     rows = [
         {"stage": o.stage, "seconds": o.seconds, "result": o.summary,
-         "outputs": ", ".join(str(p) for p in o.outputs.values())}
+         "outputs": ", ".join(Path(p).name for p in o.outputs.values())}
         for o in outcomes
     ]  # fmt: skip
     rows += [
@@ -264,7 +266,9 @@ def _report(info: MediaInfo, outcomes: list[StageOutcome], events: list[Subtitle
          "result": f"{e.start:.2f}-{e.end:.2f} {e.text}", "outputs": ""}
         for e in events[:10]
     ]  # fmt: skip
-    create_table_artifact(rows, key="pipeline-results", description=f"workflow chain on {info.path.name}")
+    create_table_artifact(
+        rows, key=artifact_key("pipeline", info.path), description=f"workflow chain on {info.path.name}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import SubtitleEvent, SubtitleResult
-from runtime.naming import run_named_after
+from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.subtitles.area import AreaSettings, describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
@@ -122,8 +122,9 @@ def _report(name: str, band: str, events: list[SubtitleEvent], srt_path: Path) -
         f"| {e.index} | {e.start:.2f} | {e.end:.2f} | {e.text.replace(chr(10), ' / ')} |" for e in events[:15]
     )
     create_markdown_artifact(
-        key="subtitles",
-        markdown=f"## Subtitles of {name}\n\n{band}\n\n{len(events)} events → `{srt_path}`\n\n"
+        key=artifact_key("subtitles", name),
+        markdown=f"## Subtitles of {name}\n\n{band}\n\n"
+        f"{len(events)} events → {srt_path.name} in `{srt_path.parent}`\n\n"
         f"| # | start | end | text |\n|---|---|---|---|\n{rows}\n",
         description=f"first subtitles of {name}",
     )

@@ -28,7 +28,7 @@ from core.errors import MediaInputError
 from core.media import check_input_file, probe_media
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, Rendition, TranscodeResult
-from runtime.naming import run_named_after
+from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, placement_options, runner_from_arguments
 from stages.transcode.presets import TranscodePreset, resolve_presets
 from stages.transcode.transcode import transcode_task
@@ -141,9 +141,10 @@ def _gather(futures: dict[str, PrefectFuture], run_dir: Path) -> list[Rendition]
 
 def _report(info: MediaInfo, renditions: list[Rendition]) -> None:
     create_table_artifact(
-        key="transcode",
+        key=artifact_key("transcode", info.path),
         table=[
             {
+                "file": r.path.name,
                 "preset": r.preset,
                 "encoder": r.encoder,
                 "size": f"{r.width}x{r.height}",
@@ -151,7 +152,7 @@ def _report(info: MediaInfo, renditions: list[Rendition]) -> None:
                 "seconds of video": r.duration,
                 "kB": round(r.size_bytes / 1024, 1),
                 "took (s)": r.seconds,
-                "file": str(r.path),
+                "folder": str(r.path.parent),
             }
             for r in renditions
         ],

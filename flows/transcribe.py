@@ -22,7 +22,7 @@ from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import Transcript, TranscriptResult
-from runtime.naming import run_named_after
+from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.speech.audio import extract_audio_task, require_audio
 from stages.speech.engines import AsrSettings
@@ -124,9 +124,9 @@ def _report(name: str, transcript: Transcript, srt_path: Path) -> None:
         else "no speech detected"
     )
     create_markdown_artifact(
-        key="transcript",
+        key=artifact_key("transcript", name),
         markdown=f"## Speech in {name}\n\n{language}, {transcript.engine} on {transcript.device}\n\n"
-        f"{len(transcript.segments)} segments → `{srt_path}`\n\n"
+        f"{len(transcript.segments)} segments → {srt_path.name} in `{srt_path.parent}`\n\n"
         f"| # | start | end | text |\n|---|---|---|---|\n{rows}\n",
         description=f"first segments of {name}",
     )

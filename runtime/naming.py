@@ -7,6 +7,8 @@ named alike. The upload page names the runs it creates with `input_label` too.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Sequence
 from pathlib import PurePath
 
@@ -18,6 +20,19 @@ def input_label(job: str, inputs: Sequence[str]) -> str:
         return job
     more = f" +{len(names) - 1}" if len(names) > 1 else ""
     return f"{job} · {names[0]}{more}"
+
+
+def artifact_key(kind: str, name: str | PurePath) -> str:
+    """`subtitles-demo-mp4`: one artifact card per input, not one card every video overwrites.
+
+    Prefect keys allow lowercase letters, digits and dashes; a name that loses characters on the way
+    (字幕.mp4) gets a short hash of itself so two such inputs keep apart.
+    """
+    base = PurePath(str(name)).name
+    slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")[:48]
+    if not base.isascii() or len(base) > 48:
+        slug = f"{slug}-{hashlib.sha1(base.encode()).hexdigest()[:6]}".strip("-")
+    return f"{kind}-{slug or 'input'}"
 
 
 def run_named_after(job: str, parameter: str) -> Callable[[], str]:

@@ -89,7 +89,9 @@ def test_bad_images_fail_alone_and_the_batch_is_partial(prefect_server, tmp_path
     assert_no_partial_outputs(tmp_path)
 
     children, task_runs, artifacts = _run_records(state.state_details.flow_run_id)
-    assert sorted(c.name for c in children) == ["enhance-batch-1-of-2", "enhance-batch-2-of-2"]
+    assert sorted(c.name for c in children) == ["enhance batch 1/2", "enhance batch 2/2"]
+    red = [c for c in children if c.state.is_failed()]  # a batch with a failed image is not shown green
+    assert red and all("images failed:" in c.state.message for c in red), [c.state for c in children]
     assert len(task_runs) == 6
     failed = {t.name: t.state for t in task_runs if t.state.is_failed()}
     assert set(failed) == {"enhance broken.jpg", "enhance huge.png"}
@@ -97,7 +99,7 @@ def test_bad_images_fail_alone_and_the_batch_is_partial(prefect_server, tmp_path
     assert _max_overlap(task_runs) <= 2  # max_concurrency
     progress = [a for a in artifacts if a.type == "progress"]
     assert len(progress) == 2 and all(a.data == 100.0 for a in progress)
-    table = next(a for a in artifacts if a.key == "enhance-results")
+    table = next(a for a in artifacts if a.key == f"enhance-{result.run_dir.name}")  # one card per batch
     assert table.type == "table" and table.data.count('"failed"') == 2 and table.data.count('"enhanced"') == 4
 
 

@@ -92,3 +92,23 @@ def test_runs_are_named_after_their_input(prefect_server):
     assert named("/data/in/clip one.mp4") == "demo · clip one.mp4"
     assert batch(["/a/x.jpg", "/a/y.png", "/a/z.png"]) == "enhance · x.jpg +2"
     assert input_label("transcode", []) == "transcode"
+
+
+def test_progress_says_how_fast_and_how_long_is_left():
+    from core.progress import describe_progress
+
+    assert describe_progress("mp4_smooth of clip.mp4", 0.4, 6.0, 12.0) == (
+        "mp4_smooth of clip.mp4: 40% · 0.8x realtime · 9 s left"
+    )
+    assert describe_progress("OCR of clip.mp4", 0.5, 4.0) == "OCR of clip.mp4: 50% · 4 s left"
+    assert describe_progress("x", 0.0, 0.0) == "x: 0%"
+
+
+def test_artifact_keys_are_per_input_and_valid():
+    import re
+
+    from runtime.naming import artifact_key
+
+    keys = [artifact_key("subtitles", n) for n in ("/a/demo.mp4", "/b/Clip One.MOV", "字幕.mp4", "字幕2.mp4")]
+    assert keys[:2] == ["subtitles-demo-mp4", "subtitles-clip-one-mov"]
+    assert len(set(keys)) == 4 and all(re.fullmatch(r"[a-z0-9-]+", k) for k in keys), keys

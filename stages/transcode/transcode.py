@@ -18,6 +18,7 @@ from prefect.cache_policies import NONE
 
 from core.errors import ConfigError, MediaInputError
 from core.outputs import atomic_path
+from core.progress import StageProgress
 from core.schema import Rendition
 from stages.transcode.checks import OutputCheckError, check_output
 from stages.transcode.command import ProgressCallback, build_command, default_timeout, run_ffmpeg
@@ -87,21 +88,6 @@ def _retry_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's
     return True
 
 
-class _Throttled:
-    """Progress to a Prefect artifact every few seconds: each update is an API call and server CPU time."""
-
-    def __init__(self, artifact_id, every: float = 5.0) -> None:  # noqa: ANN001 - a UUID
-        self.artifact_id, self.every, self.last, self.shown = artifact_id, every, 0.0, 0.0
-
-    def __call__(self, fraction: float) -> None:
-        from prefect.artifacts import update_progress_artifact
-
-        now = time.monotonic()
-        if now - self.last >= self.every and self.shown + 0.01 <= fraction < 1.0:
-            self.last, self.shown = now, fraction
-            update_progress_artifact(self.artifact_id, round(100.0 * fraction, 1))
-
-
 @task(
     name="transcode",
     task_run_name="transcode {name}",  # `transcode mp4_smooth`: a run's presets tell apart in the UI
@@ -116,12 +102,11 @@ def transcode_task(
 ) -> Rendition:
     """GPU-capable: NVENC runs hold a GPU slot and one unit of the host's NVENC session limit."""
     from prefect import get_run_logger
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     from gpu.slot import gpu_slot
 
     logger = get_run_logger()
-    progress = create_progress_artifact(0.0, description=f"{name} of {Path(video).name}")
+    progress = StageProgress(f"{name} of {Path(video).name}")  # with time left; every 5 s at most
     with gpu_slot(STAGE, prefer_cuda=nvenc_usable(preset)) as grant:
         gated_nvenc = grant.uses_cuda and grant.limit is not None
         with nvenc_session() if gated_nvenc else contextlib.nullcontext():
@@ -134,9 +119,9 @@ def transcode_task(
                 hardware=grant.uses_cuda,
                 gpu_index=int(grant.device.split(":")[1]) if grant.uses_cuda else None,  # CUDA ordinal
                 timeout=timeout,
-                on_progress=_Throttled(progress),
+                on_progress=progress,
             )
-    update_progress_artifact(progress, 100.0)
+    progress.done()
     logger.info(
         "%s: %s %dx%d%s, %.2f s, %.1f kB with %s in %.1f s",
         name,
