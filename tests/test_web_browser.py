@@ -145,8 +145,9 @@ def _pick(page, files: list[Path]) -> None:
     page.set_input_files("[data-testid=picker]", [str(f) for f in files])
 
 
-def _card(page, job: str):
-    return page.locator(f"[data-testid=job-card][data-job={job}]").first
+def _card(page, job: str, name: str):
+    """The run card of `job` on the file `name` (the page also lists earlier runs)."""
+    return page.locator(f"[data-testid=job-card][data-job={job}]", has_text=f"{job} · {name}").first
 
 
 def _wait_final(page, card, procs: Procs, timeout: float = RUN_TIMEOUT_MS) -> str:
@@ -194,7 +195,7 @@ def test_photos_videos_and_subtitles_through_the_page(web, browser, shots, media
     refused = page.locator("[data-testid=upload-row][data-name='broken.jpg'] [data-testid=upload-error]")
     assert "broken.jpg: not a readable" in refused.inner_text(), refused.inner_text()
 
-    enhance = _card(page, "enhance")
+    enhance = _card(page, "enhance", photos[0].name)
     assert _wait_final(page, enhance, procs) == "COMPLETED", enhance.inner_text() + procs.tails()
     inputs = enhance.locator("[data-testid=job-input]")
     assert sorted(inputs.all_inner_texts()) == sorted(f"{p.name} — done" for p in photos)
@@ -206,7 +207,7 @@ def test_photos_videos_and_subtitles_through_the_page(web, browser, shots, media
         assert sorted(z.namelist()) == sorted(f"{p.stem}{p.suffix}" for p in photos)
     assert enhance.locator("[data-testid=compare]").count() == 3
 
-    transcode = _card(page, "transcode")
+    transcode = _card(page, "transcode", clip.name)
     assert _wait_final(page, transcode, procs) == "COMPLETED", transcode.inner_text() + procs.tails()
     names = transcode.locator("[data-testid=outputs] a").all_inner_texts()
     assert sorted(names) == ["web-clip.mp4_smooth.mp4", "web-clip.mp4_standard.mp4"], names
@@ -214,7 +215,7 @@ def test_photos_videos_and_subtitles_through_the_page(web, browser, shots, media
         response = page.request.get(web["url"] + link.get_attribute("href"))
         assert response.ok and response.body()[4:8] == b"ftyp", link.get_attribute("href")
 
-    subtitles = _card(page, "subtitles")
+    subtitles = _card(page, "subtitles", subtitled.name)
     assert _wait_final(page, subtitles, procs) == "COMPLETED", subtitles.inner_text() + procs.tails()
     srt = subtitles.locator("[data-testid=srt]").inner_text()
     assert "网页上传的字幕" in srt and "Uploaded" in srt, srt
@@ -228,13 +229,13 @@ def test_photos_videos_and_subtitles_through_the_page(web, browser, shots, media
 
 def _prefect_ui_shots(browser, ui: str, run_url: str, shots: Path) -> None:
     """The Prefect UI's runs list and the transcode run's tasks (the page's link to it), for the README."""
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page = browser.new_page(viewport={"width": 1400, "height": 1250})
     page.goto(f"{ui}/runs")
     page.wait_for_selector("text=enhance ·", timeout=60_000)
     _shot(page, shots / "prefect-runs.png")
     assert run_url.startswith(f"{ui}/runs/flow-run/"), run_url
     page.goto(run_url)
-    page.get_by_role("tab", name="Task Runs", exact=True).click()
+    page.get_by_text("Task Runs", exact=True).first.click()
     page.wait_for_selector("text=transcode mp4_smooth", timeout=60_000)  # tasks named after what they do
     page.wait_for_timeout(1500)
     _shot(page, shots / "prefect-run.png")
@@ -259,7 +260,7 @@ def test_a_200_mb_video_upload(web, browser, media_dir):
     for box in row.locator(".transcode-opts input").all():
         box.set_checked(box.get_attribute("value") == "mp4_smooth")
     page.click("[data-testid=start]")
-    card = page.locator("[data-testid=job-card][data-job=transcode]").first
+    card = _card(page, "transcode", big.name)
     assert _wait_final(page, card, web["procs"]) == "COMPLETED", card.inner_text()
     timings = page.evaluate("window.yivideoTimings")
     upload = timings["uploads"][big.name]

@@ -144,7 +144,10 @@ def create_app(settings: WebSettings) -> FastAPI:
             runs = plan_runs(triples, settings.outputs, set(library.known()))
         except JobError as exc:
             raise HTTPException(422, str(exc)) from exc
-        ids = await start_runs(runs, body.batch)
+        try:
+            ids = await start_runs(runs, body.batch)
+        except Exception as exc:  # the API is down, a deployment is missing or refused the parameters
+            raise HTTPException(502, f"Prefect did not start the runs: {exc}") from exc
         return {"runs": ids}
 
     @app.get("/api/jobs")
