@@ -36,6 +36,7 @@ class AsrEngineSettings(Block):
     beam_size: int = Field(5, ge=1, le=20, description="beams searched: more is slower, a bit better")
     batch_size: int = Field(16, ge=1, le=256, description="batched pipeline on CUDA / whisperx batches")
     vad: bool = Field(True, description="Silero VAD drops non-speech before decoding")
+    vad_min_silence_ms: int = Field(500, ge=0, description="VAD: a pause this long (ms) ends a speech chunk")
     language: str | None = Field(None, description="ISO code such as en, zh, de; None detects it")
     word_timestamps: bool = Field(True, description="word start/end times in the JSON")
     window_seconds: float = Field(600.0, ge=60, description="audio held in memory at once (long files)")

@@ -10,12 +10,10 @@ audio is AAC rather than the seed's MP3-in-MP4, which more players accept.
 
 from __future__ import annotations
 
-import os
-
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from core.errors import ConfigError
+from blocks.loader import load_block
 from stages.transcode.presets import LoudnessNorm, TranscodePreset
 
 PRESETS_ENV = "YIVIDEO_TRANSCODE_PRESETS"  # name of a saved TranscodePresets document (deployments)
@@ -79,10 +77,4 @@ def load_presets(block_name: str | None = None) -> TranscodePresets:
 
     Without a name no API call is made, so tests, notebooks and `python -m flows.transcode` work offline.
     """
-    name = (block_name or os.environ.get(PRESETS_ENV, "")).strip()
-    if not name:
-        return TranscodePresets()
-    try:
-        return TranscodePresets.load(name, _sync=True)
-    except ValueError as exc:
-        raise ConfigError(f"transcode presets block {name!r} not found (save one first): {exc}") from exc
+    return load_block(TranscodePresets, block_name, env=PRESETS_ENV)

@@ -24,9 +24,9 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
-from pydantic import ValidationError
 
 from blocks.enhance import EnhanceConfig
+from blocks.loader import load_block
 from blocks.policy import current_run_policy
 from blocks.runner import RunnerSettings
 from core.cli import EPILOG, positive, preflight_files, preflight_output_dir, run_cli
@@ -73,9 +73,10 @@ def enhance_images(
     """
     if not images:
         raise ConfigError("no images given")
-    config = _config(
-        settings_block, engine=engine, scale=scale, max_concurrency=max_concurrency, batch_size=batch_size
-    )
+    config = load_block(
+        EnhanceConfig, settings_block, engine=engine, scale=scale, max_concurrency=max_concurrency,
+        batch_size=batch_size,
+    )  # fmt: skip
     settings = check_settings(config.engine_settings())
     run_dir = batch_output_dir(output_dir, images, settings)
     plan = plan_outputs(images, run_dir)
@@ -139,15 +140,6 @@ def final_state(result: EnhanceBatchResult) -> State:
     more = f" (+{len(result.failed) - 5} more)" if len(result.failed) > 5 else ""
     head = f"partially completed: {ok} of {total} images enhanced" if ok else f"failed: 0 of {total} images"
     return Failed(message=f"{head}; failed: {reasons}{more}", data=result)
-
-
-def _config(block: str | None, **overrides) -> EnhanceConfig:
-    config = EnhanceConfig.load(block) if block else EnhanceConfig()
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return EnhanceConfig.model_validate({**config.model_dump(), **given}) if given else config
-    except ValidationError as exc:
-        raise ConfigError(f"bad enhance settings {given}: {exc}") from exc
 
 
 def _batch_runner(max_concurrency: int) -> StageRunner:

@@ -23,6 +23,7 @@ from prefect import Task, flow
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from pydantic import WithJsonSchema
 
+from blocks.loader import load_block
 from blocks.policy import RunPolicy, current_run_policy
 from blocks.subtitles import SubtitleSettings
 from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
@@ -41,11 +42,11 @@ from core.schema import (
 )
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, run_stage
-from stages.subtitles.area import AreaSettings, describe_band, subtitle_area_task
+from stages.subtitles.area import describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
-from stages.subtitles.keyframes import KeyframeSettings, keyframes_task
+from stages.subtitles.keyframes import keyframes_task
 from stages.subtitles.ocr import OcrSettings, ocr_task
-from stages.subtitles.postprocess import PostprocessSettings, postprocess_task, write_subtitle_files
+from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
 from stages.subtitles.stitch import stitch_task
 
 R = TypeVar("R")
@@ -77,11 +78,7 @@ class ChainState:
 
     @property
     def ocr(self) -> OcrSettings:
-        s = self.settings
-        return OcrSettings(
-            engine=s.ocr_engine, det_model_dir=s.det_model_dir, rec_model_dir=s.rec_model_dir,
-            cls_model_dir=s.cls_model_dir,
-        )  # fmt: skip
+        return self.settings.ocr
 
 
 @dataclass(frozen=True)
@@ -96,13 +93,12 @@ class Stage:
 
 # ---------------------------------------------------------------- the stages
 def _subtitle_area(s: ChainState) -> str:
-    s.band = s.stage(subtitle_area_task, s.info, s.ocr, AreaSettings(), s.settings.band)
+    s.band = s.stage(subtitle_area_task, s.info, s.ocr, s.settings.area, s.settings.band)
     return describe_band(s.band, s.info)
 
 
 def _keyframes(s: ChainState) -> str:
-    settings = KeyframeSettings(s.settings.sample_fps)
-    s.keyframes = s.stage(keyframes_task, s.info, s.band, s.work_dir, settings)
+    s.keyframes = s.stage(keyframes_task, s.info, s.band, s.work_dir, s.settings.keyframes)
     return f"{len(s.keyframes.frames)} keyframes with text from {s.keyframes.samples_decoded} samples"
 
 
@@ -122,8 +118,7 @@ def _ocr(s: ChainState) -> str:
 
 
 def _postprocess(s: ChainState) -> str:
-    pp = PostprocessSettings(min_confidence=s.settings.min_confidence, min_duration=s.settings.min_duration)
-    s.events = s.stage(postprocess_task, s.texts, pp)
+    s.events = s.stage(postprocess_task, s.texts, s.settings.postprocess)
     files = write_subtitle_files(
         s.events, s.run_dir, safe_stem(s.info.path), video=s.info.path, band=s.band,
         sample_fps=s.settings.sample_fps,
@@ -218,7 +213,7 @@ def run_pipeline(
     plan = plan_chain(workflow_chain)
     info = probe_task(video, "video")
     run_dir = run_output_dir(output_dir, "pipeline", info.path)
-    settings = SubtitleSettings.load(settings_block) if settings_block else SubtitleSettings()
+    settings = load_block(SubtitleSettings, settings_block)
     state = ChainState(info, run_dir, run_dir / ".work", Path(output_dir), settings, current_run_policy())
     progress = create_progress_artifact(
         0.0, key=artifact_key("pipeline-progress", info.path), description=f"{' → '.join(plan)}"

@@ -16,6 +16,7 @@ from typing import Literal
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from blocks.loader import load_block
 from blocks.subtitles import SubtitleSettings
 from core.cli import EPILOG, positive, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
@@ -24,11 +25,11 @@ from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_mani
 from core.schema import SubtitleEvent, SubtitleResult
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
-from stages.subtitles.area import AreaSettings, describe_band, subtitle_area_task
+from stages.subtitles.area import describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
-from stages.subtitles.keyframes import KeyframeSettings, keyframes_task
-from stages.subtitles.ocr import OcrSettings, ocr_task
-from stages.subtitles.postprocess import PostprocessSettings, postprocess_task, write_subtitle_files
+from stages.subtitles.keyframes import keyframes_task
+from stages.subtitles.ocr import ocr_task
+from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
 from stages.subtitles.stitch import stitch_task
 
 
@@ -53,15 +54,12 @@ def extract_subtitles(
         ocr_engine: rapidocr (PP-OCRv4 ONNX, offline) or paddleocr (installed, local model folders)
         settings_block: name of a saved YiVideo Subtitle Settings block (defaults for everything above)
     """
-    settings = _settings(settings_block, sample_fps=sample_fps, band=band, ocr_engine=ocr_engine)
+    settings = load_block(
+        SubtitleSettings, settings_block, keyframes__sample_fps=sample_fps, band=band, ocr__engine=ocr_engine
+    )
     if not settings.sample_fps > 0:
         raise ConfigError(f"sample_fps must be above 0 (got {settings.sample_fps})")
-    ocr = OcrSettings(
-        engine=settings.ocr_engine,
-        det_model_dir=settings.det_model_dir,
-        rec_model_dir=settings.rec_model_dir,
-        cls_model_dir=settings.cls_model_dir,
-    )
+    ocr = settings.ocr
     timings: dict[str, float] = {}
     clock = _StageClock(timings)
 
@@ -69,15 +67,12 @@ def extract_subtitles(
     run_dir = run_output_dir(output_dir, "subtitles", info.path)
     work = run_dir / ".work"
     try:
-        area = clock("subtitle_area", subtitle_area_task, info, ocr, AreaSettings(), settings.band)
-        keyframes = clock(
-            "keyframes", keyframes_task, info, area, work, KeyframeSettings(settings.sample_fps)
-        )
+        area = clock("subtitle_area", subtitle_area_task, info, ocr, settings.area, settings.band)
+        keyframes = clock("keyframes", keyframes_task, info, area, work, settings.keyframes)
         crops = clock("crop", crop_task, keyframes, work)
         batches = clock("stitch", stitch_task, crops, work)
         texts = clock("ocr", ocr_task, batches, crops, ocr)
-        pp = PostprocessSettings(min_confidence=settings.min_confidence, min_duration=settings.min_duration)
-        events = clock("postprocess", postprocess_task, texts, pp)
+        events = clock("postprocess", postprocess_task, texts, settings.postprocess)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         discard_if_empty(run_dir, output_dir)  # a failed run leaves no empty folder behind
@@ -109,12 +104,6 @@ class _StageClock:
         result = run_stage(task_fn, *args)
         self.timings[name] = round(time.perf_counter() - started, 3)
         return result
-
-
-def _settings(block: str | None, **overrides) -> SubtitleSettings:
-    settings = SubtitleSettings.load(block) if block else SubtitleSettings()
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return settings.model_copy(update=given) if given else settings
 
 
 def _report(name: str, band: str, events: list[SubtitleEvent], srt_path: Path) -> None:

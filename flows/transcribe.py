@@ -17,6 +17,7 @@ from prefect import Task, flow
 from prefect.artifacts import create_markdown_artifact
 
 from blocks.asr import AsrEngineSettings
+from blocks.loader import load_block
 from blocks.policy import current_run_policy
 from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.media import probe_task
@@ -25,7 +26,6 @@ from core.schema import Transcript, TranscriptResult
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.speech.audio import extract_audio_task, require_audio
-from stages.speech.engines import AsrSettings
 from stages.speech.transcribe import diarize_task, transcribe_task
 from stages.speech.transcript import cue_text, write_transcript_task
 
@@ -51,7 +51,9 @@ def transcribe(
         diarize: label speakers (whisperx with a local diarization model)
         settings_block: name of a saved YiVideo ASR Engine block (defaults for everything above)
     """
-    asr = _settings(settings_block, language=language, engine=engine, model=model, diarize=diarize)
+    asr = load_block(
+        AsrEngineSettings, settings_block, language=language, engine=engine, model=model, diarize=diarize
+    ).to_settings()
     clock = _StageClock()
 
     info = require_audio(clock("probe", probe_task, media, "video", "audio"))
@@ -104,13 +106,6 @@ class _StageClock:
         result = run_stage(task_fn, *args)
         self.timings[name] = round(time.perf_counter() - started, 3)
         return result
-
-
-def _settings(block: str | None, **overrides: Any) -> AsrSettings:
-    """The block's settings (or the defaults) with the flow's non-None parameters on top, as AsrSettings."""
-    settings = AsrEngineSettings.load(block) if block else AsrEngineSettings()
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return (settings.model_copy(update=given) if given else settings).to_settings()
 
 
 def _report(name: str, transcript: Transcript, srt_path: Path) -> None:
