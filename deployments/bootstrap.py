@@ -30,8 +30,7 @@ from blocks.runner import RunnerSettings
 from blocks.subtitles import SubtitleSettings
 from gpu.devices import GPU_LIMIT_NAME, host_devices, host_name, limit_name
 from gpu.limits import ensure_limit
-from gpu.policy import DEFAULT_DOCUMENT as GPU_POLICY_DOCUMENT
-from gpu.policy import GpuPolicy, load_gpu_policy
+from gpu.policy import GpuPolicy, load_gpu_policy, policy_document_name
 
 REPO = Path(__file__).resolve().parents[1]
 POOLS = {
@@ -129,7 +128,7 @@ async def ensure_blocks(client, report: Report, reset: bool) -> AlertRules:
 
     wanted = [(RunPolicy, name) for name in sorted(policy_names())]
     wanted += [(AlertRules, DEFAULT_DOCUMENT), (SubtitleSettings, DEFAULT_DOCUMENT)]
-    wanted += [(GpuPolicy, GPU_POLICY_DOCUMENT)]
+    wanted += [(GpuPolicy, policy_document_name())]
     for block_cls in BLOCK_TYPES:
         await block_cls.aregister_type_and_schema(client=client)
         report("block type", block_cls.get_block_type_slug(), "registered")

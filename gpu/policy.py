@@ -15,8 +15,7 @@ import os
 from prefect.blocks.core import Block
 from pydantic import Field
 
-POLICY_ENV = "YIVIDEO_GPU_POLICY"
-DEFAULT_DOCUMENT = "default"
+GPU_POLICY_ENV = "YIVIDEO_GPU_POLICY"  # the document the brokers load (run policies: blocks/policy.py)
 
 
 class GpuPolicy(Block):
@@ -68,7 +67,8 @@ class GpuPolicy(Block):
 
 
 def policy_document_name() -> str:
-    return os.environ.get(POLICY_ENV, DEFAULT_DOCUMENT)
+    """The GPU policy document of this host's broker (and the one bootstrap saves): "default" unless set."""
+    return os.environ.get(GPU_POLICY_ENV, "").strip() or "default"
 
 
 async def load_gpu_policy(name: str | None = None) -> GpuPolicy:

@@ -117,7 +117,13 @@ class _Hold:
 
 
 class GpuSlot:
-    """`gpu_slot(...)`: a sync and async context manager that holds GPU units while its block runs."""
+    """`gpu_slot(...)`: hold GPU units while the block runs (`with` or `async with`); hold nothing on an
+    ungated CPU host.
+
+    `priority` (higher first) and `occupy` (units) default to the GPU policy's values for the stage;
+    `timeout` (seconds) to its max wait, after which GpuSlotTimeout is raised. `devices` pins the stage to
+    some of this process's CUDA devices (ordinals). The grant names the device to run on.
+    """
 
     def __init__(
         self,
@@ -243,21 +249,4 @@ class GpuSlot:
         )
 
 
-def gpu_slot(
-    stage: str,
-    *,
-    priority: int | None = None,
-    occupy: int | None = None,
-    timeout: float | None = None,
-    devices: Sequence[int] | None = None,
-    prefer_cuda: bool = True,
-) -> GpuSlot:
-    """Hold GPU units while the block runs (`with` or `async with`); hold nothing on an ungated CPU host.
-
-    `priority` (higher first) and `occupy` (units) default to the GPU policy's values for the stage;
-    `timeout` (seconds) to its max wait, after which GpuSlotTimeout is raised. `devices` pins the stage to
-    some of this process's CUDA devices (ordinals). The grant names the device to run on.
-    """
-    return GpuSlot(
-        stage, priority=priority, occupy=occupy, timeout=timeout, devices=devices, prefer_cuda=prefer_cuda
-    )
+gpu_slot = GpuSlot  # `with gpu_slot("ocr") as grant:` reads as the action it is
