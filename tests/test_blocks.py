@@ -69,3 +69,18 @@ def test_the_loader_applies_only_given_overrides_and_names_bad_ones():
         load_block(AsrEngineSettings, None, engine="tesseract")
     with pytest.raises(ConfigError, match="bad YiVideo Subtitle Settings settings"):
         load_block(SubtitleSettings, None, keyframes__no_such_setting=1)
+
+
+@pytest.mark.slow
+def test_a_saved_subtitle_block_keeps_its_stage_settings(prefect_server):
+    """Registered and saved on a real Prefect server, read back by name with a flow override on top."""
+    from stages.subtitles.text_signal import KeyframeSettings
+
+    saved = SubtitleSettings(keyframes=KeyframeSettings(sample_fps=3.0, change_threshold=0.2))
+    saved.ocr = type(saved.ocr)(det_max_side=640, cpu_threads=2)
+    saved.save("i13-nested", overwrite=True)
+    block = load_block(SubtitleSettings, "i13-nested", keyframes__sample_fps=4.0)
+    assert block.keyframes == KeyframeSettings(sample_fps=4.0, change_threshold=0.2)
+    assert (block.ocr.det_max_side, block.ocr.cpu_threads) == (640, 2)
+    with pytest.raises(ConfigError, match="'i13-missing' not found"):
+        load_block(SubtitleSettings, "i13-missing")
