@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # before Prefect is imported: figures only
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from blocks.asr import AsrEngineSettings  # noqa: E402
+from blocks.asr import AsrConfig  # noqa: E402
 from core.packaged_models import packaged_model_dir  # noqa: E402
 from samples.audio import make_speech, varied_sentences, word_error_rate  # noqa: E402
 from stages.speech.engines import AsrSettings, cpu_threads_of, load_asr_engine  # noqa: E402
@@ -80,7 +80,7 @@ def main() -> int:
             )
             return " ".join(s.text.strip() for s in segments)
 
-        block = AsrEngineSettings(device="cpu", beam_size=args.beam_size)
+        block = AsrConfig(device="cpu", beam_size=args.beam_size)
         block.save("bench-asr", overwrite=True)
 
         def run_flow(i: int) -> str:

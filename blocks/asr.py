@@ -11,7 +11,7 @@ from core.packaged_models import PACKAGED_MODEL
 from stages.speech.engines import AsrSettings
 
 
-class AsrEngineSettings(Block):
+class AsrConfig(Block):
     """Which ASR engine and model a transcription uses; the flow's own parameters override these."""
 
     _block_type_name = "YiVideo ASR Engine"

@@ -2,7 +2,7 @@
 
 The block holds each stage's own settings type (area, keyframes, ocr, postprocess) rather than copies of
 their fields, so a field added to a stage's settings is editable here, in the UI and through overrides
-(`load_block(SubtitleSettings, name, keyframes__change_threshold=0.2)`) with no code to copy.
+(`load_block(SubtitleConfig, name, keyframes__change_threshold=0.2)`) with no code to copy.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from stages.subtitles.text_signal import KeyframeSettings
 RUNTIME_ONLY = {"ocr": frozenset({"device"})}  # set from the GPU slot by the stage, not by users
 
 
-class SubtitleSettings(Block):
+class SubtitleConfig(Block):
     """How burned-in subtitles are found and read; the flow's own parameters override these."""
 
     _block_type_name = "YiVideo Subtitle Settings"

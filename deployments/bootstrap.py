@@ -22,12 +22,12 @@ from pathlib import Path
 import yaml
 from pydantic_core import to_jsonable_python
 
-from blocks.asr import AsrEngineSettings
+from blocks.asr import AsrConfig
 from blocks.enhance import EnhanceConfig
 from blocks.policy import DEFAULT_DOCUMENT, POLICY_ENV, AlertRules, RunPolicy
 from blocks.presets import TranscodePresets
 from blocks.runner import RunnerSettings
-from blocks.subtitles import SubtitleSettings
+from blocks.subtitles import SubtitleConfig
 from gpu.devices import GPU_LIMIT_NAME, host_devices, host_name, limit_name
 from gpu.limits import ensure_limit
 from gpu.policy import GpuPolicy, load_gpu_policy, policy_document_name
@@ -119,7 +119,7 @@ async def ensure_gpu_limits(client, report: Report, units: int | None) -> None:
 # Every block type users edit, registered so the UI catalog offers each one (e.g. to save new presets).
 BLOCK_TYPES = (
     RunPolicy, AlertRules, GpuPolicy, RunnerSettings,
-    SubtitleSettings, TranscodePresets, EnhanceConfig, AsrEngineSettings,
+    SubtitleConfig, TranscodePresets, EnhanceConfig, AsrConfig,
 )  # fmt: skip
 
 
@@ -127,7 +127,7 @@ async def ensure_blocks(client, report: Report, reset: bool) -> AlertRules:
     from prefect.exceptions import ObjectNotFound
 
     wanted = [(RunPolicy, name) for name in sorted(policy_names())]
-    wanted += [(AlertRules, DEFAULT_DOCUMENT), (SubtitleSettings, DEFAULT_DOCUMENT)]
+    wanted += [(AlertRules, DEFAULT_DOCUMENT), (SubtitleConfig, DEFAULT_DOCUMENT)]
     wanted += [(GpuPolicy, policy_document_name())]
     for block_cls in BLOCK_TYPES:
         await block_cls.aregister_type_and_schema(client=client)

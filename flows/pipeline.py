@@ -25,7 +25,7 @@ from pydantic import WithJsonSchema
 
 from blocks.loader import load_block
 from blocks.policy import RunPolicy, current_run_policy
-from blocks.subtitles import SubtitleSettings
+from blocks.subtitles import SubtitleConfig
 from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
@@ -62,7 +62,7 @@ class ChainState:
     run_dir: Path
     work_dir: Path
     output_root: Path
-    settings: SubtitleSettings
+    settings: SubtitleConfig
     policy: RunPolicy
     band: Band | None = None
     keyframes: KeyframeSet | None = None
@@ -213,7 +213,7 @@ def run_pipeline(
     plan = plan_chain(workflow_chain)
     info = probe_task(video, "video")
     run_dir = run_output_dir(output_dir, "pipeline", info.path)
-    settings = load_block(SubtitleSettings, settings_block)
+    settings = load_block(SubtitleConfig, settings_block)
     state = ChainState(info, run_dir, run_dir / ".work", Path(output_dir), settings, current_run_policy())
     progress = create_progress_artifact(
         0.0, key=artifact_key("pipeline-progress", info.path), description=f"{' → '.join(plan)}"

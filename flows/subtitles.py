@@ -17,7 +17,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from blocks.loader import load_block
-from blocks.subtitles import SubtitleSettings
+from blocks.subtitles import SubtitleConfig
 from core.cli import EPILOG, positive, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
@@ -55,7 +55,7 @@ def extract_subtitles(
         settings_block: name of a saved YiVideo Subtitle Settings block (defaults for everything above)
     """
     settings = load_block(
-        SubtitleSettings, settings_block, keyframes__sample_fps=sample_fps, band=band, ocr__engine=ocr_engine
+        SubtitleConfig, settings_block, keyframes__sample_fps=sample_fps, band=band, ocr__engine=ocr_engine
     )
     if not settings.sample_fps > 0:
         raise ConfigError(f"sample_fps must be above 0 (got {settings.sample_fps})")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from prefect import Task, flow
 from prefect.artifacts import create_markdown_artifact
 
-from blocks.asr import AsrEngineSettings
+from blocks.asr import AsrConfig
 from blocks.loader import load_block
 from blocks.policy import current_run_policy
 from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
@@ -52,7 +52,7 @@ def transcribe(
         settings_block: name of a saved YiVideo ASR Engine block (defaults for everything above)
     """
     asr = load_block(
-        AsrEngineSettings, settings_block, language=language, engine=engine, model=model, diarize=diarize
+        AsrConfig, settings_block, language=language, engine=engine, model=model, diarize=diarize
     ).to_settings()
     clock = _StageClock()
 

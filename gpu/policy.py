@@ -46,7 +46,7 @@ class GpuPolicy(Block):
         30.0, gt=0, description="a waiter gains one priority level per this many seconds waited"
     )
     lease_seconds: float = Field(
-        60.0, ge=60, le=3600, description="lease of each held slot, renewed at half of it (server minimum 60)"
+        60.0, ge=60, le=3600, description="lease of each held slot, renewed every third (server minimum 60)"
     )
     max_wait_seconds: float | None = Field(
         3600.0, gt=0, description="default wait for a slot before the stage fails (None: wait forever)"

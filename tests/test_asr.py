@@ -177,13 +177,13 @@ def test_diarization_needs_whisperx(english, english_transcript):
 
 
 def test_block_settings_become_stage_settings():
-    from blocks.asr import AsrEngineSettings
+    from blocks.asr import AsrConfig
 
-    block = AsrEngineSettings(
+    block = AsrConfig(
         engine="whisperx", model="/models/whisper", language="de", align_models={"de": "/models/w2v-de"}
     )
     settings = block.to_settings()
     assert isinstance(settings, AsrSettings) and settings.engine == "whisperx" and settings.language == "de"
     assert settings.align_models == (("de", "/models/w2v-de"),) and settings.device == "auto"
     with pytest.raises(ValueError, match="device"):
-        AsrEngineSettings(device="tpu")
+        AsrConfig(device="tpu")

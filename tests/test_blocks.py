@@ -8,14 +8,14 @@ from dataclasses import fields
 
 import pytest
 
-from blocks.asr import AsrEngineSettings
+from blocks.asr import AsrConfig
 from blocks.loader import load_block
-from blocks.subtitles import RUNTIME_ONLY, SubtitleSettings
+from blocks.subtitles import RUNTIME_ONLY, SubtitleConfig
 from core.errors import ConfigError
 from stages.speech.engines import AsrSettings
 
 SUBTITLE_STAGES = {
-    part: type(getattr(SubtitleSettings(), part)) for part in ("area", "keyframes", "ocr", "postprocess")
+    part: type(getattr(SubtitleConfig(), part)) for part in ("area", "keyframes", "ocr", "postprocess")
 }
 
 
@@ -44,31 +44,31 @@ def another(value: object, annotation: object = None) -> object:
 )
 def test_every_subtitle_stage_setting_is_reachable_from_the_block(part, name):
     """KeyframeSettings, AreaSettings and OCR's det_max_side/cpu_threads were unreachable before."""
-    default = getattr(getattr(SubtitleSettings(), part), name)
+    default = getattr(getattr(SubtitleConfig(), part), name)
     value = another(default)
-    block = load_block(SubtitleSettings, None, **{f"{part}__{name}": value})
+    block = load_block(SubtitleConfig, None, **{f"{part}__{name}": value})
     assert getattr(getattr(block, part), name) == value
-    saved = SubtitleSettings.model_validate(block.model_dump(mode="json"))  # what save + load do
+    saved = SubtitleConfig.model_validate(block.model_dump(mode="json"))  # what save + load do
     assert getattr(getattr(saved, part), name) == value
     assert type(getattr(saved, part)) is SUBTITLE_STAGES[part]
 
 
 @pytest.mark.parametrize("name", [f.name for f in fields(AsrSettings)])
 def test_every_asr_setting_is_reachable_from_the_block(name):
-    assert name in AsrEngineSettings.model_fields, f"the ASR block has no {name}"
-    default = AsrEngineSettings.model_fields[name].get_default(call_default_factory=True)
-    value = "cpu" if name == "device" else another(default, AsrEngineSettings.model_fields[name].annotation)
-    settings = AsrEngineSettings.model_validate({name: value}).to_settings()
-    assert getattr(settings, name) != getattr(AsrEngineSettings().to_settings(), name)
+    assert name in AsrConfig.model_fields, f"the ASR block has no {name}"
+    default = AsrConfig.model_fields[name].get_default(call_default_factory=True)
+    value = "cpu" if name == "device" else another(default, AsrConfig.model_fields[name].annotation)
+    settings = AsrConfig.model_validate({name: value}).to_settings()
+    assert getattr(settings, name) != getattr(AsrConfig().to_settings(), name)
 
 
 def test_the_loader_applies_only_given_overrides_and_names_bad_ones():
-    block = load_block(SubtitleSettings, None, keyframes__sample_fps=None, band=(0.0, 0.7, 1.0, 1.0))
-    assert block.keyframes == SubtitleSettings().keyframes and block.band == (0.0, 0.7, 1.0, 1.0)
+    block = load_block(SubtitleConfig, None, keyframes__sample_fps=None, band=(0.0, 0.7, 1.0, 1.0))
+    assert block.keyframes == SubtitleConfig().keyframes and block.band == (0.0, 0.7, 1.0, 1.0)
     with pytest.raises(ConfigError, match="bad YiVideo ASR Engine settings"):
-        load_block(AsrEngineSettings, None, engine="tesseract")
+        load_block(AsrConfig, None, engine="tesseract")
     with pytest.raises(ConfigError, match="bad YiVideo Subtitle Settings settings"):
-        load_block(SubtitleSettings, None, keyframes__no_such_setting=1)
+        load_block(SubtitleConfig, None, keyframes__no_such_setting=1)
 
 
 @pytest.mark.slow
@@ -76,11 +76,11 @@ def test_a_saved_subtitle_block_keeps_its_stage_settings(prefect_server):
     """Registered and saved on a real Prefect server, read back by name with a flow override on top."""
     from stages.subtitles.text_signal import KeyframeSettings
 
-    saved = SubtitleSettings(keyframes=KeyframeSettings(sample_fps=3.0, change_threshold=0.2))
+    saved = SubtitleConfig(keyframes=KeyframeSettings(sample_fps=3.0, change_threshold=0.2))
     saved.ocr = type(saved.ocr)(det_max_side=640, cpu_threads=2)
     saved.save("i13-nested", overwrite=True)
-    block = load_block(SubtitleSettings, "i13-nested", keyframes__sample_fps=4.0)
+    block = load_block(SubtitleConfig, "i13-nested", keyframes__sample_fps=4.0)
     assert block.keyframes == KeyframeSettings(sample_fps=4.0, change_threshold=0.2)
     assert (block.ocr.det_max_side, block.ocr.cpu_threads) == (640, 2)
     with pytest.raises(ConfigError, match="'i13-missing' not found"):
-        load_block(SubtitleSettings, "i13-missing")
+        load_block(SubtitleConfig, "i13-missing")

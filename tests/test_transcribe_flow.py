@@ -13,7 +13,7 @@ import srt
 import webvtt
 from conftest import assert_no_partial_outputs
 
-from blocks.asr import AsrEngineSettings
+from blocks.asr import AsrConfig
 from core.errors import MediaInputError
 from core.models import evict, load_count, resident_keys
 from flows.transcribe import transcribe
@@ -68,7 +68,7 @@ def test_model_loads_once_across_runs(prefect_server, short_clip, tmp_path):
     for key in resident_keys():
         if key.capability == "asr":
             evict(key)
-    AsrEngineSettings(language="en", beam_size=2).save("test-asr-greedier", overwrite=True)
+    AsrConfig(language="en", beam_size=2).save("test-asr-greedier", overwrite=True)
     before = load_count("asr")
     texts = [transcribe(str(short_clip.path), str(tmp_path / f"run{i}"), language="en") for i in range(2)]
     texts.append(transcribe(str(short_clip.path), str(tmp_path / "run2"), settings_block="test-asr-greedier"))
