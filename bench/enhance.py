@@ -1,6 +1,6 @@
 """Photo enhancement: seconds per image with the model resident vs reloaded for every image.
 
-    .venv/bin/python bench/enhance.py [--engines realesrgan-ncnn,gfpgan] [--images 4] [--size 256x256]
+    .venv/bin/python bench/enhance.py [--engines realesrgan-ncnn:MODEL,gfpgan] [--images 4] [--size 256x256]
 
 Columns: loads done, the first image's seconds, the later images' mean, the mean over all, CPU seconds per
 image (all threads), and seconds per image spent getting the engine (a load, or a lookup when resident).

@@ -10,6 +10,8 @@ from pydantic import Field
 
 from stages.enhance.settings import EnhanceSettings
 
+EnhanceModel = Literal["realesrgan-x4plus", "realesr-animevideov3", "realesrgan-x4plus-anime"]
+FaceMode = Literal["faithful", "off"]
 STAGE_ONLY = frozenset({"device"})  # set by the task, not by users
 
 
@@ -25,9 +27,14 @@ class EnhanceConfig(Block):
         "Lanczos + sharpen, no model) or gfpgan (face restoration, local weights, gfpgan extra)",
     )
     scale: float = Field(2.0, ge=1, le=4, description="output size / input size")
-    model: str | None = Field(
+    model: EnhanceModel | None = Field(
         None,
-        description="realesrgan-ncnn: realesr-animevideov3 (default, fast) or realesrgan-x4plus",
+        description="realesrgan-ncnn network; empty: chosen per image (realesrgan-x4plus for photographs, "
+        "realesr-animevideov3 for drawn/animated pictures)",
+    )
+    faces: FaceMode = Field(
+        "faithful",
+        description="faithful: faces found keep the input's colours and shapes under the network's texture",
     )
     gfpgan_weights: str | None = Field(
         None,

@@ -176,7 +176,8 @@ class EnhancedImage:
     input_size: tuple[int, int]  # (width, height)
     output_size: tuple[int, int]
     seconds: float
-    faces: int | None = None  # faces restored (gfpgan); None for engines that do not look for faces
+    faces: int | None = None  # faces restored (gfpgan) or kept faithful (realesrgan-ncnn); None: not sought
+    model: str | None = None  # the network used (realesrgan-ncnn: chosen by content unless asked for)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 python -m flows.enhance IMG... --output-dir DIR     # prints each output, then the ZIP path last
 python -m flows.enhance --demo --output-dir DIR     # on generated faces plus one corrupt file
+python -m flows.enhance --yardstick [PHOTO...]      # quality of every engine/model vs bicubic and Lanczos
 
 Exit status: 0 all enhanced, 1 partially (the failures go to stderr), 2 none.
 
@@ -17,7 +18,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from prefect import flow, unmapped
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -25,7 +26,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
 
-from blocks.enhance import EnhanceConfig
+from blocks.enhance import EnhanceConfig, EnhanceModel, FaceMode
 from blocks.loader import load_block
 from blocks.policy import current_run_policy
 from blocks.runner import RunnerSettings
@@ -45,6 +46,7 @@ from stages.enhance.batch import batch_output_dir, failure_of, finish_batch, pla
 from stages.enhance.engines import engine_class
 from stages.enhance.enhance import check_settings, enhance_image_task
 from stages.enhance.settings import EnhanceSettings
+from stages.enhance.yardstick import METHODS, QualityScore, format_table, score_photo_task, table_rows
 
 
 @flow(name="enhance-images", flow_run_name=run_named_after("enhance", "images"), task_runner=StageRunner())
@@ -53,6 +55,8 @@ def enhance_images(
     output_dir: str = "output",
     engine: Literal["realesrgan-ncnn", "opencv-classic", "gfpgan"] | None = None,
     scale: float | None = None,
+    model: EnhanceModel | None = None,
+    faces: FaceMode | None = None,
     settings_block: str | None = None,
     max_concurrency: int | None = None,
     batch_size: int | None = None,
@@ -67,6 +71,10 @@ def enhance_images(
         output_dir: folder under which `enhance/batch-<hash>/` is written
         engine: realesrgan-ncnn (learned, shipped), opencv-classic (no model) or gfpgan (faces, local weights)
         scale: output size / input size, 1 to 4 (default 2)
+        model: realesrgan-ncnn network; empty: chosen per image (realesrgan-x4plus for photographs,
+            realesr-animevideov3 for drawn or animated pictures)
+        faces: faithful (default): faces found keep the input's colours and shapes under the network's
+            texture; off: the network alone
         settings_block: name of a saved YiVideo Enhance Config block (defaults for everything here)
         max_concurrency: images processed at once (default 3)
         batch_size: images per child batch run, each with its own progress (default 20)
@@ -74,9 +82,15 @@ def enhance_images(
     if not images:
         raise ConfigError("no images given")
     config = load_block(
-        EnhanceConfig, settings_block, engine=engine, scale=scale, max_concurrency=max_concurrency,
+        EnhanceConfig,
+        settings_block,
+        engine=engine,
+        scale=scale,
+        model=model,
+        faces=faces,
+        max_concurrency=max_concurrency,
         batch_size=batch_size,
-    )  # fmt: skip
+    )
     settings = check_settings(config.engine_settings())
     run_dir = batch_output_dir(output_dir, images, settings)
     plan = plan_outputs(images, run_dir)
@@ -167,6 +181,8 @@ def _report(result: EnhanceBatchResult) -> None:
             "status": "enhanced",
             "output": item.output.name,
             "size": "{}x{} -> {}x{}".format(*item.input_size, *item.output_size),
+            "model": item.model or item.engine,
+            "faces": item.faces if item.faces is not None else "",
             "seconds": item.seconds,
         }
         for item in result.enhanced
@@ -176,6 +192,8 @@ def _report(result: EnhanceBatchResult) -> None:
             "status": "failed",
             "output": f"{f.error}: {f.reason}",
             "size": "",
+            "model": "",
+            "faces": "",
             "seconds": "",
         }
         for f in result.failed
@@ -187,6 +205,44 @@ def _report(result: EnhanceBatchResult) -> None:
     )
 
 
+@flow(name="enhance-yardstick", flow_run_name=run_named_after("yardstick", "photos"))
+def enhance_yardstick(
+    photos: list[str] | None = None,
+    output_dir: str = "output",
+    methods: list[str] | None = None,
+    scale: int = 4,
+) -> list[QualityScore]:
+    """Shrink real photos `scale` times, enhance them back with every method and compare with the originals
+    (PSNR, SSIM, NIQE); a table artifact and side-by-side pictures under `<output_dir>/yardstick/`."""
+    root = Path(output_dir) / "yardstick"
+    if not photos:
+        from samples.images import write_real_photos
+
+        photos = [str(p) for p in write_real_photos(root / "photos")]
+    scores: list[QualityScore] = []
+    for photo in photos:
+        scores += score_photo_task(photo, list(methods or METHODS), scale, root / "pictures")[0]
+    create_table_artifact(
+        key="enhance-yardstick",
+        table=table_rows(scores),
+        description=f"x{scale} from area downscales of {len(photos)} photos; PSNR, SSIM vs the original "
+        "(higher is closer), NIQE without reference (lower is more natural); pictures in "
+        f"{root / 'pictures'}",
+    )
+    return scores
+
+
+def _yardstick_main(args: argparse.Namespace) -> int:
+    preflight_output_dir(args.output_dir)
+    preflight_files(args.images)
+    scale = int(args.scale or 4)
+    scores = enhance_yardstick(args.images or None, args.output_dir, scale=scale)
+    print(format_table(scores))
+    for picture in sorted((Path(args.output_dir) / "yardstick" / "pictures").glob("*.jpg")):
+        print(picture)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Enhance images (super-resolution / face restoration).", epilog=EPILOG
@@ -195,12 +251,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="output")
     parser.add_argument("--demo", action="store_true", help="generate sample faces plus one corrupt file")
     parser.add_argument("--engine", default=None, choices=["realesrgan-ncnn", "opencv-classic", "gfpgan"])
-    parser.add_argument("--scale", type=positive(), default=None, help="1 to 4 (default 2)")
+    parser.add_argument("--scale", type=positive(), default=None, help="1 to 4 (default 2; --yardstick: 4)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        choices=["auto", *get_args(EnhanceModel)],
+        help="realesrgan-ncnn network (default auto: the photo model for photographs, the anime model for "
+        "drawn/animated pictures)",
+    )
+    parser.add_argument("--faces", default=None, choices=get_args(FaceMode), help="default faithful")
+    parser.add_argument(
+        "--yardstick",
+        action="store_true",
+        help="measure every engine/model against bicubic and Lanczos on IMAGES (default: scikit-image's "
+        "photos): PSNR, SSIM, NIQE, side-by-side pictures",
+    )
     parser.add_argument("--settings-block", default=None, help="name of a saved YiVideo Enhance Config block")
     parser.add_argument("--max-concurrency", type=positive(int), default=None)
     parser.add_argument("--batch-size", type=positive(int), default=None)
     add_runner_arguments(parser)
     args = parser.parse_args(argv)
+    if args.yardstick:
+        return _yardstick_main(args)
     if args.demo == bool(args.images):
         parser.error("give IMAGES or --demo (not both)")
     images = list(args.images)
@@ -215,11 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     state = runner_from_arguments(enhance_images, args)(
         images,
         args.output_dir,
-        args.engine,
-        args.scale,
-        args.settings_block,
-        args.max_concurrency,
-        args.batch_size,
+        engine=args.engine,
+        scale=args.scale,
+        model=None if args.model == "auto" else args.model,
+        faces=args.faces,
+        settings_block=args.settings_block,
+        max_concurrency=args.max_concurrency,
+        batch_size=args.batch_size,
         return_state=True,
     )
     result = state.result(raise_on_failure=False)

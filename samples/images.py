@@ -166,3 +166,32 @@ def write_untrained_gfpgan_weights(folder: str | Path, *, background: bool = Fal
         Path(paths["bg_upsampler_weights"]).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"params_ema": bg.state_dict()}, paths["bg_upsampler_weights"])
     return paths
+
+
+# Real photographs that scikit-image ships (no download): the quality yardstick's set. The first three are the
+# test set (a portrait, an animal, a still life); the rest widen the bench.
+PHOTO_SET = ("astronaut", "chelsea", "coffee")
+MORE_PHOTOS = ("camera", "rocket", "motorcycle")
+
+
+def real_photo(name: str) -> np.ndarray:
+    """One of scikit-image's shipped photographs as 8-bit BGR (grey ones as three equal channels)."""
+    import skimage.data
+
+    image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2BGR)
+
+
+def write_real_photos(folder: str | Path, names: tuple[str, ...] = PHOTO_SET) -> list[Path]:
+    """The named photographs as PNG files (for the flow, which takes paths)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        path = folder / f"{name}.png"
+        if not path.is_file():
+            cv2.imwrite(str(path), real_photo(name))
+        paths.append(path)
+    return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import cv2
 import pytest
 
 from core.schema import EnhanceBatchResult
-from flows.enhance import enhance_images, main
-from samples.images import make_corrupt_image, make_face_set, make_huge_image
+from flows.enhance import enhance_images, enhance_yardstick, main
+from samples.images import make_corrupt_image, make_face_set, make_huge_image, write_real_photos
 from tests.conftest import assert_no_partial_outputs
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,7 @@ def test_bad_images_fail_alone_and_the_batch_is_partial(prefect_server, tmp_path
         str(tmp_path),
         engine="realesrgan-ncnn",
         scale=2,
+        model="realesr-animevideov3",
         max_concurrency=2,
         batch_size=4,
         return_state=True,
@@ -101,6 +103,9 @@ def test_bad_images_fail_alone_and_the_batch_is_partial(prefect_server, tmp_path
     assert len(progress) == 2 and all(a.data == 100.0 for a in progress)
     table = next(a for a in artifacts if a.key == f"enhance-{result.run_dir.name}")  # one card per batch
     assert table.type == "table" and table.data.count('"failed"') == 2 and table.data.count('"enhanced"') == 4
+    assert table.data.count('"realesr-animevideov3"') == 4 and all(
+        e.model == "realesr-animevideov3" for e in result.enhanced
+    )
 
 
 def test_all_good_batch_completes(prefect_server, tmp_path, inputs):
@@ -119,10 +124,30 @@ def test_bad_settings_fail_the_run_before_any_image(prefect_server, tmp_path, in
 
 def test_cli_prints_outputs_then_the_zip(prefect_server, tmp_path, inputs, capsys):
     images = [str(p) for p in inputs["faces"][:2]] + [str(inputs["corrupt"][0])]
-    code = main([*images, "--output-dir", str(tmp_path), "--engine", "opencv-classic", "--scale", "2"])
+    code = main([*images, "--output-dir", str(tmp_path), "--model", "realesr-animevideov3", "--scale", "2"])
     out, err = capsys.readouterr()
     lines = out.strip().splitlines()
     assert code == 1  # partial
     assert lines[-1].endswith("enhanced.zip") and Path(lines[-1]).is_file()
     assert [Path(line).name for line in lines[:-1]] == ["face00.jpg", "face01.png"]
     assert "broken.jpg" in err and "partially completed: 2 of 3" in err
+    manifest = json.loads((Path(lines[-1]).parent / "manifest.json").read_text())
+    assert [e["model"] for e in manifest["enhanced"]] == ["realesr-animevideov3"] * 2
+
+
+def test_yardstick_flow_scores_against_baselines_with_a_table_and_pictures(prefect_server, tmp_path):
+    photo = write_real_photos(tmp_path / "photos", ("astronaut",))[0]
+    methods = ["bicubic", "lanczos", "realesrgan-ncnn:realesr-animevideov3"]
+    state = enhance_yardstick([str(photo)], str(tmp_path), methods=methods, return_state=True)
+    scores = state.result()
+    assert [s.method for s in scores] == methods and all(s.photo == "astronaut" for s in scores)
+    bicubic, lanczos, anime = scores
+    assert 20 < bicubic.psnr < 40 and 0.5 < bicubic.ssim < 1 and anime.niqe < bicubic.niqe
+    assert anime.model == "realesr-animevideov3" and bicubic.model is None
+    pictures = tmp_path / "yardstick" / "pictures"
+    assert sorted(p.name for p in pictures.iterdir()) == ["astronaut-face1.jpg", "astronaut.jpg"]
+    whole = cv2.imread(str(pictures / "astronaut.jpg"))
+    assert whole.shape[0] == 256 and whole.shape[1] > 4 * 256  # input, bicubic, anime model, original
+    *_, artifacts = _run_records(state.state_details.flow_run_id)
+    table = next(a for a in artifacts if a.key == "enhance-yardstick")
+    assert table.type == "table" and table.data.count('"astronaut"') == 3 and table.data.count('"mean"') == 3

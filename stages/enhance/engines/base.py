@@ -23,6 +23,7 @@ class EnhanceEngine(ABC):
 
     name: ClassVar[str]
     uses_gpu: ClassVar[bool] = False  # only these take a GPU slot (and only on a CUDA host)
+    invents_detail: ClassVar[bool] = False  # a generative network that can repaint faces (kept faithful)
     load_fields: ClassVar[frozenset[str]]  # settings the loaded object depends on: the resident model's key
 
     def __init__(self, settings: EnhanceSettings) -> None:

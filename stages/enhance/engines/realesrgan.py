@@ -46,8 +46,9 @@ class RealEsrganNcnnEngine(EnhanceEngine):
     """Learned Real-ESRGAN super-resolution, shipped as ncnn files and run by ncnn on the CPU."""
 
     name = "realesrgan-ncnn"
+    invents_detail = True
     load_fields = frozenset({"model", "scale", "threads"})  # the scale picks the network (x2, x3 or x4)
-    default_model = "realesr-animevideov3"
+    default_model = "realesrgan-x4plus"  # where no model was chosen (the stage chooses by content)
 
     def __init__(self, settings: EnhanceSettings) -> None:
         super().__init__(settings)
