@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument("--scales", default="2,4")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--budget", type=float, default=300.0, help="seconds one measurement may take")
+    parser.add_argument("--no-whole", action="store_true", help="skip the tile 0 comparison")
     parser.add_argument("--one", nargs=4, metavar=("ENGINE", "SIZE", "SCALE", "TILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -111,7 +112,7 @@ def main() -> int:
                 result = run_child(engine, size, scale, args.tile)
                 show(engine, size, scale, args.tile, result)
                 last, largest = result["wall"], size
-            if largest and largest > args.tile > 0:
+            if largest and largest > args.tile > 0 and not args.no_whole:
                 show(engine, largest, scale, 0, run_child(engine, largest, scale, 0))
     return 0
 

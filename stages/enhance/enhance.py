@@ -13,7 +13,7 @@ from prefect.cache_policies import NONE
 
 from core.errors import ConfigError, MediaInputError, StageError
 from core.schema import EnhancedImage
-from stages.enhance.content import find_faces, fit_to_content, keep_faces_faithful
+from stages.enhance.content import FaceBox, find_faces, fit_to_content, keep_faces_faithful
 from stages.enhance.engines import engine_class, load_engine
 from stages.enhance.engines.base import EngineOutput, EnhanceEngine
 from stages.enhance.imaging import SourceImage, read_image, resize_to, target_size, write_image
@@ -41,22 +41,35 @@ def check_settings(settings: EnhanceSettings) -> EnhanceSettings:
     return settings
 
 
-def enhance_pixels(engine: EnhanceEngine, source: SourceImage, settings: EnhanceSettings) -> EngineOutput:
-    """Run the engine, keep faces faithful where a generative network ran, and bring the result to exactly
-    round(size x scale) (alpha is resized alongside when published)."""
+def faces_to_keep(picture: SourceImage, settings: EnhanceSettings) -> list[FaceBox] | None:
+    """The faces to keep faithful, where a generative network will run and faces are not off (CPU work:
+    the task does it before taking a GPU slot); None where there is nothing to keep."""
+    if settings.faces != "faithful" or not engine_class(settings.engine).invents_detail:
+        return None
+    return find_faces(picture.bgr)
+
+
+def enhance_pixels(
+    engine: EnhanceEngine,
+    source: SourceImage,
+    settings: EnhanceSettings,
+    faces: list[FaceBox] | None = None,
+) -> EngineOutput:
+    """Run the engine, keep faces faithful where a generative network ran (`faces`, found here when not
+    given), and bring the result to exactly round(size x scale) (alpha is resized when published)."""
     try:
         result = engine.enhance(source.bgr, settings)
     except (ConfigError, MediaInputError, StageError):
         raise
     except Exception as exc:  # a native or torch failure: name the image and the engine
         raise StageError(STAGE, source.path, f"{engine.name} failed: {type(exc).__name__}: {exc}") from exc
-    image, faces = result.image, result.faces
+    image, found = result.image, result.faces
     if engine.invents_detail and settings.faces == "faithful":
-        boxes = find_faces(source.bgr)
-        image = keep_faces_faithful(image, source.bgr, boxes, image.shape[1] / source.bgr.shape[1])
-        faces = len(boxes)
+        faces = find_faces(source.bgr) if faces is None else faces
+        image = keep_faces_faithful(image, source.bgr, faces, image.shape[1] / source.bgr.shape[1])
+        found = len(faces)
     size = target_size(*source.size, settings.scale)
-    return EngineOutput(resize_to(image, size), faces)
+    return EngineOutput(resize_to(image, size), found)
 
 
 def enhance_array(
@@ -117,9 +130,10 @@ def enhance_image_task(source: Path, dest: Path, settings: EnhanceSettings) -> E
     check_settings(settings)
     picture = read_image(source, settings)
     settings = fit_to_content(settings, picture.bgr)
+    faces = faces_to_keep(picture, settings)
     with gpu_slot(STAGE, prefer_cuda=engine_class(settings.engine).uses_gpu) as grant:
         engine = load_engine(replace(settings, device=grant.device))
-        result = enhance_pixels(engine, picture, settings)
+        result = enhance_pixels(engine, picture, settings, faces)
     done = _publish(picture, result, dest, settings, started)
     get_run_logger().info(
         "%s %dx%d -> %s %dx%d in %.2f s (%s, %s, %s faces)",
