@@ -23,7 +23,7 @@ from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import SubtitleEvent, SubtitleResult
-from runtime.naming import artifact_key, run_named_after
+from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.subtitles.area import describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
@@ -90,6 +90,7 @@ def extract_subtitles(
         extra={"events": len(events), "band": area, "stage_seconds": timings},
     )
     _report(info.path.name, describe_band(area, info), events, files["srt"])
+    stage_timing_table("subtitles", info.path, timings)
     return SubtitleResult(info.path, tuple(events), area, files["srt"], files["json"], files["txt"], timings)
 
 

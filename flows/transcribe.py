@@ -23,7 +23,7 @@ from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import Transcript, TranscriptResult
-from runtime.naming import artifact_key, run_named_after
+from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.speech.audio import extract_audio_task, require_audio
 from stages.speech.transcribe import diarize_task, transcribe_task
@@ -82,6 +82,7 @@ def transcribe(
         },
     )
     _report(info.path.name, transcript, files["srt"])
+    stage_timing_table("transcribe", info.path, clock.timings)
     return TranscriptResult(info.path, transcript, files["srt"], files["vtt"], files["json"], clock.timings)
 
 

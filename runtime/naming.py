@@ -1,4 +1,5 @@
-"""Names the Prefect UI shows: a run after its input (`subtitles · demo.mp4`), not `arboreal-dragonfly`.
+"""What the Prefect UI shows: runs named after their input (`subtitles · demo.mp4`, not `arboreal-dragonfly`),
+one artifact card per input, a stage-timing table per run.
 
 `run_named_after("subtitles", "video")` is a `flow_run_name` callable: Prefect calls it when the run starts
 and it reads the run's own parameters, so runs from the CLI, a deployment, a trigger or the upload page are
@@ -33,6 +34,23 @@ def artifact_key(kind: str, name: str | PurePath) -> str:
     if not base.isascii() or len(base) > 48:
         slug = f"{slug}-{hashlib.sha1(base.encode()).hexdigest()[:6]}".strip("-")
     return f"{kind}-{slug or 'input'}"
+
+
+def stage_timing_table(kind: str, name: str | PurePath, seconds: dict[str, float]) -> None:
+    """Each stage's wall time and share, one table per input (`subtitles-timing-demo-mp4`)."""
+    from prefect.artifacts import create_table_artifact
+
+    total = sum(seconds.values())
+    rows = [
+        {"stage": stage, "seconds": round(s, 2), "share": f"{100 * s / (total or 1.0):.0f}%"}
+        for stage, s in seconds.items()
+    ]
+    label = PurePath(str(name)).name
+    create_table_artifact(
+        rows,
+        key=artifact_key(f"{kind}-timing", name),
+        description=f"{kind} of {label}: {total:.1f} s in {len(rows)} stages",
+    )
 
 
 def run_named_after(job: str, parameter: str) -> Callable[[], str]:

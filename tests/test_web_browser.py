@@ -219,12 +219,25 @@ def test_photos_videos_and_subtitles_through_the_page(web, browser, shots, media
     assert _wait_final(page, subtitles, procs) == "COMPLETED", subtitles.inner_text() + procs.tails()
     srt = subtitles.locator("[data-testid=srt]").inner_text()
     assert "网页上传的字幕" in srt and "Uploaded" in srt, srt
+    keys = _artifact_keys(web["ui"], subtitles.locator("[data-testid=prefect-run]").get_attribute("href"))
+    assert {"subtitles-web-subtitled-mp4", "subtitles-timing-web-subtitled-mp4"} <= keys, keys
 
     page.evaluate("window.scrollTo(0, 0)")
     _shot(page, shots / "upload-results.png", full_page=True)
     run_link = transcode.locator("[data-testid=prefect-run]").get_attribute("href")
     _prefect_ui_shots(browser, web["ui"], run_link, shots)
     page.close()
+
+
+def _artifact_keys(ui: str, run_url: str) -> set[str]:
+    """The keys of the artifacts a run made, from the Prefect API (one card per input, a timing table)."""
+    import httpx
+
+    run_id = run_url.rstrip("/").rsplit("/", 1)[1]
+    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+    answer = httpx.post(f"{ui}/api/artifacts/filter", json=body, timeout=10)
+    answer.raise_for_status()
+    return {a["key"] for a in answer.json() if a.get("key")}
 
 
 def _prefect_ui_shots(browser, ui: str, run_url: str, shots: Path) -> None:

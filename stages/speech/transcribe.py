@@ -90,7 +90,7 @@ def _resolve_device(settings: AsrSettings, granted: str) -> AsrSettings:
     return replace(settings, device="cpu" if settings.device == "cpu" else granted)
 
 
-@task(name="transcribe", retries=0, cache_policy=NONE, tags=["gpu"])
+@task(name="transcribe", task_run_name="speech recognition", retries=0, cache_policy=NONE, tags=["gpu"])
 def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
     """GPU-capable: a GPU slot only when the engine runs on CUDA; the model stays resident in this process."""
     from prefect import get_run_logger
@@ -118,7 +118,7 @@ def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
     return transcript
 
 
-@task(name="diarize", retries=0, cache_policy=NONE, tags=["gpu"])
+@task(name="diarize", task_run_name="speakers", retries=0, cache_policy=NONE, tags=["gpu"])
 def diarize_task(track: AudioTrack, transcript: Transcript, settings: AsrSettings) -> Transcript:
     """Optional stage: speaker labels from the engine that transcribed (whisperx with a local pipeline)."""
     from gpu.slot import gpu_slot

@@ -72,6 +72,6 @@ def write_transcript_files(transcript: Transcript, run_dir: Path, stem: str) -> 
     }
 
 
-@task(name="write_transcript", retries=0, cache_policy=NONE)
+@task(name="write_transcript", task_run_name="write transcript", retries=0, cache_policy=NONE)
 def write_transcript_task(transcript: Transcript, run_dir: Path, stem: str) -> dict[str, Path]:
     return write_transcript_files(transcript, run_dir, stem)

@@ -134,7 +134,14 @@ def describe_band(band: Band, info: MediaInfo) -> str:
     )
 
 
-@task(name="subtitle_area", retries=1, retry_delay_seconds=2, cache_policy=NONE, tags=["gpu"])
+@task(
+    name="subtitle_area",
+    task_run_name="find subtitle band",
+    retries=1,
+    retry_delay_seconds=2,
+    cache_policy=NONE,
+    tags=["gpu"],
+)
 def subtitle_area_task(
     info: MediaInfo,
     ocr: OcrSettings,

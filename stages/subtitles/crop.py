@@ -69,6 +69,6 @@ def crop_keyframes(keyframes: KeyframeSet, work_dir: Path) -> KeyframeSet:
     return replace(keyframes, frames=tuple(cropped))
 
 
-@task(name="crop", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="crop", task_run_name="crop band", retries=1, retry_delay_seconds=2, cache_policy=NONE)
 def crop_task(keyframes: KeyframeSet, work_dir: Path) -> KeyframeSet:
     return crop_keyframes(keyframes, work_dir)

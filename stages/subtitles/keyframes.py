@@ -76,7 +76,7 @@ def extract_keyframes(info: MediaInfo, band: Band, work_dir: Path, settings: Key
     return KeyframeSet(info.path, band, fps, info.duration, tuple(keyframes), samples)
 
 
-@task(name="keyframes", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="keyframes", task_run_name="keyframes", retries=1, retry_delay_seconds=2, cache_policy=NONE)
 def keyframes_task(info: MediaInfo, band: Band, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
     """CPU stage: decoding and change detection never wait on the GPU."""
     from prefect import get_run_logger

@@ -236,7 +236,7 @@ def recognize_batches(
     ]
 
 
-@task(name="ocr", retries=1, retry_delay_seconds=2, cache_policy=NONE, tags=["gpu"])
+@task(name="ocr", task_run_name="ocr", retries=1, retry_delay_seconds=2, cache_policy=NONE, tags=["gpu"])
 def ocr_task(batches: list[StitchedBatch], keyframes: KeyframeSet, settings: OcrSettings) -> list[FrameText]:
     """GPU-capable: the engine loads on the slot's device and runs inside the slot."""
     from dataclasses import replace

@@ -59,6 +59,6 @@ def stitch_keyframes(
     return batches
 
 
-@task(name="stitch", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="stitch", task_run_name="stitch crops", retries=1, retry_delay_seconds=2, cache_policy=NONE)
 def stitch_task(keyframes: KeyframeSet, work_dir: Path) -> list[StitchedBatch]:
     return stitch_keyframes(keyframes, work_dir)
