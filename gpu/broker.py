@@ -87,8 +87,8 @@ class Broker:
                 writer = self.waiting.pop(action.seq, None)
                 if writer is not None:
                     self.seq_of.pop(writer, None)
-                    self.send(writer, Refused(action.op, action.message))
-                if action.op == "timeout" and action.limit:
+                    self.send(writer, action.refused)
+                if action.refused.op == "timeout" and action.limit:
                     self.stats.record("timeout", action.limit, None)
             elif isinstance(action, ReturnLease):
                 self.spawn(self.return_lease(action.lease_id))
@@ -248,7 +248,7 @@ class Broker:
             else:
                 result = self.scheduler.adopt(message.request, message.grant, message.held, time.time())
                 if isinstance(result, Refuse):
-                    self.send(writer, Refused(result.op, result.message))
+                    self.send(writer, result.refused)
                 else:
                     self.grant_of[writer] = result
                     self.state_changed()

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from gpu.policy import GpuPolicy
-from gpu.protocol import Acquire, Granted
+from gpu.protocol import Acquire, Granted, Refused
 
 ORPHAN_GRACE = 5.0  # seconds a new broker keeps a dead broker's leases for their holders to re-adopt
 IDLE_LINGER = 0.1  # an idle lease is kept this long for a waiter that comes right back
@@ -109,11 +109,10 @@ class Fetch:
 
 @dataclass(frozen=True)
 class Refuse:
-    """Answer waiter `seq` with `op` ("timeout" or "error"); `limit` names its first allowed limit."""
+    """Answer waiter `seq` with `refused` (a timeout or an error); `limit` names its first allowed limit."""
 
     seq: int
-    op: str
-    message: str
+    refused: Refused
     limit: str | None = None
 
 
@@ -277,7 +276,7 @@ class Scheduler:
         """A holder of the dead broker's grant re-attaches it (its leases are our orphans)."""
         device = self.devices.get(old.device)
         if device is None:
-            return Refuse(-1, "error", f"device {old.device} is not managed here")
+            return Refuse(-1, Refused("error", f"device {old.device} is not managed here"))
         grant = Grant(old.grant_id, device.index, old.units, list(old.lease_ids), request, old.priority,
                       granted=now - held, waited=old.waited)  # fmt: skip
         for lease_id in grant.leases:
@@ -383,7 +382,7 @@ class Scheduler:
     def _refuse(self, waiter: Waiter, op: str, message: str) -> Refuse:
         allowed = self.allowed(waiter)
         self._forget(waiter)
-        return Refuse(waiter.seq, op, message, allowed[0].limit if allowed else None)
+        return Refuse(waiter.seq, Refused(op, message), allowed[0].limit if allowed else None)
 
     def _forget(self, waiter: Waiter) -> None:
         waiter.done = True

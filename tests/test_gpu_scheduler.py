@@ -95,7 +95,7 @@ def test_a_waiter_for_an_unmanaged_device_is_refused():
     s = scheduler()
     _, actions = s.enqueue(Acquire("x", devices=[7], since=0.0), 0.0)
     (refuse,) = actions
-    assert isinstance(refuse, Refuse) and refuse.op == "error" and "[7]" in refuse.message
+    assert isinstance(refuse, Refuse) and refuse.refused.op == "error" and "[7]" in refuse.refused.message
 
 
 def test_a_wait_past_its_timeout_is_refused_naming_holder_and_limit():
@@ -105,8 +105,8 @@ def test_a_wait_past_its_timeout_is_refused_naming_holder_and_limit():
     assert s.next_wakeup() == 6.0
     assert s.tick(5.9) == []
     (refuse,) = s.tick(6.0)
-    assert refuse.seq == seq and refuse.op == "timeout" and refuse.limit == "gpu:h:0"
-    assert "holder (pid 42" in refuse.message and "gpu:h:0" in refuse.message
+    assert refuse.seq == seq and refuse.refused.op == "timeout" and refuse.limit == "gpu:h:0"
+    assert "holder (pid 42" in refuse.refused.message and "gpu:h:0" in refuse.refused.message
 
 
 def test_the_policy_max_wait_applies_without_a_timeout():
@@ -142,7 +142,7 @@ def test_a_failed_fetch_refuses_the_waiter_and_idles_what_it_took():
     seq, _ = s.enqueue(Acquire("a", since=0.0), 0.0)
     s.fetched(seq, ["L1"], 0.1)
     (refuse,) = s.fetch_failed(seq, "server down")
-    assert refuse.op == "error" and s.missing(seq) == 0
+    assert refuse.refused.op == "error" and s.missing(seq) == 0
     assert s.fetch_finished(seq, 0.2) == []
     assert [lease.id for lease in s.devices[0].idle()] == ["L1"]
 
