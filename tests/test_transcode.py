@@ -12,17 +12,12 @@ from conftest import assert_no_partial_outputs
 from blocks.presets import SEED_PRESETS, TranscodePresets
 from core.errors import ConfigError, StageError
 from gpu.devices import cuda_device_count
+from gpu.limits import nvenc_limit_name, nvenc_session
 from samples.clips import make_clip
 from stages.transcode.checks import OutputCheckError, check_output
 from stages.transcode.command import build_command
 from stages.transcode.geometry import plan_geometry
-from stages.transcode.nvenc import (
-    encoder_works,
-    listed_encoders,
-    nvenc_limit_name,
-    nvenc_session,
-    nvenc_usable,
-)
+from stages.transcode.nvenc import encoder_works, listed_encoders, nvenc_usable
 from stages.transcode.presets import TranscodePreset, resolve_presets
 from stages.transcode.probe import probe_streams
 from stages.transcode.transcode import transcode_preset

@@ -20,10 +20,11 @@ from core.errors import ConfigError, MediaInputError
 from core.outputs import atomic_path
 from core.progress import StageProgress
 from core.schema import Rendition
+from gpu.limits import nvenc_session
 from stages.transcode.checks import OutputCheckError, check_output
 from stages.transcode.command import ProgressCallback, build_command, default_timeout, run_ffmpeg
 from stages.transcode.geometry import expected_duration
-from stages.transcode.nvenc import nvenc_session, nvenc_usable, video_encoder
+from stages.transcode.nvenc import nvenc_usable, video_encoder
 from stages.transcode.presets import STAGE, TranscodePreset
 from stages.transcode.probe import probe_streams
 
