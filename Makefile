@@ -26,7 +26,7 @@ system-deps:
 $(VENV)/.setup-done: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,ray]"  # ray: tests/test_ray_runner.py
+	$(BIN)/python -m pip install -q -e ".[test,ray,diarize]"  # ray: tests/test_ray_runner.py; diarize: speakers
 	@touch $@
 
 # Prefect's embedded default: an ephemeral API on SQLite in ~/.prefect, nothing to start.

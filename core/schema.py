@@ -272,6 +272,26 @@ class SpeechSegment:
 
 
 @dataclass(frozen=True)
+class SpeakerTurn:
+    """One stretch of one speaker's voice (RTTM's SPEAKER line); turns of two speakers may overlap."""
+
+    speaker: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Diarization:
+    """Who spoke when in `source`: turns in time order, the speakers found, and how."""
+
+    source: Path
+    duration: float
+    turns: tuple[SpeakerTurn, ...]
+    speakers: tuple[str, ...]
+    engine: str
+
+
+@dataclass(frozen=True)
 class Transcript:
     """What the engine heard: `language` is the one given, or detected (None when nothing was said)."""
 
@@ -294,3 +314,5 @@ class TranscriptResult:
     vtt_path: Path
     json_path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    diarization: Diarization | None = None
+    rttm_path: Path | None = None

@@ -39,6 +39,7 @@ from core.schema import (
     StageOutcome,
     StitchedBatch,
     SubtitleEvent,
+    TranscriptResult,
 )
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, run_stage
@@ -70,6 +71,7 @@ class ChainState:
     batches: list[StitchedBatch] | None = None
     texts: list[FrameText] | None = None
     events: list[SubtitleEvent] | None = None
+    speech: TranscriptResult | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
     def stage(self, task: Task[..., R], *args: Any) -> R:
@@ -131,11 +133,19 @@ def _postprocess(s: ChainState) -> str:
 def _transcribe(s: ChainState) -> str:
     from flows.transcribe import transcribe
 
-    result = transcribe(str(s.info.path), str(s.output_root))
+    s.speech = result = transcribe(str(s.info.path), str(s.output_root))
     s.outputs.update(speech_srt=result.srt_path, speech_vtt=result.vtt_path, speech_json=result.json_path)
     heard = result.transcript
     language = f"language {heard.language}" if heard.language else "no speech detected"
     return f"{len(heard.segments)} speech segments, {language}"
+
+
+def _diarize(s: ChainState) -> str:
+    from flows.transcribe import label_speakers
+
+    s.speech = result = label_speakers(s.speech, str(s.output_root))
+    s.outputs.update(speech_srt=result.srt_path, speech_rttm=result.rttm_path)
+    return f"{len(result.diarization.speakers)} speakers, {len(result.diarization.turns)} turns"
 
 
 def _transcode(s: ChainState) -> str:
@@ -158,6 +168,7 @@ STAGES: dict[str, Stage] = {
         Stage("ocr", ("stitch",), _ocr, "read each batch with PP-OCR, map lines back to keyframes"),
         Stage("postprocess", ("ocr",), _postprocess, "merge readings into timed events; write SRT/JSON/TXT"),
         Stage("transcribe", (), _transcribe, "speech to SRT/VTT/JSON (the transcribe flow, as a sub-flow)"),
+        Stage("diarize", ("transcribe",), _diarize, "who spoke when: speaker labels on the transcript, RTTM"),
         Stage("transcode", (), _transcode, "renditions and thumbnails (the transcode flow, as a sub-flow)"),
     )
 }

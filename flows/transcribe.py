@@ -1,6 +1,7 @@
 """Speech to SRT/VTT/JSON: probe, extract audio, transcribe (VAD + Whisper), optional diarization, write.
 
-python -m flows.transcribe MEDIA --output-dir DIR      # prints the SRT path last
+python -m flows.transcribe MEDIA --output-dir DIR                 # prints the SRT path last
+python -m flows.transcribe MEDIA --diarize [--speakers 2]         # speaker labels, RTTM, speakers table
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import Task, flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.asr import AsrConfig
 from blocks.loader import load_block
@@ -22,11 +23,12 @@ from blocks.policy import current_run_policy
 from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
-from core.schema import Transcript, TranscriptResult
+from core.schema import Diarization, Transcript, TranscriptResult
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.speech.audio import extract_audio_task, require_audio
-from stages.speech.transcribe import diarize_task, transcribe_task
+from stages.speech.diarize import diarize_task, speaker_table
+from stages.speech.transcribe import transcribe_task
 from stages.speech.transcript import cue_text, write_transcript_task
 
 
@@ -39,6 +41,7 @@ def transcribe(
     model: str | None = None,
     diarize: bool | None = None,
     settings_block: str | None = None,
+    speakers: int | None = None,
 ) -> TranscriptResult:
     """Transcribe the speech of `media` into `<output_dir>/transcribe/<stem>-<hash>/<stem>.srt/.vtt/.json`.
 
@@ -48,13 +51,19 @@ def transcribe(
         language: ISO code such as en, zh, de; empty: detected
         engine: faster-whisper (offline default) or whisperx (installed, local models)
         model: Whisper model: `base` (packaged), a model name or a local CTranslate2 folder
-        diarize: label speakers (whisperx with a local diarization model)
+        diarize: label speakers (offline resemblyzer by default): labelled cues, RTTM, speakers table
         settings_block: name of a saved YiVideo ASR Engine block (defaults for everything above)
+        speakers: the number of speakers when known (implies diarize); empty: estimated
     """
-    asr = load_block(
-        AsrConfig, settings_block, language=language, engine=engine, model=model, diarize=diarize
-    ).to_settings()
+    if speakers and diarize is None:  # giving the count asks for speaker labels
+        diarize = True
+    block = load_block(
+        AsrConfig, settings_block, language=language, engine=engine, model=model, diarize=diarize,
+        speakers=speakers,
+    )  # fmt: skip
+    asr = block.to_settings()
     clock = _StageClock()
+    diarization: Diarization | None = None
 
     info = require_audio(clock("probe", probe_task, media, "video", "audio"))
     work = _work_dir(output_dir)  # beside the outputs: stages on other (Ray) workers see it too
@@ -63,27 +72,70 @@ def transcribe(
         # long audio runs long: the stage may take twice the audio's duration before it counts as hung
         transcript = clock("transcribe", transcribe_task, audio, asr, min_timeout=2 * audio.duration)
         if asr.diarize:
-            transcript = clock("diarize", diarize_task, audio, transcript, asr)
+            transcript, diarization = clock("diarize", diarize_task, audio, transcript, asr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    run_dir = run_output_dir(output_dir, "transcribe", info.path)
-    files = clock("write_transcript", write_transcript_task, transcript, run_dir, safe_stem(info.path))
+    return _publish(info.path, output_dir, transcript, diarization, block, clock)
+
+
+def label_speakers(
+    result: TranscriptResult, output_dir: str, settings_block: str | None = None, speakers: int | None = None
+) -> TranscriptResult:
+    """The diarize stage on a finished transcription (the pipeline's `diarize`): speaker labels on its
+    words, segments and cues, `<stem>.rttm` and the `speakers` table; its files are rewritten in place."""
+    block = load_block(AsrConfig, settings_block, diarize=True, speakers=speakers)
+    asr = block.to_settings()
+    clock = _StageClock()
+    info = require_audio(clock("probe", probe_task, str(result.media), "video", "audio"))
+    work = _work_dir(output_dir)
+    try:
+        audio = clock("extract_audio", extract_audio_task, info, work)
+        transcript, diarization = clock("diarize", diarize_task, audio, result.transcript, asr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    clock.timings = {**result.stage_seconds, **clock.timings}
+    return _publish(info.path, output_dir, transcript, diarization, block, clock)
+
+
+def _publish(
+    media: Path,
+    output_dir: str,
+    transcript: Transcript,
+    diarization: Diarization | None,
+    block: AsrConfig,
+    clock: _StageClock,
+) -> TranscriptResult:
+    """Write SRT/VTT/JSON (+ RTTM), the manifest and the transcript artifact."""
+    run_dir = run_output_dir(output_dir, "transcribe", media)
+    files = clock(
+        "write_transcript", write_transcript_task, transcript, run_dir, safe_stem(media),
+        block.to_cue_settings(), diarization,
+    )  # fmt: skip
     write_manifest(
         run_dir,
         flow="transcribe",
-        input_path=info.path,
+        input_path=media,
         outputs=files,
         extra={
             "language": transcript.language,
             "language_probability": transcript.language_probability,
             "segments": len(transcript.segments),
             "engine": transcript.engine,
+            "speakers": list(diarization.speakers) if diarization else None,
             "stage_seconds": clock.timings,
         },
     )
-    _report(info.path.name, transcript, files["srt"])
-    stage_timing_table("transcribe", info.path, clock.timings)
-    return TranscriptResult(info.path, transcript, files["srt"], files["vtt"], files["json"], clock.timings)
+    _report(media.name, transcript, files["srt"])
+    if diarization is not None:
+        create_table_artifact(
+            speaker_table(diarization), key=artifact_key("speakers", media.name),
+            description=f"who spoke in {media.name}: talk time and turns",
+        )  # fmt: skip
+    stage_timing_table("transcribe", media, clock.timings)
+    return TranscriptResult(
+        media, transcript, files["srt"], files["vtt"], files["json"], clock.timings, diarization,
+        files.get("rttm"),
+    )  # fmt: skip
 
 
 def _work_dir(output_dir: str) -> Path:
@@ -141,17 +193,24 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="'base' (packaged, default), a faster-whisper model name or a local folder",
     )
-    parser.add_argument("--diarize", action="store_true", default=None, help="speaker labels (whisperx)")
+    parser.add_argument(
+        "--diarize", action="store_true", default=None, help="speaker labels (offline resemblyzer by default)"
+    )
+    parser.add_argument("--speakers", type=int, default=None, help="the number of speakers, when known")
     parser.add_argument("--settings-block", default=None, help="name of a saved YiVideo ASR Engine block")
     add_runner_arguments(parser)
     args = parser.parse_args(argv)
     preflight_output_dir(args.output_dir)
     require_audio(preflight_media(args.media, "video", "audio"))
     result = runner_from_arguments(transcribe, args)(
-        args.media, args.output_dir, args.language, args.engine, args.model, args.diarize, args.settings_block
-    )
+        args.media, args.output_dir, args.language, args.engine, args.model, args.diarize,
+        args.settings_block, args.speakers,
+    )  # fmt: skip
     t = result.transcript
     print(f"{len(t.segments)} segments, language {t.language} (p={t.language_probability:.2f})")
+    if result.diarization is not None:
+        print(f"{len(result.diarization.speakers)} speakers: {', '.join(result.diarization.speakers)}")
+        print(result.rttm_path)
     print(result.vtt_path)
     print(result.json_path)
     print(result.srt_path)

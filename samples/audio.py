@@ -106,9 +106,16 @@ def _require(tool: str) -> str:
 
 def _speak(text: str, voice: str, speed: int, workdir: Path, index: int) -> tuple[np.ndarray, int]:
     """One sentence as int16 samples at espeak's own rate (text through a file: any characters pass)."""
+    return _speak_voice(text, voice, 50, speed, workdir, index)
+
+
+def _speak_voice(
+    text: str, voice: str, pitch: int, speed: int, workdir: Path, index: int
+) -> tuple[np.ndarray, int]:
     text_file, wav_file = workdir / f"line{index}.txt", workdir / f"line{index}.wav"
     text_file.write_text(text, encoding="utf-8")
-    cmd = [_require("espeak-ng"), "-v", voice, "-s", str(speed), "-f", str(text_file), "-w", str(wav_file)]
+    cmd = [_require("espeak-ng"), "-v", voice, "-p", str(pitch), "-s", str(speed)]
+    cmd += ["-f", str(text_file), "-w", str(wav_file)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     with wave.open(str(wav_file), "rb") as wav:
         return np.frombuffer(wav.readframes(wav.getnframes()), "<i2"), wav.getframerate()
@@ -202,3 +209,156 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
         ]
     )
     return float(jiwer.wer(reference, hypothesis, reference_transform=words, hypothesis_transform=words))
+
+
+# ---------------------------------------------------------------- conversations: who spoke when, exactly
+@dataclass(frozen=True)
+class Voice:
+    """One synthetic speaker: an espeak-ng voice+variant, pitch (0-99) and words per minute."""
+
+    name: str
+    espeak: str
+    pitch: int = 50
+    speed: int = 150
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One speaker's turn; `overlap` > 0 starts it that many seconds before the previous turn ends."""
+
+    speaker: str
+    text: str
+    gap: float = 0.6
+    overlap: float = 0.0
+
+
+@dataclass(frozen=True)
+class SpeakerSpan:
+    """A voiced stretch of one speaker (a turn is split at its inner pauses): the diarization truth."""
+
+    speaker: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Conversation:
+    path: Path
+    voices: tuple[Voice, ...]
+    turns: tuple[Turn, ...]
+    spans: tuple[SpeakerSpan, ...]  # reference speech, overlapping where two people talk at once
+    duration: float
+
+    @property
+    def text(self) -> str:
+        return " ".join(turn.text for turn in self.turns)
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        return tuple(sorted({span.speaker for span in self.spans}))
+
+
+VOICES = {
+    "ben": Voice("ben", "en-us+m3", pitch=35, speed=150),  # low male
+    "amy": Voice("amy", "en-gb+f3", pitch=70, speed=170),  # high female, faster
+    "carl": Voice("carl", "en-us+klatt", pitch=55, speed=130),  # another synthesiser, slow
+    "dora": Voice("dora", "en-gb-scotland+f2", pitch=60, speed=145),
+}
+
+
+# Turns of 1-8 s, one short interjection ("Right."), one overlap (a reply starting before the turn ends).
+MEETING = (
+    Turn("ben", "Good morning, and thank you for coming in today. We have a lot to talk about."),
+    Turn("amy", "Thanks for having me."),
+    Turn("ben", "Let us start with the budget for next year, because it changed quite a bit since spring."),
+    Turn("amy", "Right.", gap=0.3),
+    Turn("ben", "The travel costs went up, and the office rent is higher too.", gap=0.3),
+    Turn("amy", "I saw the numbers last week. The rent is the bigger problem, and we should look for a "
+         "smaller office before the end of the year."),
+    Turn("ben", "That is a very good idea.", overlap=0.8),
+    Turn("amy", "I can send you a list of places tomorrow morning."),
+    Turn("ben", "Please do. And what about the new laptops for the team?"),
+    Turn("amy", "They arrive on Monday."),
+    Turn("ben", "Great, then we are done for today. See you next week."),
+)
+PANEL = (
+    Turn("carl", "Welcome to the panel. Today we talk about trains in small cities."),
+    Turn("amy", "Thank you. I think most small cities need a faster connection to the capital."),
+    Turn("ben", "I agree, but the tickets are far too expensive for most families."),
+    Turn("carl", "Yes.", gap=0.3),
+    Turn("ben", "A return ticket costs more than a full tank of petrol.", gap=0.3),
+    Turn("amy", "That is true for now. The new lines will be cheaper to run, and the prices should "
+         "come down within a few years."),
+    Turn("carl", "How many years are we talking about?", overlap=0.7),
+    Turn("amy", "Maybe five."),
+    Turn("ben", "Five years is a long time to wait when you need to get to work every morning."),
+    Turn("carl", "Let us take a question from the audience."),
+    Turn("amy", "Of course."),
+    Turn("ben", "Sure, go ahead."),
+)
+CONVERSATIONS = {  # case name -> (turns, voices)
+    "two-speakers": (MEETING, (VOICES["ben"], VOICES["amy"])),
+    "three-speakers": (PANEL, (VOICES["ben"], VOICES["amy"], VOICES["carl"])),
+}
+
+
+def _voiced_spans(
+    samples: np.ndarray, rate: int, min_pause: float = 0.2, level: int = 64
+) -> list[tuple[int, int]]:
+    """Sample ranges of voice, split where the signal stays below `level` for at least `min_pause`."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > level)
+    if not len(loud):
+        return []
+    breaks = np.flatnonzero(np.diff(loud) > int(min_pause * rate))
+    starts = np.concatenate([[loud[0]], loud[breaks + 1]])
+    ends = np.concatenate([loud[breaks], [loud[-1]]]) + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def make_conversation(
+    out: str | Path, turns: tuple[Turn, ...], voices: tuple[Voice, ...], *, lead: float = 0.5
+) -> Conversation:
+    """Turns spoken by different espeak-ng voices, mixed (summed where they overlap), with exact spans.
+
+    The truth comes from the synthesised samples themselves: each turn is split at its pauses of 0.2 s or
+    more, so every reference span is voiced and the gaps and overlaps are known to the sample.
+    """
+    out = Path(out)
+    by_name = {voice.name: voice for voice in voices}
+    workdir = Path(tempfile.mkdtemp(prefix="conversation-"))
+    try:
+        placed: list[tuple[int, np.ndarray, str]] = []
+        rate = 0
+        cursor = 0  # end of the previous turn, in samples
+        for i, turn in enumerate(turns):
+            voice = by_name[turn.speaker]
+            cmd_voice = voice.espeak
+            samples, rate = _speak_voice(turn.text, cmd_voice, voice.pitch, voice.speed, workdir, i)
+            samples = _trim(samples)
+            if not placed:
+                start = int(lead * rate)
+            elif turn.overlap > 0:
+                start = max(0, cursor - int(turn.overlap * rate))
+            else:
+                start = cursor + int(turn.gap * rate)
+            placed.append((start, samples, turn.speaker))
+            cursor = max(cursor, start + len(samples))
+        mix = np.zeros(cursor + int(lead * rate), np.int32)
+        spans = []
+        for start, samples, speaker in placed:
+            mix[start : start + len(samples)] += samples
+            for a, b in _voiced_spans(samples, rate):
+                spans.append(SpeakerSpan(speaker, round((start + a) / rate, 3), round((start + b) / rate, 3)))
+        raw = workdir / "mix.wav"
+        with wave.open(str(raw), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(rate)
+            wav.writeframes(np.clip(mix, -32768, 32767).astype("<i2").tobytes())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [_require("ffmpeg"), "-v", "error", "-y", "-i", str(raw), "-ar", "16000", "-ac", "1", str(out)]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    spans.sort(key=lambda s: (s.start, s.speaker))
+    return Conversation(out, voices, turns, tuple(spans), round(len(mix) / rate, 3))

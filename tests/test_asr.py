@@ -170,12 +170,6 @@ def test_whisperx_without_the_package_says_how_to_install():
         load_asr_engine(AsrSettings(engine="whisperx", model=str(folder), device="cpu"))
 
 
-def test_diarization_needs_whisperx(english, english_transcript):
-    engine = load_asr_engine(CPU)
-    with pytest.raises(ConfigError, match="diarization needs the whisperx engine"):
-        engine.diarize(english[1].path, english_transcript, CPU)
-
-
 def test_block_settings_become_stage_settings():
     from blocks.asr import AsrConfig
 

@@ -127,3 +127,39 @@ def test_cli_prints_the_srt_path_last(prefect_server, short_clip, tmp_path):
     srt_path = Path(proc.stdout.strip().splitlines()[-1])
     assert srt_path.suffix == ".srt" and srt_path.is_relative_to(tmp_path)
     assert "quickly" in srt_path.read_text(encoding="utf-8").lower()
+
+
+@pytest.mark.slow
+def test_diarized_conversation_gives_speaker_cues_rttm_and_a_table(prefect_server, media_dir, tmp_path):
+    pytest.importorskip("resemblyzer", reason="the diarize extra: pip install -e '.[diarize]'")
+    from samples.audio import CONVERSATIONS, make_conversation
+    from samples.diarization import diarization_error_rate
+    from stages.speech.cues import CueSettings, width
+
+    turns, voices = CONVERSATIONS["two-speakers"]
+    talk = make_conversation(media_dir / "flow-talk.m4a", turns, voices)
+    result = transcribe(str(talk.path), str(tmp_path), language="en", diarize=True)
+    assert set(result.stage_seconds) >= {"transcribe", "diarize"}
+    assert result.rttm_path is not None and result.rttm_path.suffix == ".rttm"
+    hyp = [(f.split()[7], float(f.split()[3]), float(f.split()[3]) + float(f.split()[4]))
+           for f in result.rttm_path.read_text(encoding="utf-8").splitlines()]  # fmt: skip
+    score = diarization_error_rate([(s.speaker, s.start, s.end) for s in talk.spans], hyp)
+    assert score.der <= 0.10 and len({h[0] for h in hyp}) == 2, score
+    cues = list(srt.parse(result.srt_path.read_text(encoding="utf-8")))
+    rules = CueSettings()
+    for cue in cues:
+        lines = cue.content.splitlines()
+        assert lines[0].startswith("[SPEAKER_0") and len(lines) <= rules.max_lines, cue
+        assert all(width(line) <= rules.max_line_width for line in lines), cue
+        assert (cue.end - cue.start).total_seconds() <= rules.max_seconds, cue
+    payload = json.loads(result.json_path.read_text(encoding="utf-8"))
+    assert payload["diarized"] and all(s["speaker"] for s in payload["segments"])
+    assert all(w["speaker"] for s in payload["segments"] for w in s["words"])
+    assert word_error_rate(talk.text, payload["text"]) <= 0.15
+    manifest = json.loads((result.srt_path.parent / "manifest.json").read_text(encoding="utf-8"))
+    assert set(manifest["outputs"]) == {"srt", "vtt", "json", "rttm"} and len(manifest["speakers"]) == 2
+
+    from prefect.artifacts import Artifact
+
+    table = Artifact.get("speakers-flow-talk-m4a")
+    assert table is not None and "SPEAKER_00" in str(table.data) and "talk_seconds" in str(table.data)

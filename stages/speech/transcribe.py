@@ -116,13 +116,3 @@ def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
         transcript.device,
     )
     return transcript
-
-
-@task(name="diarize", task_run_name="speakers", retries=0, cache_policy=NONE, tags=["gpu"])
-def diarize_task(track: AudioTrack, transcript: Transcript, settings: AsrSettings) -> Transcript:
-    """Optional stage: speaker labels from the engine that transcribed (whisperx with a local pipeline)."""
-    from gpu.slot import gpu_slot
-
-    with gpu_slot("diarize", prefer_cuda=settings.device != "cpu") as grant:
-        resolved = _resolve_device(settings, grant.device)
-        return load_asr_engine(resolved).diarize(track.path, transcript, resolved)

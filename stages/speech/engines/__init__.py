@@ -1,4 +1,7 @@
-"""ASR engines behind one interface, chosen by name; each loaded once per process (core/models.py)."""
+"""ASR engines and diarization engines, each behind one interface, chosen by name in the same settings.
+
+Each loads once per process (core/models.py) and serves every later run there.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,12 @@ from stages.speech.engines.base import (
     compute_type_of,
     cpu_threads_of,
     resolve_model,
+    uses_batched,
 )
+from stages.speech.engines.diarizer_base import Diarizer
 from stages.speech.engines.faster_whisper_engine import FasterWhisperEngine
+from stages.speech.engines.pyannote_diarizer import PyannoteDiarizer
+from stages.speech.engines.resemblyzer_diarizer import ResemblyzerDiarizer
 from stages.speech.engines.whisperx_engine import WhisperXEngine
 
 ENGINES: dict[str, type] = {"faster-whisper": FasterWhisperEngine, "whisperx": WhisperXEngine}
@@ -31,7 +38,7 @@ def asr_model_key(settings: AsrSettings) -> ModelKey:
         "model": model,
         "compute_type": compute_type_of(settings),
         "cpu_threads": cpu_threads_of(settings),
-        "batched": settings.device.startswith("cuda") and settings.batch_size > 1,
+        "batched": uses_batched(settings),
     }
     return model_key("asr", settings, only=loads, resolved=resolved)
 
@@ -43,7 +50,32 @@ def load_asr_engine(settings: AsrSettings) -> AsrEngine:
     return resident_model(asr_model_key(settings), lambda: ENGINES[settings.engine](settings))
 
 
+DIARIZERS: dict[str, type] = {"resemblyzer": ResemblyzerDiarizer, "pyannote": PyannoteDiarizer}
+
+
+def diarizer_model_key(settings: AsrSettings) -> ModelKey:
+    """What identifies a loaded diarizer: engine, model, device, encoder threads."""
+    if settings.diarize_engine not in DIARIZERS:
+        known = ", ".join(sorted(DIARIZERS))
+        raise ConfigError(f"unknown diarization engine {settings.diarize_engine!r}; known: {known}")
+    model = settings.diarize_model or "" if settings.diarize_engine == "pyannote" else "ge2e"
+    threads = settings.diarize_threads or cpu_threads_of(settings)
+    resolved = {"engine": settings.diarize_engine, "model": model, "threads": threads}
+    return model_key("diarize", settings, only={"device"}, resolved=resolved)
+
+
+def load_diarizer(settings: AsrSettings) -> Diarizer:
+    """The resident diarizer for these settings: loaded once per process."""
+    if settings.device == "auto":
+        raise ConfigError("resolve the diarization device (cpu or cuda:N) before loading")
+    return resident_model(diarizer_model_key(settings), lambda: DIARIZERS[settings.diarize_engine](settings))
+
+
 __all__ = [
+    "DIARIZERS",
+    "Diarizer",
+    "diarizer_model_key",
+    "load_diarizer",
     "ENGINES",
     "AsrEngine",
     "AsrSettings",

@@ -15,7 +15,7 @@ import numpy as np
 
 from core.errors import ConfigError
 from core.packaged_models import PACKAGED_MODEL, packaged_model_dir
-from core.schema import SpeechSegment, SpeechWord, Transcript
+from core.schema import SpeechSegment, SpeechWord
 
 
 def resolve_model(name: str) -> str:
@@ -43,18 +43,28 @@ class AsrSettings:
     cpu_threads: int = 0  # 0: the cores this process may use
     beam_size: int = 5
     batch_size: int = 16  # batched pipeline on CUDA (faster-whisper) / whisperx batches
+    batched_cpu: bool = False  # faster-whisper's batched pipeline on the CPU too (bench/asr.py measures it)
     vad: bool = True  # Silero VAD (faster-whisper's bundled ONNX) drops non-speech before decoding
     vad_min_silence_ms: int = 500
     language: str | None = None  # None: detected
     word_timestamps: bool = True
     window_seconds: float = 600.0  # audio held in memory at once
     diarize: bool = False
+    diarize_engine: str = "resemblyzer"  # offline default; "pyannote" needs a local pipeline (diarize_model)
+    speakers: int | None = None  # the number of speakers when known; None: estimated
     min_speakers: int | None = None
     max_speakers: int | None = None
+    diarize_threads: int = 1  # torch threads of the speaker encoder (0: every core); 1 keeps beside ASR
+    speaker_similarity: float = 0.84  # estimating the count: voices whose centroids are this alike are one
     # whisperx: local folders (it would otherwise download from the Hugging Face Hub)
     align_models: tuple[tuple[str, str], ...] = ()  # (language, wav2vec2 folder) pairs
     diarize_model: str | None = None  # pyannote pipeline folder (with config.yaml) or config.yaml
     vad_model: str | None = None  # pyannote segmentation checkpoint; None: whisperx's bundled one
+
+
+def uses_batched(settings: AsrSettings) -> bool:
+    """faster-whisper's batched pipeline: on CUDA, or on the CPU when asked (batch_size > 1 either way)."""
+    return settings.batch_size > 1 and (settings.device.startswith("cuda") or settings.batched_cpu)
 
 
 def device_of(settings: AsrSettings) -> tuple[str, int]:
@@ -96,10 +106,6 @@ class AsrEngine(Protocol):
 
     def transcribe(self, audio: np.ndarray, language: str | None, settings: AsrSettings) -> WindowTranscript:
         """Speech in 16 kHz mono float32 `audio`; detects the language when `language` is None."""
-        ...
-
-    def diarize(self, wav: Path, transcript: Transcript, settings: AsrSettings) -> Transcript:
-        """Speaker labels for the transcript's segments and words."""
         ...
 
     def close(self) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.errors import ConfigError
-from core.schema import SpeechSegment, Transcript
+from core.schema import SpeechSegment
 from stages.speech.audio import SAMPLE_RATE
 from stages.speech.engines.base import (
     AsrSettings,
@@ -19,6 +18,7 @@ from stages.speech.engines.base import (
     device_of,
     resolve_model,
     speech_word,
+    uses_batched,
 )
 
 
@@ -43,9 +43,7 @@ class FasterWhisperEngine:
             )
         except Exception as exc:  # noqa: BLE001 - a model that cannot load is a configuration problem
             raise ConfigError(f"faster-whisper could not load model {settings.model!r}: {exc}") from exc
-        self.batched = (
-            BatchedInferencePipeline(self.model) if kind == "cuda" and settings.batch_size > 1 else None
-        )
+        self.batched = BatchedInferencePipeline(self.model) if uses_batched(settings) else None
 
     def transcribe(self, audio: np.ndarray, language: str | None, settings: AsrSettings) -> WindowTranscript:
         vad = {"min_silence_duration_ms": settings.vad_min_silence_ms}
@@ -91,11 +89,6 @@ class FasterWhisperEngine:
                 )
             )
         return WindowTranscript(out, info.language, float(info.language_probability))
-
-    def diarize(self, wav: Path, transcript: Transcript, settings: AsrSettings) -> Transcript:
-        raise ConfigError(
-            "speaker diarization needs the whisperx engine (engine='whisperx' with a local diarize_model)"
-        )
 
     def close(self) -> None:
         """Unload the CTranslate2 weights now (GPU memory included), not whenever GC gets to them."""

@@ -1,11 +1,10 @@
-"""whisperX: batched Whisper, wav2vec2 alignment and pyannote diarization, all from local model folders."""
+"""whisperX: batched Whisper over pyannote VAD and wav2vec2 alignment, all from local model folders."""
 
 from __future__ import annotations
 
 import gc
 import importlib.util
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 
 from core.errors import ConfigError
 from core.packaged_models import PACKAGED_MODEL, packaged_model_dir
-from core.schema import SpeechSegment, Transcript
+from core.schema import SpeechSegment
 from stages.speech.engines.base import (
     AsrSettings,
     WindowTranscript,
@@ -26,10 +25,10 @@ from stages.speech.engines.base import (
 
 
 class WhisperXEngine:
-    """whisperX: batched Whisper over pyannote VAD, wav2vec2 word alignment, pyannote diarization.
+    """whisperX: batched Whisper over pyannote VAD, wav2vec2 word alignment (diarization: pyannote_diarizer).
 
     Everything loads from local folders: `model` (a CTranslate2 Whisper folder), `align_models`
-    (language -> wav2vec2 folder), `diarize_model` (pyannote pipeline), optional `vad_model`.
+    (language -> wav2vec2 folder), optional `vad_model`.
     """
 
     name = "whisperx"
@@ -45,8 +44,6 @@ class WhisperXEngine:
         for language, folder in settings.align_models:
             if not Path(folder).expanduser().is_dir():
                 raise ConfigError(f"whisperx align model for {language!r}: {folder!r} is not a folder")
-        if settings.diarize_model and not Path(settings.diarize_model).expanduser().exists():
-            raise ConfigError(f"whisperx diarize_model {settings.diarize_model!r} does not exist")
         if settings.vad_model and not Path(settings.vad_model).expanduser().is_file():
             raise ConfigError(f"whisperx vad_model {settings.vad_model!r} is not a file")
         if importlib.util.find_spec("whisperx") is None:  # before torch: importing it takes seconds
@@ -74,7 +71,6 @@ class WhisperXEngine:
             threads=cpu_threads_of(settings),
         )
         self._align: dict[str, tuple[Any, dict]] = {}
-        self._diarizer: Any = None
 
     def _align_model(self, language: str, settings: AsrSettings) -> tuple[Any, dict] | None:
         folder = dict(settings.align_models).get(language)
@@ -123,46 +119,9 @@ class WhisperXEngine:
             )
         return WindowTranscript(segments, language, float(probability))
 
-    def diarize(self, wav: Path, transcript: Transcript, settings: AsrSettings) -> Transcript:
-        """pyannote over the whole file (speaker labels must agree across windows), then word speakers."""
-        if not settings.diarize_model:
-            raise ConfigError("whisperx diarization needs diarize_model: a local pyannote pipeline folder")
-        import whisperx
-        from whisperx.diarize import DiarizationPipeline
-
-        if self._diarizer is None:
-            self._diarizer = DiarizationPipeline(
-                model_name=str(Path(settings.diarize_model).expanduser()), device=self._torch_device
-            )
-        turns = self._diarizer(
-            whisperx.load_audio(str(wav)),
-            min_speakers=settings.min_speakers,
-            max_speakers=settings.max_speakers,
-        )
-        payload = {
-            "segments": [
-                {
-                    "start": s.start,
-                    "end": s.end,
-                    "text": s.text,
-                    "words": [{"word": w.text, "start": w.start, "end": w.end} for w in s.words],
-                }
-                for s in transcript.segments
-            ]
-        }
-        labelled = whisperx.assign_word_speakers(turns, payload)["segments"]
-        segments = []
-        for seg, lab in zip(transcript.segments, labelled, strict=True):
-            words = tuple(
-                replace(w, speaker=lw.get("speaker")) for w, lw in zip(seg.words, lab["words"], strict=True)
-            )
-            segments.append(replace(seg, words=words, speaker=lab.get("speaker")))
-        return replace(transcript, segments=tuple(segments), diarized=True)
-
     def close(self) -> None:
         self.pipeline = None
         self._align.clear()
-        self._diarizer = None
         gc.collect()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():

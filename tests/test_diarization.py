@@ -1,0 +1,144 @@
+"""Speaker diarization on conversations with exact ground truth: espeak-ng voices, known turns, overlap.
+
+Scored by DER (missed + false alarm + confusion, optimal mapping, 0.25 s collar) and the speaker count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError
+from core.media import probe_media
+from core.schema import Diarization, SpeakerTurn, SpeechSegment, SpeechWord, Transcript
+from samples.audio import CONVERSATIONS, make_conversation, make_speech
+from samples.diarization import diarization_error_rate
+from stages.speech.audio import extract_audio
+from stages.speech.diarize import assign_speakers, diarize_audio, speaker_table, to_rttm
+from stages.speech.engines import AsrSettings, load_diarizer
+
+pytest.importorskip("resemblyzer", reason="the diarize extra: pip install -e '.[diarize]'")
+
+CPU = AsrSettings(device="cpu", diarize=True)
+DER_GATE = 0.10
+
+
+@pytest.fixture(scope="module", params=sorted(CONVERSATIONS))
+def conversation(request, media_dir, tmp_path_factory):
+    turns, voices = CONVERSATIONS[request.param]
+    sample = make_conversation(media_dir / f"diarize-{request.param}.wav", turns, voices)
+    return request.param, sample, extract_audio(probe_media(sample.path), tmp_path_factory.mktemp("dia"))
+
+
+def _score(sample, diarization: Diarization):
+    reference = [(s.speaker, s.start, s.end) for s in sample.spans]
+    return diarization_error_rate(reference, [(t.speaker, t.start, t.end) for t in diarization.turns])
+
+
+def test_conversation_truth_has_an_interjection_and_an_overlap(conversation):
+    _, sample, _ = conversation
+    assert any(s.end - s.start < 0.6 for s in sample.spans), "a short interjection"
+    ordered = sorted(sample.spans, key=lambda s: s.start)
+    assert any(b.start < a.end and a.speaker != b.speaker for a, b in zip(ordered, ordered[1:], strict=False))
+    assert max(s.end - s.start for s in sample.spans) <= 8.0
+
+
+def test_speaker_count_estimated_and_der_within_gate(conversation):
+    name, sample, track = conversation
+    diarization = diarize_audio(track, CPU)
+    score = _score(sample, diarization)
+    print(f"{name}: {len(diarization.speakers)} of {len(sample.speakers)} speakers, {score}")
+    assert len(diarization.speakers) == len(sample.speakers), diarization.speakers
+    assert score.der <= DER_GATE, score
+    assert sorted(score.mapping.values()) == sorted(diarization.speakers), "one voice per label"
+
+
+def test_given_speaker_count_is_kept(conversation):
+    _, sample, track = conversation
+    diarization = diarize_audio(track, replace(CPU, speakers=len(sample.speakers)))
+    assert len(diarization.speakers) == len(sample.speakers)
+    assert _score(sample, diarization).der <= DER_GATE
+    fewer = diarize_audio(track, replace(CPU, speakers=1))
+    assert fewer.speakers == ("SPEAKER_00",)
+
+
+def test_one_voice_is_one_speaker(media_dir, tmp_path):
+    sample = make_speech(media_dir / "diarize-one.wav", "en")
+    diarization = diarize_audio(extract_audio(probe_media(sample.path), tmp_path), CPU)
+    assert diarization.speakers == ("SPEAKER_00",), diarization.turns
+
+
+def test_diarizer_is_resident():
+    assert load_diarizer(CPU) is load_diarizer(CPU)
+
+
+def test_der_scoring_counts_each_error_kind():
+    ref = [("a", 0.0, 10.0), ("b", 10.0, 20.0)]
+    perfect = diarization_error_rate(ref, [("x", 0.0, 10.0), ("y", 10.0, 20.0)])
+    assert perfect.der == 0.0 and perfect.mapping == {"a": "x", "b": "y"}
+    swapped = diarization_error_rate(ref, [("x", 0.0, 20.0)], collar=0.0)
+    assert swapped.confusion == pytest.approx(10.0) and swapped.der == pytest.approx(0.5)
+    missed = diarization_error_rate(ref, [("x", 0.0, 10.0)], collar=0.0)
+    assert missed.missed == pytest.approx(10.0) and missed.false_alarm == 0.0
+    extra = diarization_error_rate(ref, [*ref, ("c", 20.0, 25.0)], collar=0.0)
+    assert extra.false_alarm == pytest.approx(5.0) and extra.der == pytest.approx(0.25)
+    collared = diarization_error_rate(ref, [("x", 0.2, 10.2), ("y", 10.2, 20.0)], collar=0.25)
+    assert collared.der == 0.0, "boundary errors inside the collar are not scored"
+
+
+def _transcript(*segments: SpeechSegment) -> Transcript:
+    return Transcript(
+        source=Path("x.wav"), language="en", language_probability=1.0, duration=10.0,
+        segments=segments, engine="test", model="m", device="cpu",
+    )  # fmt: skip
+
+
+def test_words_and_segments_take_speakers_and_overlap_follows_the_segment():
+    w = SpeechWord
+    turns = (
+        SpeakerTurn("SPEAKER_00", 0.0, 4.1),
+        SpeakerTurn("SPEAKER_01", 3.6, 8.0),  # 3.6-4.1 overlapped
+        SpeakerTurn("SPEAKER_00", 8.5, 9.0),
+    )
+    diarization = Diarization(Path("x.wav"), 10.0, turns, ("SPEAKER_00", "SPEAKER_01"), "t")
+    hello = (w(0.0, 1.0, "Hello", 1.0), w(1.1, 3.0, "there.", 1.0))
+    first = SpeechSegment(1, 0.0, 3.0, "Hello there.", hello)
+    second = SpeechSegment(
+        2, 3.7, 7.0, "Yes I know.",
+        (w(3.7, 4.0, "Yes", 1.0), w(4.3, 5.0, "I", 1.0), w(5.1, 7.0, "know.", 1.0)),
+    )  # fmt: skip
+    gap = SpeechSegment(3, 9.2, 9.6, "Bye.", (w(9.2, 9.6, "Bye.", 1.0),))
+    labelled = assign_speakers(_transcript(first, second, gap), diarization)
+    assert labelled.diarized
+    assert [s.speaker for s in labelled.segments] == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_00"]
+    assert [x.speaker for x in labelled.segments[1].words] == ["SPEAKER_01"] * 3, "overlap: segment's voice"
+    assert labelled.segments[2].words[0].speaker == "SPEAKER_00", "outside every turn: the nearest"
+    rows = speaker_table(diarization)
+    assert rows == [
+        {"speaker": "SPEAKER_00", "talk_seconds": 4.6, "turns": 2},
+        {"speaker": "SPEAKER_01", "talk_seconds": 4.4, "turns": 1},
+    ]
+    rttm = to_rttm(diarization, "my clip").splitlines()
+    assert rttm[1] == "SPEAKER my_clip 1 3.600 4.400 <NA> <NA> SPEAKER_01 <NA> <NA>"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (replace(CPU, diarize_engine="nemo"), "engine 'nemo'; known: pyannote, resemblyzer"),
+        (replace(CPU, diarize_engine="pyannote"), "pyannote diarization needs diarize_model"),
+        (replace(CPU, diarize_engine="pyannote", diarize_model="/nope"), "'/nope' does not exist"),
+        (replace(CPU, device="auto"), "resolve the diarization device"),
+    ],
+)
+def test_configuration_errors_are_clear(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        load_diarizer(settings)
+
+
+def test_pipeline_chain_has_a_diarize_stage_after_transcribe():
+    from flows.pipeline import plan_chain
+
+    assert plan_chain(["diarize"]) == ["transcribe", "diarize"]
