@@ -40,6 +40,8 @@ SETTINGS = {  # name -> settings; "beam5" is the default before this bench's tun
     "beam1": replace(BASE, beam_size=1),
     "beam2-batched8": replace(BASE, beam_size=2, batched_cpu=True, batch_size=8),
     "beam1-batched8": replace(BASE, beam_size=1, batched_cpu=True, batch_size=8),
+    "beam5-batched16": replace(BASE, batched_cpu=True, batch_size=16),
+    "beam3-batched8": replace(BASE, beam_size=3, batched_cpu=True, batch_size=8),
 }
 
 
@@ -70,14 +72,21 @@ def main() -> int:
         track = extract_audio(probe_media(sample.path), tmp)
         print(f"audio: {sample.duration:.0f} s espeak-ng English; base int8, {threads} threads, VAD, words")
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
-        print(f"{'setting':<16} {'wall s':>7} {'RTF wall':>9} {'RTF CPU':>8} {'WER':>6}")
+        tests = [make_speech(Path(tmp) / f"test-{lang}.wav", lang) for lang in ("en", "es")]
+        test_tracks = [extract_audio(probe_media(t.path), Path(tmp) / t.language) for t in tests]
+        print(f"{'setting':<16} {'wall s':>7} {'RTF wall':>9} {'RTF CPU':>8} {'WER':>6}  tests en/es")
         for name in args.settings:
             load_asr_engine(SETTINGS[name])  # loaded outside the timing
             runs = [measure(track, SETTINGS[name], sample.text) for _ in range(args.runs)]
             wall, cpu, wer = min(runs)
+            test_wers = [
+                measure(t_track, replace(SETTINGS[name], language=t.language), t.text)[2]
+                for t, t_track in zip(tests, test_tracks, strict=True)
+            ]
             print(
                 f"{name:<16} {wall:7.2f} {sample.duration / wall:8.1f}x "
-                f"{sample.duration / (cpu / threads):7.1f}x {wer:6.3f}",
+                f"{sample.duration / (cpu / threads):7.1f}x {wer:6.3f}  "
+                + "/".join(f"{w:.3f}" for w in test_wers),
                 flush=True,
             )
         diarize = replace(BASE, diarize=True)

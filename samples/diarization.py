@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -70,3 +71,14 @@ def diarization_error_rate(
         round(float(der), 4), round(float(missed), 2), round(float(false_alarm), 2),
         round(float(confusion), 2), round(float(total), 2), mapping,
     )  # fmt: skip
+
+
+def read_rttm(path: str | Path) -> list[tuple[str, float, float]]:
+    """(speaker, start, end) of each SPEAKER line of an RTTM file."""
+    turns = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start, duration = float(fields[3]), float(fields[4])
+            turns.append((fields[7], start, start + duration))
+    return turns

@@ -14,7 +14,7 @@ from core.errors import ConfigError
 from core.media import probe_media
 from core.schema import Diarization, SpeakerTurn, SpeechSegment, SpeechWord, Transcript
 from samples.audio import CONVERSATIONS, make_conversation, make_speech
-from samples.diarization import diarization_error_rate
+from samples.diarization import diarization_error_rate, read_rttm
 from stages.speech.audio import extract_audio
 from stages.speech.diarize import assign_speakers, diarize_audio, speaker_table, to_rttm
 from stages.speech.engines import AsrSettings, load_diarizer
@@ -138,7 +138,19 @@ def test_configuration_errors_are_clear(settings, message):
         load_diarizer(settings)
 
 
-def test_pipeline_chain_has_a_diarize_stage_after_transcribe():
-    from flows.pipeline import plan_chain
+@pytest.mark.slow
+def test_pipeline_chain_diarize_labels_the_transcript(prefect_server, media_dir, tmp_path):
+    from flows.pipeline import plan_chain, run_pipeline
+    from samples.audio import make_video_with_audio
 
     assert plan_chain(["diarize"]) == ["transcribe", "diarize"]
+    turns, voices = CONVERSATIONS["two-speakers"]
+    talk = make_conversation(media_dir / "pipeline-talk.wav", turns, voices)
+    video = make_video_with_audio(media_dir / "pipeline-talk.mp4", talk.path)
+    result = run_pipeline(str(video), workflow_chain=("diarize",), output_dir=str(tmp_path))
+    by_stage = {o.stage: o for o in result.stages}
+    assert list(by_stage) == ["transcribe", "diarize"]
+    assert by_stage["diarize"].summary.startswith("2 speakers"), by_stage["diarize"].summary
+    hyp = read_rttm(by_stage["diarize"].outputs["speech_rttm"])
+    assert diarization_error_rate([(s.speaker, s.start, s.end) for s in talk.spans], hyp).der <= DER_GATE
+    assert "[SPEAKER_0" in by_stage["diarize"].outputs["speech_srt"].read_text(encoding="utf-8")

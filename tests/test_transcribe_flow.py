@@ -133,7 +133,7 @@ def test_cli_prints_the_srt_path_last(prefect_server, short_clip, tmp_path):
 def test_diarized_conversation_gives_speaker_cues_rttm_and_a_table(prefect_server, media_dir, tmp_path):
     pytest.importorskip("resemblyzer", reason="the diarize extra: pip install -e '.[diarize]'")
     from samples.audio import CONVERSATIONS, make_conversation
-    from samples.diarization import diarization_error_rate
+    from samples.diarization import diarization_error_rate, read_rttm
     from stages.speech.cues import CueSettings, width
 
     turns, voices = CONVERSATIONS["two-speakers"]
@@ -141,8 +141,7 @@ def test_diarized_conversation_gives_speaker_cues_rttm_and_a_table(prefect_serve
     result = transcribe(str(talk.path), str(tmp_path), language="en", diarize=True)
     assert set(result.stage_seconds) >= {"transcribe", "diarize"}
     assert result.rttm_path is not None and result.rttm_path.suffix == ".rttm"
-    hyp = [(f.split()[7], float(f.split()[3]), float(f.split()[3]) + float(f.split()[4]))
-           for f in result.rttm_path.read_text(encoding="utf-8").splitlines()]  # fmt: skip
+    hyp = read_rttm(result.rttm_path)
     score = diarization_error_rate([(s.speaker, s.start, s.end) for s in talk.spans], hyp)
     assert score.der <= 0.10 and len({h[0] for h in hyp}) == 2, score
     cues = list(srt.parse(result.srt_path.read_text(encoding="utf-8")))
