@@ -201,6 +201,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
     words = jiwer.Compose(
         [
+            jiwer.SubstituteRegexes({r"\s+": " "}),  # subtitle line breaks are word breaks too
             jiwer.ToLowerCase(),
             jiwer.RemovePunctuation(),
             jiwer.RemoveMultipleSpaces(),

@@ -16,14 +16,16 @@ from stages.speech.engines.base import (
     compute_type_of,
     cpu_threads_of,
     device_of,
+    has_speech,
     resolve_model,
     speech_word,
+    split_at_sentences,
     uses_batched,
 )
 
 
 class FasterWhisperEngine:
-    """faster-whisper (CTranslate2): sequential decoding on CPU, the batched pipeline on CUDA."""
+    """faster-whisper (CTranslate2): the batched pipeline (CUDA; CPU too by default), or sequential."""
 
     name = "faster-whisper"
 
@@ -53,6 +55,8 @@ class FasterWhisperEngine:
             "word_timestamps": settings.word_timestamps,
         }
         if self.batched is not None:  # its own VAD packs speech into full 30 s chunks for the batches
+            if settings.vad and not has_speech(audio, vad):  # silence: no language guessed from it
+                return WindowTranscript([], language or "", 0.0)
             if not settings.vad:  # without VAD it needs the chunks given: fixed 30 s clips
                 length = len(audio) / SAMPLE_RATE
                 options["clip_timestamps"] = [
@@ -77,17 +81,18 @@ class FasterWhisperEngine:
         out = []
         for seg in segments:  # a generator: decoding happens here, one 30 s chunk at a time
             words = tuple(speech_word(w.start, w.end, w.word.strip(), w.probability) for w in seg.words or ())
-            out.append(
-                SpeechSegment(
-                    len(out),
-                    float(seg.start),
-                    float(seg.end),
-                    seg.text.strip(),
-                    words,
-                    float(seg.avg_logprob),
-                    float(seg.no_speech_prob),
-                )
+            segment = SpeechSegment(
+                len(out),
+                float(seg.start),
+                float(seg.end),
+                seg.text.strip(),
+                words,
+                float(seg.avg_logprob),
+                float(seg.no_speech_prob),
             )
+            # the batched pipeline decodes without timestamp tokens (faster): one segment per 30 s chunk,
+            # cut back into sentences at the word timestamps
+            out += split_at_sentences(segment) if self.batched is not None else [segment]
         return WindowTranscript(out, info.language, float(info.language_probability))
 
     def close(self) -> None:
