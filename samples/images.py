@@ -124,30 +124,23 @@ def write_untrained_gfpgan_weights(folder: str | Path, *, background: bool = Fal
     and run exactly as the real ones do, so the engine's code path is proven without a download. The
     detector's class head is set to find no face (detection still runs); `aligned=True` runs GFPGAN itself.
     """
-    from stages.enhance.engines.gfpgan import FACE_DETECTOR_FILE, FACE_PARSER_FILE, alias_functional_tensor
+    from stages.enhance.engines.gfpgan import (
+        FACE_DETECTOR_FILE,
+        FACE_PARSER_FILE,
+        alias_functional_tensor,
+        gfpgan_clean_network,
+    )
 
     alias_functional_tensor()
     import torch
     from facexlib.detection.retinaface import RetinaFace
     from facexlib.parsing.parsenet import ParseNet
-    from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
 
     torch.manual_seed(seed)
     folder = Path(folder)
     faces = folder / "facexlib"
     faces.mkdir(parents=True, exist_ok=True)
-    gfpgan = GFPGANv1Clean(
-        out_size=512,
-        num_style_feat=512,
-        channel_multiplier=2,
-        decoder_load_path=None,
-        fix_decoder=False,
-        num_mlp=8,
-        input_is_latent=True,
-        different_w=True,
-        narrow=1,
-        sft_half=True,
-    )
+    gfpgan = gfpgan_clean_network(channel_multiplier=2)
     paths = {"gfpgan_weights": str(folder / "gfpgan" / "GFPGANv1.4.pth"), "face_model_dir": str(faces)}
     Path(paths["gfpgan_weights"]).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": gfpgan.state_dict()}, paths["gfpgan_weights"])

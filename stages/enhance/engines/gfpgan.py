@@ -63,6 +63,24 @@ def alias_functional_tensor() -> None:
         sys.modules[name] = importlib.import_module("torchvision.transforms._functional_tensor")
 
 
+def gfpgan_clean_network(channel_multiplier: int = 2):
+    """GFPGANv1Clean built as GFPGANv1.3/1.4 checkpoints expect (GFPGANer's own arguments)."""
+    from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
+
+    return GFPGANv1Clean(
+        out_size=512,
+        num_style_feat=512,
+        channel_multiplier=channel_multiplier,
+        decoder_load_path=None,
+        fix_decoder=False,
+        num_mlp=8,
+        input_is_latent=True,
+        different_w=True,
+        narrow=1,
+        sft_half=True,
+    )
+
+
 class GfpganEngine(EnhanceEngine):
     """GFPGAN face restoration (GFPGANer) with local weights; Real-ESRGAN for the background if given.
 
@@ -122,20 +140,7 @@ class GfpganEngine(EnhanceEngine):
         if not isinstance(checkpoint, dict) or key not in checkpoint:
             raise ConfigError(f"{self.weights.gfpgan}: not a GFPGAN checkpoint (no params_ema or params)")
         if s.gfpgan_arch == "clean":
-            from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
-
-            net = GFPGANv1Clean(
-                out_size=512,
-                num_style_feat=512,
-                channel_multiplier=s.channel_multiplier,
-                decoder_load_path=None,
-                fix_decoder=False,
-                num_mlp=8,
-                input_is_latent=True,
-                different_w=True,
-                narrow=1,
-                sft_half=True,
-            )
+            net = gfpgan_clean_network(s.channel_multiplier)
         elif s.gfpgan_arch == "RestoreFormer":
             from gfpgan.archs.restoreformer_arch import RestoreFormer
 
