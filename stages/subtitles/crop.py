@@ -27,14 +27,20 @@ def crop_band(strip: np.ndarray, band: Band) -> np.ndarray:
 
 
 def trim_to_text(crop: np.ndarray, signal_columns: np.ndarray | None, pad: int) -> np.ndarray:
-    """Keep the columns around the text signal: the detector's cost grows with the pixels it sees."""
+    """Keep the columns around the text signal: the detector's cost grows with the pixels it sees.
+
+    The signal can miss part of a line (white strokes over a bright or moving background lose their
+    dark edge), so the kept range is made symmetric about the centre, where subtitles are aligned,
+    and padded: a line is never cut, only a clearly empty margin is dropped.
+    """
     if signal_columns is None or not signal_columns.any():
         return crop
     cols = np.flatnonzero(signal_columns)
-    scale = crop.shape[1] / len(signal_columns)
-    x0 = max(0, int(cols[0] * scale) - pad)
-    x1 = min(crop.shape[1], int((cols[-1] + 1) * scale) + pad)
-    return crop[:, x0:x1]
+    width = crop.shape[1]
+    scale = width / len(signal_columns)
+    x0, x1 = int(cols[0] * scale), int((cols[-1] + 1) * scale)
+    x0, x1 = min(x0, width - x1), max(x1, width - x0)  # symmetric about the centre
+    return crop[:, max(0, x0 - pad) : min(width, x1 + pad)]
 
 
 def fit_for_ocr(crop: np.ndarray, max_height: int = 160) -> np.ndarray:
@@ -53,7 +59,7 @@ def crop_keyframe_image(strip_path: Path, band: Band, out_path: Path) -> Path:
         raise FileNotFoundError(f"keyframe strip {strip_path} is missing or unreadable")
     crop = crop_band(strip, band)
     columns = text_signal(crop, KeyframeSettings()).any(axis=0)
-    crop = trim_to_text(crop, columns, pad=max(16, band.height // 2))
+    crop = trim_to_text(crop, columns, pad=max(24, band.height))
     write_image(out_path, fit_for_ocr(crop), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return out_path
 

@@ -18,9 +18,11 @@ import srt
 from prefect import task
 from prefect.cache_policies import NONE
 from rapidfuzz import fuzz
+from rapidfuzz.distance import Levenshtein
 
 from core.outputs import write_json_atomic, write_text_atomic
 from core.schema import Band, FrameText, SubtitleEvent
+from stages.subtitles.spacing import restore_spaces
 
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 
@@ -28,7 +30,9 @@ _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 @dataclass(frozen=True)
 class PostprocessSettings:
     min_confidence: float = 0.75  # lines below this are noise
-    similar_text: float = 90.0  # rapidfuzz ratio (0-100) from which two readings are the same line
+    chars_per_jitter: int = 12  # a long line may differ by one character per this many (OCR jitter)
+    fragment_ratio: float = 90.0  # rapidfuzz partial ratio from which a shorter reading is a fragment
+    min_fragment_chars: int = 3  # shorter readings are never taken for a fragment of a neighbour
     min_duration: float = 0.15  # seconds
     min_chars: int = 1
 
@@ -56,8 +60,22 @@ def clean_frame_text(frame: FrameText, settings: PostprocessSettings) -> tuple[s
 
 
 def same_line(a: str, b: str, settings: PostprocessSettings) -> bool:
+    """Two readings of one line: equal, OCR jitter of a long line, or one a fragment of the other.
+
+    Jitter is bounded by length, so a short line that changes by one character ("Gate 4 is open" ->
+    "Gate 5 is open") is a new line. A fragment is what the detector returns when part of a line sits
+    on a bright or busy background: a shorter reading contained in its neighbour's.
+    """
     na, nb = normalise(a), normalise(b)
-    return na == nb or fuzz.ratio(na, nb) >= settings.similar_text
+    if na == nb:
+        return True
+    if len(na) == len(nb) or min(len(na), len(nb)) < settings.min_fragment_chars:
+        allowed = max(len(na), len(nb)) // settings.chars_per_jitter
+        return Levenshtein.distance(na, nb) <= allowed
+    short, long_ = sorted((na, nb), key=len)
+    if fuzz.partial_ratio(short, long_) >= settings.fragment_ratio:
+        return True
+    return Levenshtein.distance(na, nb) <= len(long_) // settings.chars_per_jitter
 
 
 def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
@@ -89,7 +107,9 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
             continue
         conf = sum(d.confidences) / len(d.confidences)
         events.append(
-            SubtitleEvent(len(events) + 1, round(d.start, 3), round(d.end, 3), text, round(conf, 4))
+            SubtitleEvent(
+                len(events) + 1, round(d.start, 3), round(d.end, 3), restore_spaces(text), round(conf, 4)
+            )
         )
     return events
 
