@@ -23,6 +23,26 @@ from stages.subtitles.band import mask_static_boxes, strip_crop_filter
 from stages.subtitles.text_signal import KeyframeSettings, signal_change, text_signal
 
 
+def steady_signals(frames, band: Band, settings: KeyframeSettings):
+    """(index, strip, signal) where a cell counts only if it is also set in a neighbouring sample.
+
+    Subtitle strokes stay put for many samples; the edges of moving footage behind them (cars, grass,
+    a car window) flicker from sample to sample. Keeping the cells seen in a sample and in the one
+    before or after it drops the flicker, so the background stops triggering keyframes, while a line
+    appearing or vanishing still changes the signal at the right sample (lines of one sample are lost:
+    at 5 fps they last under 0.2 s, below the shortest event kept).
+    """
+    prev = cur = None
+    for index, strip in frames:
+        new = (index, strip, text_signal(mask_static_boxes(strip, band), settings))
+        if cur is not None:
+            neighbours = new[2] if prev is None else prev[2] | new[2]
+            yield cur[0], cur[1], cur[2] & neighbours
+        prev, cur = cur, new
+    if cur is not None:
+        yield cur[0], cur[1], cur[2] if prev is None else cur[2] & prev[2]
+
+
 def extract_keyframes(info: MediaInfo, band: Band, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
     """Kept band strips (PNG in `work_dir`) with their time spans; none when the band is empty."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -42,9 +62,8 @@ def extract_keyframes(info: MediaInfo, band: Band, work_dir: Path, settings: Key
         timeout=120 + 2 * info.duration,
         stage="keyframes",
     )
-    for index, strip in frames:
+    for index, strip, signal in steady_signals(frames, band, settings):
         samples += 1
-        signal = text_signal(mask_static_boxes(strip, band), settings)
         has_text = int(np.count_nonzero(signal)) >= settings.min_text_cells
         if last_signal is None:
             change = 1.0

@@ -22,9 +22,10 @@ from rapidfuzz.distance import Levenshtein
 
 from core.outputs import write_json_atomic, write_text_atomic
 from core.schema import Band, FrameText, SubtitleEvent
-from stages.subtitles.spacing import restore_spaces
+from stages.subtitles.spacing import known_word_share, restore_spaces
 
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
+_CONFUSABLE = str.maketrans({"i": "l", "1": "l", "|": "l", "0": "o"})
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,15 @@ class _Draft:
     confidences: list[float] = field(default_factory=list)
 
     def best_text(self) -> str:
-        return max(self.readings.items(), key=lambda kv: kv[1])[0]
+        """The reading with the most weight (seconds x confidence), Latin words found in the list
+        counting double: of "Pollce ask drivers" and "Police ask drivers", the second wins."""
+        return max(self.readings.items(), key=lambda kv: kv[1] * (1 + known_word_share(kv[0])))[0]
 
 
 def normalise(text: str) -> str:
-    """What two readings are compared on: no spaces or punctuation, lower case."""
-    return _NOISE.sub("", text).lower()
+    """What two readings are compared on: no spaces or punctuation, lower case, and the glyphs the
+    recogniser confuses on blocky video (l/i/1, o/0) folded together."""
+    return _NOISE.sub("", text).lower().translate(_CONFUSABLE)
 
 
 def clean_frame_text(frame: FrameText, settings: PostprocessSettings) -> tuple[str, float]:

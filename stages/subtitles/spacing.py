@@ -6,7 +6,8 @@ line first does not bring them back reliably (measured over the footage corpus),
 segmented with the English Wikipedia unigram list that ships with `wordninja` (offline): a run that is
 not in the list is split into the most probable sequence of listed words; a listed but rare word that
 is really two ("thankyou") is split when both halves are far more frequent than the whole.
-CJK text, words in capitals (TAXI), mixed-case names (YiVideo) and short runs are left alone.
+A run the list cannot explain gets one confusable glyph swapped (l/i, 0/o, rn/m: "Pollce" -> "Police")
+when that explains it. CJK text, words in capitals (TAXI) and mixed-case names (YiVideo) are left alone.
 """
 
 from __future__ import annotations
@@ -54,18 +55,50 @@ def _plausible(part: str) -> bool:
     return part.isdigit() or (rank <= 2000 if len(part) <= 2 else rank < math.inf)
 
 
-def _segment(run: str) -> str:
-    if len(run) < MIN_RUN or sum(c.isupper() for c in run) > 1:
-        return run
+def _explain(run: str) -> str | None:
+    """The run as listed words ("gather at the"), or None when the list cannot explain it."""
     if word_rank(run) < math.inf:  # a listed word: split only a clear compound ("thankyou")
         return " ".join(_split_compound(run))
+    if len(run) < MIN_RUN:
+        return None
     model, _ = _model()
     parts = [p for part in model.split(run) for p in _split_compound(part)]
     if "".join(parts) != run or not all(_plausible(p) for p in parts):
-        return run  # the list cannot explain the run: a name, a technical word or a misread
+        return None
     return " ".join(parts)
 
 
+CONFUSABLE = (("l", "i"), ("i", "l"), ("1", "l"), ("0", "o"), ("rn", "m"), ("vv", "w"))
+
+
+def _variants(run: str):
+    """`run` with one confusable glyph swapped (the recogniser's l/i, 0/o, rn/m mistakes)."""
+    for wrong, right in CONFUSABLE:
+        start = run.find(wrong)
+        while start >= 0:
+            yield run[:start] + right + run[start + len(wrong) :]
+            start = run.find(wrong, start + 1)
+
+
+def _segment(run: str) -> str:
+    if len(run) < 3 or sum(c.isupper() for c in run) > 1:
+        return run
+    explained = _explain(run)
+    if explained is not None:
+        return explained
+    for variant in _variants(run):  # "Pollce" -> "Police", "Trafflcis" -> "Traffic is"
+        explained = _explain(variant)
+        if explained is not None:
+            return explained
+    return run  # a name, a technical word or a misread the list cannot explain
+
+
+def known_word_share(text: str) -> float:
+    """Share of the Latin words of `text` that are listed: readings of one line are ranked by it."""
+    runs = _RUN.findall(text)
+    return sum(word_rank(r) < math.inf for r in runs) / len(runs) if runs else 1.0
+
+
 def restore_spaces(text: str) -> str:
-    """`text` with glued Latin words separated; everything else unchanged."""
+    """`text` with glued Latin words separated and lone l/i-style misreads repaired."""
     return _RUN.sub(lambda m: _segment(m.group(0)), text)
