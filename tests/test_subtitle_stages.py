@@ -127,3 +127,66 @@ def test_events_merge_split_and_keep_repeats_apart():
 def test_no_frames_no_events():
     assert frames_to_events([], PostprocessSettings()) == []
     assert to_srt([]) == ""
+
+
+def test_area_samples_do_not_alias_with_evenly_timed_lines(media_dir):
+    """Lines every 4 s with the gap where even sampling (one frame per 4 s) would land every time."""
+    from core.media import probe_media
+    from samples.video import Cue, make_subtitled_video
+    from stages.subtitles.area import detect_subtitle_band
+    from stages.subtitles.ocr import OcrSettings
+
+    cues = [Cue(4 * i + 0.9, 4 * i + 3.9, f"第{i + 1}句 line {i + 1}") for i in range(10)]
+    video = make_subtitled_video(
+        media_dir / "periodic.mp4", cues, duration=40.0, size=(640, 360), audio=False
+    )
+    band = detect_subtitle_band(probe_media(video), OcrSettings(), AreaSettings(samples=10))
+    assert band.source == "auto" and band.y0 > 180, band
+
+
+def test_spaces_restored_in_glued_latin_text_only():
+    from stages.subtitles.spacing import restore_spaces
+
+    assert restore_spaces("Ridersgatheratthe start line") == "Riders gather at the start line"
+    assert restore_spaces("Thankyouforwatching") == "Thank you for watching"
+    assert restore_spaces("Trafflcis slow") == "Traffic is slow"
+    for kept in ("YiVideo 字幕识别完成", "TAXI EXIT 300m", "onnxruntime", "Subtitles from pixels", "Go!"):
+        assert restore_spaces(kept) == kept
+
+
+def test_fragments_merge_but_a_changed_short_line_splits():
+    frames = [
+        frame(0, 0.0, 1.0, "after the central bank held rates"),
+        frame(1, 1.0, 1.2, "the central bank"),  # part of the line over a bright background
+        frame(2, 1.2, 2.0, "after the central bank held rates"),
+        frame(3, 2.0, 3.0, "Gate 4 is open"),
+        frame(4, 3.0, 4.0, "Gate 5 is open"),
+        frame(5, 4.0, 5.0, "Pollce ask drivers to wait"),
+        frame(6, 5.0, 6.0, "Police ask drivers to wait"),  # l/i confusion: the same line
+    ]
+    events = frames_to_events(frames, PostprocessSettings())
+    assert [(e.start, e.end, e.text) for e in events] == [
+        (0.0, 2.0, "after the central bank held rates"),
+        (2.0, 3.0, "Gate 4 is open"),
+        (3.0, 4.0, "Gate 5 is open"),
+        (4.0, 6.0, "Police ask drivers to wait"),
+    ]
+
+
+def test_steady_signal_ignores_flicker_and_keeps_text():
+    from stages.subtitles.keyframes import steady_signals
+
+    text = outlined_text("HELLO")
+    rng = np.random.default_rng(1)
+    flicker = []
+    for _ in range(4):  # thin bright-on-dark specks at new places every sample
+        img = np.full((120, 640, 3), 60, np.uint8)
+        for x, y in rng.integers(0, [630, 110], size=(12, 2)):
+            img[y : y + 3, x : x + 3] = 255
+            img[y + 3 : y + 6, x : x + 3] = 0
+        flicker.append(img)
+    frames = list(enumerate(flicker + [text, text, text]))
+    band = Band(0, 0, 640, 120)
+    signals = [sig for _, _, sig in steady_signals(iter(frames), band, KeyframeSettings())]
+    assert all(np.count_nonzero(s) < KeyframeSettings().min_text_cells for s in signals[:3])
+    assert all(np.count_nonzero(s) >= KeyframeSettings().min_text_cells for s in signals[4:])

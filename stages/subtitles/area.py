@@ -20,6 +20,7 @@ from core.schema import Band, MediaInfo
 from gpu.slot import gpu_slot
 from stages.subtitles.band import band_from_fractions, clamp_band
 from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+from stages.subtitles.text_signal import KeyframeSettings, text_signal
 
 Box = tuple[int, int, int, int]
 
@@ -31,28 +32,46 @@ class AreaSettings:
     static_fraction: float = 0.6  # a box at the same place in this share of samples is an overlay
     position_tolerance: float = 0.01  # of the frame width: "same place"
     extra_lines_above: float = 1.2  # room for a second line, in line heights
+    signal_band_top: float = 0.65  # no text box found: the text signal is looked for below this height
 
 
 def sample_count(duration: float, requested: int = 0) -> int:
     return requested if requested > 0 else int(min(20, max(10, duration / 4)))
 
 
-def sample_frames(info: MediaInfo, count: int, width: int) -> tuple[list[np.ndarray], float]:
-    """`count` frames spread evenly over the video, scaled to `width`; returns them and the scale used."""
+CANDIDATES_PER_SLOT = 4
+GOLDEN = 0.6180339887
+
+
+def jittered_pick(slot: int) -> int:
+    """Which of a slot's CANDIDATES_PER_SLOT frames is kept: a golden-ratio sequence, never periodic.
+
+    Evenly spaced samples alias with evenly timed subtitles: a 10-minute video with a line every 3 s,
+    sampled every 30 s, can land every sample in a gap and conclude there is no subtitle band.
+    """
+    return int(CANDIDATES_PER_SLOT * ((slot * GOLDEN + 0.31) % 1.0))
+
+
+def sample_frames(
+    info: MediaInfo, count: int, width: int, phase: float = 0.0
+) -> tuple[list[np.ndarray], float]:
+    """About `count` frames at jittered times over the video, scaled to `width`; returns them and the
+    scale used. `phase` (0-1) changes the picks for a second, denser look."""
     scale = min(1.0, width / info.width)
     w = max(2, int(info.width * scale) // 2 * 2)
     h = max(2, int(info.height * scale) // 2 * 2)
-    fps = count / max(info.duration, 0.1)
+    k = CANDIDATES_PER_SLOT
     decoded = iter_video_frames(
         info.path,
-        fps=fps,
+        fps=k * count / max(info.duration, 0.1),
         filters=f"scale={w}:{h}",
         out_width=w,
         out_height=h,
         timeout=60 + info.duration,
         stage="subtitle_area",
     )
-    frames = [frame.copy() for _, frame in decoded]
+    shift = int(phase * 97)
+    frames = [frame.copy() for n, frame in decoded if n % k == jittered_pick(n // k + shift)]
     return frames, w / info.width
 
 
@@ -111,22 +130,53 @@ def detect_subtitle_band(
     settings: AreaSettings = AreaSettings(),
     user_band: tuple[float, float, float, float] | None = None,
 ) -> Band:
-    """The subtitle band of a video: the user's, or the detected one; an empty band when there is no text."""
-    frames, scale = sample_frames(info, sample_count(info.duration, settings.samples), settings.detect_width)
+    """The subtitle band of a video: the user's, or the detected one; an empty band when there is no text.
+
+    Where the first samples show no changing text, a second look takes three times as many at other
+    times; where that finds no text box either, the keyframe text signal has the last word: outlined
+    strokes in the lower part of the frame give that part as the band (OCR then decides).
+    """
     engine = load_ocr_engine(ocr)
-    detected = [[tuple(int(round(v / scale)) for v in box) for box in engine.detect(f)] for f in frames]
+    count = sample_count(info.duration, settings.samples)
+    frames, scale = sample_frames(info, count, settings.detect_width)
+    detected = _detect_boxes(engine, frames, scale)
     static, moving = split_static_boxes(detected, info.width, settings)
     if user_band is not None:
         band = band_from_fractions(user_band, info.width, info.height)
     else:
-        band = choose_band(moving, info.width, info.height, settings) or Band(0, 0, 0, 0, source="none")
+        band = choose_band(moving, info.width, info.height, settings)
+        if band is None:
+            more, _ = sample_frames(info, min(60, 3 * count), settings.detect_width, phase=0.5)
+            detected += _detect_boxes(engine, more, scale)
+            static, moving = split_static_boxes(detected, info.width, settings)
+            band = choose_band(moving, info.width, info.height, settings) or _band_from_signal(
+                frames + more, info, settings
+            )
     inside = tuple(s for s in static if s[1] < band.y1 and s[3] > band.y0)
     return Band(band.x0, band.y0, band.x1, band.y1, source=band.source, static_boxes=inside)
 
 
+def _detect_boxes(engine, frames: list[np.ndarray], scale: float) -> list[list[Box]]:
+    return [[tuple(int(round(v / scale)) for v in box) for box in engine.detect(f)] for f in frames]
+
+
+def _band_from_signal(frames: list[np.ndarray], info: MediaInfo, settings: AreaSettings) -> Band:
+    """The lower part of the frame when outlined text strokes show there in some samples, else none."""
+    lower = settings.signal_band_top
+    seen = 0
+    for frame in frames:
+        strip = frame[int(frame.shape[0] * lower) :]
+        if np.count_nonzero(text_signal(strip, KeyframeSettings())) >= KeyframeSettings().min_text_cells:
+            seen += 1
+    if seen < max(2, 0.1 * len(frames)):
+        return Band(0, 0, 0, 0, source="none")
+    band = clamp_band(Band(0, int(info.height * lower), info.width, info.height), info.width, info.height)
+    return Band(band.x0, band.y0, band.x1, band.y1, source="signal")
+
+
 def describe_band(band: Band, info: MediaInfo) -> str:
     if band.is_empty:
-        return "no subtitle band found (no changing text in the sampled frames)"
+        return "no subtitle band found (no changing text in the sampled frames, nor a text signal)"
     top, bottom = band.y0 / info.height, band.y1 / info.height
     return (
         f"band x {band.x0}-{band.x1}, y {band.y0}-{band.y1} ({top:.0%}-{bottom:.0%} of the height, "
