@@ -268,8 +268,12 @@ def iter_video_frames(
     timeout: float,
     stage: str,
     fast_decode: bool = False,
+    start: float = 0.0,
+    duration: float | None = None,
 ):
     """Yield (sample_index, BGR frame) decoded by ffmpeg at `fps` after `filters` (e.g. a crop or scale).
+
+    `start`/`duration` decode one window (input seek): sample 0 is at `start`.
 
     Frames stream through a pipe, so memory stays at one frame whatever the video's length; the whole
     decode is bounded by `timeout` and ffmpeg is killed if we stop early or time out.
@@ -281,7 +285,9 @@ def iter_video_frames(
     cmd = [require_tool("ffmpeg"), "-v", "error", "-nostdin", "-threads", "0"]
     if fast_decode:  # skip the deblocking filter: ~25% faster, plenty for finding text boxes
         cmd += ["-skip_loop_filter", "all"]
+    cmd += ["-ss", f"{start:.3f}"] if start > 0 else []
     cmd += ["-i", str(path), "-an", "-sn"]
+    cmd += ["-t", f"{duration:.3f}"] if duration is not None else []
     cmd += ["-vf", f"fps={fps:.6f},{filters}", "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
     frame_bytes = out_width * out_height * 3
     deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ from typing import Literal
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed
 
 from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
@@ -27,7 +28,7 @@ from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
 from stages.subtitles.area import describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
-from stages.subtitles.keyframes import keyframes_task
+from stages.subtitles.keyframes import keyframes_task, video_windows
 from stages.subtitles.ocr import ocr_task
 from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
 from stages.subtitles.stitch import stitch_task
@@ -49,7 +50,7 @@ def extract_subtitles(
     Args:
         video: path of the video file (as the worker sees it)
         output_dir: folder under which `subtitles/<stem>-<hash>/` is written
-        sample_fps: frames per second sampled for subtitle changes (default 5; more finds shorter lines)
+        sample_fps: frames per second sampled for subtitle changes (default 10; more finds shorter lines)
         band: subtitle band as fractions of the frame [x0, y0, x1, y1]; empty: detected
         ocr_engine: rapidocr (PP-OCRv4 ONNX, offline) or paddleocr (installed, local model folders)
         settings_block: name of a saved YiVideo Subtitle Settings block (defaults for everything above)
@@ -68,10 +69,14 @@ def extract_subtitles(
     work = run_dir / ".work"
     try:
         area = clock("subtitle_area", subtitle_area_task, info, ocr, settings.area, settings.band)
-        keyframes = clock("keyframes", keyframes_task, info, area, work, settings.keyframes)
-        crops = clock("crop", crop_task, keyframes, work)
-        batches = clock("stitch", stitch_task, crops, work)
-        texts = clock("ocr", ocr_task, batches, crops, ocr)
+        texts = []
+        for window in video_windows(info.duration, settings.keyframes.window_seconds):  # bounded temp disk
+            part = work / f"{window[0]:08.1f}"
+            keyframes = clock("keyframes", keyframes_task, info, area, part, settings.keyframes, window)
+            crops = clock("crop", crop_task, keyframes, part)
+            batches = clock("stitch", stitch_task, crops, part)
+            texts += clock("ocr", ocr_task, batches, crops, ocr)
+            shutil.rmtree(part, ignore_errors=True)
         events = clock("postprocess", postprocess_task, texts, settings.postprocess)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -91,7 +96,12 @@ def extract_subtitles(
     )
     _report(info.path.name, describe_band(area, info), events, files["srt"])
     stage_timing_table("subtitles", info.path, timings)
-    return SubtitleResult(info.path, tuple(events), area, files["srt"], files["json"], files["txt"], timings)
+    result = SubtitleResult(
+        info.path, tuple(events), area, files["srt"], files["json"], files["txt"], timings
+    )
+    if not events:  # the run says so, not only an empty file: "Completed" alone hid aliasing misses
+        return Completed(message=f"no subtitles found: {describe_band(area, info)}", data=result)
+    return result
 
 
 class _StageClock:
@@ -103,7 +113,7 @@ class _StageClock:
     def __call__(self, name, task_fn, *args):
         started = time.perf_counter()
         result = run_stage(task_fn, *args)
-        self.timings[name] = round(time.perf_counter() - started, 3)
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 3)
         return result
 
 
@@ -111,10 +121,11 @@ def _report(name: str, band: str, events: list[SubtitleEvent], srt_path: Path) -
     rows = "\n".join(
         f"| {e.index} | {e.start:.2f} | {e.end:.2f} | {e.text.replace(chr(10), ' / ')} |" for e in events[:15]
     )
+    found = f"{len(events)} events" if events else "**No subtitles found**: the SRT is empty"
     create_markdown_artifact(
         key=artifact_key("subtitles", name),
         markdown=f"## Subtitles of {name}\n\n{band}\n\n"
-        f"{len(events)} events → {srt_path.name} in `{srt_path.parent}`\n\n"
+        f"{found} → {srt_path.name} in `{srt_path.parent}`\n\n"
         f"| # | start | end | text |\n|---|---|---|---|\n{rows}\n",
         description=f"first subtitles of {name}",
     )

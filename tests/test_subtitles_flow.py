@@ -77,7 +77,9 @@ def test_video_without_subtitles_gives_an_empty_srt(prefect_server, media_dir, t
     video = make_subtitled_video(
         media_dir / "nosubs.mp4", [], duration=5.0, size=(640, 360), logo=True, clock=True
     )
-    result = extract_subtitles(str(video), str(tmp_path))
+    state = extract_subtitles(str(video), str(tmp_path), return_state=True)
+    assert state.is_completed() and state.message.startswith("no subtitles found"), state.message
+    result = state.result()
     assert result.events == ()
     assert result.srt_path.read_text(encoding="utf-8") == ""
     assert json.loads(result.json_path.read_text(encoding="utf-8"))["events"] == []

@@ -43,13 +43,33 @@ def steady_signals(frames, band: Band, settings: KeyframeSettings):
         yield cur[0], cur[1], cur[2] if prev is None else cur[2] & prev[2]
 
 
-def extract_keyframes(info: MediaInfo, band: Band, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
-    """Kept band strips (PNG in `work_dir`) with their time spans; none when the band is empty."""
+def video_windows(duration: float, seconds: float) -> list[tuple[float, float]]:
+    """(start, end) windows of `seconds` covering the video; the last one runs to the end."""
+    count = max(1, int(duration // seconds) + (duration % seconds > 1.0))
+    return [(i * seconds, duration if i == count - 1 else (i + 1) * seconds) for i in range(count)]
+
+
+def extract_keyframes(
+    info: MediaInfo,
+    band: Band,
+    work_dir: Path,
+    settings: KeyframeSettings,
+    window: tuple[float, float] | None = None,
+) -> KeyframeSet:
+    """Kept band strips (PNG in `work_dir`) with their time spans; none when the band is empty.
+
+    `window` (start, end seconds) decodes one part of the video, so a flow can crop, read and delete
+    each part's strips before the next: temporary disk stays bounded whatever the video's length.
+    A line crossing the window's end continues, contiguous, into the next window's first keyframe.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     fps = settings.sample_fps
     if band.is_empty:
         return KeyframeSet(info.path, band, fps, info.duration, (), 0)
     half = 0.5 / fps
+    w_start, w_end = window if window is not None else (0.0, info.duration)
+    first = round(w_start * fps)
+    last_window = w_end >= info.duration - 1e-6
     kept: list[tuple[int, float, Path, bool, float]] = []  # index, time, path, has_text, change
     last_signal: np.ndarray | None = None
     samples = 0
@@ -59,10 +79,13 @@ def extract_keyframes(info: MediaInfo, band: Band, work_dir: Path, settings: Key
         filters=strip_crop_filter(band, info.width),
         out_width=info.width,
         out_height=band.height,
-        timeout=120 + 2 * info.duration,
+        timeout=120 + 2 * (w_end - w_start),
         stage="keyframes",
+        start=first / fps,
+        duration=None if last_window else w_end - first / fps,
     )
-    for index, strip, signal in steady_signals(frames, band, settings):
+    for local, strip, signal in steady_signals(frames, band, settings):
+        index = first + local
         samples += 1
         has_text = int(np.count_nonzero(signal)) >= settings.min_text_cells
         if last_signal is None:
@@ -77,7 +100,7 @@ def extract_keyframes(info: MediaInfo, band: Band, work_dir: Path, settings: Key
                 write_image(path, strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
             kept.append((index, max(0.0, index / fps - half), path, has_text, change))
             last_signal = signal
-    end_of_video = max(info.duration, samples / fps - half)
+    end_of_video = max(info.duration, (first + samples) / fps - half) if last_window else w_end - half
     keyframes = []
     for k, (index, start, path, has_text, change) in enumerate(kept):
         if not has_text:
@@ -96,11 +119,17 @@ def extract_keyframes(info: MediaInfo, band: Band, work_dir: Path, settings: Key
 
 
 @task(name="keyframes", task_run_name="keyframes", retries=1, retry_delay_seconds=2, cache_policy=NONE)
-def keyframes_task(info: MediaInfo, band: Band, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
+def keyframes_task(
+    info: MediaInfo,
+    band: Band,
+    work_dir: Path,
+    settings: KeyframeSettings,
+    window: tuple[float, float] | None = None,
+) -> KeyframeSet:
     """CPU stage: decoding and change detection never wait on the GPU."""
     from prefect import get_run_logger
 
-    result = extract_keyframes(info, band, work_dir, settings)
+    result = extract_keyframes(info, band, work_dir, settings, window)
     get_run_logger().info(
         "%s: %d samples at %.1f fps, %d keyframes with text",
         info.path.name,

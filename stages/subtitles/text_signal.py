@@ -19,6 +19,7 @@ class KeyframeSettings:
     bright_level: int = 175  # text fill (white, yellow) is at least this bright in grey
     dark_level: int = 80  # outline/shadow is at most this dark
     cell: int = 4  # the signal is pooled over cell x cell pixels
+    window_seconds: float = 300.0  # the flow extracts, reads and deletes strips window by window
 
 
 def text_signal(strip: np.ndarray, settings: KeyframeSettings) -> np.ndarray:
