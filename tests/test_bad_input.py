@@ -176,3 +176,48 @@ def test_the_command_line_answers_fast_without_a_traceback(bad, tmp_path):
     assert proc.stderr.strip() == f"error: {hostile}: file is empty (0 bytes)", proc.stderr
     assert time.monotonic() - started < 60  # an import, no Prefect API (the machine is shared and loaded)
     assert not any(tmp_path.iterdir())
+
+
+def _rotated(src: Path, out: Path) -> Path:
+    """A phone-style file: pixels stored turned a quarter, a display matrix (rotate=90) turning them back."""
+    turned = out.with_suffix(".turned.mp4")
+    _ffmpeg("-i", str(src), "-vf", "transpose=1", "-c:a", "copy", str(turned))
+    _ffmpeg("-i", str(turned), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(out))
+    turned.unlink()
+    return out
+
+
+@pytest.mark.slow
+def test_rotated_video_is_read_as_displayed(prefect_server, tmp_path):
+    from core.media import probe_media
+    from samples.video import Cue, make_subtitled_video
+
+    cues = [Cue(0.3, 1.8, "旋转的视频"), Cue(2.2, 3.6, "Rotated phone video")]
+    upright = make_subtitled_video(tmp_path / "upright.mp4", cues, duration=4.0, size=(480, 854))
+    stored = _rotated(upright, tmp_path / "phone.mp4")
+    info = probe_media(stored)
+    assert (info.width, info.height) == (480, 854), "the displayed size, as ffmpeg decodes it"
+    result = subtitles.extract_subtitles(str(stored), str(tmp_path / "out"))
+    assert [e.text for e in result.events] == [c.text for c in cues]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["1x1", "one-frame"])
+def test_tiny_videos_complete_or_fail_in_plain_words(prefect_server, tmp_path, capsys, shape):
+    video = tmp_path / f"{shape}.mp4"
+    if shape == "1x1":  # libx264 needs even sizes; ffv1 takes 1x1
+        video = video.with_suffix(".mkv")
+        encode = ["-i", "testsrc2=s=2x2", "-t", "1", "-vf", "scale=1:1", "-c:v", "ffv1"]
+    else:
+        encode = ["-i", "testsrc2=s=320x240", "-frames:v", "1", "-c:v", "libx264"]
+    _ffmpeg("-f", "lavfi", *encode, str(video))
+    for flow, extra in (("subtitles", []), ("transcode", ["--preset", "thumbnail"])):
+        out = tmp_path / f"out-{flow}"
+        code, stdout, err = _run(flow, [*extra, "--output-dir", str(out), str(video)], capsys)
+        assert "Traceback" not in err
+        if code == 0:
+            assert Path(stdout.strip().splitlines()[-1]).is_file(), (flow, stdout)
+        else:
+            last = err.strip().splitlines()[-1]
+            assert code in (EXIT_BAD_INPUT, EXIT_FAILED) and last.startswith("error: "), (flow, err)
+            assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), (flow, err)
