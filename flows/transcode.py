@@ -24,9 +24,9 @@ from pydantic import WithJsonSchema
 
 from blocks.presets import SEED_PRESETS, load_presets
 from core.cli import EPILOG, positive, preflight_output_dir, run_cli
-from core.errors import MediaInputError
+from core.errors import MediaInputError, StageError
 from core.media import check_input_file, probe_media
-from core.outputs import run_output_dir, safe_stem, write_manifest
+from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, Rendition, TranscodeResult
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, placement_options, runner_from_arguments
@@ -99,14 +99,26 @@ def transcode(
         name: _submit(transcode_task, info.path, name, preset, run_dir, stem, timeout_seconds)
         for name, preset in chosen.items()
     }
-    renditions = _gather(futures, run_dir)
+    renditions, failures = _gather(futures)
+    if failures and not renditions:
+        discard_if_empty(run_dir, output_dir)  # nothing was published: leave no empty folder behind
+        raise next(iter(failures.values()))
     manifest = write_manifest(
         run_dir,
         flow=FLOW,
         input_path=info.path,
         outputs={r.preset: r.path for r in renditions},
-        extra={"renditions": renditions, "presets": {name: p.model_dump() for name, p in chosen.items()}},
+        extra={
+            "renditions": renditions,
+            "presets": {name: p.model_dump() for name, p in chosen.items()},
+            "failed": {name: str(exc) for name, exc in failures.items()},
+        },
     )
+    if failures:  # the finished renditions stay, listed in the manifest; the run still fails
+        (name, first), *_ = failures.items()
+        kept = ", ".join(str(r.path) for r in renditions)
+        summary = f"{len(failures)} of {len(chosen)} presets failed ({name}: {first})"
+        raise StageError(FLOW, info.path, f"{summary}; kept: {kept}; manifest {manifest}")
     _report(info, renditions)
     return TranscodeResult(info.path, tuple(renditions), run_dir, manifest)
 
@@ -122,21 +134,17 @@ def _submit(stage: Task, *args: Any) -> PrefectFuture:
         return stage.submit(*args)
 
 
-def _gather(futures: dict[str, PrefectFuture], run_dir: Path) -> list[Rendition]:
-    """Every preset's rendition once all have finished; the first failure is raised after logging each."""
+def _gather(futures: dict[str, PrefectFuture]) -> tuple[list[Rendition], dict[str, Exception]]:
+    """Every preset's rendition once all have finished, and each failed preset's error (each logged)."""
     renditions: list[Rendition] = []
-    failures: list[BaseException] = []
+    failures: dict[str, Exception] = {}
     for name, future in futures.items():
         try:
             renditions.append(future.result())
         except Exception as exc:
             get_run_logger().error("preset %s failed: %s", name, exc)
-            failures.append(exc)
-    if failures:
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # nothing was published: leave no empty folder behind
-        raise failures[0]
-    return renditions
+            failures[name] = exc
+    return renditions, failures
 
 
 def _report(info: MediaInfo, renditions: list[Rendition]) -> None:

@@ -221,3 +221,25 @@ def test_tiny_videos_complete_or_fail_in_plain_words(prefect_server, tmp_path, c
             last = err.strip().splitlines()[-1]
             assert code in (EXIT_BAD_INPUT, EXIT_FAILED) and last.startswith("error: "), (flow, err)
             assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), (flow, err)
+
+
+@pytest.mark.slow
+def test_a_failed_preset_keeps_the_finished_renditions_in_a_manifest(prefect_server, bad, tmp_path):
+    import json
+
+    from blocks.presets import SEED_PRESETS
+    from core.errors import StageError
+
+    # a preset that cannot finish within the time limit (8192 px wide, veryslow), beside a quick thumbnail
+    huge = {"width": 8192, "height": 8192, "upscale": True, "speed": "veryslow"}
+    out, custom = tmp_path / "out", {"broken": SEED_PRESETS["mp4_standard"].model_copy(update=huge)}
+    with pytest.raises(StageError, match="1 of 2 presets failed") as info:
+        transcode.transcode(str(bad["mute"]), ["thumbnail", "broken"], str(out), None, custom, 15.0)
+    (manifest,) = out.rglob("manifest.json")
+    written = json.loads(manifest.read_text(encoding="utf-8"))
+    assert set(written["outputs"]) == {"thumbnail"} and set(written["failed"]) == {"broken"}
+    assert Path(written["outputs"]["thumbnail"]).is_file() and str(manifest) in str(info.value)
+    # every preset failing: nothing kept, no empty folders (not even transcode/)
+    with pytest.raises(StageError):
+        transcode.transcode(str(bad["mute"]), ["broken"], str(tmp_path / "none"), None, custom, 3.0)
+    assert not (tmp_path / "none").exists() or not any((tmp_path / "none").rglob("*"))
