@@ -26,6 +26,7 @@ from pydantic import WithJsonSchema
 from blocks.loader import load_block
 from blocks.policy import RunPolicy, current_run_policy
 from blocks.subtitles import SubtitleConfig
+from core.caching import open_work_dir
 from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
@@ -225,7 +226,8 @@ def run_pipeline(
     info = probe_task(video, "video")
     run_dir = run_output_dir(output_dir, "pipeline", info.path)
     settings = load_block(SubtitleConfig, settings_block)
-    state = ChainState(info, run_dir, run_dir / ".work", Path(output_dir), settings, current_run_policy())
+    work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
+    state = ChainState(info, run_dir, work, Path(output_dir), settings, current_run_policy())
     progress = create_progress_artifact(
         0.0, key=artifact_key("pipeline-progress", info.path), description=f"{' → '.join(plan)}"
     )

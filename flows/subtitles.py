@@ -19,6 +19,7 @@ from prefect.states import Completed
 
 from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
+from core.caching import open_work_dir
 from core.cli import EPILOG, positive, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
@@ -66,7 +67,7 @@ def extract_subtitles(
 
     info = clock("probe", probe_task, video, "video")
     run_dir = run_output_dir(output_dir, "subtitles", info.path)
-    work = run_dir / ".work"
+    work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
     try:
         area = clock("subtitle_area", subtitle_area_task, info, ocr, settings.area, settings.band)
         texts = []

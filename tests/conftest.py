@@ -13,11 +13,14 @@ os.environ.setdefault("YIVIDEO_GPU_GATE", "auto")
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
-    """A real Prefect API on a temporary database for the whole session (flows record real state)."""
+def prefect_server(tmp_path_factory):
+    """A real Prefect API on a temporary database for the whole session (flows record real state), and
+    stage results stored for this session only (core/caching.py never reuses an earlier session's)."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    results = {PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("prefect-results")}
+    with prefect_test_harness(server_startup_timeout=120), temporary_settings(results):
         yield
 
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from prefect import task
-from prefect.cache_policies import NONE
 
+from core.caching import resumable
 from core.errors import StageError
 from core.schema import AudioTrack, SpeechSegment, Transcript
 from stages.speech.audio import SAMPLE_RATE, iter_audio_windows
@@ -90,7 +90,7 @@ def _resolve_device(settings: AsrSettings, granted: str) -> AsrSettings:
     return replace(settings, device="cpu" if settings.device == "cpu" else granted)
 
 
-@task(name="transcribe", task_run_name="speech recognition", retries=0, cache_policy=NONE, tags=["gpu"])
+@task(name="transcribe", task_run_name="speech recognition", retries=0, **resumable(), tags=["gpu"])
 def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
     """GPU-capable: a GPU slot only when the engine runs on CUDA; the model stays resident in this process."""
     from prefect import get_run_logger

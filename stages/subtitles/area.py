@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from prefect import task
-from prefect.cache_policies import NONE
 
+from core.caching import resumable
 from core.media import iter_video_frames
 from core.schema import Band, MediaInfo
 from gpu.slot import gpu_slot
@@ -189,7 +189,7 @@ def describe_band(band: Band, info: MediaInfo) -> str:
     task_run_name="find subtitle band",
     retries=1,
     retry_delay_seconds=2,
-    cache_policy=NONE,
+    **resumable(),
     tags=["gpu"],
 )
 def subtitle_area_task(

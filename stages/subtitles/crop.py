@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from prefect import task
-from prefect.cache_policies import NONE
 
+from core.caching import resumable
 from core.outputs import write_image
 from core.schema import Band, KeyframeSet
 from stages.subtitles.band import mask_static_boxes
@@ -72,16 +72,16 @@ def crop_keyframe_image(strip_path: Path, band: Band, out_path: Path) -> Path:
 
 
 def crop_keyframes(keyframes: KeyframeSet, work_dir: Path) -> KeyframeSet:
-    """Every kept strip cropped to the band (static overlays masked); the strips are then removed."""
+    """Every kept strip cropped to the band (static overlays masked). The strips stay until the flow's work
+    folder goes: a re-run after a crash reuses the keyframes stage's result, which names them."""
     cropped = []
     for kf in keyframes.frames:
         out = work_dir / f"crop_{kf.index:06d}.png"
         crop_keyframe_image(kf.image_path, keyframes.band, out)
-        kf.image_path.unlink(missing_ok=True)
         cropped.append(replace(kf, image_path=out))
     return replace(keyframes, frames=tuple(cropped))
 
 
-@task(name="crop", task_run_name="crop band", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="crop", task_run_name="crop band", retries=1, retry_delay_seconds=2, **resumable())
 def crop_task(keyframes: KeyframeSet, work_dir: Path) -> KeyframeSet:
     return crop_keyframes(keyframes, work_dir)

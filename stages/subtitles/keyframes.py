@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from prefect import task
-from prefect.cache_policies import NONE
 
+from core.caching import resumable
 from core.media import iter_video_frames
 from core.outputs import write_image
 from core.schema import Band, Keyframe, KeyframeSet, MediaInfo
@@ -118,7 +118,7 @@ def extract_keyframes(
     return KeyframeSet(info.path, band, fps, info.duration, tuple(keyframes), samples)
 
 
-@task(name="keyframes", task_run_name="keyframes", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="keyframes", task_run_name="keyframes", retries=1, retry_delay_seconds=2, **resumable())
 def keyframes_task(
     info: MediaInfo,
     band: Band,

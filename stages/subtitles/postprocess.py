@@ -16,10 +16,10 @@ from pathlib import Path
 
 import srt
 from prefect import task
-from prefect.cache_policies import NONE
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
+from core.caching import resumable
 from core.outputs import write_json_atomic, write_text_atomic
 from core.schema import Band, FrameText, SubtitleEvent
 from stages.subtitles.spacing import known_word_share, restore_spaces
@@ -139,6 +139,6 @@ def write_subtitle_files(
     return {"srt": srt_path, "json": json_path, "txt": txt_path}
 
 
-@task(name="postprocess", task_run_name="postprocess", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="postprocess", task_run_name="postprocess", retries=1, retry_delay_seconds=2, **resumable())
 def postprocess_task(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
     return frames_to_events(frames, settings)

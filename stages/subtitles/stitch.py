@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from prefect import task
-from prefect.cache_policies import NONE
 
+from core.caching import resumable
 from core.outputs import write_image
 from core.schema import KeyframeSet, StitchedBatch
 
@@ -59,6 +59,6 @@ def stitch_keyframes(
     return batches
 
 
-@task(name="stitch", task_run_name="stitch crops", retries=1, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="stitch", task_run_name="stitch crops", retries=1, retry_delay_seconds=2, **resumable())
 def stitch_task(keyframes: KeyframeSet, work_dir: Path) -> list[StitchedBatch]:
     return stitch_keyframes(keyframes, work_dir)

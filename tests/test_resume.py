@@ -1,0 +1,128 @@
+"""Resume instead of redo: finished stages are reused by a re-run on the same input and settings.
+
+The cache key (core/caching.py) is the input's content, the stage settings and the code version; a
+crashed run's work folder keeps its token, so the re-run reuses even the stages whose results are files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.caching import WORK_TOKEN, fingerprint, open_work_dir
+from samples.video import Cue, make_subtitled_video
+
+REPO = Path(__file__).resolve().parents[1]
+LINES = ["续跑第0句", "Resume line 1", "续跑第2句", "Resume line 3", "续跑第4句", "Resume line 5"]
+CUES = [Cue(0.4 + 2.5 * i, 2.4 + 2.5 * i, text) for i, text in enumerate(LINES)]
+
+
+@pytest.fixture(scope="module")
+def video(media_dir) -> Path:
+    return make_subtitled_video(media_dir / "resume.mp4", CUES, duration=15.5, size=(640, 360))
+
+
+def test_fingerprints_follow_content_not_names(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"same")
+    b.write_bytes(b"same")
+    assert fingerprint(a) == fingerprint(b) and fingerprint(str(a)) == fingerprint(b)
+    b.write_bytes(b"changed")
+    assert fingerprint(a) != fingerprint(b)
+    work = open_work_dir(tmp_path / "work")
+    first = fingerprint(work)
+    assert open_work_dir(work) and fingerprint(work) == first, "the token survives in the folder"
+    (work / WORK_TOKEN).unlink()
+    assert fingerprint(open_work_dir(work)) != first, "a folder made again never matches old results"
+
+
+@pytest.fixture
+def storage(tmp_path):
+    """Results stored under this test only (the cache must not hit on an earlier session's runs)."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "storage"}):
+        yield tmp_path / "storage"
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_the_expensive_stages(prefect_server, storage, video, tmp_path):
+    from flows.subtitles import extract_subtitles
+
+    first = extract_subtitles(str(video), str(tmp_path / "one"), return_state=True)
+    again = extract_subtitles(str(video), str(tmp_path / "two"), return_state=True)
+    events = [e.text for e in first.result().events]
+    assert [e.text for e in again.result().events] == events and len(events) == len(CUES), events
+    assert _cached(first) == set()
+    # the work folder of the first run is gone: the stages that write files into it run again
+    assert _cached(again) == {"subtitle_area", "ocr", "postprocess"}, _cached(again)
+    other = extract_subtitles(str(video), str(tmp_path / "three"), sample_fps=4.0, return_state=True)
+    assert _cached(other) == {"subtitle_area"}, "other keyframe settings: only the band is reused"
+    assert len(other.result().events) == len(CUES)
+
+
+def _cached(state) -> set[str]:
+    """Stage names whose task run in this flow run ended Cached (reused, not run)."""
+    return _stages(state.state_details.flow_run_id, "Cached")
+
+
+def _stages(run: Path | object, state_name: str) -> set[str]:
+    """Stage names of one flow run (by id, or the run writing into an output folder) in a given state."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        if isinstance(run, Path):
+            flow_runs = client.read_flow_runs(limit=200)
+            ids = [r.id for r in flow_runs if r.parameters.get("output_dir") == str(run)]
+        else:
+            ids = [run]
+        if not ids:
+            return set()
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    return {t.task_key.rsplit("-", 1)[0].removesuffix("_task") for t in tasks if t.state_name == state_name}
+
+
+def _subtitles_cli(video: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "flows.subtitles", str(video), "--output-dir", str(out)]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_last_stage_then_the_rerun_resumes(prefect_server, storage, video, tmp_path):
+    """The demonstration: kill -9 while OCR runs; the re-run reuses area, keyframes, crop and stitch."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+           "PREFECT_LOCAL_STORAGE_PATH": str(storage)}  # fmt: skip
+    out = tmp_path / "out"
+    started = time.monotonic()
+    proc = _subtitles_cli(video, out, env)
+    deadline = started + 300
+    while "ocr" not in _stages(out, "Running"):  # OCR, the last long stage, runs: kill it there
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = time.monotonic() - started
+    (work,) = out.glob("subtitles/*/.work")
+    assert (work / WORK_TOKEN).exists(), "a crash leaves the work folder: the re-run resumes from it"
+
+    started = time.monotonic()
+    rerun = _subtitles_cli(video, out, env)
+    log = rerun.communicate(timeout=600)[0].decode("utf-8", "replace")
+    rerun_took = time.monotonic() - started
+    assert rerun.returncode == 0, log[-3000:]
+    (manifest,) = out.glob("subtitles/*/manifest.json")
+    seconds = json.loads(manifest.read_text(encoding="utf-8"))["stage_seconds"]
+    print(f"\nkilled in OCR after {killed_after:.1f} s; re-run took {rerun_took:.1f} s; stages {seconds}")
+    assert _stages(out, "Cached") == {"subtitle_area", "keyframes", "crop", "stitch"}, "OCR was killed"
+    assert not work.exists(), "the finished run removes the work folder"
