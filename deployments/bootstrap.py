@@ -28,6 +28,7 @@ from blocks.policy import DEFAULT_DOCUMENT, POLICY_ENV, AlertRules, RunPolicy
 from blocks.presets import TranscodePresets
 from blocks.runner import RunnerSettings
 from blocks.subtitles import SubtitleConfig
+from deployments.crash_reruns import crash_rerun_automation
 from gpu.devices import GPU_LIMIT_NAME, host_devices, host_name, limit_name
 from gpu.limits import ensure_limit
 from gpu.policy import GpuPolicy, load_gpu_policy, policy_document_name
@@ -40,6 +41,8 @@ POOLS = {
 OUTPUT_VARIABLE = "yivideo_output_root"
 INBOX_VARIABLE = "yivideo_inbox_dir"
 ALERT_PREFIX = "yivideo: "
+CPU_POOL_CONCURRENCY = 8  # flow-run processes at once on the cpu pool (each holds API connections)
+CRASH_RERUN_AUTOMATION = f"{ALERT_PREFIX}re-run crashed runs"
 
 
 @dataclass
@@ -62,14 +65,16 @@ def policy_names(prefect_yaml: Path = REPO / "prefect.yaml") -> set[str]:
     return names
 
 
-async def ensure_pools(client, report: Report, gpu_pool_concurrency: int | None) -> None:
+async def ensure_pools(
+    client, report: Report, gpu_pool_concurrency: int | None, cpu_pool_concurrency: int | None = None
+) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
     template = ProcessWorker.get_default_base_job_template()
     for name, description in POOLS.items():
-        limit = gpu_pool_concurrency if name == "gpu" else None
+        limit = gpu_pool_concurrency if name == "gpu" else cpu_pool_concurrency
         try:
             pool = await client.read_work_pool(name)
         except ObjectNotFound:
@@ -279,7 +284,8 @@ async def ensure_automations(client, report: Report, rules: AlertRules) -> None:
     if rules.notification_block:
         slug, _, name = rules.notification_block.partition("/")
         notify_id = (await client.read_block_document_by_name(name, slug)).id
-    for automation in alert_automations(rules, notify_id):
+    wanted = [*alert_automations(rules, notify_id), crash_rerun_automation(CRASH_RERUN_AUTOMATION)]
+    for automation in wanted:
         existing = await client.read_automations_by_name(automation.name)
         for extra in existing[1:]:
             await client.delete_automation(extra.id)
@@ -327,13 +333,14 @@ async def bootstrap(
     inbox: Path | None,
     gpu_units: int | None,
     gpu_pool_concurrency: int | None,
+    cpu_pool_concurrency: int | None = CPU_POOL_CONCURRENCY,
     reset_blocks: bool = False,
 ) -> list[str]:
     from prefect.client.orchestration import get_client
 
     report = Report([])
     async with get_client() as client:
-        await ensure_pools(client, report, gpu_pool_concurrency)
+        await ensure_pools(client, report, gpu_pool_concurrency, cpu_pool_concurrency)
         rules = await ensure_blocks(client, report, reset_blocks)
         await ensure_gpu_limits(client, report, gpu_units)
         await ensure_variables(
@@ -356,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         "--gpu-units", type=int, default=None, help="capacity of each GPU's limit (default: the GPU policy's)"
     )
     parser.add_argument("--gpu-pool-concurrency", type=int, default=None, help="flow runs at once on 'gpu'")
+    parser.add_argument(
+        "--cpu-pool-concurrency", type=int, default=CPU_POOL_CONCURRENCY,
+        help="flow runs at once on 'cpu' (a burst queues instead of crashing the server; 0: no limit)",
+    )  # fmt: skip
     parser.add_argument("--reset-blocks", action="store_true", help="write block defaults over UI edits")
     args = parser.parse_args(argv)
     for folder in (args.output_root, args.inbox):
@@ -367,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             inbox=args.inbox,
             gpu_units=args.gpu_units,
             gpu_pool_concurrency=args.gpu_pool_concurrency,
+            cpu_pool_concurrency=args.cpu_pool_concurrency or None,
             reset_blocks=args.reset_blocks,
         )
     )

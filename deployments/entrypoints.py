@@ -8,6 +8,7 @@ the next run. Everywhere else (`prefect deploy`, tests, notebooks) the built-in 
 from __future__ import annotations
 
 from blocks.policy import current_run_policy
+from deployments.crash_reruns import refuse_crash_loops
 from deployments.inbox import sweep_inbox as _sweep_inbox
 from flows.enhance import enhance_images as _enhance_images
 from flows.pipeline import run_pipeline as _run_pipeline
@@ -17,9 +18,10 @@ from flows.transcribe import transcribe as _transcribe
 
 _policy = current_run_policy()
 
-extract_subtitles = _policy.apply_to_flow(_extract_subtitles)
-enhance_images = _policy.apply_to_flow(_enhance_images)
-run_pipeline = _policy.apply_to_flow(_run_pipeline)
-transcode = _policy.apply_to_flow(_transcode)
-transcribe = _policy.apply_to_flow(_transcribe)
+# a crashed run is scheduled again by bootstrap's automation; refuse_crash_loops caps how often
+extract_subtitles = refuse_crash_loops(_policy.apply_to_flow(_extract_subtitles))
+enhance_images = refuse_crash_loops(_policy.apply_to_flow(_enhance_images))
+run_pipeline = refuse_crash_loops(_policy.apply_to_flow(_run_pipeline))
+transcode = refuse_crash_loops(_policy.apply_to_flow(_transcode))
+transcribe = refuse_crash_loops(_policy.apply_to_flow(_transcribe))
 sweep_inbox = _policy.apply_to_flow(_sweep_inbox)

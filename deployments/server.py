@@ -50,6 +50,11 @@ def server_env(url: str, home: Path, host: str, port: int) -> dict[str, str]:
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": f"http://{host}:{port}/api",
+        # a burst of flow-run processes queued on 5 + 10 connections ("QueuePool limit ... reached", HTTP
+        # 500s, crashed runs); 20 + 20 stays well under PostgreSQL's default max_connections of 100
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": os.environ.get("YIVIDEO_DB_POOL_SIZE", "20"),
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": os.environ.get("YIVIDEO_DB_MAX_OVERFLOW", "20"),
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
     }
 
 

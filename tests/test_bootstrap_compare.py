@@ -14,13 +14,15 @@ from pathlib import Path
 
 from blocks.policy import AlertRules
 from deployments.bootstrap import AUTOMATION_FIELDS, _same, alert_automations, automation_fingerprint
+from deployments.crash_reruns import crash_rerun_automation
 
 REPO = Path(__file__).resolve().parents[1]
 SNIPPET = (
     "import json\n"
     "from blocks.policy import AlertRules\n"
     "from deployments.bootstrap import AUTOMATION_FIELDS, alert_automations, automation_fingerprint\n"
-    "autos = alert_automations(AlertRules())\n"
+    "from deployments.crash_reruns import crash_rerun_automation\n"
+    "autos = [*alert_automations(AlertRules()), crash_rerun_automation('re-run')]\n"
     "print(json.dumps({'fingerprints': [automation_fingerprint(a) for a in autos],\n"
     "  'raw': [a.model_dump_json(include=AUTOMATION_FIELDS) for a in autos]}))\n"
 )
@@ -41,7 +43,7 @@ def test_fingerprints_agree_across_hash_seeds() -> None:
 
 
 def test_read_back_automation_compares_equal() -> None:
-    for wanted in alert_automations(AlertRules()):
+    for wanted in [*alert_automations(AlertRules()), crash_rerun_automation("re-run")]:
         # what the server hands back: the same fields through JSON, sets as lists in some other order
         data = json.loads(wanted.model_dump_json(include=AUTOMATION_FIELDS))
         for key in ("after", "expect", "for_each"):

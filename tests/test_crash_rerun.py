@@ -1,0 +1,87 @@
+"""Faults on a real server on PostgreSQL: a flow-run process killed with -9 is re-run by the automation
+(deployments/crash_reruns.py) and completes; a run that keeps crashing stops after the cap, Failed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deployments.crash_reruns import MAX_RERUNS_ENV, crash_rerun_automation
+from tests.pg_server import prefect_postgres_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def _setup(api_url: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    from tests.crash_target import deploy
+
+    async with get_client() as client:
+        template = ProcessWorker.get_default_base_job_template()
+        await client.create_work_pool(WorkPoolCreate(name="cpu", type="process", base_job_template=template))
+        await client.create_automation(crash_rerun_automation("re-run crashed runs"))
+        deployment_id = await deploy(client, REPO)
+    return deployment_id
+
+
+async def _run_and_wait(deployment_id: str, params: dict, timeout: float) -> tuple[str, list[str], str]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        run = await client.create_flow_run_from_deployment(deployment_id, parameters=params)
+        deadline = time.monotonic() + timeout
+        while True:
+            current = await client.read_flow_run(run.id)
+            states = await client.read_flow_run_states(run.id)
+            history = [s.name for s in sorted(states, key=lambda s: s.timestamp)]
+            if current.state and current.state.name in ("Completed", "Failed") or time.monotonic() > deadline:
+                return current.state.name, history, current.state.message or ""
+            await asyncio.sleep(1.0)
+
+
+def test_a_killed_run_is_re_run_and_a_crash_loop_is_capped(tmp_path):
+    with prefect_postgres_server("yivideo_crash_test") as api_url:
+        env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONPATH": str(REPO), MAX_RERUNS_ENV: "2",
+               "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
+        os.environ["PREFECT_API_URL"] = api_url
+        deployment_id = asyncio.run(_setup(api_url))
+        log = (tmp_path / "worker.log").open("wb")
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "cpu"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            once = tmp_path / "once"
+            once.mkdir()
+            started = time.monotonic()
+            state, history, _ = asyncio.run(_run_and_wait(deployment_id, {"marker_dir": str(once)}, 300))
+            took = time.monotonic() - started
+            print(f"\nkill -9 once: {state} after {took:.1f} s; states {history}")
+            assert state == "Completed", (history, (tmp_path / "worker.log").read_text()[-3000:])
+            assert "Crashed" in history and (once / "starts").read_text() == "2", "crashed, then done"
+
+            loop = tmp_path / "loop"
+            loop.mkdir()
+            started = time.monotonic()
+            state, history, message = asyncio.run(
+                _run_and_wait(deployment_id, {"marker_dir": str(loop), "crashes": 99}, 400)
+            )
+            print(f"kill -9 always: {state} after {time.monotonic() - started:.1f} s; states {history}")
+            assert state == "Failed" and "crashed 3 times" in message, (history, message)
+            # three crashes (a crash while the worker submits the re-run counts too), then Failed at its start
+            assert history.count("Crashed") == 3 and int((loop / "starts").read_text()) <= 3
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+            os.environ.pop("PREFECT_API_URL", None)
