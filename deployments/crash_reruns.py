@@ -10,7 +10,9 @@ YIVIDEO_MAX_CRASH_RERUNS times (default 2) fails at its start, with that message
 from __future__ import annotations
 
 import functools
+import inspect
 import os
+import typing
 
 from core.errors import YiVideoError
 
@@ -88,6 +90,10 @@ def refuse_crash_loops(flow):
             )
         return body(*args, **kwargs)
 
+    # the annotations resolved in the flow's own module: Prefect builds its parameter model from them, and
+    # this module's globals do not hold the names the flow's (postponed) annotations use
+    guarded.__annotations__ = typing.get_type_hints(body)
+    guarded.__signature__ = inspect.signature(body, eval_str=True)  # type: ignore[attr-defined]
     capped = flow.with_options()
     capped.fn = guarded
     return capped
