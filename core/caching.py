@@ -4,8 +4,10 @@ A re-run or a retry of a flow on the same input with the same settings gets a fi
 back from Prefect's result storage instead of running it again, so a crash near the end of a two-hour
 video costs the last stage, not two hours. The key of a stage run is a hash of:
   - its inputs: files by their content (sha256, memoised by path, size and mtime), dataclasses and
-    pydantic settings by their fields, a work folder by the token written when it was made, so a work
-    folder that was deleted and made again (its files gone) never matches results that point into it;
+    pydantic settings by their fields; files and folders inside a flow's work folder by the token written
+    when the folder was made and their place in it (a stage may delete what an earlier one wrote), so a
+    crashed run's re-run matches its finished stages, and a work folder made anew never matches results
+    that point into the old one;
   - the code version: this package's version and the source of core/, gpu/ and stages/.
 Results are stored where Prefect stores results (PREFECT_LOCAL_STORAGE_PATH, default $PREFECT_HOME/storage;
 point it, or PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK, at shared storage when workers run on several hosts).
@@ -60,11 +62,12 @@ def fingerprint(value: Any) -> Any:
     """A JSON-able stand-in for a stage input: equal for equal content, whatever the process."""
     if isinstance(value, Path | str) and _is_path_like(value):
         p = Path(value)
+        work = _work_root(p)
+        if work is not None:  # scratch files: who made them (the token) and where, not their bytes, which a
+            root, token = work  # later stage or window may already have deleted (the flow moves on)
+            return {"work": token, "path": str(p.resolve().relative_to(root))}
         if p.is_file():
             return {"file": content_hash(p)}
-        if p.is_dir():
-            token = p / WORK_TOKEN
-            return {"dir": str(p.resolve()), "token": token.read_text() if token.exists() else None}
         return {"missing": str(value)}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: fingerprint(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -81,6 +84,16 @@ def fingerprint(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     return repr(value)
+
+
+def _work_root(path: Path) -> tuple[Path, str] | None:
+    """The work folder (made by open_work_dir) holding `path`, and its token; None outside any."""
+    resolved = path.resolve()
+    for folder in (resolved, *resolved.parents):
+        token = folder / WORK_TOKEN
+        if token.is_file():
+            return folder, token.read_text(encoding="utf-8")
+    return None
 
 
 def _is_path_like(value: Path | str) -> bool:
