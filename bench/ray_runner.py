@@ -1,116 +1,141 @@
-"""What Ray costs and what warm GPU workers save: the subtitle flow local vs on Ray, and GPU tasks on Ray
-with workers kept (max_calls=0) vs Ray's default for GPU tasks (a fresh worker, and model load, per task).
+"""The subtitle flow on several videos: local threads vs a Ray cluster of 1 node vs 2 nodes (all on this
+machine, started with `ray start`), one flow run per video, each connecting to the cluster as a deployment
+run would. Prints wall time, where the stages ran (task-run node tags) and model loads, as a table.
 
-python bench/ray_runner.py [--tasks 6]      # a local Ray (2 CPUs, 1 fake GPU) and a temporary Prefect server
+python bench/ray_runner.py [--videos 3] [--seconds 8]      # a temporary Prefect server; no GPUs needed
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+REPO = HERE.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # before Prefect configures its logging
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ["YIVIDEO_GPU_GATE"] = "never"  # this bench measures placement, not GPU slot scheduling
 
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import NONE  # noqa: E402
+from ray_nodes import start_cluster  # noqa: E402
 
-from blocks.runner import RunnerSettings  # noqa: E402
+from blocks.runner import RunnerSettings, StageResources  # noqa: E402
 from core.models import load_count  # noqa: E402
-from runtime.runner import GPU_TAG, run_stage, with_runner  # noqa: E402
-from stages.subtitles.ocr import OcrSettings, ocr_task  # noqa: E402
+
+NOTE = """\
+What a 2-core machine can show: the cost of Ray (connecting, worker start, moving results), that stages
+land where the runner block says (task-run node tags), and warm model actors (one OCR load for all runs).
+What it cannot: speed-up from more nodes. Both "nodes" share the same 2 cores (and other work on them),
+so a second node adds processes, not CPU; no GPUs, so GPU placement is untested; one disk, so shared
+storage costs nothing here (NFS would); no network between nodes (and no ray:// client)."""
 
 
-@task(name="ocr-and-report", tags=[GPU_TAG], cache_policy=NONE)
-def ocr_and_report(batches, keyframes, settings: OcrSettings) -> tuple[int, int, float]:
-    started = time.perf_counter()
-    ocr_task.fn(batches, keyframes, settings)
-    return os.getpid(), load_count("ocr"), time.perf_counter() - started
+def videos(root: Path, count: int, seconds: float) -> list[Path]:
+    from samples.video import busy_script, make_subtitled_video
+
+    script = busy_script()
+    return [
+        make_subtitled_video(
+            root / f"video{i}.mp4", script[i % 2 : i % 2 + 3], duration=seconds, size=(640, 360),
+            background="busy" if i % 2 else "plain",
+        )
+        for i in range(count)
+    ]  # fmt: skip
 
 
-@flow
-def repeat_ocr(batches, keyframes, settings: OcrSettings, times: int) -> list[tuple[int, int, float, float]]:
-    reports = []
-    for _ in range(times):
-        submitted = time.perf_counter()
-        pid, loads, inside = run_stage(ocr_and_report, batches, keyframes, settings)
-        reports.append((pid, loads, inside, time.perf_counter() - submitted))
-    return reports
+def node_tags(flow_run_id) -> Counter[str]:
+    """Node tag -> how many of the run's task runs ran there."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return Counter(t.removeprefix("ray-node:") for r in runs for t in r.tags if t.startswith("ray-node:"))
 
 
-def ocr_input(video: Path, work: Path):
-    from core.media import probe_media
-    from stages.subtitles.band import band_from_fractions
-    from stages.subtitles.crop import crop_keyframes
-    from stages.subtitles.keyframes import KeyframeSettings, extract_keyframes
-    from stages.subtitles.stitch import stitch_keyframes
+def cluster_facts(address: str) -> tuple[dict[str, str], int]:
+    """({node id prefix: name}, model loads in the warm actors) of the cluster at `address`."""
+    import ray
 
-    info = probe_media(video)
-    band = band_from_fractions((0.0, 0.6, 1.0, 1.0), info.width, info.height)
-    crops = crop_keyframes(extract_keyframes(info, band, work, KeyframeSettings()), work)
-    return stitch_keyframes(crops, work), crops
+    from runtime.ray_engine import model_servers
+
+    ray.init(address=address, logging_level="ERROR")
+    try:
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        names = {n["NodeID"][:12]: "B" if n["Resources"].get("node_b") else "head" for n in alive}
+        loads = sum(ray.get(s.model_loads.remote()) for s in model_servers().values())
+        return names, loads
+    finally:
+        ray.shutdown()
+
+
+def run_mode(
+    label: str, settings: RunnerSettings, clips: list[Path], out: Path, rows: list[list[str]]
+) -> str:
+    """Each clip through the flow on `settings`; a table row per run; the SRTs, to compare modes."""
+    from flows.subtitles import extract_subtitles
+    from runtime.runner import with_runner
+
+    srts = []
+    started_all = time.perf_counter()
+    for clip in clips:
+        started = time.perf_counter()
+        state = with_runner(extract_subtitles, settings)(str(clip), str(out / label), return_state=True)
+        wall = time.perf_counter() - started
+        result = state.result()
+        srts.append(result.srt_path.read_text(encoding="utf-8"))
+        if settings.kind == "local":
+            where, loads = "all in the flow process", str(load_count("ocr"))
+        else:
+            names, total = cluster_facts(settings.address or "")
+            tags = node_tags(state.state_details.flow_run_id)
+            where = ", ".join(f"{n} on {names.get(tag, tag)}" for tag, n in sorted(tags.items()))
+            loads = f"{total} (actors)"
+        rows.append([label, clip.name, f"{wall:6.1f}", f"{len(result.events)}", where, loads])
+    rows.append([label, "all", f"{time.perf_counter() - started_all:6.1f}", "", "", ""])
+    return "\n".join(srts)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=6, help="GPU tasks per mode")
+    parser.add_argument("--videos", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each generated video")
     args = parser.parse_args()
-    os.environ["YIVIDEO_GPU_GATE"] = "never"  # this bench measures Ray placement, not slot scheduling
-    import ray
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.subtitles import extract_subtitles
-    from samples.video import busy_script, make_subtitled_video
-
+    rows: list[list[str]] = []
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
         root = Path(tmp)
-        video = make_subtitled_video(
-            root / "busy.mp4", busy_script(), duration=11.0, size=(960, 540), background="busy"
-        )
-        started = time.perf_counter()
-        ray.init(
-            num_cpus=2,
-            num_gpus=1,
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": str(HERE), "PREFECT_API_URL": PREFECT_API_URL.value()}},
-        )
-        print(f"local Ray instance started in {time.perf_counter() - started:.1f} s")
-        on_ray = RunnerSettings(kind="ray")
-        print("subtitle flow, busy 960x540 11 s video (wall seconds):")
-        for label, settings in [
-            ("local threads", RunnerSettings()),
-            ("ray, 1st run", on_ray),
-            ("ray, 2nd run", on_ray),
-        ]:
+        clips = videos(root, args.videos, args.seconds)
+        env = {"PYTHONPATH": str(REPO), "PREFECT_API_URL": PREFECT_API_URL.value()}
+        env["YIVIDEO_GPU_GATE"] = "never"
+        reference = run_mode("local", RunnerSettings(), clips, root, rows)
+        for label, layout in [("ray 1 node", [2]), ("ray 2 nodes", [1, 1])]:
             started = time.perf_counter()
-            result = with_runner(extract_subtitles, settings)(str(video), str(root / "out"))
-            wall = time.perf_counter() - started
-            stages = ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items())
-            print(f"  {label:<14} {wall:6.2f} s ({len(result.events)} events; {stages})")
-
-        batches, crops = ocr_input(video, root / "work")
-        print(f"{args.tasks} OCR tasks on Ray, one after another (seconds per task):")
-        for label, keep in [("kept workers", True), ("Ray default", False)]:
-            settings = on_ray.model_copy(update={"keep_gpu_workers": keep})
-            reports = with_runner(repeat_ocr, settings)(batches, crops, OcrSettings(), args.tasks)
-            pids = {pid for pid, *_ in reports}
-            loads = sum({pid: n for pid, n, *_ in reports}.values())
-            print(
-                f"  {label:<13} round trip median {statistics.median(r[3] for r in reports):5.2f} "
-                f"(first {reports[0][3]:5.2f}), OCR inside the task median "
-                f"{statistics.median(r[2] for r in reports):5.2f}; {len(pids)} worker process(es), "
-                f"{loads} model load(s)"
-            )
-        ray.shutdown()
+            nodes = start_cluster(layout[0], {"head_node": 1}, env)
+            try:
+                for cpus in layout[1:]:
+                    nodes.add_node(cpus, {"node_b": 1}, env)
+                nodes.wait_for(len(layout))
+                print(f"{label}: cluster up in {time.perf_counter() - started:.1f} s", flush=True)
+                on_b = StageResources(resources={"node_b": 0.01})
+                routes = {"ocr": on_b, "subtitle_area": on_b} if len(layout) > 1 else {}
+                settings = RunnerSettings(kind="ray", address=nodes.address, stage_resources=routes)
+                same = run_mode(label, settings, clips, root, rows) == reference
+                rows.append([label, "SRTs", "", "same as local" if same else "DIFFER from local", "", ""])
+            finally:
+                nodes.stop()
+    head = ["runner", "video", "wall s", "events", "task runs by node", "model loads"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for row in [head, ["-" * w for w in widths], *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print(NOTE)
     return 0
 
 

@@ -9,29 +9,18 @@ automations that `python -m deployments.bootstrap` creates (the seeds' alert rul
 from __future__ import annotations
 
 import os
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prefect.blocks.core import Block
 from pydantic import Field
+
+from core.errors import ConfigError, retry_if_transient
 
 POLICY_ENV = "YIVIDEO_RUN_POLICY"
 DEFAULT_DOCUMENT = "default"
 
 F = TypeVar("F")
 T = TypeVar("T")
-
-
-def _never_retry_bad_input(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry transient failures only: bad input or bad configuration fails the same way every time."""
-    from core.errors import ConfigError, MediaInputError
-
-    try:
-        state.result()
-    except (MediaInputError, ConfigError):
-        return False
-    except Exception:
-        return True
-    return True
 
 
 class RunPolicy(Block):
@@ -70,7 +59,7 @@ class RunPolicy(Block):
             retries=self.stage_retries,
             retry_delay_seconds=self.stage_retry_delays() or 0,
             retry_jitter_factor=self.stage_backoff_jitter if self.stage_retries else None,
-            retry_condition_fn=_never_retry_bad_input,
+            retry_condition_fn=retry_if_transient,  # the one rule (core/errors.py)
             timeout_seconds=self.stage_timeout_seconds,
         )
 
@@ -87,8 +76,6 @@ def current_run_policy() -> RunPolicy:
     try:
         return RunPolicy.load(name)
     except ValueError as exc:
-        from core.errors import ConfigError
-
         raise ConfigError(
             f"run policy block {name!r} ({POLICY_ENV}) not found: run `python -m deployments.bootstrap`"
         ) from exc

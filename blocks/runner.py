@@ -9,13 +9,26 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 NOSET_CUDA_ENV = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
 
 
+class StageResources(BaseModel):
+    """What one stage asks of Ray; None keeps the runner-wide value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: float | None = Field(None, ge=0, description="num_cpus")
+    memory_mb: int | None = Field(None, ge=1, description="memory Ray reserves for the stage (MiB)")
+    gpu_fraction: float | None = Field(None, gt=0, description="num_gpus when the stage runs on a GPU")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom resources, e.g. {'ocr_node': 0.1} to pin it to such nodes"
+    )
+
+
 class RunnerSettings(Block):
-    """Local threads (default) or Ray; for Ray, which cluster and how GPU stages are placed on it."""
+    """Local threads (default) or Ray; for Ray, which cluster and what each stage asks of it."""
 
     _block_type_name = "YiVideo Runner"
     _block_type_slug = "yivideo-runner"
@@ -37,6 +50,13 @@ class RunnerSettings(Block):
         default_factory=dict,
         description="ray: environment of the Ray workers (PREFECT_API_URL is always passed)",
     )
+    gpus: Literal["auto", "required", "never"] = Field(
+        "auto",
+        description="ray: auto: GPU stages ask for a GPU when the cluster has one, else run on CPU nodes; "
+        "required: a run fails at once on a cluster without GPUs; never: no stage asks for a GPU",
+    )
+    stage_cpus: float = Field(1.0, ge=0, description="ray: num_cpus of every stage (stage_resources wins)")
+    stage_memory_mb: int | None = Field(None, ge=1, description="ray: memory each stage reserves (MiB)")
     gpu_fraction: float = Field(
         1.0, gt=0, description="ray: num_gpus a GPU stage asks of Ray (0.25 lets four stages share one GPU)"
     )
@@ -44,17 +64,37 @@ class RunnerSettings(Block):
         default_factory=dict,
         description="ray: custom resources GPU stages also ask for, e.g. {'ocr_node': 1}",
     )
+    stage_resources: dict[str, StageResources] = Field(
+        default_factory=dict,
+        description="ray: per stage (task name: ocr, transcribe, transcode, enhance-image, ...) overrides",
+    )
     keep_gpu_workers: bool = Field(
         True,
         description="ray: keep a GPU stage's worker alive after the task (max_calls=0) so its models stay "
         "loaded; Ray's default (False) ends it after every GPU task",
     )
+    warm_models: bool = Field(
+        True,
+        description="ray: model stages (OCR, ASR, enhance) run in named detached actors, one per model and "
+        "device, that keep the model loaded across flow runs on a long-lived cluster",
+    )
 
-    def gpu_remote_options(self) -> dict[str, Any]:
-        """Options for `prefect_ray.context.remote_options` around the submission of a GPU stage."""
-        options: dict[str, Any] = {"num_gpus": self.gpu_fraction}
-        if self.gpu_resources:
-            options["resources"] = dict(self.gpu_resources)
+    def remote_options(self, stage: str, gpu: bool) -> dict[str, Any]:
+        """Options for `prefect_ray.context.remote_options` around one submission of `stage`.
+
+        `gpu`: the stage runs on a GPU here (runtime/placement.py decides from the cluster and `gpus`).
+        """
+        own = self.stage_resources.get(stage, StageResources())
+        options: dict[str, Any] = {"num_cpus": self.stage_cpus if own.cpus is None else own.cpus}
+        memory = own.memory_mb or self.stage_memory_mb
+        if memory:
+            options["memory"] = memory * 1024**2
+        resources = {**(self.gpu_resources if gpu else {}), **own.resources}
+        if resources:
+            options["resources"] = resources
+        if not gpu:
+            return options
+        options["num_gpus"] = own.gpu_fraction or self.gpu_fraction
         if self.keep_gpu_workers:
             options["max_calls"] = 0  # 0 = unlimited: the worker (and every model it loaded) stays
             # A kept worker later runs tasks Ray assigns to other GPUs of its node, but CUDA reads

@@ -8,9 +8,13 @@ from pathlib import Path
 class YiVideoError(Exception):
     """Base of every error this pipeline raises on purpose."""
 
+    transient = True  # retrying may help (an engine hiccup, a crashed ffmpeg); False: it fails the same again
+
 
 class MediaInputError(YiVideoError, ValueError):
     """An input file is missing, empty, corrupt, of the wrong kind or too large."""
+
+    transient = False
 
     def __init__(self, path: str | Path, cause: str) -> None:
         self.path = str(path)
@@ -51,6 +55,23 @@ class StageError(YiVideoError, RuntimeError):
 
 class ConfigError(YiVideoError, ValueError):
     """A configuration value (engine, preset, stage name, model path) is unknown or unusable."""
+
+    transient = False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The one retry rule: retry what may pass next time; bad input, bad configuration and failed checks
+    (errors whose class says `transient = False`) fail the same way every time, so they never retry."""
+    return bool(getattr(exc, "transient", True))
+
+
+def retry_if_transient(task: object, task_run: object, state: object) -> bool:
+    """`is_transient` as a Prefect `retry_condition_fn` (duck-typed: core knows nothing of Prefect)."""
+    try:
+        state.result()  # type: ignore[attr-defined]  # raises the stage's exception
+    except Exception as exc:
+        return is_transient(exc)
+    return True
 
 
 def printable(text: object) -> str:

@@ -15,7 +15,6 @@ the others go on. The run ends Completed when every image succeeded, otherwise F
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 from typing import Literal, get_args
@@ -28,20 +27,13 @@ from prefect.states import Completed, Failed, State
 
 from blocks.enhance import EnhanceConfig, EnhanceModel, FaceMode
 from blocks.loader import load_block
-from blocks.policy import current_run_policy
 from blocks.runner import RunnerSettings
 from core.cli import EPILOG, positive, preflight_files, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
 from runtime.naming import artifact_key, run_named_after
-from runtime.runner import (
-    GPU_TAG,
-    StageRunner,
-    add_runner_arguments,
-    placement_options,
-    runner_from_arguments,
-    runner_settings_from_env,
-)
+from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments, runner_settings_from_env
+from runtime.stage import Stages
 from stages.enhance.batch import batch_output_dir, failure_of, finish_batch, plan_outputs
 from stages.enhance.engines import engine_class
 from stages.enhance.enhance import check_settings, enhance_image_task
@@ -92,6 +84,7 @@ def enhance_images(
         batch_size=batch_size,
     )
     settings = check_settings(config.engine_settings())
+    images, output_dir = Stages.shared(images, output_dir)
     run_dir = batch_output_dir(output_dir, images, settings)
     plan = plan_outputs(images, run_dir)
     batches = [plan[i : i + config.batch_size] for i in range(0, len(plan), config.batch_size)]
@@ -118,11 +111,14 @@ def enhance_batch(
     the list of every image's outcome, which the parent reads with `raise_on_failure=False`.
     """
     progress = create_progress_artifact(0.0, description=f"batch {number} of {of}: {len(batch)} images")
-    stage = current_run_policy().apply_to_task(enhance_image_task)
-    if engine_class(settings.engine).uses_gpu:
-        stage = stage.with_options(tags={GPU_TAG})
-    with _placement(stage):
-        futures = stage.map([src for src, _ in batch], [dest for _, dest in batch], unmapped(settings))
+    futures = Stages().map(
+        enhance_image_task,
+        [src for src, _ in batch],
+        [dest for _, dest in batch],
+        unmapped(settings),
+        gpu=engine_class(settings.engine).uses_gpu,
+        model=settings,
+    )
     source_of = {future.task_run_id: src for future, (src, _) in zip(futures, batch, strict=True)}
     outcomes: dict[Path, EnhancedImage | ImageFailure] = {}
     for done, future in enumerate(as_completed(list(futures)), start=1):
@@ -163,15 +159,6 @@ def _batch_runner(max_concurrency: int) -> StageRunner:
     active = getattr(runner, "active_settings", None)
     settings: RunnerSettings = active if active is not None else runner_settings_from_env()
     return StageRunner(settings.model_copy(update={"max_workers": max_concurrency}))
-
-
-def _placement(stage) -> contextlib.AbstractContextManager:
-    options = placement_options(stage)
-    if not options:
-        return contextlib.nullcontext()
-    from prefect_ray.context import remote_options
-
-    return remote_options(**options)
 
 
 def _report(result: EnhanceBatchResult) -> None:

@@ -14,121 +14,29 @@ import argparse
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-from prefect import Task, flow
+from prefect import flow
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from pydantic import WithJsonSchema
 
 from blocks.loader import load_block
-from blocks.policy import RunPolicy, current_run_policy
 from blocks.subtitles import SubtitleConfig
 from core.caching import open_work_dir
 from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
-from core.outputs import run_output_dir, safe_stem, write_manifest
-from core.schema import (
-    Band,
-    FrameText,
-    KeyframeSet,
-    MediaInfo,
-    PipelineResult,
-    StageOutcome,
-    StitchedBatch,
-    SubtitleEvent,
-    TranscriptResult,
-)
+from core.outputs import run_output_dir, write_manifest
+from core.schema import MediaInfo, PipelineResult, StageOutcome, SubtitleEvent
+from flows.subtitles import SUBTITLE_STEPS, ChainState, Step
 from runtime.naming import artifact_key, run_named_after
-from runtime.runner import StageRunner, run_stage
-from stages.subtitles.area import describe_band, subtitle_area_task
-from stages.subtitles.crop import crop_task
-from stages.subtitles.keyframes import keyframes_task
-from stages.subtitles.ocr import OcrSettings, ocr_task
-from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
-from stages.subtitles.stitch import stitch_task
+from runtime.runner import StageRunner
+from runtime.stage import Stages
 
-R = TypeVar("R")
 # The seeds' default chain, in the seeds' order (keyframes first): the plan puts subtitle_area ahead of it.
 SEED_CHAIN = ("keyframes", "subtitle_area", "crop", "stitch", "ocr", "postprocess")
-
-
-@dataclass
-class ChainState:
-    """What the stages of one chain have produced so far on one video."""
-
-    info: MediaInfo
-    run_dir: Path
-    work_dir: Path
-    output_root: Path
-    settings: SubtitleConfig
-    policy: RunPolicy
-    band: Band | None = None
-    keyframes: KeyframeSet | None = None
-    crops: KeyframeSet | None = None
-    batches: list[StitchedBatch] | None = None
-    texts: list[FrameText] | None = None
-    events: list[SubtitleEvent] | None = None
-    speech: TranscriptResult | None = None
-    outputs: dict[str, Path] = field(default_factory=dict)
-
-    def stage(self, task: Task[..., R], *args: Any) -> R:
-        """Run a stage task under the run policy's retries/timeout, through the flow's task runner."""
-        return run_stage(self.policy.apply_to_task(task), *args)
-
-    @property
-    def ocr(self) -> OcrSettings:
-        return self.settings.ocr
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A named step of a chain: the stages it reads from, and what runs (returns a one-line summary)."""
-
-    name: str
-    needs: tuple[str, ...]
-    run: Callable[[ChainState], str]
-    about: str
-
-
-# ---------------------------------------------------------------- the stages
-def _subtitle_area(s: ChainState) -> str:
-    s.band = s.stage(subtitle_area_task, s.info, s.ocr, s.settings.area, s.settings.band)
-    return describe_band(s.band, s.info)
-
-
-def _keyframes(s: ChainState) -> str:
-    s.keyframes = s.stage(keyframes_task, s.info, s.band, s.work_dir, s.settings.keyframes)
-    return f"{len(s.keyframes.frames)} keyframes with text from {s.keyframes.samples_decoded} samples"
-
-
-def _crop(s: ChainState) -> str:
-    s.crops = s.stage(crop_task, s.keyframes, s.work_dir)
-    return f"{len(s.crops.frames)} band crops"
-
-
-def _stitch(s: ChainState) -> str:
-    s.batches = s.stage(stitch_task, s.crops, s.work_dir)
-    return f"{len(s.batches)} stitched OCR batches"
-
-
-def _ocr(s: ChainState) -> str:
-    s.texts = s.stage(ocr_task, s.batches, s.crops, s.ocr)
-    return f"{sum(1 for t in s.texts if t.lines)} of {len(s.texts)} keyframes read"
-
-
-def _postprocess(s: ChainState) -> str:
-    s.events = s.stage(postprocess_task, s.texts, s.settings.postprocess)
-    files = write_subtitle_files(
-        s.events, s.run_dir, safe_stem(s.info.path), video=s.info.path, band=s.band,
-        sample_fps=s.settings.sample_fps,
-    )  # fmt: skip
-    s.outputs.update({f"subtitles_{kind}": path for kind, path in files.items()})
-    first = s.events[0].text.replace("\n", " / ") if s.events else "(none)"
-    return f"{len(s.events)} subtitle events; first: {first}"
 
 
 def _transcribe(s: ChainState) -> str:
@@ -159,19 +67,17 @@ def _transcode(s: ChainState) -> str:
     )
 
 
-STAGES: dict[str, Stage] = {
-    stage.name: stage
-    for stage in (
-        Stage("subtitle_area", (), _subtitle_area, "find the subtitle band (OCR text detection)"),
-        Stage("keyframes", ("subtitle_area",), _keyframes, "sample the band, keep frames where it changed"),
-        Stage("crop", ("keyframes",), _crop, "crop keyframes to the text, static overlays masked"),
-        Stage("stitch", ("crop",), _stitch, "stack crops into batches so OCR runs once per batch"),
-        Stage("ocr", ("stitch",), _ocr, "read each batch with PP-OCR, map lines back to keyframes"),
-        Stage("postprocess", ("ocr",), _postprocess, "merge readings into timed events; write SRT/JSON/TXT"),
-        Stage("transcribe", (), _transcribe, "speech to SRT/VTT/JSON (the transcribe flow, as a sub-flow)"),
-        Stage("diarize", ("transcribe",), _diarize, "who spoke when: speaker labels on the transcript, RTTM"),
-        Stage("transcode", (), _transcode, "renditions and thumbnails (the transcode flow, as a sub-flow)"),
-    )
+STAGES: dict[str, Step] = {
+    **SUBTITLE_STEPS,
+    "transcribe": Step(
+        "transcribe", (), _transcribe, "speech to SRT/VTT/JSON (the transcribe flow, as a sub-flow)"
+    ),
+    "diarize": Step(
+        "diarize", ("transcribe",), _diarize, "who spoke when: speaker labels on the transcript, RTTM"
+    ),
+    "transcode": Step(
+        "transcode", (), _transcode, "renditions and thumbnails (the transcode flow, as a sub-flow)"
+    ),
 }
 # The UI and the server's parameter check offer the known names; plan_chain says what is wrong otherwise.
 WorkflowChain = Annotated[
@@ -223,11 +129,13 @@ def run_pipeline(
         keep_intermediates: keep the keyframe and crop images under the run folder
     """
     plan = plan_chain(workflow_chain)
-    info = probe_task(video, "video")
+    stages = Stages()
+    (video,), output_dir = stages.shared([video], output_dir)
+    info = stages.run(probe_task, video, "video")
     run_dir = run_output_dir(output_dir, "pipeline", info.path)
     settings = load_block(SubtitleConfig, settings_block)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
-    state = ChainState(info, run_dir, work, Path(output_dir), settings, current_run_policy())
+    state = ChainState(info, run_dir, work, settings, stages, Path(output_dir))
     progress = create_progress_artifact(
         0.0, key=artifact_key("pipeline-progress", info.path), description=f"{' → '.join(plan)}"
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -24,15 +25,125 @@ from core.cli import EPILOG, positive, preflight_media, preflight_output_dir, ru
 from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
-from core.schema import SubtitleEvent, SubtitleResult
+from core.schema import (
+    Band,
+    FrameText,
+    KeyframeSet,
+    MediaInfo,
+    StitchedBatch,
+    SubtitleEvent,
+    SubtitleResult,
+    TranscriptResult,
+)
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
-from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
+from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
+from runtime.stage import Stages
 from stages.subtitles.area import describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
 from stages.subtitles.keyframes import keyframes_task, video_windows
-from stages.subtitles.ocr import ocr_task
+from stages.subtitles.ocr import OcrSettings, ocr_task
 from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
 from stages.subtitles.stitch import stitch_task
+
+
+@dataclass
+class ChainState:
+    """What the steps of one chain have produced so far on one video (the pipeline adds its own steps)."""
+
+    info: MediaInfo
+    run_dir: Path
+    work_dir: Path
+    settings: SubtitleConfig
+    stages: Stages
+    output_root: Path = Path("output")
+    window: tuple[float, float] | None = None  # the part of the video keyframes are taken from (None: all)
+    band: Band | None = None
+    keyframes: KeyframeSet | None = None
+    crops: KeyframeSet | None = None
+    batches: list[StitchedBatch] | None = None
+    texts: list[FrameText] | None = None
+    events: list[SubtitleEvent] | None = None
+    speech: TranscriptResult | None = None  # the pipeline's transcribe and diarize steps
+    subtitle_files: dict[str, Path] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ocr(self) -> OcrSettings:
+        return self.settings.ocr
+
+
+@dataclass(frozen=True)
+class Step:
+    """A named step of a chain: the steps it reads from, and what runs (returns a one-line summary)."""
+
+    name: str
+    needs: tuple[str, ...]
+    run: Callable[[ChainState], str]
+    about: str
+
+
+# ---------------------------------------------------------------- the subtitle chain, composed once
+def _subtitle_area(s: ChainState) -> str:
+    s.band = s.stages.run(subtitle_area_task, s.info, s.ocr, s.settings.area, s.settings.band, model=s.ocr)
+    return describe_band(s.band, s.info)
+
+
+def _keyframes(s: ChainState) -> str:
+    args = (s.info, s.band, s.work_dir, s.settings.keyframes) + ((s.window,) if s.window else ())
+    s.keyframes = s.stages.run(keyframes_task, *args)
+    return f"{len(s.keyframes.frames)} keyframes with text from {s.keyframes.samples_decoded} samples"
+
+
+def _crop(s: ChainState) -> str:
+    s.crops = s.stages.run(crop_task, s.keyframes, s.work_dir)
+    return f"{len(s.crops.frames)} band crops"
+
+
+def _stitch(s: ChainState) -> str:
+    s.batches = s.stages.run(stitch_task, s.crops, s.work_dir)
+    return f"{len(s.batches)} stitched OCR batches"
+
+
+def _ocr(s: ChainState) -> str:
+    s.texts = s.stages.run(ocr_task, s.batches, s.crops, s.ocr, model=s.ocr)
+    return f"{sum(1 for t in s.texts if t.lines)} of {len(s.texts)} keyframes read"
+
+
+def _postprocess(s: ChainState) -> str:
+    s.events = s.stages.run(postprocess_task, s.texts, s.settings.postprocess)
+    s.subtitle_files = write_subtitle_files(
+        s.events, s.run_dir, safe_stem(s.info.path), video=s.info.path, band=s.band,
+        sample_fps=s.settings.sample_fps,
+    )  # fmt: skip
+    s.outputs.update({f"subtitles_{kind}": path for kind, path in s.subtitle_files.items()})
+    first = s.events[0].text.replace("\n", " / ") if s.events else "(none)"
+    return f"{len(s.events)} subtitle events; first: {first}"
+
+
+SUBTITLE_STEPS: dict[str, Step] = {
+    step.name: step
+    for step in (
+        Step("subtitle_area", (), _subtitle_area, "find the subtitle band (OCR text detection)"),
+        Step("keyframes", ("subtitle_area",), _keyframes, "sample the band, keep frames where it changed"),
+        Step("crop", ("keyframes",), _crop, "crop keyframes to the text, static overlays masked"),
+        Step("stitch", ("crop",), _stitch, "stack crops into batches so OCR runs once per batch"),
+        Step("ocr", ("stitch",), _ocr, "read each batch with PP-OCR, map lines back to keyframes"),
+        Step("postprocess", ("ocr",), _postprocess, "merge readings into timed events; write SRT/JSON/TXT"),
+    )
+}
+WINDOWED = ("keyframes", "crop", "stitch", "ocr")  # run per window of the video: temp disk stays bounded
+
+
+def read_windows(s: ChainState) -> None:
+    """The windowed steps over every window of the video, each window's images deleted after its OCR."""
+    work, texts = s.work_dir, []
+    for window in video_windows(s.info.duration, s.settings.keyframes.window_seconds):
+        s.window, s.work_dir = window, work / f"{window[0]:08.1f}"
+        for name in WINDOWED:
+            SUBTITLE_STEPS[name].run(s)
+        texts += s.texts or []
+        shutil.rmtree(s.work_dir, ignore_errors=True)
+    s.work_dir, s.window, s.texts = work, None, texts
 
 
 @flow(
@@ -61,61 +172,37 @@ def extract_subtitles(
     )
     if not settings.sample_fps > 0:
         raise ConfigError(f"sample_fps must be above 0 (got {settings.sample_fps})")
-    ocr = settings.ocr
-    timings: dict[str, float] = {}
-    clock = _StageClock(timings)
-
-    info = clock("probe", probe_task, video, "video")
+    stages = Stages()
+    (video,), output_dir = stages.shared([video], output_dir)
+    info = stages.run(probe_task, video, "video")
     run_dir = run_output_dir(output_dir, "subtitles", info.path)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
+    state = ChainState(info, run_dir, work, settings, stages, Path(output_dir))
     try:
-        area = clock("subtitle_area", subtitle_area_task, info, ocr, settings.area, settings.band)
-        texts = []
-        for window in video_windows(info.duration, settings.keyframes.window_seconds):  # bounded temp disk
-            part = work / f"{window[0]:08.1f}"
-            keyframes = clock("keyframes", keyframes_task, info, area, part, settings.keyframes, window)
-            crops = clock("crop", crop_task, keyframes, part)
-            batches = clock("stitch", stitch_task, crops, part)
-            texts += clock("ocr", ocr_task, batches, crops, ocr)
-            shutil.rmtree(part, ignore_errors=True)
-        events = clock("postprocess", postprocess_task, texts, settings.postprocess)
+        SUBTITLE_STEPS["subtitle_area"].run(state)
+        read_windows(state)
+        SUBTITLE_STEPS["postprocess"].run(state)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(state.work_dir, ignore_errors=True)
         discard_if_empty(run_dir, output_dir)  # a failed run leaves no empty folder behind
         raise
-    shutil.rmtree(work, ignore_errors=True)
-    stem = safe_stem(info.path)
-    files = write_subtitle_files(
-        events, run_dir, stem, video=info.path, band=area, sample_fps=settings.sample_fps
-    )
+    shutil.rmtree(state.work_dir, ignore_errors=True)
+    files, events, area = state.subtitle_files, state.events or [], state.band
     write_manifest(
         run_dir,
         flow="subtitles",
         input_path=info.path,
         outputs=files,
-        extra={"events": len(events), "band": area, "stage_seconds": timings},
+        extra={"events": len(events), "band": area, "stage_seconds": stages.timings},
     )
     _report(info.path.name, describe_band(area, info), events, files["srt"])
-    stage_timing_table("subtitles", info.path, timings)
+    stage_timing_table("subtitles", info.path, stages.timings)
     result = SubtitleResult(
-        info.path, tuple(events), area, files["srt"], files["json"], files["txt"], timings
+        info.path, tuple(events), area, files["srt"], files["json"], files["txt"], stages.timings
     )
     if not events:  # the run says so, not only an empty file: "Completed" alone hid aliasing misses
         return Completed(message=f"no subtitles found: {describe_band(area, info)}", data=result)
     return result
-
-
-class _StageClock:
-    """Runs a stage through the flow's task runner and records its wall time (bench and manifest show it)."""
-
-    def __init__(self, timings: dict[str, float]) -> None:
-        self.timings = timings
-
-    def __call__(self, name, task_fn, *args):
-        started = time.perf_counter()
-        result = run_stage(task_fn, *args)
-        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 3)
-        return result
 
 
 def _report(name: str, band: str, events: list[SubtitleEvent], srt_path: Path) -> None:

@@ -14,9 +14,9 @@ import argparse
 import mimetypes
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from prefect import Task, flow, get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.futures import PrefectFuture
@@ -29,7 +29,8 @@ from core.media import check_input_file, probe_media
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, Rendition, TranscodeResult
 from runtime.naming import artifact_key, run_named_after
-from runtime.runner import StageRunner, add_runner_arguments, placement_options, runner_from_arguments
+from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
+from runtime.stage import Stages
 from stages.transcode.presets import TranscodePreset, resolve_presets
 from stages.transcode.transcode import transcode_task
 
@@ -89,16 +90,23 @@ def transcode(
     """
     library = load_presets(presets_block)
     chosen = resolve_presets(presets or library.default_presets, library.known(custom_presets))
-    info, skipped = check_video_task(video)
+    stages = Stages()
+    (video,), output_dir = stages.shared([video], output_dir)
+    info, skipped = stages.run(check_video_task, video)
     if info is None:
         get_run_logger().warning("skipped %s: %s", video, skipped)
         return TranscodeResult(Path(video), skipped=skipped)
     run_dir = run_output_dir(output_dir, FLOW, info.path)
     stem = safe_stem(info.path)
+    # ffmpeg's own time limit (timeout_seconds) wins over a shorter policy timeout; only video presets may
+    # encode on a GPU (NVENC), so only they ask Ray for one
     futures = {
-        name: _submit(transcode_task, info.path, name, preset, run_dir, stem, timeout_seconds)
+        name: stages.submit(
+            transcode_task, info.path, name, preset, run_dir, stem, timeout_seconds,
+            min_timeout=timeout_seconds or 0.0, gpu=preset.kind == "video",
+        )
         for name, preset in chosen.items()
-    }
+    }  # fmt: skip
     renditions, failures = _gather(futures)
     if failures and not renditions:
         discard_if_empty(run_dir, output_dir)  # nothing was published: leave no empty folder behind
@@ -121,17 +129,6 @@ def transcode(
         raise StageError(FLOW, info.path, f"{summary}; kept: {kept}; manifest {manifest}")
     _report(info, renditions)
     return TranscodeResult(info.path, tuple(renditions), run_dir, manifest)
-
-
-def _submit(stage: Task, *args: Any) -> PrefectFuture:
-    """Submit without waiting, through the flow's runner (GPU placement on Ray, like run_stage)."""
-    options = placement_options(stage)
-    if not options:
-        return stage.submit(*args)
-    from prefect_ray.context import remote_options
-
-    with remote_options(**options):
-        return stage.submit(*args)
 
 
 def _gather(futures: dict[str, PrefectFuture]) -> tuple[list[Rendition], dict[str, Exception]]:

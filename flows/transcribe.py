@@ -10,24 +10,25 @@ import argparse
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from prefect import Task, flow
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.asr import AsrConfig
 from blocks.loader import load_block
-from blocks.policy import current_run_policy
 from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import Diarization, Transcript, TranscriptResult
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
-from runtime.runner import StageRunner, add_runner_arguments, run_stage, runner_from_arguments
+from runtime.placement import GpuUse
+from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
+from runtime.stage import Stages
 from stages.speech.audio import extract_audio_task, require_audio
 from stages.speech.diarize import diarize_task, speaker_table
+from stages.speech.engines import AsrSettings
 from stages.speech.transcribe import transcribe_task
 from stages.speech.transcript import cue_text, write_transcript_task
 
@@ -62,20 +63,24 @@ def transcribe(
         speakers=speakers,
     )  # fmt: skip
     asr = block.to_settings()
-    clock = _StageClock()
+    stages = Stages()
     diarization: Diarization | None = None
-
-    info = require_audio(clock("probe", probe_task, media, "video", "audio"))
+    (media,), output_dir = stages.shared([media], output_dir)
+    info = require_audio(stages.run(probe_task, media, "video", "audio"))
     work = _work_dir(output_dir)  # beside the outputs: stages on other (Ray) workers see it too
     try:
-        audio = clock("extract_audio", extract_audio_task, info, work)
-        # long audio runs long: the stage may take twice the audio's duration before it counts as hung
-        transcript = clock("transcribe", transcribe_task, audio, asr, min_timeout=2 * audio.duration)
+        audio = stages.run(extract_audio_task, info, work)
+        # long audio runs long: the stage may take twice the audio's duration before it counts as hung;
+        # a GPU from Ray only where the engine may use one (a pinned CUDA device requires one); the
+        # ASR model stays loaded in its warm actor on a Ray cluster
+        transcript = stages.run(
+            transcribe_task, audio, asr, min_timeout=2 * audio.duration, gpu=_gpu_use(asr), model=asr
+        )
         if asr.diarize:
-            transcript, diarization = clock("diarize", diarize_task, audio, transcript, asr)
+            transcript, diarization = stages.run(diarize_task, audio, transcript, asr, gpu=_gpu_use(asr))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _publish(info.path, output_dir, transcript, diarization, block, clock)
+    return _publish(info.path, output_dir, transcript, diarization, block, stages)
 
 
 def label_speakers(
@@ -85,16 +90,16 @@ def label_speakers(
     words, segments and cues, `<stem>.rttm` and the `speakers` table; its files are rewritten in place."""
     block = load_block(AsrConfig, settings_block, diarize=True, speakers=speakers)
     asr = block.to_settings()
-    clock = _StageClock()
-    info = require_audio(clock("probe", probe_task, str(result.media), "video", "audio"))
+    stages = Stages()
+    info = require_audio(stages.run(probe_task, str(result.media), "video", "audio"))
     work = _work_dir(output_dir)
     try:
-        audio = clock("extract_audio", extract_audio_task, info, work)
-        transcript, diarization = clock("diarize", diarize_task, audio, result.transcript, asr)
+        audio = stages.run(extract_audio_task, info, work)
+        transcript, diarization = stages.run(diarize_task, audio, result.transcript, asr, gpu=_gpu_use(asr))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    clock.timings = {**result.stage_seconds, **clock.timings}
-    return _publish(info.path, output_dir, transcript, diarization, block, clock)
+    stages.timings = {**result.stage_seconds, **stages.timings}
+    return _publish(info.path, output_dir, transcript, diarization, block, stages)
 
 
 def _publish(
@@ -103,14 +108,13 @@ def _publish(
     transcript: Transcript,
     diarization: Diarization | None,
     block: AsrConfig,
-    clock: _StageClock,
+    stages: Stages,
 ) -> TranscriptResult:
     """Write SRT/VTT/JSON (+ RTTM), the manifest and the transcript artifact."""
     run_dir = run_output_dir(output_dir, "transcribe", media)
-    files = clock(
-        "write_transcript", write_transcript_task, transcript, run_dir, safe_stem(media),
-        block.to_cue_settings(), diarization,
-    )  # fmt: skip
+    files = stages.run(
+        write_transcript_task, transcript, run_dir, safe_stem(media), block.to_cue_settings(), diarization
+    )
     write_manifest(
         run_dir,
         flow="transcribe",
@@ -122,7 +126,7 @@ def _publish(
             "segments": len(transcript.segments),
             "engine": transcript.engine,
             "speakers": list(diarization.speakers) if diarization else None,
-            "stage_seconds": clock.timings,
+            "stage_seconds": stages.timings,
         },
     )
     _report(media.name, transcript, files["srt"])
@@ -131,9 +135,9 @@ def _publish(
             speaker_table(diarization), key=artifact_key("speakers", media.name),
             description=f"who spoke in {media.name}: talk time and turns",
         )  # fmt: skip
-    stage_timing_table("transcribe", media, clock.timings)
+    stage_timing_table("transcribe", media, stages.timings)
     return TranscriptResult(
-        media, transcript, files["srt"], files["vtt"], files["json"], clock.timings, diarization,
+        media, transcript, files["srt"], files["vtt"], files["json"], stages.timings, diarization,
         files.get("rttm"),
     )  # fmt: skip
 
@@ -144,21 +148,11 @@ def _work_dir(output_dir: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=".work-", dir=parent))
 
 
-class _StageClock:
-    """Runs a stage under the run policy (retries, timeout) through the flow's runner; times it."""
-
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self.policy = current_run_policy()
-
-    def __call__(self, name: str, task_fn: Task, *args: Any, min_timeout: float = 0.0) -> Any:
-        task_fn = self.policy.apply_to_task(task_fn)
-        if task_fn.timeout_seconds is not None and task_fn.timeout_seconds < min_timeout:
-            task_fn = task_fn.with_options(timeout_seconds=min_timeout)
-        started = time.perf_counter()
-        result = run_stage(task_fn, *args)
-        self.timings[name] = round(time.perf_counter() - started, 3)
-        return result
+def _gpu_use(asr: AsrSettings) -> GpuUse:
+    """Ask Ray for a GPU only where the engine may use one; a pinned CUDA device requires one."""
+    if asr.device == "cpu":
+        return False
+    return "required" if asr.device.startswith("cuda") else True
 
 
 def _report(name: str, transcript: Transcript, srt_path: Path) -> None:

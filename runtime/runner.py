@@ -3,9 +3,7 @@
 Every flow declares `task_runner=StageRunner()`; the runner picks its engine when a run starts, from the
 settings it was given (`with_runner(flow, settings)`), else the block named by YIVIDEO_RUNNER_BLOCK, else
 YIVIDEO_RUNNER / YIVIDEO_RAY_ADDRESS, else local threads: a deployment moves to Ray by its environment.
-`run_stage()` submits one stage through that runner; a stage tagged "gpu" goes under prefect-ray's
-`remote_options(num_gpus=..., max_calls=0)`, so Ray places it on a GPU node and keeps the worker (with the
-models it loaded) alive, while `gpu_slot()` inside the stage still takes the Prefect GPU limit.
+Stages are submitted through it by runtime/stage.py (`Stages`), placed by runtime/placement.py.
 
 It lives in runtime/ (not stages/) because it is flow-level dispatch over the runner block: stages stay plain
 functions that know nothing of where they run, and stages/ never import blocks/.
@@ -15,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
-from prefect import Flow, Task
-from prefect.context import FlowRunContext
+from prefect import Flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from blocks.runner import RunnerSettings
@@ -28,8 +25,6 @@ GPU_TAG = "gpu"  # GPU-capable stages carry this tag (e.g. stages/subtitles/ocr.
 RUNNER_ENV = "YIVIDEO_RUNNER"  # local | ray
 RAY_ADDRESS_ENV = "YIVIDEO_RAY_ADDRESS"  # ray://<head>:10001 | auto | <head>:6379; implies YIVIDEO_RUNNER=ray
 RUNNER_BLOCK_ENV = "YIVIDEO_RUNNER_BLOCK"  # name of a RunnerSettings block; wins over the two above
-
-R = TypeVar("R")
 
 
 def runner_settings_from_env() -> RunnerSettings:
@@ -52,10 +47,10 @@ def build_task_runner(settings: RunnerSettings) -> TaskRunner:
     if settings.kind == "local":
         return ThreadPoolTaskRunner(max_workers=settings.max_workers)
     try:
-        from prefect_ray import RayTaskRunner
+        from runtime.ray_engine import PlacedRayTaskRunner
     except ImportError as exc:
         raise ConfigError("the ray runner needs the ray extra: pip install 'yivideo-flows[ray]'") from exc
-    return RayTaskRunner(address=settings.address, init_kwargs=ray_init_kwargs(settings))
+    return PlacedRayTaskRunner(address=settings.address, init_kwargs=ray_init_kwargs(settings))
 
 
 def ray_init_kwargs(settings: RunnerSettings) -> dict[str, Any]:
@@ -85,6 +80,7 @@ class StageRunner(TaskRunner):
     def __init__(self, settings: RunnerSettings | None = None) -> None:
         self.settings = settings
         self.active_settings: RunnerSettings | None = None
+        self.cluster_gpus = 0.0  # GPUs of the Ray cluster this run is connected to
         self._engine: TaskRunner | None = None
         super().__init__()
 
@@ -99,10 +95,21 @@ class StageRunner(TaskRunner):
         return isinstance(other, StageRunner) and self.settings == other.settings
 
     def __enter__(self) -> Self:
-        settings = self.settings or runner_settings_from_env()
+        settings = self.settings or _parent_settings() or runner_settings_from_env()
         engine = build_task_runner(settings)
         engine.__enter__()
         self._engine, self.active_settings = engine, settings
+        if settings.kind == "ray":
+            from runtime.ray_engine import cluster_gpus, require_gpus
+
+            try:
+                if settings.gpus == "required":
+                    require_gpus(settings.address)  # fail at once, not when a GPU stage waits forever
+                self.cluster_gpus = cluster_gpus()
+            except BaseException:
+                engine.__exit__(None, None, None)
+                self._engine = None
+                raise
         return super().__enter__()
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
@@ -124,16 +131,23 @@ class StageRunner(TaskRunner):
         if callable(cancel):
             cancel()
 
-    def gpu_remote_options(self) -> dict[str, Any]:
-        """prefect-ray remote options for a GPU stage under this run's settings; {} when not on Ray."""
-        if self.active_settings is None or self.active_settings.kind != "ray":
-            return {}
-        return self.active_settings.gpu_remote_options()
+    @property
+    def on_ray(self) -> bool:
+        return self.active_settings is not None and self.active_settings.kind == "ray"
 
     def _started_engine(self) -> TaskRunner:
         if self._engine is None:
             raise RuntimeError("The task runner must be started before submitting work.")
         return self._engine
+
+
+def _parent_settings() -> RunnerSettings | None:
+    """A sub-flow (the pipeline's transcribe, enhance's batches) runs where its parent flow runs."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    return runner.active_settings if isinstance(runner, StageRunner) else None
 
 
 def with_runner(flow: Flow, settings: RunnerSettings) -> Flow:
@@ -160,28 +174,3 @@ def runner_from_arguments(flow: Flow, args: argparse.Namespace) -> Flow:
     if args.runner or args.ray_address:
         return with_runner(flow, RunnerSettings(kind=args.runner or "ray", address=args.ray_address))
     return flow
-
-
-def placement_options(task: Task) -> dict[str, Any]:
-    """Ray remote options for `task` in the current flow run: GPU placement for GPU stages on Ray, else {}."""
-    if GPU_TAG not in task.tags:
-        return {}
-    context = FlowRunContext.get()
-    runner = context.task_runner if context else None
-    if isinstance(runner, StageRunner):
-        return runner.gpu_remote_options()
-    if type(runner).__name__ == "RayTaskRunner":  # a flow given prefect-ray's runner directly
-        return RunnerSettings(kind="ray").gpu_remote_options()
-    return {}
-
-
-def run_stage(task: Task[..., R], *args: Any) -> R:
-    """Submit one stage through the flow's task runner and wait for it (its exception is re-raised as is)."""
-    options = placement_options(task)
-    if not options:
-        return task.submit(*args).result()
-    from prefect_ray.context import remote_options
-
-    with remote_options(**options):
-        future = task.submit(*args)
-    return future.result()

@@ -13,6 +13,7 @@ import pytest
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
+from blocks.policy import RunPolicy
 from blocks.runner import RunnerSettings
 from core.errors import ConfigError, MediaInputError
 from core.models import load_count
@@ -20,16 +21,16 @@ from flows.subtitles import extract_subtitles
 from gpu.client import RUN_DIR_ENV
 from gpu.devices import GATE_ENV, HOST_ENV, limit_name
 from gpu.slot import gpu_slot
+from runtime.placement import placement_options
 from runtime.runner import (
     GPU_TAG,
     RUNNER_BLOCK_ENV,
     RUNNER_ENV,
     StageRunner,
-    placement_options,
-    run_stage,
     runner_settings_from_env,
     with_runner,
 )
+from runtime.stage import Stages, run_stage
 from samples.scoring import squash
 from samples.video import busy_script, make_subtitled_video
 from stages.subtitles.ocr import OcrSettings, ocr_task
@@ -77,7 +78,11 @@ def ray_cluster(prefect_server, tmp_path_factory):
         object_store_memory=200 * 1024**2,
         # the test module itself (its probe tasks) must import in the workers
         runtime_env={
-            "env_vars": {"PYTHONPATH": str(HERE), "PREFECT_API_URL": PREFECT_API_URL.value(), **gpu_env}
+            "env_vars": {
+                "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),  # this checkout, not the installed one
+                "PREFECT_API_URL": PREFECT_API_URL.value(),
+                **gpu_env,
+            }
         },
     )
     try:
@@ -89,6 +94,16 @@ def ray_cluster(prefect_server, tmp_path_factory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def no_warm_actors_left():
+    """Warm model actors hold their GPU share as long as they live: each test ends the ones it started."""
+    yield
+    if ray.is_initialized():
+        from runtime.ray_engine import stop_model_servers
+
+        stop_model_servers()
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +221,27 @@ def test_prefect_gpu_limit_caps_gpu_stages_inside_ray(ray_cluster, tmp_path):
     overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if a[1] > b[0]]
     assert not overlaps, f"two GPU tasks held the single slot at once: {overlaps}"
     # Ray ran two at once (they met): one of them waited for the other's slot
+    assert max(acquired - started for _, started, acquired, _ in holds) >= 0.8, f"none waited: {holds}"
+
+
+@flow(task_runner=StageRunner(ON_RAY.model_copy(update={"gpu_fraction": 0.5})))
+def contend_in_actors(count: int, seconds: float, meet: str) -> list[tuple[int, float, float, float]]:
+    stages = Stages(RunPolicy(stage_retries=0))
+    futures = [stages.submit(hold_gpu, seconds, meet, model=f"model-{i}") for i in range(count)]
+    return [f.result() for f in futures]
+
+
+def test_warm_actors_take_the_prefect_gpu_limit_as_tasks_do(ray_cluster, tmp_path):
+    from runtime.ray_engine import model_servers
+
+    holds = contend_in_actors(3, 1.0, str(tmp_path))
+    servers = model_servers()
+    assert len(servers) == 3 and all(name.endswith("-gpu") for name in servers), servers
+    actor_pids = {ray.get(actor.where.remote())[1] for actor in servers.values()}
+    assert {pid for pid, *_ in holds} == actor_pids, "each model's stage ran in its own warm actor"
+    spans = sorted((acquired, released) for _, _, acquired, released in holds)
+    overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if a[1] > b[0]]
+    assert not overlaps, f"two actors held the single GPU slot at once: {overlaps}"
     assert max(acquired - started for _, started, acquired, _ in holds) >= 0.8, f"none waited: {holds}"
 
 

@@ -15,6 +15,8 @@ CODEC_NAMES = {"h264": "h264", "h265": "hevc"}  # preset codec -> ffprobe codec_
 class OutputCheckError(StageError):
     """A finished ffmpeg run produced an output that fails its checks (wrong size, codec, duration...)."""
 
+    transient = False  # the same input and preset give the same output again
+
 
 def check_output(
     path: str | Path, preset: TranscodePreset, source: StreamFacts, *, subject: str | Path

@@ -16,12 +16,12 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from core.errors import ConfigError, MediaInputError
+from core.errors import MediaInputError, retry_if_transient
 from core.outputs import atomic_path
 from core.progress import StageProgress
 from core.schema import Rendition
 from gpu.limits import nvenc_session
-from stages.transcode.checks import OutputCheckError, check_output
+from stages.transcode.checks import check_output
 from stages.transcode.command import ProgressCallback, build_command, default_timeout, run_ffmpeg
 from stages.transcode.geometry import expected_duration
 from stages.transcode.nvenc import nvenc_usable, video_encoder
@@ -78,23 +78,12 @@ def transcode_preset(
     )
 
 
-def _retry_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn
-    """Retry an ffmpeg crash or timeout once; bad input, bad config and failed checks fail the same again."""
-    try:
-        state.result()
-    except (MediaInputError, ConfigError, OutputCheckError):
-        return False
-    except Exception:
-        return True
-    return True
-
-
 @task(
     name="transcode",
     task_run_name="transcode {name}",  # `transcode mp4_smooth`: a run's presets tell apart in the UI
     retries=1,
     retry_delay_seconds=2,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_if_transient,
     cache_policy=NONE,
     tags=["gpu"],
 )
