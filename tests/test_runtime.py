@@ -1,0 +1,80 @@
+"""The one way to run a stage, rule by rule (fast: no Ray, no server): what retries, what a stage asks of
+Ray, when it asks for a GPU. The flows on Ray are tests/test_ray_runner.py and tests/test_ray_cluster.py."""
+
+from __future__ import annotations
+
+import pytest
+from prefect import task
+
+from blocks.policy import RunPolicy
+from blocks.runner import NOSET_CUDA_ENV, RunnerSettings, StageResources
+from core.errors import (
+    ConfigError,
+    MediaInputError,
+    OutputError,
+    StageError,
+    is_transient,
+    retry_if_transient,
+)
+from runtime.placement import on_gpu
+from runtime.runner import GPU_TAG
+from runtime.stage import Stages
+from stages.transcode.checks import OutputCheckError
+
+
+@task(name="ocr", tags=[GPU_TAG])
+def gpu_stage() -> None: ...
+
+
+@task(name="crop")
+def cpu_stage() -> None: ...
+
+
+def test_one_retry_rule_for_every_stage() -> None:
+    never = [MediaInputError("a.mp4", "empty"), ConfigError("no such engine")]
+    never.append(OutputCheckError("transcode", "a.mp4", "frame is 640x360, expected 1280x720"))
+    again = [StageError("ocr", "a.mp4", "engine hiccup"), OSError("connection reset"), RuntimeError("?")]
+    again.append(OutputError("/out", "disk full"))
+    assert [is_transient(e) for e in never] == [False] * 3
+    assert all(is_transient(e) for e in again)
+    prepared = Stages(RunPolicy(stage_retries=3, stage_backoff_seconds=1.0)).prepare(cpu_stage)
+    assert prepared.retries == 3 and prepared.retry_delay_seconds == [1.0, 2.0, 4.0]
+    assert prepared.retry_condition_fn is retry_if_transient
+
+
+def test_a_long_stage_gets_at_least_its_own_time_limit() -> None:
+    stages = Stages(RunPolicy(stage_timeout_seconds=60.0))
+    assert stages.prepare(cpu_stage).timeout_seconds == 60.0
+    assert stages.prepare(cpu_stage, min_timeout=600.0).timeout_seconds == 600.0
+    assert Stages(RunPolicy(stage_timeout_seconds=None)).prepare(cpu_stage, 600.0).timeout_seconds is None
+
+
+def test_each_stage_asks_ray_for_the_block_s_resources() -> None:
+    settings = RunnerSettings(
+        kind="ray",
+        stage_cpus=0.5,
+        stage_memory_mb=256,
+        gpu_fraction=0.25,
+        gpu_resources={"gpu_node": 1},
+        stage_resources={"ocr": StageResources(cpus=2, resources={"ocr_node": 0.01})},
+    )
+    assert settings.remote_options("crop", gpu=False) == {"num_cpus": 0.5, "memory": 256 * 1024**2}
+    assert settings.remote_options("ocr", gpu=False) == {
+        "num_cpus": 2, "memory": 256 * 1024**2, "resources": {"ocr_node": 0.01},
+    }  # fmt: skip
+    on_a_gpu = settings.remote_options("ocr", gpu=True)
+    assert on_a_gpu["num_gpus"] == 0.25 and on_a_gpu["resources"] == {"gpu_node": 1, "ocr_node": 0.01}
+    assert on_a_gpu["max_calls"] == 0 and on_a_gpu["runtime_env"]["env_vars"] == {NOSET_CUDA_ENV: "1"}
+
+
+def test_a_gpu_only_where_the_stage_uses_one_and_the_cluster_has_one() -> None:
+    auto, never = RunnerSettings(kind="ray"), RunnerSettings(kind="ray", gpus="never")
+    assert on_gpu(gpu_stage, None, auto, cluster_gpus=2.0)  # tagged "gpu"
+    assert not on_gpu(gpu_stage, False, auto, cluster_gpus=2.0)  # its settings pin the CPU
+    assert not on_gpu(cpu_stage, None, auto, cluster_gpus=2.0)
+    assert on_gpu(cpu_stage, True, auto, cluster_gpus=2.0)
+    assert not on_gpu(gpu_stage, None, auto, cluster_gpus=0.0), "no GPU on the cluster: a CPU node runs it"
+    assert not on_gpu(gpu_stage, None, never, cluster_gpus=2.0)
+    assert on_gpu(gpu_stage, "required", auto, cluster_gpus=1.0)
+    with pytest.raises(ConfigError, match="stage 'ocr' requires a GPU .* the Ray cluster has none"):
+        on_gpu(gpu_stage, "required", auto, cluster_gpus=0.0)
