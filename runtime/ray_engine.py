@@ -61,9 +61,12 @@ class ModelServer:
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
 
-def server_name(model: object, gpu: bool) -> str:
-    """One actor per model (the settings that shape it) and device kind."""
-    digest = hashlib.sha1(repr(model).encode()).hexdigest()[:10]
+def server_name(model: object, options: dict[str, Any]) -> str:
+    """One actor per model (the settings that shape it) and device kind; the custom resources it asks for
+    are part of the name too, so routing a stage elsewhere in the runner block starts an actor there."""
+    gpu = "num_gpus" in options
+    shaped_by = repr((model, sorted(options.get("resources", {}).items())))
+    digest = hashlib.sha1(shaped_by.encode()).hexdigest()[:10]
     return f"{type(model).__name__.lower()}-{digest}-{'gpu' if gpu else 'cpu'}"
 
 
@@ -92,7 +95,7 @@ def model_server(name: str, options: dict[str, Any]) -> Any:
 @contextlib.contextmanager
 def serving(model: object, options: dict[str, Any]) -> Iterator[None]:
     """Submissions inside run in the warm actor of `model` (see PlacedRayTaskRunner.submit)."""
-    token = _serving.set((server_name(model, "num_gpus" in options), options))
+    token = _serving.set((server_name(model, options), options))
     try:
         yield
     finally:
