@@ -200,7 +200,14 @@ def enhance_yardstick(
     scale: int = 4,
 ) -> list[QualityScore]:
     """Shrink real photos `scale` times, enhance them back with every method and compare with the originals
-    (PSNR, SSIM, NIQE); a table artifact and side-by-side pictures under `<output_dir>/yardstick/`."""
+    (PSNR, SSIM, NIQE); a table artifact and side-by-side pictures under `<output_dir>/yardstick/`.
+
+    Args:
+        photos: paths of real photographs (as the worker sees them); empty: the photos scikit-image ships
+        output_dir: folder under which `yardstick/` (photos, pictures) is written
+        methods: what to compare (baselines, engines and models); empty: all of them
+        scale: how many times each photo is shrunk and enhanced back (2 to 4)
+    """
     root = Path(output_dir) / "yardstick"
     if not photos:
         from samples.images import write_real_photos

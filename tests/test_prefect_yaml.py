@@ -114,5 +114,5 @@ def test_deployed_flows_validate_their_parameters(loaded):
     """The deployed flows are wrapped (crash re-run cap); a worker still builds their parameter model."""
     for name, flow in loaded.items():
         key = _path_parameter(flow)
-        value = ["/in/a.png"] if key == "images" else "/in/a.mp4"
+        value = ["/in/a.png"] if key in ("images", "photos") else "/in/a.mp4"
         assert flow.validate_parameters({key: value})[key] == value, name
