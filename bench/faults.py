@@ -116,8 +116,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="yivideo-faults-"))
-    with prefect_postgres_server("yivideo_faults_bench") as api_url:
-        os.environ["PREFECT_API_URL"] = api_url
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = prefect_postgres_server("yivideo_faults_bench")
+    with server as api_url, temporary_settings({PREFECT_API_URL: api_url}):
+        os.environ["PREFECT_API_URL"] = api_url  # the worker's environment
         env = {**os.environ, "PYTHONPATH": str(REPO), MAX_RERUNS_ENV: "2"}
         env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
         env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_EVERY)
