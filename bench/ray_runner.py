@@ -24,7 +24,7 @@ os.environ["YIVIDEO_GPU_GATE"] = "never"  # this bench measures placement, not G
 
 from ray_nodes import start_cluster  # noqa: E402
 
-from blocks.runner import RunnerSettings, StageResources  # noqa: E402
+from blocks.runner import RunnerConfig, StageResources  # noqa: E402
 from core.models import load_count  # noqa: E402
 
 NOTE = """\
@@ -75,7 +75,7 @@ def cluster_facts(address: str) -> tuple[dict[str, str], int]:
 
 
 def run_mode(
-    label: str, settings: RunnerSettings, clips: list[Path], out: Path, rows: list[list[str]]
+    label: str, settings: RunnerConfig, clips: list[Path], out: Path, rows: list[list[str]]
 ) -> str:
     """Each clip through the flow on `settings`; a table row per run; the SRTs, to compare modes."""
     from flows.subtitles import extract_subtitles
@@ -115,7 +115,7 @@ def main() -> int:
         clips = videos(root, args.videos, args.seconds)
         env = {"PYTHONPATH": str(REPO), "PREFECT_API_URL": PREFECT_API_URL.value()}
         env["YIVIDEO_GPU_GATE"] = "never"
-        reference = run_mode("local", RunnerSettings(), clips, root, rows)
+        reference = run_mode("local", RunnerConfig(), clips, root, rows)
         for label, layout in [("ray 1 node", [2]), ("ray 2 nodes", [1, 1])]:
             started = time.perf_counter()
             nodes = start_cluster(layout[0], {"head_node": 1}, env)
@@ -126,7 +126,7 @@ def main() -> int:
                 print(f"{label}: cluster up in {time.perf_counter() - started:.1f} s", flush=True)
                 on_b = StageResources(resources={"node_b": 0.01})
                 routes = {"ocr": on_b, "subtitle_area": on_b} if len(layout) > 1 else {}
-                settings = RunnerSettings(kind="ray", address=nodes.address, stage_resources=routes)
+                settings = RunnerConfig(kind="ray", address=nodes.address, stage_resources=routes)
                 same = run_mode(label, settings, clips, root, rows) == reference
                 rows.append([label, "SRTs", "", "same as local" if same else "DIFFER from local", "", ""])
             finally:

@@ -1,6 +1,6 @@
 """Where a flow's stages run, as a Prefect block: threads in the flow's process, or tasks on a Ray cluster.
 
-`RunnerSettings.load("<name>")` in code, `--runner-block NAME` on a flow's command line, or
+`RunnerConfig.load("<name>")` in code, `--runner-block NAME` on a flow's command line, or
 YIVIDEO_RUNNER_BLOCK=<name> in a deployment's environment; `runtime/runner.py` turns it into a task runner.
 """
 
@@ -27,7 +27,7 @@ class StageResources(BaseModel):
     )
 
 
-class RunnerSettings(Block):
+class RunnerConfig(Block):
     """Local threads (default) or Ray; for Ray, which cluster and what each stage asks of it."""
 
     _block_type_name = "YiVideo Runner"

@@ -26,7 +26,7 @@ from blocks.asr import AsrConfig
 from blocks.enhance import EnhanceConfig
 from blocks.policy import DEFAULT_DOCUMENT, POLICY_ENV, AlertRules, RunPolicy
 from blocks.presets import TranscodePresets
-from blocks.runner import RunnerSettings
+from blocks.runner import RunnerConfig
 from blocks.subtitles import SubtitleConfig
 from deployments.crash_reruns import crash_rerun_automation
 from gpu.devices import GPU_LIMIT_NAME, host_devices, host_name, limit_name
@@ -123,7 +123,7 @@ async def ensure_gpu_limits(client, report: Report, units: int | None) -> None:
 
 # Every block type users edit, registered so the UI catalog offers each one (e.g. to save new presets).
 BLOCK_TYPES = (
-    RunPolicy, AlertRules, GpuPolicy, RunnerSettings,
+    RunPolicy, AlertRules, GpuPolicy, RunnerConfig,
     SubtitleConfig, TranscodePresets, EnhanceConfig, AsrConfig,
 )  # fmt: skip
 

@@ -27,7 +27,7 @@ from prefect.states import Completed, Failed, State
 
 from blocks.enhance import EnhanceConfig, EnhanceModel, FaceMode
 from blocks.loader import load_block
-from blocks.runner import RunnerSettings
+from blocks.runner import RunnerConfig
 from core.cli import EPILOG, positive, preflight_files, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
@@ -157,7 +157,7 @@ def _batch_runner(max_concurrency: int) -> StageRunner:
     context = FlowRunContext.get()
     runner = context.task_runner if context else None
     active = getattr(runner, "active_settings", None)
-    settings: RunnerSettings = active if active is not None else runner_settings_from_env()
+    settings: RunnerConfig = active if active is not None else runner_settings_from_env()
     return StageRunner(settings.model_copy(update={"max_workers": max_concurrency}))
 
 

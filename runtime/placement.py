@@ -19,14 +19,14 @@ from typing import Any, Literal
 from prefect import Task
 from prefect.context import FlowRunContext
 
-from blocks.runner import RunnerSettings
+from blocks.runner import RunnerConfig
 from core.errors import ConfigError
 from runtime.runner import GPU_TAG, StageRunner
 
 GpuUse = bool | Literal["required"] | None  # None: as the task's "gpu" tag says
 
 
-def _ray_run() -> tuple[RunnerSettings, float] | None:
+def _ray_run() -> tuple[RunnerConfig, float] | None:
     """(runner settings, cluster GPUs) when the current flow run's stages go to Ray, else None."""
     context = FlowRunContext.get()
     runner = context.task_runner if context else None
@@ -35,11 +35,11 @@ def _ray_run() -> tuple[RunnerSettings, float] | None:
     if type(runner).__name__ == "RayTaskRunner":  # a flow given prefect-ray's runner directly
         import ray
 
-        return RunnerSettings(kind="ray"), float(ray.cluster_resources().get("GPU", 0.0))
+        return RunnerConfig(kind="ray"), float(ray.cluster_resources().get("GPU", 0.0))
     return None
 
 
-def on_gpu(task: Task, gpu: GpuUse, settings: RunnerSettings, cluster_gpus: float) -> bool:
+def on_gpu(task: Task, gpu: GpuUse, settings: RunnerConfig, cluster_gpus: float) -> bool:
     """Whether `task` asks Ray for a GPU; ConfigError when its settings require one the cluster lacks."""
     wants = GPU_TAG in task.tags if gpu is None else bool(gpu)
     if gpu == "required" and cluster_gpus <= 0:

@@ -18,31 +18,31 @@ from typing import Any, Self
 from prefect import Flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from blocks.runner import RunnerSettings
+from blocks.runner import RunnerConfig
 from core.errors import ConfigError
 
 GPU_TAG = "gpu"  # GPU-capable stages carry this tag (e.g. stages/subtitles/ocr.py, stages/subtitles/area.py)
 RUNNER_ENV = "YIVIDEO_RUNNER"  # local | ray
 RAY_ADDRESS_ENV = "YIVIDEO_RAY_ADDRESS"  # ray://<head>:10001 | auto | <head>:6379; implies YIVIDEO_RUNNER=ray
-RUNNER_BLOCK_ENV = "YIVIDEO_RUNNER_BLOCK"  # name of a RunnerSettings block; wins over the two above
+RUNNER_BLOCK_ENV = "YIVIDEO_RUNNER_BLOCK"  # name of a RunnerConfig block; wins over the two above
 
 
-def runner_settings_from_env() -> RunnerSettings:
+def runner_settings_from_env() -> RunnerConfig:
     """The settings a deployment's environment asks for; local threads when it asks for nothing."""
     block = os.environ.get(RUNNER_BLOCK_ENV, "").strip()
     if block:
         try:
-            return RunnerSettings.load(block, _sync=True)
+            return RunnerConfig.load(block, _sync=True)
         except ValueError as exc:
             raise ConfigError(f"runner block {block!r} ({RUNNER_BLOCK_ENV}) not found: {exc}") from exc
     address = os.environ.get(RAY_ADDRESS_ENV, "").strip() or None
     kind = os.environ.get(RUNNER_ENV, "").strip().lower() or ("ray" if address else "local")
     if kind not in ("local", "ray"):
         raise ConfigError(f"{RUNNER_ENV}={kind!r} is not a runner; use 'local' or 'ray'")
-    return RunnerSettings(kind=kind, address=address)
+    return RunnerConfig(kind=kind, address=address)
 
 
-def build_task_runner(settings: RunnerSettings) -> TaskRunner:
+def build_task_runner(settings: RunnerConfig) -> TaskRunner:
     """ThreadPoolTaskRunner for local runs, prefect_ray.RayTaskRunner for Ray (the `ray` extra)."""
     if settings.kind == "local":
         return ThreadPoolTaskRunner(max_workers=settings.max_workers)
@@ -53,7 +53,7 @@ def build_task_runner(settings: RunnerSettings) -> TaskRunner:
     return PlacedRayTaskRunner(address=settings.address, init_kwargs=ray_init_kwargs(settings))
 
 
-def ray_init_kwargs(settings: RunnerSettings) -> dict[str, Any]:
+def ray_init_kwargs(settings: RunnerConfig) -> dict[str, Any]:
     """ray.init() arguments: the block's own, with the Prefect API (and the block's env) for every worker."""
     from prefect.settings import get_current_settings
 
@@ -77,9 +77,9 @@ def ray_init_kwargs(settings: RunnerSettings) -> dict[str, Any]:
 class StageRunner(TaskRunner):
     """The flows' task runner: chooses local threads or Ray when a run starts, then delegates to it."""
 
-    def __init__(self, settings: RunnerSettings | None = None) -> None:
+    def __init__(self, settings: RunnerConfig | None = None) -> None:
         self.settings = settings
-        self.active_settings: RunnerSettings | None = None
+        self.active_settings: RunnerConfig | None = None
         self.cluster_gpus = 0.0  # GPUs of the Ray cluster this run is connected to
         self._engine: TaskRunner | None = None
         super().__init__()
@@ -141,7 +141,7 @@ class StageRunner(TaskRunner):
         return self._engine
 
 
-def _parent_settings() -> RunnerSettings | None:
+def _parent_settings() -> RunnerConfig | None:
     """A sub-flow (the pipeline's transcribe, enhance's batches) runs where its parent flow runs."""
     from prefect.context import FlowRunContext
 
@@ -150,7 +150,7 @@ def _parent_settings() -> RunnerSettings | None:
     return runner.active_settings if isinstance(runner, StageRunner) else None
 
 
-def with_runner(flow: Flow, settings: RunnerSettings) -> Flow:
+def with_runner(flow: Flow, settings: RunnerConfig) -> Flow:
     """A copy of `flow` whose stages run where `settings` says (local threads or a Ray cluster)."""
     return flow.with_options(task_runner=StageRunner(settings))
 
@@ -170,7 +170,7 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
 def runner_from_arguments(flow: Flow, args: argparse.Namespace) -> Flow:
     """`flow` on the runner the command line names; unchanged (environment or local) when it names none."""
     if args.runner_block:
-        return with_runner(flow, RunnerSettings.load(args.runner_block, _sync=True))
+        return with_runner(flow, RunnerConfig.load(args.runner_block, _sync=True))
     if args.runner or args.ray_address:
-        return with_runner(flow, RunnerSettings(kind=args.runner or "ray", address=args.ray_address))
+        return with_runner(flow, RunnerConfig(kind=args.runner or "ray", address=args.ray_address))
     return flow

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ray_nodes import REPO, can_hide_folders, start_cluster
 
-from blocks.runner import RunnerSettings, StageResources
+from blocks.runner import RunnerConfig, StageResources
 from core.errors import ConfigError, MediaInputError
 from flows.subtitles import extract_subtitles
 from runtime.runner import with_runner
@@ -101,7 +101,7 @@ def test_gpus_required_on_a_cluster_without_gpus_fails_at_once(cluster, video, t
     address, _ = cluster
     started = time.monotonic()
     with pytest.raises(ConfigError, match=r"requires GPUs .* has none \(2 node\(s\), 0 GPUs\).*gpus='auto'"):
-        with_runner(extract_subtitles, RunnerSettings(kind="ray", address=address, gpus="required"))(
+        with_runner(extract_subtitles, RunnerConfig(kind="ray", address=address, gpus="required"))(
             str(video), str(tmp_path)
         )
     assert time.monotonic() - started < 60, "failed at once, not after a wait for a GPU"
@@ -109,8 +109,8 @@ def test_gpus_required_on_a_cluster_without_gpus_fails_at_once(cluster, video, t
 
 def test_stages_land_on_both_nodes_with_the_local_runners_outputs(cluster, video, tmp_path):
     address, names = cluster
-    local = with_runner(extract_subtitles, RunnerSettings())(str(video), str(tmp_path / "local"))
-    settings = RunnerSettings(
+    local = with_runner(extract_subtitles, RunnerConfig())(str(video), str(tmp_path / "local"))
+    settings = RunnerConfig(
         kind="ray",
         address=address,
         stage_resources={"ocr": ON_B, "subtitle_area": ON_B, "crop": ON_HEAD, "stitch": ON_HEAD},
@@ -134,10 +134,10 @@ def test_media_a_node_cannot_read_fails_before_any_stage(cluster, hidden, tmp_pa
     video = make_subtitled_video(hidden / "local-only.mp4", busy_script()[:1], duration=2.0, size=(320, 180))
     (b_id,) = [node_id for node_id, name in names.items() if name == "b"]
     with pytest.raises(MediaInputError, match=rf"local-only\.mp4'.*missing on Ray node {b_id[:12]}"):
-        with_runner(extract_subtitles, RunnerSettings(kind="ray", address=address))(str(video), str(tmp_path))
+        with_runner(extract_subtitles, RunnerConfig(kind="ray", address=address))(str(video), str(tmp_path))
     out = hidden / "out"  # the output folder too: node B would write into a folder nobody else sees
     with pytest.raises(MediaInputError, match=rf"'{out}'.*no shared storage.*node {b_id[:12]}"):
-        with_runner(extract_subtitles, RunnerSettings(kind="ray", address=address))(
+        with_runner(extract_subtitles, RunnerConfig(kind="ray", address=address))(
             str(tmp_path / "nothing-read-yet.mp4"), str(out)
         )
 
@@ -147,7 +147,7 @@ def test_warm_model_actors_serve_three_flow_runs_with_one_load(cluster, video, t
 
     address, names = cluster
     routes = {"ocr": ON_B, "subtitle_area": ON_B}
-    settings = RunnerSettings(kind="ray", address=address, stage_resources=routes)
+    settings = RunnerConfig(kind="ray", address=address, stage_resources=routes)
     seconds = []
     for i in range(3):  # each run connects (a new Ray job) and disconnects, as deployment runs do
         started = time.perf_counter()

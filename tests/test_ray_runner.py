@@ -14,7 +14,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from blocks.policy import RunPolicy
-from blocks.runner import RunnerSettings
+from blocks.runner import RunnerConfig
 from core.errors import ConfigError, MediaInputError
 from core.models import load_count
 from flows.subtitles import extract_subtitles
@@ -40,7 +40,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ON_RAY = RunnerSettings(kind="ray")
+ON_RAY = RunnerConfig(kind="ray")
 
 
 def _set_limit(name: str, slots: int) -> None:
@@ -119,7 +119,7 @@ def short_video(media_dir) -> Path:
 
 
 def test_subtitles_on_ray_match_the_local_runner(ray_cluster, busy_video, tmp_path, monkeypatch):
-    local = with_runner(extract_subtitles, RunnerSettings())(str(busy_video), str(tmp_path / "local"))
+    local = with_runner(extract_subtitles, RunnerConfig())(str(busy_video), str(tmp_path / "local"))
     loads_here = load_count("ocr")
     # as a deployment picks it: the flow's own StageRunner() reads the block its environment names
     ON_RAY.save(f"ray-test-{os.getpid()}", overwrite=True)

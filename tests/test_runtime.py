@@ -7,7 +7,7 @@ import pytest
 from prefect import task
 
 from blocks.policy import RunPolicy
-from blocks.runner import NOSET_CUDA_ENV, RunnerSettings, StageResources
+from blocks.runner import NOSET_CUDA_ENV, RunnerConfig, StageResources
 from core.errors import (
     ConfigError,
     MediaInputError,
@@ -50,7 +50,7 @@ def test_a_long_stage_gets_at_least_its_own_time_limit() -> None:
 
 
 def test_each_stage_asks_ray_for_the_block_s_resources() -> None:
-    settings = RunnerSettings(
+    settings = RunnerConfig(
         kind="ray",
         stage_cpus=0.5,
         stage_memory_mb=256,
@@ -68,7 +68,7 @@ def test_each_stage_asks_ray_for_the_block_s_resources() -> None:
 
 
 def test_a_gpu_only_where_the_stage_uses_one_and_the_cluster_has_one() -> None:
-    auto, never = RunnerSettings(kind="ray"), RunnerSettings(kind="ray", gpus="never")
+    auto, never = RunnerConfig(kind="ray"), RunnerConfig(kind="ray", gpus="never")
     assert on_gpu(gpu_stage, None, auto, cluster_gpus=2.0)  # tagged "gpu"
     assert not on_gpu(gpu_stage, False, auto, cluster_gpus=2.0)  # its settings pin the CPU
     assert not on_gpu(cpu_stage, None, auto, cluster_gpus=2.0)
