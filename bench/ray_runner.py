@@ -42,7 +42,7 @@ def videos(root: Path, count: int, seconds: float) -> list[Path]:
     return [
         make_subtitled_video(
             root / f"video{i}.mp4", script[i % 2 : i % 2 + 3], duration=seconds, size=(640, 360),
-            background="busy" if i % 2 else "plain",
+            background=("dark", "busy", "gradient")[i % 3],
         )
         for i in range(count)
     ]  # fmt: skip
