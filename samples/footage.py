@@ -170,7 +170,7 @@ def render_case(case: FootageCase, out_dir: str | Path) -> Path:
         part = out.with_suffix(".part.mp4")
         cmd += ["-movflags", "+faststart", str(part)]
         try:
-            subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+            subprocess.run(cmd, check=True, capture_output=True, timeout=600 + 2 * case.duration)
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"ffmpeg could not render {case.name}: {exc.stderr.decode()[-800:]}") from exc
         part.rename(out)
