@@ -27,6 +27,16 @@ EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_BUG, EXIT_INTERRUPTED =
 MIN_FREE_BYTES = 16 << 20  # below this an output root counts as full
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "YIVIDEO_DEBUG"
+# For the temporary Prefect server a CLI starts when no PREFECT_API_URL is set (a child process reading
+# these at its start): no telemetry job (it cannot reach the internet, and on a busy SQLite file its
+# "database is locked" tracebacks filled the user's terminal), and only the server's critical lines.
+QUIET_EMBEDDED_SERVER = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+}
+# Prefect waits 20 s for it by default; a first start (database migrations) on a busy machine took longer.
+EMBEDDED_STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+EMBEDDED_STARTUP_SECONDS = 180
 EPILOG = (
     "exit status: 0 done, 1 partly done, 2 bad arguments or input, 3 processing failed, 4 unexpected "
     f"error. {DEBUG_FLAG} shows tracebacks. A file name starting with '-' goes after '--'."
@@ -99,8 +109,10 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None = None)
     if DEBUG_FLAG in head:
         args.remove(DEBUG_FLAG)
     restore = (lambda: None) if debug else quiet_tracebacks()
+    quieted = {} if debug else {k: v for k, v in QUIET_EMBEDDED_SERVER.items() if k not in os.environ}
+    os.environ.update(quieted)
     try:
-        with cli_run_tags(main):
+        with cli_run_tags(main), _patient_embedded_server():
             return main(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -113,6 +125,17 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None = None)
         return status
     finally:
         restore()
+        for key in quieted:
+            os.environ.pop(key, None)
+
+
+def _patient_embedded_server() -> contextlib.AbstractContextManager:
+    """Wait up to EMBEDDED_STARTUP_SECONDS for a temporary server, unless the user set the timeout."""
+    if EMBEDDED_STARTUP_TIMEOUT_ENV in os.environ:
+        return contextlib.nullcontext()
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    return temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EMBEDDED_STARTUP_SECONDS})
 
 
 def cli_run_tags(main: Callable) -> contextlib.AbstractContextManager:

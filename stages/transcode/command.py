@@ -49,7 +49,7 @@ def build_command(
         if gpu_index is not None:
             input_options["hwaccel_device"] = gpu_index
     if preset.kind == "thumbnail":
-        input_options["ss"] = f"{thumbnail_time(preset, source.video_duration):.3f}"
+        input_options["ss"] = f"{thumbnail_time(preset, source.video_duration, source.fps):.3f}"
     media = ffmpeg.input(str(source_path), **input_options)
     picture = media["v:0"].filter("scale", geometry.scaled_width, geometry.scaled_height)
     if (geometry.out_width, geometry.out_height) != (geometry.scaled_width, geometry.scaled_height):

@@ -52,9 +52,14 @@ def plan_geometry(width: int, height: int, preset: TranscodePreset) -> Geometry:
     return Geometry(w, h, w, h)
 
 
-def thumbnail_time(preset: TranscodePreset, duration: float) -> float:
-    """The seed's frame at 4 s; mid-video when the video is too short for that."""
-    return preset.thumbnail_at if preset.thumbnail_at < duration - 0.5 else max(0.0, duration / 2)
+def thumbnail_time(preset: TranscodePreset, duration: float, fps: float = 0.0) -> float:
+    """The seed's frame at 4 s; mid-video when the video is too short for that.
+
+    Never past the last frame's start (`duration - 1/fps`): ffmpeg's input seek drops every frame before
+    the seek point, so a one-frame or slideshow video seeked to its middle would give no picture at all."""
+    wanted = preset.thumbnail_at if preset.thumbnail_at < duration - 0.5 else duration / 2
+    last_frame = duration - 1 / fps if fps > 0 else duration / 2
+    return max(0.0, min(wanted, last_frame))
 
 
 def expected_duration(preset: TranscodePreset, source: StreamFacts) -> float:
