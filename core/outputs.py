@@ -114,6 +114,23 @@ def disk_state(folder: str | Path) -> str:
     return "folder not writable" if not os.access(folder, os.W_OK) else f"{free:,} bytes free"
 
 
+def write_failure(folder: str | Path, exc: OSError) -> OSError:
+    """A failed write as an OutputError naming the folder and the cause in words ("no space left on
+    device (N bytes free)"), so a full disk reads the same in every flow; other errors pass as they are."""
+    import errno
+
+    from core.errors import OutputError
+
+    if isinstance(exc, OutputError):
+        return exc
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(folder).free if Path(folder).exists() else 0
+        return OutputError(folder, f"no space left on device ({free:,} bytes free)")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return OutputError(folder, f"not writable ({os.strerror(exc.errno)})")
+    return exc
+
+
 def discard_if_empty(run_dir: str | Path, output_root: str | Path) -> None:
     """After a failed run: remove its folder (and the flow's folder) if nothing was published there."""
     root = Path(output_root).resolve()

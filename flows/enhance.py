@@ -29,12 +29,20 @@ from blocks.enhance import EnhanceConfig, EnhanceModel, FaceMode
 from blocks.loader import load_block
 from blocks.runner import RunnerConfig
 from core.cli import EPILOG, positive, preflight_files, preflight_output_dir, run_cli
-from core.errors import ConfigError
+from core.errors import ConfigError, OutputError
+from core.outputs import write_failure
 from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments, runner_settings_from_env
 from runtime.stage import Stages
-from stages.enhance.batch import batch_output_dir, failure_of, finish_batch, plan_outputs
+from stages.enhance.batch import (
+    batch_output_dir,
+    discard_batch,
+    failure_of,
+    finish_batch,
+    output_failure,
+    plan_outputs,
+)
 from stages.enhance.engines import engine_class
 from stages.enhance.enhance import check_settings, enhance_image_task
 from stages.enhance.settings import EnhanceSettings
@@ -96,7 +104,18 @@ def enhance_images(
         if isinstance(done, BaseException):  # the batch run itself broke (not one of its images)
             raise done
         outcomes += done
-    result = finish_batch(run_dir, outcomes, settings)
+        if output_failure(done):
+            break
+    try:
+        if failed := output_failure(outcomes):
+            raise OutputError(output_dir, failed.reason)
+        result = finish_batch(run_dir, outcomes, settings)
+    except OSError as exc:  # a full or read-only output disk: one clear error for the run, nothing kept
+        discard_batch(run_dir, outcomes, output_dir)
+        error = write_failure(output_dir, exc)
+        if isinstance(error, OutputError):
+            error = OutputError(output_dir, f"{error.cause}; {len(images)} images requested, none kept")
+        raise error from exc
     _report(result)
     return final_state(result)
 
@@ -291,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         return_state=True,
     )
     result = state.result(raise_on_failure=False)
-    if not isinstance(result, EnhanceBatchResult):  # the run itself failed (bad settings, no images)
+    if isinstance(result, BaseException):  # the run itself failed (settings, the output disk): one line
+        raise result
+    if not isinstance(result, EnhanceBatchResult):
         print(f"error: {state.message}", file=sys.stderr)
         return 2
     for failure in result.failed:

@@ -164,6 +164,38 @@ def test_full_or_read_only_output_disk_is_refused_up_front(bad, tmp_path, capsys
             assert len(err.strip().splitlines()) == 1, err
 
 
+def _noise_png(path: Path, side: int) -> Path:
+    """Random pixels: PNG cannot compress them, so the enhanced size is known (side^2 x scale^2 x 3 bytes)."""
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(path), np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8))
+    return path
+
+
+# flow -> arguments on a disk that passes the up-front check (over MIN_FREE_BYTES) and fills during the run
+FILLING_DISKS = {
+    "enhance": lambda d: ["--engine", "opencv-classic", "--max-concurrency", "1",
+                          str(_noise_png(d / "a.png", 1000)), str(_noise_png(d / "b.png", 1001))],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flow", list(FILLING_DISKS))
+def test_an_output_disk_filling_during_the_run_is_one_line_and_exit_3(prefect_server, flow, tmp_path, capsys):
+    """17 MiB free passes the check; two 2000x2000 noise PNGs (~12 MB each) do not fit: one line naming the
+    output folder and the cause, exit 3, and nothing of the run left on the disk (its space given back)."""
+    with _tmpfs(tmp_path / "disk", "size=17m") as disk:
+        argv = ["--output-dir", str(disk / "out"), *FILLING_DISKS[flow](tmp_path)]
+        code, out, err = _run(flow, argv, capsys)
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert code == EXIT_FAILED, err[-3000:]
+        assert errors == [f"error: {disk / 'out'}: {errors[0].split(': ', 2)[2]}"], err[-3000:]
+        assert "no space left on device" in errors[0] and "Traceback" not in err, errors
+        assert not [p for p in disk.rglob("*") if p.is_file()], "no partial output on the full disk"
+        assert not out.strip(), out
+
+
 def test_the_command_line_answers_fast_without_a_traceback(bad, tmp_path):
     """As a user sees it: a real process, a name starting with '-' after '--', nothing but one line."""
     hostile = bad["missing"].parent / "-rf.mp4"

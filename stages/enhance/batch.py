@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from core.outputs import atomic_path, file_digest, safe_stem, write_json_atomic
+from core.errors import OutputError
+from core.outputs import atomic_path, discard_if_empty, file_digest, safe_stem, write_json_atomic
 from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
 from stages.enhance.imaging import output_suffix
 from stages.enhance.settings import EnhanceSettings
@@ -47,6 +48,26 @@ def plan_outputs(images: list[str | Path], run_dir: Path) -> list[tuple[Path, Pa
 def failure_of(source: Path, exc: BaseException) -> ImageFailure:
     """An image's failure as the batch reports it: the error class and its cause (the path is the row)."""
     return ImageFailure(source=Path(source), error=type(exc).__name__, reason=str(getattr(exc, "cause", exc)))
+
+
+def output_failure(outcomes: list[EnhancedImage | ImageFailure]) -> ImageFailure | None:
+    """The first image that failed because the output disk did (full, read-only): not that image's fault,
+    and every image after it would fail the same way, so the whole run stops on it."""
+    failed = (o for o in outcomes if isinstance(o, ImageFailure))
+    return next((o for o in failed if o.error == OutputError.__name__), None)
+
+
+def discard_batch(
+    run_dir: Path, outcomes: list[EnhancedImage | ImageFailure], output_root: str | Path
+) -> None:
+    """After the output disk failed: remove what this run published, so a full disk leaves no partial batch
+    (and gets its space back); the folder goes too when nothing else is in it."""
+    for item in outcomes:
+        if isinstance(item, EnhancedImage):
+            item.output.unlink(missing_ok=True)
+    for name in ("enhanced.zip", "manifest.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    discard_if_empty(run_dir, output_root)
 
 
 def finish_batch(

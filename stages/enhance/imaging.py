@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from core.errors import MediaInputError, StageError
 from core.media import probe_media, require_kind
-from core.outputs import atomic_path
+from core.outputs import atomic_path, write_failure
 from stages.enhance.settings import STAGE, EnhanceSettings
 
 if TYPE_CHECKING:
@@ -149,6 +149,9 @@ def write_image(
     ok, encoded = cv2.imencode(suffix, image, params)
     if not ok:
         raise StageError(STAGE, dest, f"OpenCV could not encode a {suffix} image")
-    with atomic_path(dest) as tmp:
-        encoded.tofile(tmp)
+    try:
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(encoded.tobytes())  # not ndarray.tofile: a short write there has no errno
+    except OSError as exc:
+        raise write_failure(dest.parent, exc) from exc
     return dest
