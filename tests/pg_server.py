@@ -29,6 +29,7 @@ PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PGPORT", "5432"))
 PG_USER = os.environ.get("PGUSER", "postgres")
 PG_PASSWORD = os.environ.get("PGPASSWORD")
+SERVER_PIDS: dict[str, int] = {}  # API URL -> the server's process (group) id, for tests that kill the server
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -99,8 +100,10 @@ def prefect_postgres_server(
         )
     try:
         _wait_healthy(api_url, proc, log, startup_timeout)
+        SERVER_PIDS[api_url] = proc.pid
         yield api_url
     finally:
+        SERVER_PIDS.pop(api_url, None)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:

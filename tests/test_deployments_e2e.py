@@ -200,8 +200,8 @@ def test_deployed_flows_run_by_command_by_upload_and_fail_clearly(stack, media_d
     again = s.run("bootstrap-again", py, "-m", "deployments.bootstrap", "--output-root", str(dirs["out"]),
                   "--inbox", str(dirs["inbox"]))  # fmt: skip
     assert "created" not in again and "updated" not in again, f"bootstrap is idempotent:\n{again}"
-    s.start("worker-cpu", str(BIN / "prefect"), "worker", "start", "--pool", "cpu")
-    s.start("worker-gpu", str(BIN / "prefect"), "worker", "start", "--pool", "gpu")
+    s.start("worker-cpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "cpu")
+    s.start("worker-gpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "gpu")
     s.start("inbox", py, "-m", "deployments.inbox", "--dir", str(dirs["inbox"]), "--settle-seconds", "1")
     s.run("deploy", str(BIN / "prefect"), "--no-prompt", "deploy", "--all", timeout=180)
     silent = _silent_run(api)  # checked at the end: the heartbeat automation's grace runs meanwhile

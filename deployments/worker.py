@@ -1,0 +1,88 @@
+"""A Prefect process worker that exits within seconds of SIGTERM, even when the server has gone away.
+
+python -m deployments.worker --pool cpu [--name NAME] [--limit N] [--work-queue Q]... [--shutdown-seconds 3]
+
+`prefect worker start` stops polling at once on SIGTERM, but then waits for its last events (the
+`prefect.worker.stopped` event) to reach the server: with the server gone, Prefect's events client retries
+its websocket ten times a second apart (no setting changes that) and the process lingers ~9 s, past the
+5 s a supervisor (systemd, Kubernetes, a test) gives before it kills. Here the first SIGTERM or SIGINT
+cancels the worker, as Prefect's own handler does, and arms a watchdog: whatever is left of the shutdown
+(API calls, the events drain at exit) gets `--shutdown-seconds`, then the process exits 0. With the server
+up the shutdown ends well within that and nothing is lost; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+
+SHUTDOWN_ENV = "YIVIDEO_WORKER_SHUTDOWN_SECONDS"
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process after `seconds` unless it ended by itself (a daemon timer: it never holds exit up)."""
+
+    def expire() -> None:
+        print(f"shutdown took over {seconds:g} s (Prefect server unreachable?): exiting now", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run a ProcessWorker on `args.pool` until the first SIGTERM/SIGINT; then stop within the budget."""
+    from prefect.workers.process import ProcessWorker
+
+    main = asyncio.current_task()
+    stopping: list[int] = []
+
+    def stop(signum: int) -> None:
+        if stopping:  # a second signal: no more patience
+            os._exit(0)
+        stopping.append(signum)
+        name, budget = signal.Signals(signum).name, args.shutdown_seconds
+        print(f"Received {name}: stopping the worker (exit within {budget:g} s)", flush=True)
+        _exit_after(args.shutdown_seconds)
+        if main is not None:
+            main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    worker = ProcessWorker(
+        work_pool_name=args.pool, work_queues=args.work_queue or None, name=args.name, limit=args.limit
+    )
+    try:
+        await worker.start(printer=print)
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+        print(f"Worker {worker.name!r} stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A Prefect process worker with a bounded shutdown.")
+    parser.add_argument("--pool", required=True, help="work pool (process type: cpu, gpu)")
+    parser.add_argument("--name", default=None, help="worker name shown in the UI (default: generated)")
+    parser.add_argument("--work-queue", action="append", default=[], help="only these queues (repeatable)")
+    parser.add_argument("--limit", type=int, default=None, help="flow runs at once (default: no limit)")
+    parser.add_argument(
+        "--shutdown-seconds",
+        type=float,
+        default=float(os.environ.get(SHUTDOWN_ENV, "3")),
+        help=f"after SIGTERM/SIGINT, exit within this many seconds (default 3; {SHUTDOWN_ENV})",
+    )
+    args = parser.parse_args(argv)
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
