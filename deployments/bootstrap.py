@@ -43,6 +43,18 @@ INBOX_VARIABLE = "yivideo_inbox_dir"
 ALERT_PREFIX = "yivideo: "
 CPU_POOL_CONCURRENCY = 8  # flow-run processes at once on the cpu pool (each holds API connections)
 CRASH_RERUN_AUTOMATION = f"{ALERT_PREFIX}re-run crashed runs"
+NO_HEARTBEAT = "no heartbeat"  # how the heartbeat automation's Crashed states start; its alert matches on it
+# A run that is no longer running, or not running now (waiting to retry, paused), sends no heartbeats and
+# must not be crashed for it: each of these states' events closes the silence window the heartbeat opened.
+NOT_RUNNING_EVENTS = (
+    "prefect.flow-run.Completed",
+    "prefect.flow-run.Failed",
+    "prefect.flow-run.Cancelled",
+    "prefect.flow-run.Crashed",
+    "prefect.flow-run.AwaitingRetry",
+    "prefect.flow-run.Paused",
+    "prefect.flow-run.Suspended",
+)
 
 
 @dataclass
@@ -217,30 +229,41 @@ def alert_automations(rules: AlertRules, notify_block_id=None) -> list:
         ),
         AutomationCore(
             name=f"{ALERT_PREFIX}run without heartbeats marked crashed",
-            description=f"A flow run silent (no heartbeat, no final state) for {silence:.0f} s is Crashed.",
+            description=(
+                f"A flow run silent (no heartbeat, no final state) for {silence:.0f} s is Crashed. A run "
+                "that finished, waits to retry or is paused is left alone; the alert is its own automation."
+            ),
             trigger=EventTrigger(
                 posture=Posture.Proactive,
                 match={"prefect.resource.id": "prefect.flow-run.*"},
                 after={"prefect.flow-run.heartbeat"},
-                expect={
-                    "prefect.flow-run.heartbeat",
-                    "prefect.flow-run.Completed",
-                    "prefect.flow-run.Failed",
-                    "prefect.flow-run.Cancelled",
-                    "prefect.flow-run.Crashed",
-                },
+                expect={"prefect.flow-run.heartbeat", *NOT_RUNNING_EVENTS},
                 for_each={"prefect.resource.id"},
                 threshold=1,
                 within=timedelta(seconds=silence),
             ),
             actions=[
-                ChangeFlowRunState(
-                    state=StateType.CRASHED,
-                    message=f"no heartbeat for {silence:.0f} s: the worker or its machine died",
-                ),
-                *(alerts("Flow run crashed", "{{ flow_run.name }} stopped sending heartbeats")
-                  if notify_block_id else []),
+                ChangeFlowRunState(state=StateType.CRASHED, message=f"{NO_HEARTBEAT} for {silence:.0f} s: "
+                                   "the worker or its machine died"),
             ],  # fmt: skip
+        ),
+        AutomationCore(
+            name=f"{ALERT_PREFIX}run crashed for missing heartbeats",
+            description=(
+                "Alerts when the heartbeat automation did mark a run Crashed. Its firing on a run that had "
+                "already finished (a heartbeat that reached the server after the final state) is refused by "
+                f"the server and alerts nothing.{quiet}"
+            ),
+            trigger=EventTrigger(
+                posture=Posture.Reactive,
+                match={"prefect.resource.id": "prefect.flow-run.*",
+                       "prefect.state-message": f"{NO_HEARTBEAT}*"},
+                expect={"prefect.flow-run.Crashed"},
+                for_each={"prefect.resource.id"},
+                threshold=1,
+                within=timedelta(0),
+            ),
+            actions=alerts("Flow run crashed", "{{ flow_run.name }} stopped sending heartbeats"),
         ),
         AutomationCore(
             name=f"{ALERT_PREFIX}failure rate above threshold",
