@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 
 from gpu.client import GpuSlotError, GpuSlotTimeout, broker_dir, connect_broker
-from gpu.devices import gate_mode, visible_gpus
+from gpu.devices import GATE_ENV, gate_mode, visible_gpus
 from gpu.protocol import Acquire, Adopt, Granted, Line, Refused, Release
 
 __all__ = ["GpuGrant", "GpuSlot", "GpuSlotError", "GpuSlotTimeout", "gpu_slot"]
@@ -146,6 +146,7 @@ class GpuSlot:
         self._hold: _Hold | None = None
         self._aborted = threading.Event()
         self._line: Line | None = None
+        self._taken: tuple[str | None, float] | None = None  # (limit, monotonic time) of the held slot
 
     # sync form
 
@@ -153,8 +154,15 @@ class GpuSlot:
         visible = visible_gpus() if self.prefer_cuda else []
         mode = gate_mode()
         if not (mode == "always" or (mode == "auto" and visible)):
-            return GpuGrant(stage=self.stage, device="cuda:0" if visible else "cpu", limit=None, occupy=0)
-        return self._acquire(visible)
+            grant = GpuGrant(stage=self.stage, device="cuda:0" if visible else "cpu", limit=None, occupy=0)
+            _run_log("running on %s: %s (no slot)", grant.device, _ungated_reason(self.prefer_cuda, visible))
+            return grant
+        grant = self._acquire(visible)
+        units = f"{grant.occupy} unit{'s' if grant.occupy != 1 else ''}"
+        _run_log("gpu slot %s (%s) taken after %.2f s wait, on %s", grant.limit, units, grant.waited,
+                 grant.device)  # fmt: skip
+        self._taken = (grant.limit, time.monotonic())
+        return grant
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -162,6 +170,9 @@ class GpuSlot:
         hold, self._hold = self._hold, None
         if hold is not None:
             hold.release()
+        taken, self._taken = self._taken, None
+        if taken is not None:
+            _run_log("gpu slot %s released after %.1f s", taken[0], time.monotonic() - taken[1])
 
     # async form: the blocking wait runs in a thread; cancelling the task drops the request
 
@@ -247,6 +258,24 @@ class GpuSlot:
             device_index=index if device != "cpu" else None,
             waited=answer.waited,
         )
+
+
+def _ungated_reason(prefer_cuda: bool, visible: list[int]) -> str:
+    if not prefer_cuda:
+        return "the stage does not use CUDA with these settings"
+    return f"{GATE_ENV}=never" if visible else "no GPU on this host"
+
+
+def _run_log(message: str, *args: object) -> None:
+    """One line in the Prefect run's log (the UI shows it on the task run); nothing outside a run."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        logger = get_run_logger()
+    except MissingContextError:
+        return
+    logger.info(message, *args)
 
 
 gpu_slot = GpuSlot  # `with gpu_slot("ocr") as grant:` reads as the action it is

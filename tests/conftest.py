@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +37,28 @@ def assert_no_partial_outputs(root: Path) -> None:
     """Nothing half-written (temp files of atomic writes) is left anywhere under `root`."""
     leftovers = [p for p in root.rglob("*") if ".part" in p.name]
     assert not leftovers, f"partial outputs left behind: {leftovers}"
+
+
+@contextlib.contextmanager
+def run_logs_at_info() -> Iterator[None]:
+    """Stage INFO lines reach the API inside (the session logs at WARNING: the test output stays short)."""
+    logger = logging.getLogger("prefect.task_runs")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def read_back_run(flow_run_id) -> tuple[list, list[str]]:
+    """A flow run's task runs and log messages, as the Prefect UI reads them from the API."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # the run's last lines are still batched in this process
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+    return runs, [log.message for log in logs]

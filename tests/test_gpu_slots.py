@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import read_back_run, run_logs_at_info
 from pg_server import prefect_postgres_server
 
 from gpu.client import GpuSlotError, GpuSlotTimeout, broker_dir, broker_status
@@ -162,6 +164,30 @@ def test_gated_cpu_host_counts_as_one_device_and_creates_its_limit(host):
     assert asyncio.run(async_form()).limit == limit_name(0, host)
     time.sleep(0.5)
     assert _limit(limit_name(0, host)).active_slots == 0  # idle leases go back to Prefect
+
+
+def test_a_gpu_stage_logs_its_slot_its_wait_and_its_hold_to_its_run(host):
+    """The task run's log (UI, API) says which slot the stage took, after how long a wait, and when it gave
+    it back; the concurrency page shows only a count of slots in use."""
+    from prefect import flow, task
+
+    @task
+    def stage() -> None:
+        with gpu_slot("ocr"):
+            time.sleep(0.3)
+
+    @flow
+    def one_gpu_stage() -> None:
+        stage()
+
+    with run_logs_at_info():
+        state = one_gpu_stage(return_state=True)
+    _, logs = read_back_run(state.state_details.flow_run_id)
+    limit = limit_name(0, host)
+    pattern = rf"gpu slot {limit} \(1 unit\) taken after \d+\.\d\d s wait, on cpu"
+    taken = [m for m in logs if re.fullmatch(pattern, m)]
+    released = [float(m.split()[-2]) for m in logs if m.startswith(f"gpu slot {limit} released after ")]
+    assert len(taken) == 1 and len(released) == 1 and released[0] >= 0.3, logs
 
 
 def test_eight_processes_never_overlap_on_a_one_unit_device(host, tmp_path):
