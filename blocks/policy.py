@@ -40,7 +40,10 @@ class RunPolicy(Block):
     stage_backoff_seconds: float = Field(2.0, ge=0, description="first retry delay; doubles each retry")
     stage_backoff_jitter: float = Field(0.2, ge=0, le=1, description="random spread of retry delays")
     stage_timeout_seconds: float | None = Field(
-        1800.0, gt=0, description="a stage running longer than this fails (None: no limit)"
+        1800.0,
+        gt=0,
+        description="a stage running longer than this fails (None: no limit); applied where Prefect can stop "
+        "a stage: on Ray. Stages on local threads are bounded by the flow timeout and ffmpeg's own limit",
     )
 
     def stage_retry_delays(self) -> list[float]:

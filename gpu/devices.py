@@ -17,6 +17,9 @@ import subprocess
 from collections.abc import Sequence
 
 GPU_LIMIT_NAME = "gpu"  # prefix of every GPU limit: gpu:<host>:<index>
+GPU_CAPABLE_TAG = "gpu-capable"  # the one declaration that a stage may run on a GPU: `@task(tags=[...])`
+GPU_TAG = "gpu"  # only on task runs that really get a GPU (added at submit time by runtime/stage.py), so a
+# UI filter or a tag concurrency limit on "gpu" never sees CPU work
 GATE_ENV = "YIVIDEO_GPU_GATE"  # auto (default) | always | never
 HOST_ENV = "YIVIDEO_GPU_HOST"  # the host part of the limit names (default: the host name)
 

@@ -21,7 +21,6 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from blocks.runner import RunnerConfig
 from core.errors import ConfigError
 
-GPU_TAG = "gpu"  # GPU-capable stages carry this tag (e.g. stages/subtitles/ocr.py, stages/subtitles/area.py)
 RUNNER_ENV = "YIVIDEO_RUNNER"  # local | ray
 RAY_ADDRESS_ENV = "YIVIDEO_RAY_ADDRESS"  # ray://<head>:10001 | auto | <head>:6379; implies YIVIDEO_RUNNER=ray
 RUNNER_BLOCK_ENV = "YIVIDEO_RUNNER_BLOCK"  # name of a RunnerConfig block; wins over the two above

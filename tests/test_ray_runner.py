@@ -19,11 +19,10 @@ from core.errors import ConfigError, MediaInputError
 from core.models import load_count
 from flows.subtitles import extract_subtitles
 from gpu.client import RUN_DIR_ENV
-from gpu.devices import GATE_ENV, HOST_ENV, limit_name
+from gpu.devices import GATE_ENV, GPU_CAPABLE_TAG, HOST_ENV, limit_name
 from gpu.slot import gpu_slot
 from runtime.placement import placement_options
 from runtime.runner import (
-    GPU_TAG,
     RUNNER_BLOCK_ENV,
     RUNNER_ENV,
     StageRunner,
@@ -133,7 +132,7 @@ def test_subtitles_on_ray_match_the_local_runner(ray_cluster, busy_video, tmp_pa
         with_runner(extract_subtitles, ON_RAY)(str(tmp_path / "missing.mp4"), str(tmp_path / "ray"))
 
 
-@task(name="ocr-and-report", tags=[GPU_TAG], cache_policy=NONE)
+@task(name="ocr-and-report", tags=[GPU_CAPABLE_TAG], cache_policy=NONE)
 def ocr_and_report(batches, keyframes, settings: OcrSettings) -> tuple[int, int, str, str | None]:
     """The real OCR stage, then which process ran it, how many models that process has loaded so far, and
     which GPUs Ray let it see."""
@@ -189,7 +188,7 @@ def test_gpu_workers_keep_their_models_across_tasks(ray_cluster, ocr_input):
     assert len({pid for pid, *_ in cold}) == times and all(loads == 1 for _, loads, *_ in cold), cold
 
 
-@task(name="hold-gpu", tags=[GPU_TAG], cache_policy=NONE)
+@task(name="hold-gpu", tags=[GPU_CAPABLE_TAG], cache_policy=NONE)
 def hold_gpu(seconds: float, meet: str) -> tuple[int, float, float, float]:
     """Hold the GPU slot for `seconds`, after the first two tasks have met (both running in Ray at once)."""
     Path(meet, str(os.getpid()) + str(time.monotonic_ns())).touch()

@@ -16,13 +16,13 @@ from core.errors import (
     is_transient,
     retry_if_transient,
 )
-from runtime.placement import on_gpu
-from runtime.runner import GPU_TAG
+from gpu.devices import GPU_CAPABLE_TAG, GPU_TAG
+from runtime.placement import on_gpu, runs_on_gpu, with_gpu_tag
 from runtime.stage import Stages
 from stages.transcode.checks import OutputCheckError
 
 
-@task(name="ocr", tags=[GPU_TAG])
+@task(name="ocr", tags=[GPU_CAPABLE_TAG])
 def gpu_stage() -> None: ...
 
 
@@ -42,11 +42,19 @@ def test_one_retry_rule_for_every_stage() -> None:
     assert prepared.retry_condition_fn is retry_if_transient
 
 
-def test_a_long_stage_gets_at_least_its_own_time_limit() -> None:
+@task(name="fetch")
+async def async_stage() -> None: ...
+
+
+def test_a_stage_timeout_only_where_prefect_can_enforce_it() -> None:
+    """A sync stage on local threads gets none (Prefect cannot interrupt a worker thread and warns on every
+    run); an async one (as a Ray task: the worker's main thread) gets the policy's, at least its own."""
     stages = Stages(RunPolicy(stage_timeout_seconds=60.0))
-    assert stages.prepare(cpu_stage).timeout_seconds == 60.0
-    assert stages.prepare(cpu_stage, min_timeout=600.0).timeout_seconds == 600.0
-    assert Stages(RunPolicy(stage_timeout_seconds=None)).prepare(cpu_stage, 600.0).timeout_seconds is None
+    assert stages.prepare(cpu_stage).timeout_seconds is None
+    assert stages.prepare(cpu_stage, min_timeout=600.0).timeout_seconds is None
+    assert stages.prepare(async_stage).timeout_seconds == 60.0
+    assert stages.prepare(async_stage, min_timeout=600.0).timeout_seconds == 600.0
+    assert Stages(RunPolicy(stage_timeout_seconds=None)).prepare(async_stage, 600.0).timeout_seconds is None
 
 
 def test_each_stage_asks_ray_for_the_block_s_resources() -> None:
@@ -69,7 +77,7 @@ def test_each_stage_asks_ray_for_the_block_s_resources() -> None:
 
 def test_a_gpu_only_where_the_stage_uses_one_and_the_cluster_has_one() -> None:
     auto, never = RunnerConfig(kind="ray"), RunnerConfig(kind="ray", gpus="never")
-    assert on_gpu(gpu_stage, None, auto, cluster_gpus=2.0)  # tagged "gpu"
+    assert on_gpu(gpu_stage, None, auto, cluster_gpus=2.0)  # tagged "gpu-capable"
     assert not on_gpu(gpu_stage, False, auto, cluster_gpus=2.0)  # its settings pin the CPU
     assert not on_gpu(cpu_stage, None, auto, cluster_gpus=2.0)
     assert on_gpu(cpu_stage, True, auto, cluster_gpus=2.0)
@@ -78,3 +86,17 @@ def test_a_gpu_only_where_the_stage_uses_one_and_the_cluster_has_one() -> None:
     assert on_gpu(gpu_stage, "required", auto, cluster_gpus=1.0)
     with pytest.raises(ConfigError, match="stage 'ocr' requires a GPU .* the Ray cluster has none"):
         on_gpu(gpu_stage, "required", auto, cluster_gpus=0.0)
+
+
+def test_the_gpu_tag_only_on_runs_that_get_a_gpu() -> None:
+    """A stage declares that it may use a GPU ("gpu-capable"); its run is tagged "gpu" only when placement
+    gives it one, so the UI's `gpu` filter and a tag concurrency limit on `gpu` never see CPU work."""
+    on_host = with_gpu_tag(gpu_stage, runs_on_gpu(gpu_stage, None, host_gpus=[0]))
+    assert GPU_TAG in on_host.tags and GPU_CAPABLE_TAG in on_host.tags
+    assert GPU_TAG not in with_gpu_tag(gpu_stage, runs_on_gpu(gpu_stage, None, host_gpus=[])).tags
+    assert GPU_TAG not in with_gpu_tag(gpu_stage, runs_on_gpu(gpu_stage, False, host_gpus=[0])).tags
+    assert GPU_TAG not in with_gpu_tag(cpu_stage, runs_on_gpu(cpu_stage, None, host_gpus=[0])).tags
+    assert GPU_TAG in with_gpu_tag(cpu_stage, runs_on_gpu(cpu_stage, True, host_gpus=[0])).tags
+    assert GPU_TAG not in with_gpu_tag(on_host, False).tags, "a copy placed on the CPU loses the tag"
+    # the one runtime path: Stages.prepare tags by the same decision (this host has no GPU)
+    assert GPU_TAG not in Stages(RunPolicy()).prepare(gpu_stage).tags

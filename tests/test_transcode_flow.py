@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_no_partial_outputs
+from conftest import assert_no_partial_outputs, read_back_run
 
 from blocks.presets import SEED_PRESETS, TranscodePresets
 from core.errors import ConfigError, MediaInputError
@@ -105,6 +105,21 @@ def test_presets_from_a_saved_block_and_from_code(prefect_server, clips, tmp_pat
         str(video), ["mp4_smooth"], str(tmp_path), custom_presets={"mp4_smooth": smaller_smooth}
     )
     assert ffprobe(result.renditions[0].path)["size"] == (320, 180), "code overrides the shipped preset"
+
+
+def test_a_cpu_encode_is_not_tagged_gpu_and_gets_no_unenforceable_timeout(prefect_server, clips, tmp_path):
+    """On this CPU host the video preset encodes with libx264: its task run is "gpu-capable" but not "gpu"
+    (a tag limit on `gpu` once failed such a burst), and the run's log has no "timeout in a worker thread"
+    warning: ffmpeg's own time limit bounds it, not a task timeout Prefect cannot enforce in a thread."""
+    from gpu.devices import GPU_CAPABLE_TAG, GPU_TAG
+
+    video = str(clips["odd"][0])
+    state = transcode(video, ["mp4_smooth"], str(tmp_path), timeout_seconds=300, return_state=True)
+    assert state.result().renditions[0].encoder == "libx264"
+    runs, logs = read_back_run(state.state_details.flow_run_id)
+    (encode,) = [run for run in runs if run.name == "transcode mp4_smooth"]
+    assert GPU_CAPABLE_TAG in encode.tags and not [run.name for run in runs if GPU_TAG in run.tags]
+    assert not [m for m in logs if "worker thread" in m], logs
 
 
 def test_unknown_preset_is_a_config_error_listing_the_known_ones(prefect_server, clips, tmp_path):

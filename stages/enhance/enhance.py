@@ -13,6 +13,7 @@ from prefect.cache_policies import NONE
 
 from core.errors import ConfigError, MediaInputError, StageError
 from core.schema import EnhancedImage
+from gpu.devices import GPU_CAPABLE_TAG
 from stages.enhance.content import FaceBox, find_faces, fit_to_content, keep_faces_faithful
 from stages.enhance.engines import engine_class, load_engine
 from stages.enhance.engines.base import EngineOutput, EnhanceEngine
@@ -119,7 +120,7 @@ def _image_run_name() -> str:
     return f"enhance {Path(str(task_run.parameters.get('source', '?'))).name}"
 
 
-@task(name="enhance-image", task_run_name=_image_run_name, cache_policy=NONE)
+@task(name="enhance-image", task_run_name=_image_run_name, cache_policy=NONE, tags=[GPU_CAPABLE_TAG])
 def enhance_image_task(source: Path, dest: Path, settings: EnhanceSettings) -> EnhancedImage:
     """One image: decode and check outside the GPU slot, load + run the engine inside it, write outside."""
     from prefect import get_run_logger

@@ -15,6 +15,7 @@ from prefect.cache_policies import NONE
 
 from core.outputs import write_text_atomic
 from core.schema import AudioTrack, Diarization, SpeakerTurn, SpeechWord, Transcript
+from gpu.devices import GPU_CAPABLE_TAG
 from stages.speech.engines import AsrSettings, load_diarizer
 
 
@@ -105,7 +106,7 @@ def speaker_table(diarization: Diarization) -> list[dict[str, object]]:
     return rows
 
 
-@task(name="diarize", task_run_name="speakers", retries=0, cache_policy=NONE, tags=["gpu"])
+@task(name="diarize", task_run_name="speakers", retries=0, cache_policy=NONE, tags=[GPU_CAPABLE_TAG])
 def diarize_task(
     track: AudioTrack, transcript: Transcript, settings: AsrSettings
 ) -> tuple[Transcript, Diarization]:

@@ -15,6 +15,7 @@ from prefect import task
 from core.caching import resumable
 from core.errors import StageError
 from core.schema import AudioTrack, SpeechSegment, Transcript
+from gpu.devices import GPU_CAPABLE_TAG
 from stages.speech.audio import SAMPLE_RATE, iter_audio_windows
 from stages.speech.engines import AsrEngine, AsrSettings, load_asr_engine
 
@@ -90,7 +91,7 @@ def _resolve_device(settings: AsrSettings, granted: str) -> AsrSettings:
     return replace(settings, device="cpu" if settings.device == "cpu" else granted)
 
 
-@task(name="transcribe", task_run_name="speech recognition", retries=0, **resumable(), tags=["gpu"])
+@task(name="transcribe", task_run_name="speech recognition", retries=0, **resumable(), tags=[GPU_CAPABLE_TAG])
 def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
     """GPU-capable: a GPU slot only when the engine runs on CUDA; the model stays resident in this process."""
     from prefect import get_run_logger

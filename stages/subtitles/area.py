@@ -17,6 +17,7 @@ from prefect import task
 from core.caching import resumable
 from core.media import iter_video_frames
 from core.schema import Band, MediaInfo
+from gpu.devices import GPU_CAPABLE_TAG
 from gpu.slot import gpu_slot
 from stages.subtitles.band import band_from_fractions, clamp_band
 from stages.subtitles.ocr import OcrSettings, load_ocr_engine
@@ -190,7 +191,7 @@ def describe_band(band: Band, info: MediaInfo) -> str:
     retries=1,
     retry_delay_seconds=2,
     **resumable(),
-    tags=["gpu"],
+    tags=[GPU_CAPABLE_TAG],
 )
 def subtitle_area_task(
     info: MediaInfo,

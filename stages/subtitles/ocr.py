@@ -18,6 +18,7 @@ from core.caching import resumable
 from core.errors import ConfigError
 from core.models import ModelKey, model_key, resident_model
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
+from gpu.devices import GPU_CAPABLE_TAG
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,9 @@ def reread_enlarged(crop_path: Path, engine: OcrEngine, scale: float = 1.5) -> l
     ]
 
 
-@task(name="ocr", task_run_name="ocr", retries=1, retry_delay_seconds=2, **resumable(), tags=["gpu"])
+@task(
+    name="ocr", task_run_name="ocr", retries=1, retry_delay_seconds=2, **resumable(), tags=[GPU_CAPABLE_TAG]
+)
 def ocr_task(batches: list[StitchedBatch], keyframes: KeyframeSet, settings: OcrSettings) -> list[FrameText]:
     """GPU-capable: the engine loads on the slot's device and runs inside the slot."""
     from dataclasses import replace

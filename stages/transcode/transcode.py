@@ -20,6 +20,7 @@ from core.errors import MediaInputError, retry_if_transient
 from core.outputs import atomic_path
 from core.progress import StageProgress
 from core.schema import Rendition
+from gpu.devices import GPU_CAPABLE_TAG
 from gpu.limits import nvenc_session
 from stages.transcode.checks import check_output
 from stages.transcode.command import ProgressCallback, build_command, default_timeout, run_ffmpeg
@@ -85,7 +86,7 @@ def transcode_preset(
     retry_delay_seconds=2,
     retry_condition_fn=retry_if_transient,
     cache_policy=NONE,
-    tags=["gpu"],
+    tags=[GPU_CAPABLE_TAG],
 )
 def transcode_task(
     video: Path, name: str, preset: TranscodePreset, out_dir: Path, stem: str, timeout: float | None = None
