@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow
+from prefect import flow, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 
@@ -41,7 +41,7 @@ from runtime.stage import Stages
 from stages.subtitles.area import describe_band, subtitle_area_task
 from stages.subtitles.crop import crop_task
 from stages.subtitles.keyframes import keyframes_task, video_windows
-from stages.subtitles.ocr import OcrSettings, ocr_task
+from stages.subtitles.ocr import OcrSettings, batch_keyframes, ocr_task
 from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
 from stages.subtitles.stitch import stitch_task
 
@@ -105,7 +105,13 @@ def _stitch(s: ChainState) -> str:
 
 
 def _ocr(s: ChainState) -> str:
-    s.texts = s.stages.run(ocr_task, s.batches, s.crops, s.ocr, model=s.ocr)
+    total = len(s.batches)  # one task run per batch (`ocr batch 2/5`), each resumable on its own
+    parts = [batch_keyframes(s.crops, batch) for batch in s.batches]
+    numbers = list(range(1, total + 1))
+    per_batch = s.stages.run_each(
+        ocr_task, s.batches, parts, unmapped(s.ocr), numbers, unmapped(total), model=s.ocr
+    )
+    s.texts = [text for texts in per_batch for text in texts]
     return f"{sum(1 for t in s.texts if t.lines)} of {len(s.texts)} keyframes read"
 
 

@@ -6,6 +6,7 @@
     transcript = stages.run(transcribe_task, audio, asr, model=asr)   # a model stage: warm actor on Ray
     future = stages.submit(transcode_task, ...)           # several at once
     futures = stages.map(enhance_image_task, sources, dests, unmapped(settings), gpu=True)
+    texts = stages.run_each(ocr_task, batches, parts, unmapped(ocr), model=ocr)  # map, wait, in order
 
 Retries and the timeout come from the `RunPolicy` block (retrying only what `core.errors.is_transient`
 allows; the stage timeout only where Prefect can enforce it: `placement.timeouts_enforced`); where the
@@ -60,6 +61,17 @@ class Stages:
         result = self.submit(task, *args, min_timeout=min_timeout, gpu=gpu, model=model).result()
         self._record(task, started)
         return result
+
+    def run_each(
+        self, task: Task[..., R], *iterables: Any, min_timeout: float = 0.0, gpu: GpuUse = None,
+        model: object | None = None,
+    ) -> list[R]:  # fmt: skip
+        """`map` and wait for every run: their results in order; a failure is re-raised as soon as it happens
+        (after the policy's retries). The stage's time is the wall time of all its runs together."""
+        started = time.perf_counter()
+        results = self.map(task, *iterables, min_timeout=min_timeout, gpu=gpu, model=model).result()
+        self._record(task, started)
+        return list(results)
 
     def _record(self, task: Task, started: float) -> None:
         elapsed = time.perf_counter() - started  # a stage run per window adds up

@@ -32,7 +32,7 @@ from runtime.runner import (
 from runtime.stage import Stages, run_stage
 from samples.scoring import squash
 from samples.video import busy_script, make_subtitled_video
-from stages.subtitles.ocr import OcrSettings, ocr_task
+from stages.subtitles.ocr import OcrSettings, batch_keyframes, ocr_task
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -136,7 +136,7 @@ def test_subtitles_on_ray_match_the_local_runner(ray_cluster, busy_video, tmp_pa
 def ocr_and_report(batches, keyframes, settings: OcrSettings) -> tuple[int, int, str, str | None]:
     """The real OCR stage, then which process ran it, how many models that process has loaded so far, and
     which GPUs Ray let it see."""
-    texts = ocr_task.fn(batches, keyframes, settings)
+    texts = [t for batch in batches for t in ocr_task.fn(batch, batch_keyframes(keyframes, batch), settings)]
     seen = os.environ.get("CUDA_VISIBLE_DEVICES")
     return os.getpid(), load_count("ocr", "rapidocr"), " / ".join(t.text for t in texts), seen
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_no_partial_outputs
+from conftest import assert_no_partial_outputs, read_back_run, run_logs_at_info
 
 from core.errors import MediaInputError
 from flows.subtitles import extract_subtitles
@@ -138,6 +138,28 @@ def test_cli_prints_the_srt_path_last(prefect_server, busy_video, tmp_path):
     srt_path = Path(proc.stdout.strip().splitlines()[-1])
     assert srt_path.suffix == ".srt" and srt_path.exists()
     assert "Moving background test" in srt_path.read_text(encoding="utf-8")
+
+
+def test_the_ui_shows_each_ocr_batch_and_no_cpu_work_tagged_gpu(prefect_server, busy_video, tmp_path):
+    """What the Prefect UI shows of a run on this CPU host: OCR as one task run per stitched batch (`ocr
+    batch i/n`); the GPU-capable stages marked "gpu-capable" and none tagged "gpu" (the UI filter and a
+    tag concurrency limit on `gpu` see real GPU work only); each says why it runs on the CPU; and no
+    "timeout in a worker thread" warning (no stage timeout Prefect cannot enforce), read back from the API."""
+    from gpu.devices import GPU_CAPABLE_TAG, GPU_TAG
+
+    with run_logs_at_info():
+        state = extract_subtitles(str(busy_video), str(tmp_path), return_state=True)
+    result = state.result()
+    runs, logs = read_back_run(state.state_details.flow_run_id)
+    assert runs and not [run.name for run in runs if GPU_TAG in run.tags]
+    capable = sorted(run.name for run in runs if GPU_CAPABLE_TAG in run.tags)
+    ocr = sorted(run.name for run in runs if run.name.startswith("ocr"))
+    total = len(ocr)
+    assert ocr == [f"ocr batch {i}/{total}" for i in range(1, total + 1)] and total >= 2, ocr
+    assert capable == sorted([*ocr, "find subtitle band"])
+    assert sum("running on cpu: no GPU on this host (no slot)" in m for m in logs) == len(capable), logs
+    assert not [m for m in logs if "worker thread" in m]
+    assert result.stage_seconds["ocr"] > 0
 
 
 def test_ocr_model_loads_once_across_runs(prefect_server, busy_video, tmp_path):

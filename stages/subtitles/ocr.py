@@ -7,6 +7,8 @@ Both return OcrLine boxes in the coordinates of the image they were given.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -277,29 +279,42 @@ def reread_enlarged(crop_path: Path, engine: OcrEngine, scale: float = 1.5) -> l
 
 
 @task(
-    name="ocr", task_run_name="ocr", retries=1, retry_delay_seconds=2, **resumable(), tags=[GPU_CAPABLE_TAG]
+    name="ocr",
+    task_run_name="ocr batch {number}/{total}",  # one task run per stitched batch: progress in the UI
+    retries=1,
+    retry_delay_seconds=2,
+    **resumable(),  # per batch: a re-run resumes after the last batch that finished
+    tags=[GPU_CAPABLE_TAG],
 )
-def ocr_task(batches: list[StitchedBatch], keyframes: KeyframeSet, settings: OcrSettings) -> list[FrameText]:
-    """GPU-capable: the engine loads on the slot's device and runs inside the slot."""
+def ocr_task(
+    batch: StitchedBatch, keyframes: KeyframeSet, settings: OcrSettings, number: int = 1, total: int = 1
+) -> list[FrameText]:
+    """One stitched batch and its keyframes (`batch_keyframes`). GPU-capable: the resident engine (loaded
+    once per process) runs on the slot's device, inside the slot, which is held for this batch only."""
     from dataclasses import replace
-
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     from gpu.slot import gpu_slot
 
-    progress = create_progress_artifact(0.0, description=f"OCR of {keyframes.video.name}")
-    texts: list[FrameText] = []
     with gpu_slot("ocr") as grant:
         engine = load_ocr_engine(replace(settings, device=grant.device))
-        for done, batch in enumerate(batches, start=1):
-            texts += recognize_batches([batch], _only(keyframes, batch), engine)
-            update_progress_artifact(progress, 100.0 * done / len(batches))
-    if not batches:
-        update_progress_artifact(progress, 100.0)
-    return texts
+        with _engine_lock(engine):
+            return recognize_batches([batch], keyframes, engine)
 
 
-def _only(keyframes: KeyframeSet, batch: StitchedBatch) -> KeyframeSet:
+_engine_locks: weakref.WeakKeyDictionary[OcrEngine, threading.Lock] = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def _engine_lock(engine: OcrEngine) -> threading.Lock:
+    """One batch at a time per engine: batches run as concurrent task runs (threads) sharing the resident
+    engine, whose detector and recogniser keep per-call state; one onnxruntime thread per engine is also
+    the measured steady setting on a shared CPU (OcrSettings.cpu_threads)."""
+    with _locks_guard:
+        return _engine_locks.setdefault(engine, threading.Lock())
+
+
+def batch_keyframes(keyframes: KeyframeSet, batch: StitchedBatch) -> KeyframeSet:
+    """The keyframes stitched into `batch`: what its OCR run needs (and its cache key covers)."""
     from dataclasses import replace
 
     wanted = set(batch.keyframe_indices)
