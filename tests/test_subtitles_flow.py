@@ -14,7 +14,7 @@ from conftest import assert_no_partial_outputs, read_back_run, run_logs_at_info
 from core.errors import MediaInputError
 from flows.subtitles import extract_subtitles
 from samples.scoring import score_subtitles, squash
-from samples.video import busy_script, corpus_script, make_subtitled_video
+from samples.video import Cue, busy_script, corpus_script, make_subtitled_video
 
 SAMPLE_FPS = 5.0
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +31,17 @@ def corpus_video(media_dir) -> Path:
 def busy_video(media_dir) -> Path:
     return make_subtitled_video(
         media_dir / "busy.mp4", busy_script(), duration=11.0, size=(960, 540), background="busy"
+    )
+
+
+@pytest.fixture(scope="module")
+def many_cues_video(media_dir) -> Path:
+    """18 short lines in 10.5 s at 640x360: two stitched OCR batches."""
+    words = ["一", "Two", "三个字", "Four", "五", "Six six", "七", "Eight", "九九", "Ten", "十一", "Twelve",
+             "十三", "Fourteen", "十五", "Sixteen", "十七", "Eighteen"]  # fmt: skip
+    cues = [Cue(0.2 + 0.55 * i, 0.7 + 0.55 * i, word) for i, word in enumerate(words)]
+    return make_subtitled_video(
+        media_dir / "many cues.mp4", cues, duration=10.5, size=(640, 360), background="gradient"
     )
 
 
@@ -140,7 +151,7 @@ def test_cli_prints_the_srt_path_last(prefect_server, busy_video, tmp_path):
     assert "Moving background test" in srt_path.read_text(encoding="utf-8")
 
 
-def test_the_ui_shows_each_ocr_batch_and_no_cpu_work_tagged_gpu(prefect_server, busy_video, tmp_path):
+def test_the_ui_shows_each_ocr_batch_and_no_cpu_work_tagged_gpu(prefect_server, many_cues_video, tmp_path):
     """What the Prefect UI shows of a run on this CPU host: OCR as one task run per stitched batch (`ocr
     batch i/n`); the GPU-capable stages marked "gpu-capable" and none tagged "gpu" (the UI filter and a
     tag concurrency limit on `gpu` see real GPU work only); each says why it runs on the CPU; and no
@@ -148,7 +159,7 @@ def test_the_ui_shows_each_ocr_batch_and_no_cpu_work_tagged_gpu(prefect_server, 
     from gpu.devices import GPU_CAPABLE_TAG, GPU_TAG
 
     with run_logs_at_info():
-        state = extract_subtitles(str(busy_video), str(tmp_path), return_state=True)
+        state = extract_subtitles(str(many_cues_video), str(tmp_path), return_state=True)
     result = state.result()
     runs, logs = read_back_run(state.state_details.flow_run_id)
     assert runs and not [run.name for run in runs if GPU_TAG in run.tags]
