@@ -10,6 +10,8 @@ import importlib
 import inspect
 import pkgutil
 
+import pytest
+
 import blocks
 from deployments.bootstrap import BLOCK_TYPES
 
@@ -104,6 +106,39 @@ def test_progress_says_how_fast_and_how_long_is_left():
     )
     assert describe_progress("OCR of clip.mp4", 0.5, 4.0) == "OCR of clip.mp4: 50% · 4 s left"
     assert describe_progress("x", 0.0, 0.0) == "x: 0%"
+    assert describe_progress("OCR of clip.mp4", 0.5, 4.0, items=40, unit="keyframes") == (
+        "OCR of clip.mp4: 50% · 5.0 keyframes/s · 4 s left"
+    )
+
+
+def _progress_text(artifact_id) -> tuple[float, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
+
+    with get_client(sync_client=True) as client:
+        only = ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id]))
+        (artifact,) = client.read_artifacts(artifact_filter=only)
+    return float(artifact.data), artifact.description
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "speed"),
+    [({"media_seconds": 60.0}, "x realtime"), ({"items": 30, "unit": "keyframes"}, "keyframes/s")],
+)
+def test_stage_progress_artifacts_show_speed_and_time_left(prefect_server, kwargs, speed):
+    """What OCR (keyframes/s) and speech recognition (x realtime) write, read back from the Prefect API."""
+    import time
+
+    from core.progress import StageProgress
+
+    report = StageProgress("stage of clip.mp4", every=0.0, **kwargs)
+    time.sleep(0.05)
+    report(0.5)
+    value, text = _progress_text(report.artifact_id)
+    assert value == 50.0 and speed in text and " s left" in text, text
+    report.done()
+    value, text = _progress_text(report.artifact_id)
+    assert value == 100.0 and "done in" in text and speed in text, text
 
 
 def test_artifact_keys_are_per_input_and_valid():

@@ -95,18 +95,18 @@ def _resolve_device(settings: AsrSettings, granted: str) -> AsrSettings:
 def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
     """GPU-capable: a GPU slot only when the engine runs on CUDA; the model stays resident in this process."""
     from prefect import get_run_logger
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+    from core.progress import StageProgress
     from gpu.slot import gpu_slot
 
-    progress = create_progress_artifact(0.0, description=f"speech recognition of {track.source.name}")
+    progress = StageProgress(f"speech recognition of {track.source.name}", media_seconds=track.duration)
     with gpu_slot("asr", prefer_cuda=settings.device != "cpu") as grant:
         resolved = _resolve_device(settings, grant.device)
         engine = load_asr_engine(resolved)
         transcript = transcribe_audio(
-            track, engine, resolved, lambda done: update_progress_artifact(progress, 100.0 * done)
+            track, engine, resolved, progress
         )
-    update_progress_artifact(progress, 100.0)
+    progress.done()
     get_run_logger().info(
         "%s: %d segments, language %s (p=%.2f), %s on %s",
         track.source.name,
