@@ -29,7 +29,7 @@ from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import run_output_dir, write_manifest
-from core.schema import MediaInfo, PipelineResult, StageOutcome, SubtitleEvent
+from core.schema import MediaInfo, PipelineResult, StageOutcome
 from flows.subtitles import SUBTITLE_STEPS, ChainState, Step
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner
@@ -140,15 +140,21 @@ def run_pipeline(
         0.0, key=artifact_key("pipeline-progress", info.path), description=f"{' → '.join(plan)}"
     )
     outcomes: list[StageOutcome] = []
+    failed: tuple[str, float, str] | None = None
     try:
         for done, name in enumerate(plan, start=1):
             before = dict(state.outputs)
             started = time.perf_counter()
-            summary = STAGES[name].run(state)
+            try:
+                summary = STAGES[name].run(state)
+            except BaseException as exc:
+                failed = (name, round(time.perf_counter() - started, 3), f"{type(exc).__name__}: {exc}")
+                raise
             added = {k: v for k, v in state.outputs.items() if before.get(k) != v}
             outcomes.append(StageOutcome(name, round(time.perf_counter() - started, 3), summary, added))
             update_progress_artifact(progress, 100.0 * done / len(plan), description=f"{name} done")
     finally:
+        _report(info, plan, outcomes, failed)
         if not keep_intermediates:
             shutil.rmtree(state.work_dir, ignore_errors=True)
     manifest = write_manifest(
@@ -163,27 +169,45 @@ def run_pipeline(
             "events": len(state.events or ()),
         },
     )
-    _report(info, outcomes, state.events or [])
     return PipelineResult(
         info.path, tuple(workflow_chain), tuple(plan), run_dir, tuple(outcomes), tuple(state.events or ()),
         manifest,
     )  # fmt: skip
 
 
-def _report(info: MediaInfo, outcomes: list[StageOutcome], events: list[SubtitleEvent]) -> None:
-    """The results table in the UI: one row per stage (seconds, summary, files), then the first subtitles."""
-    rows = [
-        {"stage": o.stage, "seconds": o.seconds, "result": o.summary,
-         "outputs": ", ".join(Path(p).name for p in o.outputs.values())}
-        for o in outcomes
-    ]  # fmt: skip
-    rows += [
-        {"stage": f"subtitle {e.index}", "seconds": round(e.end - e.start, 2),
-         "result": f"{e.start:.2f}-{e.end:.2f} {e.text}", "outputs": ""}
-        for e in events[:10]
-    ]  # fmt: skip
+def stage_rows(
+    plan: Sequence[str], outcomes: Sequence[StageOutcome], failed: tuple[str, float, str] | None = None
+) -> list[dict[str, object]]:
+    """One row per planned step, in order: its seconds and outcome (completed, failed, not run).
+
+    Only the pipeline's own steps: a sub-flow (transcode, transcribe) keeps its stage table on its own run.
+    """
+    ran = {o.stage: o for o in outcomes}
+    rows: list[dict[str, object]] = []
+    for name in plan:
+        if name in ran:
+            o = ran[name]
+            files = ", ".join(Path(p).name for p in o.outputs.values())
+            rows.append({"stage": name, "seconds": o.seconds, "outcome": "completed", "result": o.summary,
+                         "outputs": files})  # fmt: skip
+        elif failed and failed[0] == name:
+            rows.append({"stage": name, "seconds": failed[1], "outcome": "failed", "result": failed[2],
+                         "outputs": ""})  # fmt: skip
+        else:
+            rows.append({"stage": name, "seconds": None, "outcome": "not run", "result": "", "outputs": ""})
+    return rows
+
+
+def _report(
+    info: MediaInfo, plan: list[str], outcomes: list[StageOutcome], failed: tuple[str, float, str] | None
+) -> None:
+    """The pipeline's stage table in the UI (written when a step fails too, so the failure shows where)."""
+    total = sum(o.seconds for o in outcomes) + (failed[1] if failed else 0.0)
+    verdict = f"failed at {failed[0]}" if failed else "completed"
     create_table_artifact(
-        rows, key=artifact_key("pipeline", info.path), description=f"workflow chain on {info.path.name}"
+        stage_rows(plan, outcomes, failed),
+        key=artifact_key("pipeline", info.path),
+        description=f"workflow chain on {info.path.name}: {len(plan)} steps, {total:.1f} s, {verdict}",
     )
 
 

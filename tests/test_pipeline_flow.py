@@ -104,3 +104,48 @@ def test_run_policy_retries_transient_failures_with_backoff_never_bad_input(pref
 
     assert stages() == "read"
     assert calls == {"bad": 1, "flaky": 3}, "bad input is not retried; a transient error is, twice"
+
+
+def test_the_stage_table_has_one_row_per_step_with_its_outcome():
+    from core.schema import StageOutcome
+    from flows.pipeline import stage_rows
+
+    rows = stage_rows(
+        ["subtitle_area", "keyframes", "crop"],
+        [StageOutcome("subtitle_area", 1.5, "band y 0.80-0.95", {})],
+        ("keyframes", 0.25, "StageError: no frames"),
+    )
+    assert [(r["stage"], r["seconds"], r["outcome"]) for r in rows] == [
+        ("subtitle_area", 1.5, "completed"), ("keyframes", 0.25, "failed"), ("crop", None, "not run"),
+    ]  # fmt: skip
+    assert rows[1]["result"] == "StageError: no frames"
+
+
+@pytest.mark.slow
+def test_the_pipeline_table_lists_its_own_steps_and_sub_flows_keep_theirs(
+    prefect_server, chain_video, tmp_path
+):
+    """Read back from the API: the pipeline's table has its steps only; transcode's is on its sub-flow."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter
+    from prefect.client.schemas.filters import FlowRunFilterParentFlowRunId as Parent
+
+    state = run_pipeline(str(chain_video), ("transcode",), str(tmp_path), return_state=True)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=Parent(any_=[run_id]))
+        )
+        by_run = {
+            rid: client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[rid]))
+            )
+            for rid in [run_id, *(c.id for c in children)]
+        }
+    tables = {a.key: a for a in by_run[run_id] if a.type == "table"}
+    assert set(tables) == {"pipeline-chain-mp4"}, tables
+    rows = json.loads(tables["pipeline-chain-mp4"].data)
+    assert [(r["stage"], r["outcome"]) for r in rows] == [("transcode", "completed")], rows
+    assert rows[0]["seconds"] > 0 and "renditions" in rows[0]["result"]
+    sub_tables = [a.key for rid, found in by_run.items() if rid != run_id for a in found if a.type == "table"]
+    assert "transcode-chain-mp4" in sub_tables, sub_tables
