@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from prefect.blocks.core import Block
 from pydantic import ValidationError
 
+from core.block_names import names_to_try
 from core.errors import ConfigError
 
 B = TypeVar("B", bound=Block)
@@ -28,6 +29,20 @@ def _set(data: dict[str, Any], path: str, value: Any) -> None:
     data[leaf] = value
 
 
+def _load_document(block_type: type[B], name: str, env: str | None) -> B:
+    """The saved document `name`; a shipped name also finds a server's pre-rename `default` document."""
+    for candidate in names_to_try(name):
+        try:
+            return block_type.load(candidate, _sync=True)
+        except ValueError as exc:  # Prefect's "unable to find block document"
+            error = exc
+    where = f" ({env})" if env else ""
+    raise ConfigError(
+        f"{block_type.get_block_type_name()} block {name!r}{where} not found "
+        f"(run `python -m deployments.bootstrap`): {error}"
+    ) from error
+
+
 def load_block(
     block_type: type[B], name: str | None = None, *, env: str | None = None, **overrides: Any
 ) -> B:
@@ -35,11 +50,7 @@ def load_block(
     the non-None `overrides` applied; a keyword's double underscore is a dot (`keyframes__sample_fps`)."""
     name = (name or (os.environ.get(env, "") if env else "")).strip() or None
     title = block_type.get_block_type_name()
-    try:
-        block = block_type.load(name, _sync=True) if name else block_type()
-    except ValueError as exc:  # Prefect's "unable to find block document"
-        where = f" ({env})" if env else ""
-        raise ConfigError(f"{title} block {name!r}{where} not found: {exc}") from exc
+    block = _load_document(block_type, name, env) if name else block_type()
     given = {key.replace("__", "."): value for key, value in overrides.items() if value is not None}
     if not given:
         return block

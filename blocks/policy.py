@@ -8,16 +8,15 @@ automations that `python -m deployments.bootstrap` creates (the seeds' alert rul
 
 from __future__ import annotations
 
-import os
 from typing import TypeVar
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from core.errors import ConfigError, retry_if_transient
+from blocks.loader import load_block
+from core.errors import retry_if_transient
 
 POLICY_ENV = "YIVIDEO_RUN_POLICY"
-DEFAULT_DOCUMENT = "default"
 
 F = TypeVar("F")
 T = TypeVar("T")
@@ -73,15 +72,7 @@ def current_run_policy() -> RunPolicy:
     Outside deployments (tests, notebooks, `python -m flows...`) no API call is made. A deployment that
     names a document that does not exist fails loudly: run `python -m deployments.bootstrap` first.
     """
-    name = os.environ.get(POLICY_ENV, "").strip()
-    if not name:
-        return RunPolicy()
-    try:
-        return RunPolicy.load(name)
-    except ValueError as exc:
-        raise ConfigError(
-            f"run policy block {name!r} ({POLICY_ENV}) not found: run `python -m deployments.bootstrap`"
-        ) from exc
+    return load_block(RunPolicy, env=POLICY_ENV)
 
 
 class AlertRules(Block):

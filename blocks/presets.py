@@ -1,17 +1,21 @@
 """Transcode presets as a Prefect block: the seven of the GPU transcoding seed, plus the user's own.
 
-Users add or change presets without touching the flow: save a `TranscodePresets` document in the UI (or
-`TranscodePresets(presets={...}).save("mine")` in code) and pass its name as `presets_block=` (or set
-YIVIDEO_TRANSCODE_PRESETS for a deployment); or hand `custom_presets={name: TranscodePreset(...)}` to the
-flow. The shipped presets are always there underneath: a saved entry of the same name replaces one.
-Figures follow the seed (bitrates, CRF, 25 fps and GOP 250 for the HEVC renditions, loudnorm targets);
-audio is AAC rather than the seed's MP3-in-MP4, which more players accept.
+Users add or change presets without touching the flow: save a `TranscodePresets` document in the UI (a
+form: one row per preset, its name and typed settings), or in code
+`TranscodePresets(presets=[NamedPreset(name="tiny", settings=TranscodePreset(...))]).save("mine")`, and
+pass its name as `presets_block=` (or set YIVIDEO_TRANSCODE_PRESETS for a deployment); or hand
+`custom_presets={name: TranscodePreset(...)}` to the flow. The shipped presets are always there
+underneath: a saved entry of the same name replaces one. Documents saved when `presets` was a map
+(`{name: settings}`) still load. Figures follow the seed (bitrates, CRF, 25 fps and GOP 250 for the
+HEVC renditions, loudnorm targets); audio is AAC rather than the seed's MP3-in-MP4, which more players accept.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from blocks.loader import load_block
 from stages.transcode.presets import LoudnessNorm, TranscodePreset
@@ -52,24 +56,51 @@ SEED_PRESETS: dict[str, TranscodePreset] = {
 }  # fmt: skip
 
 
+class NamedPreset(BaseModel):
+    """One row of the block's form: a preset's name, then its settings (each a typed, described field)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the preset's name (letters, digits, _ and -); a shipped name replaces that preset",
+    )
+    settings: TranscodePreset = Field(
+        default_factory=TranscodePreset,
+        description="what it renders: box, codec, quality, audio, cut, thumbnail",
+    )
+
+
+def named(presets: dict[str, TranscodePreset]) -> list[NamedPreset]:
+    return [NamedPreset(name=name, settings=preset) for name, preset in presets.items()]
+
+
 class TranscodePresets(Block):
     """Named transcode presets; entries here add to (or replace) the shipped seed presets."""
 
     _block_type_name = "YiVideo Transcode Presets"
     _block_type_slug = "yivideo-transcode-presets"
 
-    presets: dict[str, TranscodePreset] = Field(
-        default_factory=lambda: dict(SEED_PRESETS),
-        description="preset name -> settings (box, codec, quality, audio, preview length, thumbnail time)",
+    presets: list[NamedPreset] = Field(
+        default_factory=lambda: named(SEED_PRESETS),
+        description="named presets: box, codec, quality, audio, preview length, thumbnail time",
     )
     default_presets: list[str] = Field(
         default_factory=lambda: ["mp4_standard", "thumbnail"],
         description="what the flow renders when it is given no preset names",
     )
 
+    @field_validator("presets", mode="before")
+    @classmethod
+    def _from_map(cls, value: Any) -> Any:
+        """A document saved when presets were a map (`{name: settings}`) loads as the same rows."""
+        if isinstance(value, dict):
+            return [{"name": name, "settings": settings} for name, settings in value.items()]
+        return value
+
     def known(self, extra: dict[str, TranscodePreset] | None = None) -> dict[str, TranscodePreset]:
         """Every usable preset: the seeds, then this document's entries, then `extra` (code) on top."""
-        return {**SEED_PRESETS, **self.presets, **(extra or {})}
+        return {**SEED_PRESETS, **{p.name: p.settings for p in self.presets}, **(extra or {})}
 
 
 def load_presets(block_name: str | None = None) -> TranscodePresets:

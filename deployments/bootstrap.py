@@ -24,10 +24,11 @@ from pydantic_core import to_jsonable_python
 
 from blocks.asr import AsrConfig
 from blocks.enhance import EnhanceConfig
-from blocks.policy import DEFAULT_DOCUMENT, POLICY_ENV, AlertRules, RunPolicy
+from blocks.policy import POLICY_ENV, AlertRules, RunPolicy
 from blocks.presets import TranscodePresets
 from blocks.runner import RunnerConfig
 from blocks.subtitles import SubtitleConfig
+from core.block_names import ALERT_RULES, LEGACY, RUN_POLICY, SHIPPED, SUBTITLE_SETTINGS
 from deployments.crash_reruns import crash_rerun_automation
 from gpu.devices import GPU_LIMIT_NAME, host_devices, host_name, limit_name
 from gpu.limits import ensure_limit
@@ -67,7 +68,7 @@ class Report:
 
 def policy_names(prefect_yaml: Path = REPO / "prefect.yaml") -> set[str]:
     """Every run policy document a deployment names in prefect.yaml (so each one exists)."""
-    names = {DEFAULT_DOCUMENT}
+    names = {RUN_POLICY}
     if prefect_yaml.exists():
         config = yaml.safe_load(prefect_yaml.read_text(encoding="utf-8")) or {}
         for deployment in config.get("deployments", []):
@@ -141,28 +142,45 @@ BLOCK_TYPES = (
 
 
 async def ensure_blocks(client, report: Report, reset: bool) -> AlertRules:
-    from prefect.exceptions import ObjectNotFound
+    """Register every block type; save each shipped document (named in core/block_names.py) when missing.
 
+    A server bootstrapped before the documents had their own names holds them as `default`: that
+    document is copied to the new name (the user's edits kept) and left in place for older workers.
+    """
     wanted = [(RunPolicy, name) for name in sorted(policy_names())]
-    wanted += [(AlertRules, DEFAULT_DOCUMENT), (SubtitleConfig, DEFAULT_DOCUMENT)]
+    wanted += [(AlertRules, ALERT_RULES), (SubtitleConfig, SUBTITLE_SETTINGS)]
     wanted += [(GpuPolicy, policy_document_name())]
     for block_cls in BLOCK_TYPES:
         await block_cls.aregister_type_and_schema(client=client)
         report("block type", block_cls.get_block_type_slug(), "registered")
     for block_cls, name in wanted:
         label = f"{block_cls.get_block_type_slug()}/{name}"
-        try:
-            await client.read_block_document_by_name(name, block_cls.get_block_type_slug())
-        except ObjectNotFound:
+        if await _saved(client, block_cls, name):
+            if reset:
+                await block_cls().asave(name, overwrite=True, client=client)
+                report("block", label, "reset to defaults")
+            else:
+                report("block", label, "ok (kept as edited)")
+        elif not reset and name in SHIPPED and await _saved(client, block_cls, LEGACY):
+            old = await block_cls.aload(LEGACY, client=client)
+            await block_cls.model_validate(old.model_dump(include=set(block_cls.model_fields))).asave(
+                name, client=client
+            )
+            report("block", label, f"created from {LEGACY!r} (kept as edited)")
+        else:
             await block_cls().asave(name, client=client)
             report("block", label, "created with defaults")
-            continue
-        if reset:
-            await block_cls().asave(name, overwrite=True, client=client)
-            report("block", label, "reset to defaults")
-        else:
-            report("block", label, "ok (kept as edited)")
-    return await AlertRules.aload(DEFAULT_DOCUMENT, client=client)
+    return await AlertRules.aload(ALERT_RULES, client=client)
+
+
+async def _saved(client, block_cls, name: str) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        await client.read_block_document_by_name(name, block_cls.get_block_type_slug())
+    except ObjectNotFound:
+        return False
+    return True
 
 
 async def ensure_variables(client, report: Report, values: dict[str, str | None]) -> None:

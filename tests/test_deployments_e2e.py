@@ -187,10 +187,11 @@ def test_deployed_flows_run_by_command_by_upload_and_fail_clearly(stack, media_d
     from prefect.client.schemas.objects import StateType
 
     from blocks.policy import AlertRules
+    from core.block_names import ALERT_RULES
 
     # Test-sized alert thresholds, saved as a user would in the UI; bootstrap keeps them and builds on them.
     with _client(api):
-        AlertRules(failure_threshold=1, heartbeat_grace_seconds=60).save("default")
+        AlertRules(failure_threshold=1, heartbeat_grace_seconds=60).save(ALERT_RULES)
 
     py = str(BIN / "python")
     first = s.run("bootstrap", py, "-m", "deployments.bootstrap", "--output-root", str(dirs["out"]),

@@ -74,9 +74,9 @@ def test_ageing_lifts_a_long_waiting_low_priority_stage():
 
 
 def test_a_heavy_waiter_reserves_its_device_against_light_ones_behind_it():
-    s = scheduler(capacity=4, class_units={"light": 1, "heavy": 4}, stage_classes={"train": "heavy"})
+    s = scheduler(capacity=4, class_units={"light": 1, "heavy": 4}, stage_classes={"asr": "heavy"})
     light = hold(s, "light-1", 0.0, ["L1"])
-    heavy, actions = s.enqueue(Acquire("train", priority=1, since=1.0), 1.0)
+    heavy, actions = s.enqueue(Acquire("asr", priority=1, since=1.0), 1.0)
     assert actions == []  # 3 units free, 4 needed: the heavy one waits
     _, actions = s.enqueue(Acquire("light-2", since=2.0), 2.0)
     assert actions == []  # would fit, but the device is reserved for the heavy waiter ahead

@@ -205,7 +205,7 @@ def test_eight_processes_never_overlap_on_a_one_unit_device(host, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "host", [GpuPolicy(units_per_device=4, stage_classes={"train": "heavy"})], indirect=True
+    "host", [GpuPolicy(units_per_device=4, stage_classes={"asr": "heavy"})], indirect=True
 )
 def test_units_are_respected_heavy_takes_the_whole_device(host):
     spans: list[tuple[float, float, str, int]] = []
@@ -219,20 +219,20 @@ def test_units_are_respected_heavy_takes_the_whole_device(host):
                 spans.append((start, time.time(), name, grant.occupy))
 
     threads = []
-    for name in ["train", "infer", "infer", "infer", "infer", "train"]:
+    for name in ["asr", "ocr", "ocr", "ocr", "ocr", "asr"]:
         threads.append(_thread(stage, name))
         time.sleep(0.02)
     for thread in threads:
         thread.join(60)
-    assert sorted({(name, units) for _, _, name, units in spans}) == [("infer", 1), ("train", 4)]
+    assert sorted({(name, units) for _, _, name, units in spans}) == [("asr", 4), ("ocr", 1)]
     moments = sorted({t for s, e, _, _ in spans for t in (s, e)})
     peak_infer = 0
     for a, b in zip(moments, moments[1:], strict=False):
         mid = (a + b) / 2
         active = [(name, units) for s, e, name, units in spans if s < mid < e]
         assert sum(units for _, units in active) <= 4, active
-        assert ("train", 4) not in active or len(active) == 1, active
-        peak_infer = max(peak_infer, sum(1 for name, _ in active if name == "infer"))
+        assert ("asr", 4) not in active or len(active) == 1, active
+        peak_infer = max(peak_infer, sum(1 for name, _ in active if name == "ocr"))
     assert peak_infer >= 2, "light stages never shared the device"
 
 

@@ -65,7 +65,7 @@ def test_frame_size_fills_a_box_of_its_shape_else_keeps_aspect(source, preset, s
     [
         ({"width": 640}, "give both width and height"),
         ({"width": 641, "height": 360}, "even sides"),
-        ({"speed": "warp"}, "is not one of"),
+        ({"speed": "warp"}, "'ultrafast'"),
         ({"video_bitrate": "lots"}, "video_bitrate"),
         ({"fit": "pad"}, "needs a box"),
     ],

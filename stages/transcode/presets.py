@@ -41,12 +41,14 @@ class TranscodePreset(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    description: str = ""
-    kind: Literal["video", "thumbnail"] = "video"
+    description: str = Field("", description="what the preset is for, shown with its name")
+    kind: Literal["video", "thumbnail"] = Field("video", description="an MP4 video or a JPG thumbnail")
     video_codec: Literal["h264", "h265"] = Field("h264", description="video only; a thumbnail is JPEG")
     width: int | None = Field(None, ge=16, le=8192, description="box width (None: source size)")
     height: int | None = Field(None, ge=16, le=8192, description="box height (None: source size)")
-    fit: Literal["contain", "pad"] = "contain"
+    fit: Literal["contain", "pad"] = Field(
+        "contain", description="contain: fit inside the box keeping the aspect; pad: letterbox to the box"
+    )
     follow_orientation: bool = Field(True, description="portrait input gets the box turned to portrait")
     upscale: bool = Field(False, description="scale small inputs up to the box (default: never enlarge)")
     fps: float | None = Field(None, gt=0, le=240, description="output frame rate (None: the source's)")
@@ -55,14 +57,18 @@ class TranscodePreset(BaseModel):
     video_bitrate: str | None = Field(None, pattern=_BITRATE, description="average bitrate, replaces crf")
     max_bitrate: str | None = Field(None, pattern=_BITRATE, description="peak bitrate cap (-maxrate)")
     buffer_size: str | None = Field(None, pattern=_BITRATE, description="rate-control buffer (-bufsize)")
-    speed: str = Field("fast", description="x264/x265 preset: ultrafast ... veryslow")
-    nvenc_speed: str = Field("p4", description="NVENC preset: p1 (fastest) ... p7 (best)")
+    speed: Literal[X264_SPEEDS] = Field(  # type: ignore[valid-type]  # the UI offers the list
+        "fast", description="x264/x265 preset: ultrafast (fastest) ... veryslow (smallest file)"
+    )
+    nvenc_speed: Literal[NVENC_SPEEDS] = Field(  # type: ignore[valid-type]
+        "p4", description="NVENC preset: p1 (fastest) ... p7 (best)"
+    )
     audio: bool = Field(True, description="keep the first audio track (when the input has one)")
-    audio_codec: Literal["aac", "mp3"] = "aac"
-    audio_bitrate: str = Field("128k", pattern=_BITRATE)
-    audio_rate: int = Field(44100, ge=8000, le=192000)
-    audio_channels: int = Field(2, ge=1, le=8)
-    loudnorm: LoudnessNorm | None = None
+    audio_codec: Literal["aac", "mp3"] = Field("aac", description="audio codec inside the MP4")
+    audio_bitrate: str = Field("128k", pattern=_BITRATE, description="audio bitrate (e.g. 128k)")
+    audio_rate: int = Field(44100, ge=8000, le=192000, description="audio sample rate, Hz")
+    audio_channels: int = Field(2, ge=1, le=8, description="audio channels (2: stereo)")
+    loudnorm: LoudnessNorm | None = Field(None, description="EBU R128 loudness normalisation (None: off)")
     max_duration: float | None = Field(None, gt=0, description="cut the output after this many seconds")
     thumbnail_at: float = Field(
         4.0, ge=0, description="thumbnail: the frame at this second (mid-video if past)"
@@ -77,10 +83,6 @@ class TranscodePreset(BaseModel):
             raise ValueError(f"box {self.width}x{self.height} must have even sides (4:2:0 video)")
         if self.fit == "pad" and self.width is None:
             raise ValueError("fit='pad' needs a box (width and height)")
-        if self.speed not in X264_SPEEDS:
-            raise ValueError(f"speed {self.speed!r} is not one of {', '.join(X264_SPEEDS)}")
-        if self.nvenc_speed not in NVENC_SPEEDS:
-            raise ValueError(f"nvenc_speed {self.nvenc_speed!r} is not one of {', '.join(NVENC_SPEEDS)}")
         return self
 
     @property
