@@ -126,7 +126,7 @@ def _progress_text(artifact_id) -> tuple[float, str]:
     [({"media_seconds": 60.0}, "x realtime"), ({"items": 30, "unit": "keyframes"}, "keyframes/s")],
 )
 def test_stage_progress_artifacts_show_speed_and_time_left(prefect_server, kwargs, speed):
-    """What OCR (keyframes/s) and speech recognition (x realtime) write, read back from the Prefect API."""
+    """What media stages (x realtime) and item-counting stages (items/s) write, read back from the API."""
     import time
 
     from core.progress import StageProgress
