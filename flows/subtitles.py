@@ -25,6 +25,7 @@ from core.cli import EPILOG, positive, preflight_media, preflight_output_dir, ru
 from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
+from core.progress import StageProgress
 from core.schema import (
     Band,
     FrameText,
@@ -108,9 +109,18 @@ def _ocr(s: ChainState) -> str:
     total = len(s.batches)  # one task run per batch (`ocr batch 2/5`), each resumable on its own
     parts = [batch_keyframes(s.crops, batch) for batch in s.batches]
     numbers = list(range(1, total + 1))
+    frames, read = sum(len(part.frames) for part in parts), [0]
+    window = f" {s.window[0]:.0f}-{s.window[1]:.0f} s" if s.window else ""
+    progress = StageProgress(f"OCR of {s.info.path.name}{window}", items=frames, unit="keyframes")
+
+    def advance(texts: list[FrameText]) -> None:
+        read[0] += len(texts)
+        progress(read[0] / max(1, frames))
+
     per_batch = s.stages.run_each(
-        ocr_task, s.batches, parts, unmapped(s.ocr), numbers, unmapped(total), model=s.ocr
+        ocr_task, s.batches, parts, unmapped(s.ocr), numbers, unmapped(total), model=s.ocr, on_each=advance
     )
+    progress.done()
     s.texts = [text for texts in per_batch for text in texts]
     return f"{sum(1 for t in s.texts if t.lines)} of {len(s.texts)} keyframes read"
 

@@ -17,12 +17,12 @@ Every flow uses this; flows/ only compose stages and hold their command lines.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import Task
-from prefect.futures import PrefectFuture, PrefectFutureList
+from prefect.futures import PrefectFuture, PrefectFutureList, as_completed
 
 from blocks.policy import RunPolicy, current_run_policy
 from runtime.placement import GpuUse, placed, runs_on_gpu, shared_paths, timeouts_enforced, with_gpu_tag
@@ -64,12 +64,17 @@ class Stages:
 
     def run_each(
         self, task: Task[..., R], *iterables: Any, min_timeout: float = 0.0, gpu: GpuUse = None,
-        model: object | None = None,
+        model: object | None = None, on_each: Callable[[R], None] | None = None,
     ) -> list[R]:  # fmt: skip
         """`map` and wait for every run: their results in order; a failure is re-raised as soon as it happens
-        (after the policy's retries). The stage's time is the wall time of all its runs together."""
+        (after the policy's retries). The stage's time is the wall time of all its runs together.
+        `on_each` sees each run's result as it finishes (progress with speed and time left)."""
         started = time.perf_counter()
-        results = self.map(task, *iterables, min_timeout=min_timeout, gpu=gpu, model=model).result()
+        futures = self.map(task, *iterables, min_timeout=min_timeout, gpu=gpu, model=model)
+        if on_each is not None:
+            for future in as_completed(list(futures)):
+                on_each(future.result())
+        results = futures.result()
         self._record(task, started)
         return list(results)
 

@@ -151,6 +151,15 @@ def test_cli_prints_the_srt_path_last(prefect_server, busy_video, tmp_path):
     assert "Moving background test" in srt_path.read_text(encoding="utf-8")
 
 
+def read_back_artifacts(state) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        own = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=own))
+
+
 def test_the_ui_shows_each_ocr_batch_and_no_cpu_work_tagged_gpu(prefect_server, many_cues_video, tmp_path):
     """What the Prefect UI shows of a run on this CPU host: OCR as one task run per stitched batch (`ocr
     batch i/n`); the GPU-capable stages marked "gpu-capable" and none tagged "gpu" (the UI filter and a
@@ -171,6 +180,9 @@ def test_the_ui_shows_each_ocr_batch_and_no_cpu_work_tagged_gpu(prefect_server, 
     assert sum("running on cpu: no GPU on this host (no slot)" in m for m in logs) == len(capable), logs
     assert not [m for m in logs if "worker thread" in m]
     assert result.stage_seconds["ocr"] > 0
+    texts = [a.description or "" for a in read_back_artifacts(state)]
+    (text,) = [t for t in texts if t.startswith("OCR of")]
+    assert "keyframes/s" in text and "done in" in text, text  # speed through core/progress.py
 
 
 def test_ocr_model_loads_once_across_runs(prefect_server, busy_video, tmp_path):
