@@ -3,7 +3,7 @@
 `report = StageProgress("mp4_smooth of clip.mp4", media_seconds=12.0); report(0.4); report.done()` shows
 `mp4_smooth of clip.mp4: 40% · 2.1x realtime · 9 s left`, then `... done in 14.3 s`. A stage counting
 items rather than media time gives `items=120, unit="batches"`: `OCR of clip.mp4: 50% · 3.2 batches/s ·
-19 s left`. Stages (transcode, speech recognition) report through this one class, so the UI reads
+19 s left`. Transcode, OCR and speech recognition report through this one class, so the UI reads
 alike everywhere. Updates are throttled (each one is an API call and server time); the first and the
 last are always sent.
 """
