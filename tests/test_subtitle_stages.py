@@ -150,6 +150,10 @@ def test_spaces_restored_in_glued_latin_text_only():
     assert restore_spaces("Ridersgatheratthe start line") == "Riders gather at the start line"
     assert restore_spaces("Thankyouforwatching") == "Thank you for watching"
     assert restore_spaces("Trafflcis slow") == "Traffic is slow"
+    assert restore_spaces("Uploaded ina browser") == "Uploaded in a browser"  # small drawtext, 480x270
+    assert restore_spaces("isit ofa") == "is it of a"
+    for kept in ("into the", "also", "Ana", "ido"):  # common or not two function words
+        assert restore_spaces(kept) == kept
     for kept in ("YiVideo 字幕识别完成", "TAXI EXIT 300m", "onnxruntime", "Subtitles from pixels", "Go!"):
         assert restore_spaces(kept) == kept
 

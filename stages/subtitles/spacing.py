@@ -18,7 +18,9 @@ from functools import lru_cache
 
 _RUN = re.compile(r"[A-Za-z][A-Za-z0-9']*[A-Za-z0-9]")
 COMMON_RANK = 30000  # a listed word ranked at most this is never split
-MIN_RUN = 5  # shorter runs are left as read ("isit" is rare, "the" is a word)
+MIN_RUN = 5  # shorter runs are only split as two glued function words (below)
+FUNCTION_RANK = 30  # "the", "of", "in", "a", "is", "it", "at", "on", "to", "as", "or"...
+RARE_SHORT_RANK = 10000  # a 3-4 letter run rarer than this may be two function words ("ina", "isit")
 
 
 @lru_cache(maxsize=1)
@@ -57,15 +59,27 @@ def _plausible(part: str) -> bool:
 
 def _explain(run: str) -> str | None:
     """The run as listed words ("gather at the"), or None when the list cannot explain it."""
+    if len(run) < MIN_RUN:
+        return _two_function_words(run)
     if word_rank(run) < math.inf:  # a listed word: split only a clear compound ("thankyou")
         return " ".join(_split_compound(run))
-    if len(run) < MIN_RUN:
-        return None
     model, _ = _model()
     parts = [p for part in model.split(run) for p in _split_compound(part)]
     if "".join(parts) != run or not all(_plausible(p) for p in parts):
         return None
     return " ".join(parts)
+
+
+def _two_function_words(run: str) -> str | None:
+    """'ina' -> 'in a', 'isit' -> 'is it': a rare short run that is two of the most frequent words.
+    A common short word ("into", "also", "ana") stays as read."""
+    if word_rank(run) <= RARE_SHORT_RANK:
+        return run
+    for cut in range(1, len(run)):
+        a, b = run[:cut], run[cut:]
+        if max(word_rank(a), word_rank(b)) <= FUNCTION_RANK:
+            return f"{a} {b}"
+    return None
 
 
 CONFUSABLE = (("l", "i"), ("i", "l"), ("1", "l"), ("0", "o"), ("rn", "m"), ("vv", "w"))
