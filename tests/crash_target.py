@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -10,18 +11,21 @@ from pathlib import Path
 from prefect import flow
 
 from deployments.crash_reruns import refuse_crash_loops
+from gpu.slot import gpu_slot
 
 
 @flow(name="crash-target")
-def _crash_target(marker_dir: str, crashes: int = 1, seconds: float = 0.0) -> int:
+def _crash_target(marker_dir: str, crashes: int = 1, seconds: float = 0.0, gpu: bool = False) -> int:
     """Counts its starts in `marker_dir`; dies by SIGKILL on the first `crashes` starts, then completes
-    after `seconds` of work (sleep), so a fault from outside can land mid-run."""
+    after `seconds` of work (sleep), so a fault from outside can land mid-run. With `gpu` the work holds a
+    GPU slot (gpu/slot.py; YIVIDEO_GPU_GATE=always on a host without CUDA), to see slots come back."""
     starts = Path(marker_dir) / "starts"
     count = int(starts.read_text()) + 1 if starts.exists() else 1
     starts.write_text(str(count))
     if count <= crashes:
         os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(seconds)
+    with gpu_slot("fault-bench") if gpu else contextlib.nullcontext():
+        time.sleep(seconds)
     done = Path(marker_dir) / "finished"  # how often the body ran to its end (a duplicate shows as 2)
     done.write_text(str(int(done.read_text()) + 1 if done.exists() else 1))
     return count

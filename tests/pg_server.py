@@ -3,8 +3,10 @@
 `with prefect_postgres_server("yivideo_x_test") as api_url:` creates the database on the local PostgreSQL
 (127.0.0.1:5432, user postgres, trust auth; PGHOST/PGPORT/PGUSER/PGPASSWORD override), starts the server
 on a free port with file-backed concurrency leases (see deployments/server.py), waits for /health, and
-on exit stops the server and drops the database. SQLite serialises writers: a limit-guarded acquisition
-there costs ~2 s under contention against ~0.1 s on PostgreSQL, so concurrency tests need this one.
+on exit stops the server and drops the database. `postgres_prefect_server(...)` yields the PrefectServer
+instead (kill -9 and start it again on the same database, port and home; another PostgreSQL by port).
+SQLite serialises writers: a limit-guarded acquisition there costs ~2 s under contention against ~0.1 s
+on PostgreSQL, so concurrency tests need this one.
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-async def _drop_database(database: str) -> None:
+async def _drop_database(database: str, host: str = PG_HOST, port: int = PG_PORT) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD, database="postgres"
+        host=host, port=port, user=PG_USER, password=PG_PASSWORD, database="postgres"
     )
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -65,21 +67,65 @@ def _wait_healthy(api_url: str, proc: subprocess.Popen, log: Path, timeout: floa
     raise TimeoutError(f"prefect server not healthy after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
 
 
-@contextlib.contextmanager
-def prefect_postgres_server(
-    db_name: str, env_extra: dict[str, str] | None = None, startup_timeout: float = 120
-) -> Iterator[str]:
-    """Run a Prefect server on a new database `db_name` (dropped first if left over); yields its API URL.
+class PrefectServer:
+    """One `prefect server start` process on a fixed port, database and PREFECT_HOME: the fault bench kills
+    it (-9) and starts it again on the same three, as an operator's restart would."""
 
-    `env_extra` adds server settings (e.g. PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS). The caller
-    decides whether to export the URL (os.environ["PREFECT_API_URL"]) for its clients.
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.env, self.port, self.log = env, port, log
+        self.api_url = env["PREFECT_API_URL"]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_healthy(self.api_url, self.proc, self.log, timeout)
+
+    def kill(self) -> None:
+        """kill -9 of the server and its children (one process group)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@contextlib.contextmanager
+def postgres_prefect_server(
+    db_name: str,
+    env_extra: dict[str, str] | None = None,
+    startup_timeout: float = 120,
+    pg_host: str = PG_HOST,
+    pg_port: int = PG_PORT,
+) -> Iterator[PrefectServer]:
+    """A started PrefectServer on a new database `db_name` (dropped first if left over, and on exit).
+
+    `env_extra` adds server settings (e.g. PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS); `pg_host` and
+    `pg_port` pick another PostgreSQL (the fault bench's private cluster). The caller decides whether to
+    export the URL (os.environ["PREFECT_API_URL"]) for its clients.
     """
     db_name += os.environ.get("YIVIDEO_TEST_DB_SUFFIX", "")  # lets parallel checkouts share one PostgreSQL
-    asyncio.run(_drop_database(db_name))
-    asyncio.run(ensure_database(db_name, PG_HOST, PG_PORT, PG_USER, PG_PASSWORD))
+    asyncio.run(_drop_database(db_name, pg_host, pg_port))
+    asyncio.run(ensure_database(db_name, pg_host, pg_port, PG_USER, PG_PASSWORD))
     home = Path(tempfile.mkdtemp(prefix=f"{db_name}-home-"))
     port = free_port()
-    url = database_url(db_name, PG_HOST, PG_PORT, PG_USER, PG_PASSWORD)
+    url = database_url(db_name, pg_host, pg_port, PG_USER, PG_PASSWORD)
     env = {
         **os.environ,
         **server_env(url, home, "127.0.0.1", port),
@@ -87,29 +133,25 @@ def prefect_postgres_server(
         "PREFECT_LOGGING_LEVEL": "WARNING",
         **(env_extra or {}),
     }
-    api_url = env["PREFECT_API_URL"]
-    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-    log = home / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = PrefectServer(env, port, home / "server.log")
     try:
-        _wait_healthy(api_url, proc, log, startup_timeout)
-        SERVER_PIDS[api_url] = proc.pid
-        yield api_url
+        server.start(startup_timeout)
+        yield server
     finally:
-        SERVER_PIDS.pop(api_url, None)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        asyncio.run(_drop_database(db_name))
+        server.stop()
+        asyncio.run(_drop_database(db_name, pg_host, pg_port))
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def prefect_postgres_server(
+    db_name: str, env_extra: dict[str, str] | None = None, startup_timeout: float = 120
+) -> Iterator[str]:
+    """Run a Prefect server on a new database `db_name` (dropped first if left over); yields its API URL."""
+    with postgres_prefect_server(db_name, env_extra, startup_timeout) as server:
+        assert server.proc is not None
+        SERVER_PIDS[server.api_url] = server.proc.pid
+        try:
+            yield server.api_url
+        finally:
+            SERVER_PIDS.pop(server.api_url, None)
