@@ -226,6 +226,8 @@ def main() -> int:
             at = time.monotonic()
             time.sleep(args.down)
             server.start()
+            # durable leases: the slots the runs hold are still held (not freed, not doubled) after it
+            print(f"  GPU slots in use right after the restart: {slots_in_use(0)[0]}", flush=True)
             return at
 
         def restart_pg(ids: list) -> float:
@@ -233,6 +235,7 @@ def main() -> int:
             time.sleep(3.0)
             at = time.monotonic()
             pg.restart()
+            print(f"  GPU slots in use right after the restart: {slots_in_use(0)[0]}", flush=True)
             return at
 
         for row in wanted:

@@ -115,7 +115,7 @@ async def counts(files: list[Path]) -> tuple[dict[Path, int], dict[Path, int]]:
     runs = {f: 0 for f in files}
     by_path = {str(f.resolve()): f for f in files}
     async with get_client() as client:
-        page = await client.read_events(EventFilter(event=EventNameFilter(name=[UPLOADED])), limit=200)
+        page = await client.read_events(EventFilter(event=EventNameFilter(name=[UPLOADED])), limit=50)
         seen = list(page.events)
         while page.next_page:
             page = await client.read_events_page(page.next_page)
@@ -140,59 +140,92 @@ def expected_runs(path: Path) -> int:
     return sum(kinds.get(kind, 0) for kinds in upload_deployments().values())
 
 
-def ledger_done(inbox: Path, count: int) -> float | None:
-    """Wall time of the last file the ledger finished, once all `count` are finished; None before."""
+def ledger_rows(inbox: Path) -> dict[str, tuple[str, float]]:
+    """{path: (status, when it was last claimed or finished)} from the watcher's ledger."""
     from deployments.inbox import Ledger
 
     ledger = Ledger.for_inbox(inbox)
     try:
-        rows = ledger._db.execute("SELECT status, at FROM files").fetchall()
+        return {
+            path: (status, at)
+            for path, status, at in ledger._db.execute("SELECT path, status, at FROM files")
+        }
     finally:
         ledger.close()
-    done = [at for status, at in rows if status != "pending"]
-    return max(done) if len(done) >= count else None
+
+
+def wait_log(log: Path, text: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count(text) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def inbox_row(root: Path, env: dict[str, str], per_kind: int, timeout: float) -> tuple:
     """The row: (name, files, ok, lost, duplicated, recover s, notes)."""
-    inbox, staging = root / "inbox", root / "inbox-staging"
+    inbox, staging, log = root / "inbox", root / "inbox-staging", root / "inbox.log"
     inbox.mkdir(parents=True)
     files = make_media(staging, per_kind)
     order = [f for i in range(per_kind) for f in files[3 * i : 3 * i + 3]]  # kinds interleaved
     asyncio.run(prepare(root, paused=True))
     deploy(env, root / "deploy.log")
-    watcher = start_watcher(inbox, env, root / "inbox.log")
-    time.sleep(8.0)  # the watcher's imports and its observer (2 busy cores)
-    dropped = []
-    for n, src in enumerate(order):
-        if n == len(order) // 2:
-            os.killpg(watcher.pid, signal.SIGKILL)
-            watcher.wait()
-        dest = inbox / src.name
-        dest.write_bytes(src.read_bytes())
-        dropped.append(dest)
-        time.sleep(0.4)
-    restarted_wall, restarted = time.time(), time.monotonic()
-    watcher = start_watcher(inbox, env, root / "inbox.log")
-    last = None
-    while last is None and time.monotonic() - restarted < timeout:
-        time.sleep(0.5)
-        last = ledger_done(inbox, len(dropped))
-    want = {f: expected_runs(f) for f in dropped}
-    deadline = time.monotonic() + 120
-    while True:  # the triggers act a little after the events
-        events, runs = asyncio.run(counts(dropped))
-        if all(runs[f] >= want[f] for f in dropped) or time.monotonic() > deadline:
-            break
-        time.sleep(2.0)
-    os.killpg(watcher.pid, signal.SIGTERM)
-    watcher.wait(timeout=30)
-    asyncio.run(prepare(root, paused=False))
+    watcher = start_watcher(inbox, env, log)
+    try:
+        wait_log(log, "watching", 1, 120.0)
+        dropped = []
+        for n, src in enumerate(order):
+            if n == len(order) // 2:
+                os.killpg(watcher.pid, signal.SIGKILL)
+                watcher.wait()
+            dest = inbox / src.name
+            dest.write_bytes(src.read_bytes())
+            dropped.append(dest)
+            time.sleep(0.4)
+        claimed = [p for p, (status, _) in ledger_rows(inbox).items() if status == "pending"]
+        restarted_wall, restarted = time.time(), time.monotonic()
+        watcher = start_watcher(inbox, env, log)
+        rows: dict[str, tuple[str, float]] = {}
+        while time.monotonic() - restarted < timeout:
+            time.sleep(0.5)
+            rows = ledger_rows(inbox)
+            if len(rows) >= len(dropped) and all(status != "pending" for status, _ in rows.values()):
+                break
+        want = {f: expected_runs(f) for f in dropped}
+        deadline = time.monotonic() + 120
+        while True:  # the triggers act a little after the events
+            events, runs = asyncio.run(counts(dropped))
+            if all(runs[f] >= want[f] for f in dropped) or time.monotonic() > deadline:
+                break
+            time.sleep(2.0)
+    finally:
+        os.killpg(watcher.pid, signal.SIGTERM)
+        watcher.wait(timeout=30)
+        asyncio.run(prepare(root, paused=False))
     ok = sum(events[f] == 1 and runs[f] == want[f] for f in dropped)
     lost = sum(events[f] == 0 or runs[f] < want[f] for f in dropped)
     dup = sum(events[f] > 1 or runs[f] > want[f] for f in dropped)
-    recover = (last - restarted_wall) if last is not None else float("nan")
-    resent = (root / "inbox.log").read_text(errors="replace").count("announcing")
-    notes = (f"events {sum(events.values())}, runs {sum(runs.values())} of {sum(want.values())} expected; "
-             f"{resent} claim(s) left pending by the killed watcher")  # fmt: skip
+    done = [at for status, at in rows.values() if status != "pending"]
+    recover = max(done) - restarted_wall if len(done) >= len(dropped) else float("nan")
+    claims = [rows[p][1] - restarted_wall for p in claimed if p in rows and rows[p][0] != "pending"]
+    ready = _first_watching_after(log, restarted_wall)
+    kinds = {
+        k: sum(f.suffix == s for f in dropped) for k, s in zip(KINDS, (".mp4", ".wav", ".png"), strict=True)
+    }
+    notes = (
+        f"{kinds}; events {sum(events.values())}, runs {sum(runs.values())}"
+        f" of {sum(want.values())} expected; "
+        f"{len(claimed)} claim(s) left pending by the killed watcher, announced "
+        f"{', '.join(f'{c:.1f}' for c in claims) or '-'} s after the restart (watcher up at {ready:.1f} s)"
+    )
     return "inbox watcher -9", len(dropped), ok, lost, dup, round(recover, 1), notes
+
+
+def _first_watching_after(log: Path, since: float) -> float:
+    """Seconds from `since` to the restarted watcher's "watching" line (its start-up: imports, observer)."""
+    import datetime as dt
+
+    for line in log.read_text(errors="replace").splitlines():
+        if " INFO watching " in line:
+            at = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if at >= since:
+                return at - since
+    return float("nan")

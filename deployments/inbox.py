@@ -339,14 +339,27 @@ class InboxWatcher:
                 self.pending[path] = _Pending(-1, -1, later, True)  # -1: re-read the file's stat then
         return outcomes
 
+    def catch_up(self) -> list[Outcome]:
+        """Announce what arrived while no watcher ran: first the files a killed watcher had claimed but not
+        finished (they were due already, and would otherwise wait behind the whole sorted scan), then the
+        rest of the settled files."""
+        outcomes = []
+        for path in self.ledger.pending():
+            if not is_candidate(path, self.inbox):  # removed (or replaced by a link) since its claim
+                continue
+            log.info("announcing %s again: the watcher that claimed it died", printable(path))
+            try:
+                outcomes.append(announce(path, self.ledger))
+            except Exception as exc:  # the API is down: the scan and the steps after it try again
+                log.error("could not announce %s (%s)", printable(path), exc)
+        return outcomes + scan(self.inbox, self.ledger, self.settle)
+
     def run(self) -> None:
         """Catch up with files that arrived while no watcher ran, then follow the directory."""
         observer = self._observer()
         observer.start()
         try:
-            for path in self.ledger.pending():
-                log.info("announcing %s again: the watcher that claimed it died", printable(path))
-            scan(self.inbox, self.ledger, self.settle)
+            self.catch_up()
             for path in self.inbox.rglob("*"):  # files too fresh for the catch-up scan settle here
                 if is_candidate(path, self.inbox):
                     self.changes.put((path, True))
