@@ -98,15 +98,25 @@ def deploy(env: dict[str, str], log: Path) -> None:
                        stderr=subprocess.STDOUT, check=True, timeout=600)  # fmt: skip
 
 
+def _ours():
+    """The flow-run filter for the runs of the upload deployments."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    return DeploymentFilter(name=DeploymentFilterName(any_=list(upload_deployments())))
+
+
+async def delete_triggered_runs() -> None:
+    """The runs the uploads started were only counted: delete them, or a worker would run them later."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        for run in await client.read_flow_runs(deployment_filter=_ours(), limit=200):
+            await client.delete_flow_run(run.id)
+
+
 async def counts(files: list[Path]) -> tuple[dict[Path, int], dict[Path, int]]:
     """Per file: uploaded events stored by the server, and flow runs whose parameters name it."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterName,
-        FlowRunFilter,
-        FlowRunFilterDeploymentId,
-    )
     from prefect.events.filters import EventFilter, EventNameFilter
 
     from deployments.inbox import UPLOADED
@@ -124,10 +134,7 @@ async def counts(files: list[Path]) -> tuple[dict[Path, int], dict[Path, int]]:
             path = by_path.get(str(event.payload.get("path")))
             if path is not None:
                 events[path] += 1
-        names = DeploymentFilter(name=DeploymentFilterName(any_=list(upload_deployments())))
-        ids = [d.id for d in await client.read_deployments(deployment_filter=names)]
-        ours = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=ids))
-        for run in await client.read_flow_runs(flow_run_filter=ours, limit=200):
+        for run in await client.read_flow_runs(deployment_filter=_ours(), limit=200):
             text = json.dumps(run.parameters)
             for key, path in by_path.items():
                 if json.dumps(key)[1:-1] in text:
@@ -199,6 +206,7 @@ def inbox_row(root: Path, env: dict[str, str], per_kind: int, timeout: float) ->
     finally:
         os.killpg(watcher.pid, signal.SIGTERM)
         watcher.wait(timeout=30)
+        asyncio.run(delete_triggered_runs())
         asyncio.run(prepare(root, paused=False))
     ok = sum(events[f] == 1 and runs[f] == want[f] for f in dropped)
     lost = sum(events[f] == 0 or runs[f] < want[f] for f in dropped)
