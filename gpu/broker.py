@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from gpu.devices import host_devices, host_name, limit_name
-from gpu.leases import PrefectLeases, is_locked, read_state, write_state
+from gpu.leases import (
+    OUTAGE_RETRY,
+    OUTAGE_SECONDS,
+    PrefectLeases,
+    is_locked,
+    is_transient,
+    read_state,
+    write_state,
+)
 from gpu.limits import ensure_limit
 from gpu.policy import GpuPolicy, load_gpu_policy
 from gpu.protocol import (
@@ -151,36 +159,52 @@ class Broker:
         self.scheduler.set_device(index, name, str(limit.id), limit.limit)
 
     async def initialise(self) -> None:
+        """Set up the limits; while Prefect is unreachable (a server restart) the clients wait, up to
+        OUTAGE_SECONDS, instead of their stages failing at once (found by bench/faults.py, server kill)."""
+        deadline = time.monotonic() + OUTAGE_SECONDS
+        while True:
+            try:
+                await self._set_up()
+                break
+            except Exception as exc:  # answered to every client, then the broker exits
+                if is_transient(exc) and time.monotonic() < deadline:
+                    log.warning("Prefect unreachable while setting up the GPU limits (%r): retrying", exc)
+                    await asyncio.sleep(OUTAGE_RETRY)
+                    continue
+                self.init_error = f"the GPU broker could not reach Prefect to set up the GPU limits: {exc!r}"
+                log.exception("initialisation failed")
+                break
+        self.ready.set()
+
+    async def _set_up(self) -> None:
         from prefect.client.orchestration import get_client
 
-        try:
-            self.client = get_client()
-            await self.client.__aenter__()
-            self.scheduler.policy = await load_gpu_policy()
-            self.leases = PrefectLeases(self.client, self.policy.lease_seconds)
-            for index in host_devices(self.policy.devices):
-                await self.ensure_device(index)
-            orphans = [(str(item["id"]), int(item["device"])) for item in read_state(self.run_dir)]
-            if orphans:
-                log.warning("took over %d lease(s) of a previous broker", len(orphans))
-            self.apply(self.scheduler.take_over(orphans, time.time()))
-        except Exception as exc:  # answered to every client, then the broker exits
-            self.init_error = f"the GPU broker could not reach Prefect to set up the GPU limits: {exc!r}"
-            log.exception("initialisation failed")
-        self.ready.set()
+        if self.client is None:
+            client = get_client()
+            await client.__aenter__()
+            self.client = client
+        self.scheduler.policy = await load_gpu_policy()
+        self.leases = PrefectLeases(self.client, self.policy.lease_seconds)
+        for index in host_devices(self.policy.devices):
+            await self.ensure_device(index)
+        orphans = [(str(item["id"]), int(item["device"])) for item in read_state(self.run_dir)]
+        if orphans:
+            log.warning("took over %d lease(s) of a previous broker", len(orphans))
+        self.apply(self.scheduler.take_over(orphans, time.time()))
 
     async def fetch(self, seq: int, index: int) -> None:
         """Take the leases a waiter still lacks from Prefect (the limit caps us against other clients)."""
         assert self.leases is not None
         limit = self.scheduler.devices[index].limit
-        failures, error = 0, ""
+        failures, error, outage_until = 0, "", time.monotonic() + OUTAGE_SECONDS
         while (missing := self.scheduler.missing(seq)) > 0:
             results = await asyncio.gather(*(self.leases.take(limit) for _ in range(missing)),
                                            return_exceptions=True)  # fmt: skip
             self.scheduler.fetched(seq, [r for r in results if isinstance(r, str)], time.time())
             locked = any(is_locked(r) for r in results)
+            outage = any(is_transient(r) for r in results) and time.monotonic() < outage_until
             for result in results:
-                if isinstance(result, BaseException) and not is_locked(result):
+                if isinstance(result, BaseException) and not is_locked(result) and not outage:
                     failures, error = failures + 1, repr(result)
             self.state_changed()
             if failures >= 3:
@@ -188,10 +212,10 @@ class Broker:
                 self.apply(self.scheduler.fetch_failed(seq, message))
                 break
             if self.scheduler.missing(seq) > 0:
-                if not locked:
+                if not locked and not outage:
                     with contextlib.suppress(Exception):
                         await self.ensure_device(index)  # deleted in the UI? recreate it
-                await asyncio.sleep(FOREIGN_RETRY)
+                await asyncio.sleep(OUTAGE_RETRY if outage else FOREIGN_RETRY)
         self.apply(self.scheduler.fetch_finished(seq, time.time()))
 
     async def renew_forever(self) -> None:
@@ -207,6 +231,9 @@ class Broker:
                     continue
                 device = self.scheduler.devices.get(lease.device)
                 if device is None or device.leases.get(lease.id) is not lease:
+                    continue
+                if is_transient(result):  # Prefect restarting: the lease holds until it lapses, renew later
+                    log.warning("renewing lease %s of %s failed for now (%r)", lease.id, device.limit, result)
                     continue
                 log.error("lease %s of %s was lost (%r)", lease.id, device.limit, result)
                 grant = self.scheduler.lease_lost(lease.id)

@@ -16,6 +16,8 @@ from typing import Any
 
 log = logging.getLogger("yivideo.gpu_broker")
 LOCKED = 423  # the server's answer when the limit is full
+OUTAGE_SECONDS = 180.0  # Prefect unreachable (its server or database restarting) is waited out this long
+OUTAGE_RETRY = 2.0  # and asked again this often meanwhile
 
 
 class PrefectLeases:
@@ -48,6 +50,17 @@ class PrefectLeases:
 def is_locked(result: object) -> bool:
     """Whether a failed take means "the limit is full" (try again) rather than a fault."""
     return getattr(getattr(result, "response", None), "status_code", None) == LOCKED
+
+
+def is_transient(result: object) -> bool:
+    """Whether a failed call means "Prefect is unreachable for now" (a server or database restart: no
+    connection, or a 5xx answer) rather than a refusal that asking again would not change."""
+    import httpx
+
+    if isinstance(result, httpx.TransportError | OSError):
+        return True
+    status = getattr(getattr(result, "response", None), "status_code", None)
+    return isinstance(status, int) and status >= 500
 
 
 def write_state(run_dir: Path, host: str, leases: list[dict[str, Any]]) -> None:
