@@ -139,6 +139,18 @@ def slots_in_use(timeout: float) -> tuple[int, float]:
         time.sleep(1.0)
 
 
+def wait_slots_held(count: int, timeout: float) -> None:
+    """Until `count` GPU slots are held (the runs are inside their GPU stage), at most `timeout` s."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            if client.read_global_concurrency_limit_by_name(limit_name(0)).active_slots >= count:
+                return
+            time.sleep(0.5)
+
+
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     prefect = str(Path(sys.executable).parent / "prefect")
     out = log.open("ab")
@@ -219,9 +231,9 @@ def main() -> int:
             worker[0] = start_worker(env, root / "worker.log")
             return at
 
-        def kill_server(ids: list) -> float:
+        def kill_server(ids: list) -> float:  # while half the runs hold GPU slots
             wait_running(ids, max(1, len(ids) // 2), 180.0)
-            time.sleep(3.0)
+            wait_slots_held(max(1, len(ids) // 2), 180.0)
             server.kill()
             at = time.monotonic()
             time.sleep(args.down)
@@ -230,9 +242,9 @@ def main() -> int:
             print(f"  GPU slots in use right after the restart: {slots_in_use(0)[0]}", flush=True)
             return at
 
-        def restart_pg(ids: list) -> float:
+        def restart_pg(ids: list) -> float:  # while half the runs hold GPU slots
             wait_running(ids, max(1, len(ids) // 2), 180.0)
-            time.sleep(3.0)
+            wait_slots_held(max(1, len(ids) // 2), 180.0)
             at = time.monotonic()
             pg.restart()
             print(f"  GPU slots in use right after the restart: {slots_in_use(0)[0]}", flush=True)
