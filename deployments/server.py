@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
@@ -58,6 +59,35 @@ def server_env(url: str, home: Path, host: str, port: int) -> dict[str, str]:
     }
 
 
+def index_orphan_leases(home: Path) -> list[str]:
+    """Put back into the lease expiration index the leases a killed server wrote but never indexed.
+
+    Prefect's filesystem lease storage writes the lease file, then the index (expirations.json); the
+    repossessor only looks in the index. A server killed between the two leaves a slot held for good (the
+    fault bench's server kill: a GPU slot still in use 15 min later). Run before the server starts (no
+    writer races it); returns the lease ids it indexed, which then lapse and are repossessed as usual."""
+    folder = home / "concurrency_leases"
+    index_path = folder / "expirations.json"
+    try:
+        index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    except ValueError:
+        index = {}
+    added = []
+    for lease in folder.glob("*.json") if folder.is_dir() else []:
+        if lease.name == index_path.name or lease.stem in index:
+            continue
+        try:
+            index[lease.stem] = json.loads(lease.read_text())["expiration"]
+        except (OSError, ValueError, KeyError):
+            continue
+        added.append(lease.stem)
+    if added:
+        tmp = index_path.with_suffix(".json.part")
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, index_path)
+    return added
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Prefect server on PostgreSQL with persistent leases.")
     parser.add_argument("--database", default="yivideo", help="PostgreSQL database (created if missing)")
@@ -80,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_database(args.database, args.pg_host, args.pg_port, args.pg_user, args.pg_password)
     )
     args.home.mkdir(parents=True, exist_ok=True)
+    if orphans := index_orphan_leases(args.home.resolve()):
+        print(f"indexed {len(orphans)} lease(s) a killed server left out of its index", flush=True)
     print(f"database {args.database} {'created' if created else 'exists'}; leases in {args.home}", flush=True)
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
     os.execvpe(prefect, [prefect, "server", "start", "--host", args.host, "--port", str(args.port)],

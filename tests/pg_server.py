@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from deployments.server import database_url, ensure_database, server_env
+from deployments.server import database_url, ensure_database, index_orphan_leases, server_env
 
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PGPORT", "5432"))
@@ -78,6 +78,7 @@ class PrefectServer:
 
     def start(self, timeout: float = 120) -> None:
         prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+        index_orphan_leases(Path(self.env["PREFECT_HOME"]))  # as deployments/server.py does
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
