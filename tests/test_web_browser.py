@@ -183,7 +183,9 @@ def test_photos_videos_and_subtitles_through_the_page(web, browser, shots, media
     page.click("[data-testid=start]")
 
     # a video with two presets ticked, and a subtitled video for subtitles
-    page.wait_for_selector("[data-testid=job-card][data-job=enhance]", timeout=60_000)
+    started = "[data-testid=job-card][data-job=enhance], [data-testid=start-error]"
+    page.wait_for_selector(started, timeout=120_000)
+    assert not page.locator("[data-testid=start-error]").count(), page.inner_text("body") + procs.tails()
     _pick(page, [clip, subtitled])
     rows = page.locator("[data-testid=pending-row]")
     rows.nth(0).locator("[data-testid=job]").select_option("transcode")
