@@ -8,7 +8,6 @@ back seconds later. A real server on PostgreSQL, killed with -9 and started agai
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 
@@ -16,20 +15,10 @@ import pytest
 
 from gpu.devices import limit_name
 from gpu.slot import gpu_slot
+from tests.gpu_brokers import stop_brokers
 from tests.pg_server import postgres_prefect_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(400)]
-
-
-def _shutdown_brokers(run_dir) -> None:
-    for pid_file in run_dir.glob("*/broker.pid"):
-        with socket.socket(socket.AF_UNIX) as sock:
-            try:
-                sock.connect(str(pid_file.parent / "broker.sock"))
-                sock.sendall(b'{"op": "shutdown"}\n')
-                sock.recv(100)
-            except OSError:
-                pass
 
 
 def test_a_slot_asked_during_a_server_restart_is_granted_once_it_is_back(tmp_path, monkeypatch):
@@ -68,4 +57,4 @@ def test_a_slot_asked_during_a_server_restart_is_granted_once_it_is_back(tmp_pat
                 with get_client(sync_client=True) as client:
                     assert client.read_global_concurrency_limit_by_name(limit_name(0)).active_slots <= 1
             finally:
-                _shutdown_brokers(run_dir)
+                stop_brokers(run_dir)

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import read_back_run, run_logs_at_info
+from gpu_brokers import stop_brokers
 from pg_server import prefect_postgres_server
 
 from gpu.client import GpuSlotError, GpuSlotTimeout, broker_dir, broker_status
@@ -50,32 +50,13 @@ def pg_api(tmp_path_factory):
         try:
             with temporary_settings(updates={PREFECT_API_URL: api_url}):
                 yield api_url
-                _stop_brokers(run_dir)
+                stop_brokers(run_dir)
         finally:
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-
-
-def _stop_brokers(run_dir: Path) -> None:
-    for pid_file in run_dir.glob("*/broker.pid"):
-        sock = socket.socket(socket.AF_UNIX)
-        try:
-            sock.connect(str(pid_file.parent / "broker.sock"))
-            sock.sendall(b'{"op": "shutdown"}\n')
-            sock.recv(100)
-        except OSError:
-            pass
-        finally:
-            sock.close()
-    deadline = time.monotonic() + 15
-    for pid_file in run_dir.glob("*/broker.pid"):
-        while pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 @pytest.fixture
