@@ -61,7 +61,7 @@ def test_a_killed_run_is_re_run_and_a_crash_loop_is_capped(tmp_path):
         deployment_id = asyncio.run(_setup(api_url))
         log = (tmp_path / "worker.log").open("wb")
         worker = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "cpu"],
+            [sys.executable, "-m", "deployments.worker", "--pool", "cpu"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:

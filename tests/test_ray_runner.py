@@ -264,8 +264,8 @@ def test_cli_points_the_flow_at_an_existing_ray_cluster(ray_cluster, short_video
 
 
 def _start_worker(name: str, queue: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", "--work-queue", queue]
-    command += ["--name", name, "--type", "process", "--limit", "1"]
+    command = [sys.executable, "-m", "deployments.worker", "--pool", "gpu", "--work-queue", queue]
+    command += ["--name", name, "--limit", "1"]
     with log.open("w") as out:  # a file, not a pipe: nobody drains a pipe while the runs go on
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 

@@ -88,8 +88,8 @@ def web(tmp_path_factory) -> Iterator[dict]:
             procs.run(str(BIN / "python"), "-m", "deployments.bootstrap", "--output-root", str(root / "out"),
                       "--inbox", str(root / "inbox"))  # fmt: skip
             procs.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
-            procs.start("worker-cpu", str(BIN / "prefect"), "worker", "start", "--pool", "cpu")
-            procs.start("worker-gpu", str(BIN / "prefect"), "worker", "start", "--pool", "gpu")
+            procs.start("worker-cpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "cpu")
+            procs.start("worker-gpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "gpu")
             procs.start("web", str(BIN / "python"), "-m", "deployments.web", "--port", str(port),
                         "--data-dir", str(root / "web-data"), "--max-upload-mb", "300")  # fmt: skip
             _wait_http(f"http://127.0.0.1:{port}/health", procs)
