@@ -88,6 +88,8 @@ def test_a_killed_run_is_re_run_and_a_crash_loop_is_capped(tmp_path):
             assert crashes >= 3, history
             assert int((loop / "starts").read_text()) <= crashes
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=30)
-            settings.__exit__(None, None, None)
+            try:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(timeout=30)
+            finally:  # a worker slow to stop must not leave this server's API URL to the tests after it
+                settings.__exit__(None, None, None)
