@@ -80,10 +80,11 @@ def _stages(run: Path | object, state_name: str) -> set[str]:
     """Stage names of one flow run (by id, or the run writing into an output folder) in a given state."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
         if isinstance(run, Path):
-            flow_runs = client.read_flow_runs(limit=200)
+            flow_runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)  # newest
             ids = [r.id for r in flow_runs if r.parameters.get("output_dir") == str(run)]
         else:
             ids = [run]
@@ -110,7 +111,9 @@ def test_kill_9_in_the_last_stage_then_the_rerun_resumes(prefect_server, storage
     started = time.monotonic()
     proc = _subtitles_cli(video, out, env)
     deadline = started + 300
-    while "ocr" not in _stages(out, "Running"):  # OCR, the last long stage, runs: kill it there
+    # OCR, the last long stage, is submitted or runs: kill it there. Its batches are short task runs, so a
+    # batch may be over before its Running state is recorded: Pending (submitted) counts too.
+    while "ocr" not in _stages(out, "Pending") | _stages(out, "Running"):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -127,5 +130,8 @@ def test_kill_9_in_the_last_stage_then_the_rerun_resumes(prefect_server, storage
     (manifest,) = out.glob("subtitles/*/manifest.json")
     seconds = json.loads(manifest.read_text(encoding="utf-8"))["stage_seconds"]
     print(f"\nkilled in OCR after {killed_after:.1f} s; re-run took {rerun_took:.1f} s; stages {seconds}")
-    assert _stages(out, "Cached") == {"subtitle_area", "keyframes", "crop", "stitch"}, "OCR was killed"
+    # the stages before OCR come from the cache; so do OCR batches that finished before the kill (per batch)
+    cached = _stages(out, "Cached")
+    before_ocr = {"subtitle_area", "keyframes", "crop", "stitch"}
+    assert before_ocr <= cached <= before_ocr | {"ocr"}, cached
     assert not work.exists(), "the finished run removes the work folder"
