@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,7 +59,13 @@ def read_back_run(flow_run_id) -> tuple[list, list[str]]:
     from prefect.logging.handlers import APILogHandler
 
     APILogHandler().flush()  # the run's last lines are still batched in this process
+    deadline = time.monotonic() + 60  # the server records task runs from events: late in a busy session
+    of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:
+            runs = client.read_task_runs(flow_run_filter=of_this_run)
+            if runs or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
     return runs, [log.message for log in logs]

@@ -90,7 +90,14 @@ def _stages(run: Path | object, state_name: str) -> set[str]:
             ids = [run]
         if not ids:
             return set()
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        # the server records task runs from events: late in a busy session
+        deadline = time.monotonic() + (0 if isinstance(run, Path) else 60)
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+            settled = tasks and all(t.state is not None and t.state.is_final() for t in tasks)
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
     return {t.task_key.rsplit("-", 1)[0].removesuffix("_task") for t in tasks if t.state_name == state_name}
 
 
