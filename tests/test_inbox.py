@@ -186,22 +186,11 @@ def test_links_never_lead_out_of_the_inbox(tmp_path):
 def test_a_claim_left_pending_by_a_killed_watcher_is_taken_over_at_once(tmp_path):
     """kill -9 between claiming and recording: the restarted watcher announces the file, not 300 s later."""
     import os
-    import signal
-    import sys
 
     f = tmp_path / "a.mp4"
     f.write_bytes(b"x" * 10)
     state = tmp_path / "state" / "ledger.sqlite"
-    snippet = (
-        "import os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from deployments.inbox import FileKey, Ledger\n"
-        "ledger = Ledger(Path(sys.argv[1]))\n"
-        "assert ledger.claim(FileKey.of(Path(sys.argv[2])))\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", snippet, str(state), str(f)], timeout=120, check=False)
-    assert proc.returncode == -signal.SIGKILL
+    _claim_and_die(state, f)
     ledger = Ledger(state)
     assert [e["status"] for e in ledger.entries()] == ["pending"]
     assert ledger.pending() == [f.resolve()]
