@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,58 @@ def prefect_server(tmp_path_factory):
     results = {PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("prefect-results")}
     with prefect_test_harness(server_startup_timeout=120), temporary_settings(results):
         yield
+
+
+def deliver_pending_events(where: str, timeout: float = 20.0) -> None:
+    """Send this process's queued Prefect events and logs now, so the next ones go to the API current then.
+
+    Prefect 3.8 keeps ONE events worker per process for every self-hosted API, bound to the API URL that was
+    current when it started (prefect/events/worker.py, `EventsWorker.instance`). A test that points
+    PREFECT_API_URL elsewhere would send its task runs to the previous server (the session's flow tests then
+    read "no task runs"), and events queued for a server a test has stopped retry ~8 s each, at interpreter
+    exit too: CI once hung past its 90 minutes on 129 of them. What cannot be delivered in `timeout` seconds
+    went to a server that is gone: it is dropped, with a warning naming `where`."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        with service._instance_lock, service._instance_cache_lock:
+            instances = tuple(service._instances.values())
+        if not instances:
+            continue
+        service.drain_all(timeout=timeout, at_exit=False)
+        for instance in instances:
+            if instance._done_event is not None and not instance._done_event.is_set():
+                dropped = _drop_queued(instance)
+                gone = f"dropped {dropped} Prefect {service.__name__} items for an API that is gone"
+                warnings.warn(f"{where}: {gone}", stacklevel=1)
+
+
+def _drop_queued(service) -> int:
+    """Empty a stopped queue service that cannot deliver, so it ends after the item in hand."""
+    dropped = 0
+    with contextlib.suppress(queue.Empty):
+        while True:
+            item = service._queue.get_nowait()
+            service._queue.task_done()
+            if item is not None:
+                service._on_item_dropped(item)
+                dropped += 1
+    service._queue.put_nowait(None)
+    return dropped
+
+
+@pytest.fixture(autouse=True)
+def events_reach_the_current_api(request):
+    """Each test's Prefect events and logs go to the API that test uses (see deliver_pending_events)."""
+    deliver_pending_events(f"before {request.node.nodeid}")
+    yield
+    deliver_pending_events(request.node.nodeid)
+
+
+def pytest_unconfigure(config):
+    """Nothing left to retry against stopped servers at interpreter exit (Prefect drains without a limit)."""
+    deliver_pending_events("end of session", timeout=10.0)
 
 
 @pytest.fixture(scope="session")
