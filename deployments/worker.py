@@ -9,6 +9,8 @@ its websocket ten times a second apart (no setting changes that) and the process
 cancels the worker, as Prefect's own handler does, and arms a watchdog: whatever is left of the shutdown
 (API calls, the events drain at exit) gets `--shutdown-seconds`, then the process exits 0. With the server
 up the shutdown ends well within that and nothing is lost; a second signal exits at once.
+
+It also reports a dead flow-run process as Crashed once, not twice (`SingleCrashReportWorker`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+from prefect.workers.process import ProcessWorker
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import FlowRun
 
 SHUTDOWN_ENV = "YIVIDEO_WORKER_SHUTDOWN_SECONDS"
 
@@ -36,10 +45,40 @@ def _exit_after(seconds: float) -> None:
     timer.start()
 
 
-async def serve(args: argparse.Namespace) -> int:
-    """Run a ProcessWorker on `args.pool` until the first SIGTERM/SIGINT; then stop within the budget."""
-    from prefect.workers.process import ProcessWorker
+class SingleCrashReportWorker(ProcessWorker):
+    """Prefect's process worker, without its second, late crash report of the same dead process.
 
+    When a flow-run process dies, the runner inside the worker reports the run Crashed at once; the worker
+    reports it again when its submission returns, seconds later on a busy host. By then the crash re-run
+    automation (deployments/crash_reruns.py) may have scheduled the run again and a worker submitted it: the
+    late report crashed that new attempt, the automation scheduled a third while the second still ran, and
+    the flow ran twice at once (seen in a test suite on a loaded host). A crash already on record since this
+    worker picked the run up is that same crash: it is not reported again."""
+
+    @classmethod
+    def __dispatch_key__(cls) -> str:
+        return "yivideo-process"  # Prefect's registry keeps "process" for ProcessWorker; pools stay "process"
+
+    async def _propose_crashed_state(
+        self, flow_run: FlowRun, message: str, client: PrefectClient | None = None
+    ) -> None:
+        if await crash_on_record_since_pickup(client or self.client, flow_run):
+            self.get_flow_run_logger(flow_run).info(f"Crash already reported; not reported again: {message}")
+            return
+        await super()._propose_crashed_state(flow_run, message, client=client)
+
+
+async def crash_on_record_since_pickup(client: PrefectClient, flow_run: FlowRun) -> bool:
+    """Whether the run has a Crashed state newer than the state it had when this worker picked it up."""
+    from prefect.client.schemas.objects import StateType
+
+    picked_at = flow_run.state.timestamp if flow_run.state else None
+    states = await client.read_flow_run_states(flow_run.id)
+    return any(s.type == StateType.CRASHED and (picked_at is None or s.timestamp > picked_at) for s in states)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run our process worker on `args.pool` until the first SIGTERM/SIGINT; then stop within the budget."""
     main = asyncio.current_task()
     stopping: list[int] = []
 
@@ -56,7 +95,7 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
-    worker = ProcessWorker(
+    worker = SingleCrashReportWorker(
         work_pool_name=args.pool, work_queues=args.work_queue or None, name=args.name, limit=args.limit
     )
     try:

@@ -93,3 +93,38 @@ def test_a_killed_run_is_re_run_and_a_crash_loop_is_capped(tmp_path):
                 worker.wait(timeout=30)
             finally:  # a worker slow to stop must not leave this server's API URL to the tests after it
                 settings.__exit__(None, None, None)
+
+
+async def _late_second_report(worker_type) -> tuple[str, str]:
+    """A run picked up, crashed (reported by the runner), re-scheduled by the automation and submitted
+    again; then the first worker's late report of the same dead process, then a real crash of the re-run."""
+    from prefect import flow, get_client
+    from prefect.states import Crashed, Pending, Running, Scheduled
+
+    @flow(name="late-crash-report")
+    def body() -> None: ...
+
+    async with get_client() as client, worker_type(work_pool_name="late-crash-report") as worker:
+        run = await client.create_flow_run(body, state=Scheduled())
+        picked = await client.read_flow_run(run.id)
+        for state in (Pending(), Running(), Crashed(message="runner: process exited -9")):
+            await client.set_flow_run_state(run.id, state)
+        await client.set_flow_run_state(run.id, Scheduled(name="AwaitingRetry"), force=True)
+        repicked = await client.read_flow_run(run.id)
+        await client.set_flow_run_state(run.id, Pending())
+        await worker._propose_crashed_state(picked, "infrastructure exited with -9 (late)")
+        after_late = (await client.read_flow_run(run.id)).state.name
+        await worker._propose_crashed_state(repicked, "the re-run's process died")
+        after_real = (await client.read_flow_run(run.id)).state.name
+    return after_late, after_real
+
+
+def test_a_late_second_report_of_one_crash_leaves_the_re_run_alone(prefect_server):
+    """Prefect's worker reports a dead process a second time, seconds after its runner did: it crashed the
+    re-run the automation had started meanwhile, and the flow ran twice at once. Ours reports it once."""
+    from prefect.workers.process import ProcessWorker
+
+    from deployments.worker import SingleCrashReportWorker
+
+    assert asyncio.run(_late_second_report(ProcessWorker)) == ("Crashed", "Crashed"), "Prefect's behaviour"
+    assert asyncio.run(_late_second_report(SingleCrashReportWorker)) == ("Pending", "Crashed")
