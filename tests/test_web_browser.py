@@ -171,7 +171,7 @@ def test_photos_videos_and_subtitles_through_the_page(web, browser, shots, media
 
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(web["url"])
-    page.wait_for_selector("#limit:not(:empty)")
+    page.wait_for_selector("body[data-ready=true]")  # the options are in
 
     # three photos and a corrupt file, all sent to enhance
     _pick(page, [*photos, broken])
@@ -257,6 +257,27 @@ def _prefect_ui_shots(browser, ui: str, run_url: str, shots: Path) -> None:
     page.close()
 
 
+def test_files_picked_before_the_options_arrive_get_every_choice(web, browser, media_dir):
+    """A quick user (or a busy host) picks files before /api/options answers: the rows wait for it. Built
+    earlier, a row had no engine to choose, and its start came back as "not started: [object Object]"."""
+    photo = make_face_set(media_dir / "web-early", 1)[0]
+    held = []
+    page = browser.new_page()
+    page.route("**/api/options", lambda route: held.append(route))  # answered when released below
+    page.goto(web["url"])
+    page.wait_for_function("() => document.querySelector('#picker') !== null")
+    _pick(page, [photo])
+    page.wait_for_timeout(500)
+    assert page.locator("[data-testid=pending-row]").count() == 0, "no row without its options"
+    assert held, "the page asked for its options"
+    held[0].continue_()
+    row = page.locator("[data-testid=pending-row]").first
+    row.wait_for()
+    engines = row.locator("[data-testid=engine] option").all_inner_texts()
+    assert engines == ["realesrgan-ncnn", "opencv-classic", "gfpgan"], engines
+    page.close()
+
+
 def test_a_200_mb_video_upload(web, browser, media_dir):
     """Upload throughput and the time from the drop to the run's first progress, printed for the report."""
     big = media_dir / "web-big.avi"
@@ -268,7 +289,7 @@ def test_a_200_mb_video_upload(web, browser, media_dir):
     assert 200e6 <= size <= 230e6, size
     page = browser.new_page()
     page.goto(web["url"])
-    page.wait_for_selector("#limit:not(:empty)")
+    page.wait_for_selector("body[data-ready=true]")  # the options are in
     _pick(page, [big])
     row = page.locator("[data-testid=pending-row]").first
     row.locator("[data-testid=job]").select_option("transcode")

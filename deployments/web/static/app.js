@@ -25,10 +25,22 @@ async function loadOptions() {
   $("#limit").textContent = options.max_upload;
   const link = $("#prefect-link");
   if (options.prefect_ui) link.href = options.prefect_ui; else link.hidden = true;
+  document.body.dataset.ready = "true";
 }
+// Files dropped before the options arrive wait for them: a row built earlier had no engines to choose from,
+// and its start was refused (seen on a busy host).
+const optionsLoaded = loadOptions().catch(() => {
+  $("#limit").textContent = "? (the page could not load its options: reload it)";
+  document.body.dataset.ready = "failed";
+});
 
-function addFiles(files) {
+// FastAPI's refusals carry a string, or a list of {loc, msg} for a request that fails validation.
+const reason = (detail) => Array.isArray(detail)
+  ? detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ") : detail;
+
+async function addFiles(files) {
   if (!files.length) return;
+  await optionsLoaded;
   if (window.yivideoTimings.dropAt === null) window.yivideoTimings.dropAt = performance.now();
   for (const file of files) {
     const row = $("#pending-row").content.firstElementChild.cloneNode(true);
@@ -110,7 +122,7 @@ function uploadOne(batch, entry) {
         bar.classList.add("failed");
         row.dataset.state = "failed";
         status.textContent = "";
-        status.append(el("span", { class: "error", "data-testid": "upload-error", text: `refused: ${body.detail}` }));
+        status.append(el("span", { class: "error", "data-testid": "upload-error", text: `refused: ${reason(body.detail)}` }));
         resolve(null);
       }
     };
@@ -142,7 +154,7 @@ async function startAll() {
   });
   const body = await response.json();
   if (!response.ok) {
-    $("#upload-rows").append(el("p", { class: "error", "data-testid": "start-error", text: `not started: ${body.detail}` }));
+    $("#upload-rows").append(el("p", { class: "error", "data-testid": "start-error", text: `not started: ${reason(body.detail)}` }));
     return;
   }
   for (const id of body.runs) mine.add(id);
@@ -223,4 +235,4 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); addFiles([...e.dataTransfer.files]); });
 $("#picker").addEventListener("change", (e) => { addFiles([...e.target.files]); e.target.value = ""; });
 $("#start").addEventListener("click", startAll);
-loadOptions().then(poll);
+optionsLoaded.then(poll);
