@@ -8,7 +8,8 @@ Rules, each with a unit test in tests/test_gpu_scheduler.py:
 - Reservation: a waiter that fits nowhere blocks its devices for everyone behind it, so a heavy stage is
   not starved by a stream of light ones; a waiter whose leases are being fetched blocks its device too.
 - Handoff: a released unit's lease goes straight to the next waiter that fits (no server call); only
-  missing units are fetched from Prefect (Fetch), and the waiter is granted when they arrive.
+  missing units are fetched from Prefect (Fetch), and the waiter is granted when they arrive. A lease
+  freed while a waiter's fetch runs counts toward it (idle, it could fill the slot the fetch waits for).
 - Expiry: a waiter past its deadline (timeout, else the policy's max wait) is refused with a message
   naming the limit, the holders and the waiters ahead.
 - Idle leases go back to Prefect after IDLE_LINGER when no waiter could use their device; a dead broker's
@@ -202,6 +203,7 @@ class Scheduler:
                 actions.append(self._refuse(waiter, "error", message))
                 continue
             if waiter.acquiring is not None:
+                self._top_up(waiter, self.devices[waiter.acquiring])
                 blocked.add(waiter.acquiring)
                 continue
             fits = [d for d in allowed if d.index not in blocked and d.free() >= self.units(waiter, d)]
@@ -235,7 +237,10 @@ class Scheduler:
         for lease_id in lease_ids:
             lease = Lease(lease_id, device.index, now, now, holder=f"wait:{seq}")
             device.leases[lease_id] = lease
-            waiter.taken.append(lease)
+            if waiter.done or len(waiter.taken) < waiter.wanted:
+                waiter.taken.append(lease)
+            else:  # topped up by a release meanwhile: a spare
+                lease.holder, lease.idle_since = None, now
 
     def fetch_failed(self, seq: int, message: str) -> list[Action]:
         waiter = self._fetching(seq)
@@ -367,6 +372,12 @@ class Scheduler:
 
     def _fetching(self, seq: int) -> Waiter | None:
         return self.waiters.get(seq)
+
+    def _top_up(self, waiter: Waiter, device: Device) -> None:
+        """Idle leases of the device a waiter is being fetched for become its own, up to what it wants."""
+        for lease in device.idle()[: max(0, waiter.wanted - len(waiter.taken))]:
+            lease.holder = f"wait:{waiter.seq}"
+            waiter.taken.append(lease)
 
     def _give(self, waiter: Waiter, device: Device, leases: list[Lease], now: float) -> Give:
         grant = Grant(uuid.uuid4().hex, device.index, len(leases), [lease.id for lease in leases],

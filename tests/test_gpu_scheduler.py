@@ -147,6 +147,25 @@ def test_a_failed_fetch_refuses_the_waiter_and_idles_what_it_took():
     assert [lease.id for lease in s.devices[0].idle()] == ["L1"]
 
 
+def test_a_lease_released_while_a_waiter_fetches_goes_to_that_waiter():
+    """A successor broker that lost its predecessor's state: the waiter asks first and fetches from Prefect,
+    whose one slot the holder's lease still fills; the holder re-adopts it, then releases it. The released
+    lease goes to the fetching waiter; kept idle, it filled the slot the fetch waited for until the waiter
+    timed out (a fresh-clone suite failed test_gpu_slots' killed-broker test so)."""
+    s = scheduler()
+    seq, actions = s.enqueue(Acquire("waiter", since=0.0), 0.0)
+    assert actions == [Fetch(seq, 0)]
+    held = Granted("g1", 0, "gpu:h:0", "id0", 1, 0, 0.0, ["L1"])
+    grant = s.adopt(Acquire("holder", since=0.0), held, 1.0, 0.5)
+    s.fetched(seq, [], 0.6)  # Prefect: the slot is full (L1)
+    assert s.missing(seq) == 1
+    assert s.release(grant.id, 1.0) == [] and s.missing(seq) == 0, "L1 is the waiter's now"
+    s.fetched(seq, ["L2"], 1.1)  # a take in flight meanwhile succeeds: a spare, not a second unit
+    (give,) = s.fetch_finished(seq, 1.2)
+    assert give.seq == seq and give.grant.leases == ["L1"]
+    assert [lease.id for lease in s.devices[0].idle()] == ["L2"]
+
+
 def test_orphans_are_kept_for_their_holders_then_returned():
     s = scheduler(capacity=2)
     actions = s.take_over([("O1", 0), ("O2", 0), ("X", 9)], 0.0)
