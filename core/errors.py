@@ -8,13 +8,11 @@ from pathlib import Path
 class YiVideoError(Exception):
     """Base of every error this pipeline raises on purpose."""
 
-    transient = True  # retrying may help (an engine hiccup, a crashed ffmpeg); False: it fails the same again
+    transient = False  # True only where a retry may help (a crashed ffmpeg): see is_transient
 
 
 class MediaInputError(YiVideoError, ValueError):
     """An input file is missing, empty, corrupt, of the wrong kind or too large."""
-
-    transient = False
 
     def __init__(self, path: str | Path, cause: str) -> None:
         self.path = str(path)
@@ -26,7 +24,8 @@ class MediaInputError(YiVideoError, ValueError):
 
 
 class OutputError(YiVideoError, OSError):
-    """An output could not be written (disk full, read-only, not a directory): not the input's fault."""
+    """An output could not be written (disk full, read-only, not a directory): not the input's fault, and
+    not retried (a full disk stays full for the seconds of a backoff; the run fails at once saying so)."""
 
     def __init__(self, path: str | Path, cause: str) -> None:
         self.path = str(path)
@@ -43,6 +42,8 @@ class OutputError(YiVideoError, OSError):
 class StageError(YiVideoError, RuntimeError):
     """A stage failed on valid input (ffmpeg died, a model could not load, a check failed)."""
 
+    transient = True  # a crashed ffmpeg or engine may pass next time; deterministic subclasses say False
+
     def __init__(self, stage: str, subject: str | Path, cause: str) -> None:
         self.stage = stage
         self.subject = str(subject)
@@ -53,16 +54,35 @@ class StageError(YiVideoError, RuntimeError):
         return type(self), (self.stage, self.subject, self.cause)
 
 
+class StageTimeout(StageError, TimeoutError):
+    """A stage's own time limit passed (ffmpeg killed after its timeout): told apart by type, not words."""
+
+
 class ConfigError(YiVideoError, ValueError):
     """A configuration value (engine, preset, stage name, model path) is unknown or unusable."""
 
-    transient = False
+
+# Errors from outside this package that may pass on a retry: a dropped connection or a timeout (the Prefect
+# API or a database restarting). httpx's transport errors (Prefect's client) are added where httpx imports.
+TRANSIENT_TYPES: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - httpx comes with Prefect
+        return TRANSIENT_TYPES
+    return (*TRANSIENT_TYPES, httpx.TransportError)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """The one retry rule: retry what may pass next time; bad input, bad configuration and failed checks
-    (errors whose class says `transient = False`) fail the same way every time, so they never retry."""
-    return bool(getattr(exc, "transient", True))
+    """The one retry rule: retry only what is named transient by type: our errors whose class says
+    `transient = True` (StageError: a crashed ffmpeg or engine) and dropped connections or timeouts.
+    Anything else (a bug such as KeyError, bad input, bad configuration, a full disk, a failed check)
+    fails the same way every time, so it fails at once, never by matching its message."""
+    if isinstance(exc, YiVideoError):
+        return bool(exc.transient)
+    return isinstance(exc, _transient_types())
 
 
 def retry_if_transient(task: object, task_run: object, state: object) -> bool:

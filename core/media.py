@@ -17,7 +17,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from core.errors import MediaInputError, StageError
+from core.errors import MediaInputError, StageError, StageTimeout
+from core.outputs import full_disk_error
 from core.schema import MediaInfo
 
 MAX_INPUT_BYTES = int(os.environ.get("YIVIDEO_MAX_INPUT_BYTES", 64 * 1024**3))
@@ -78,8 +79,10 @@ def run_media_command(
     try:
         proc = subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise StageError(stage, subject, f"{Path(cmd[0]).name} timed out after {timeout:.0f} s") from exc
+        raise StageTimeout(stage, subject, f"{Path(cmd[0]).name} timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
+        if full := full_disk_error(cmd[-1]):
+            raise full
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
         raise StageError(stage, subject, f"{Path(cmd[0]).name} exited {proc.returncode}: {' | '.join(tail)}")
     return proc
@@ -297,7 +300,7 @@ def iter_video_frames(
         assert proc.stdout is not None
         while True:
             if time.monotonic() > deadline:
-                raise StageError(stage, path, f"ffmpeg decode timed out after {timeout:.0f} s")
+                raise StageTimeout(stage, path, f"ffmpeg decode timed out after {timeout:.0f} s")
             buf = proc.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
                 break

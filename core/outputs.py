@@ -131,6 +131,24 @@ def write_failure(folder: str | Path, exc: OSError) -> OSError:
     return exc
 
 
+def full_disk_error(output: str | Path) -> OSError | None:
+    """After a writer (ffmpeg) failed: an OutputError when the disk of `output` has no space left, so a full
+    disk fails at once by its type (never retried, never read from ffmpeg's words); None otherwise."""
+    import errno
+
+    target = str(output)
+    if not target or target.startswith(("-", "pipe:")) or target == os.devnull:
+        return None
+    folder = Path(target).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    if free >= 1 << 20:
+        return None
+    return write_failure(folder, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+
+
 def discard_if_empty(run_dir: str | Path, output_root: str | Path) -> None:
     """After a failed run: remove its folder (and the flow's folder) if nothing was published there."""
     root = Path(output_root).resolve()

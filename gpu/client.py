@@ -30,6 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class GpuSlotError(YiVideoError, RuntimeError):
     """No GPU slot could be held (broker or Prefect API unreachable, bad request): the stage must not run."""
 
+    transient = True  # a broker restarting or the API coming back: asking again may get the slot
+
 
 class GpuSlotTimeout(GpuSlotError, TimeoutError):
     """The wait for a GPU slot passed its timeout."""

@@ -289,3 +289,58 @@ def test_a_failed_preset_keeps_the_finished_renditions_in_a_manifest(prefect_ser
     with pytest.raises(StageError):
         transcode.transcode(str(bad["mute"]), ["broken"], str(tmp_path / "none"), None, custom, 3.0)
     assert not (tmp_path / "none").exists() or not any((tmp_path / "none").rglob("*"))
+
+
+def test_a_full_disk_under_ffmpeg_is_an_output_error_never_retried(tmp_path):
+    """ffmpeg's exit on a full disk reads as the disk (OutputError: exit 3, not retried), known by the disk's
+    free space rather than by ffmpeg's words; a timeout is a StageTimeout (retried), whatever it prints."""
+    from core.errors import OutputError, StageTimeout, is_transient
+    from core.media import run_media_command
+    from stages.transcode.command import run_ffmpeg
+
+    encode = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=640x480:r=25", "-t", "20"]
+    encode += ["-c:v", "rawvideo", "-f", "nut"]
+    with _tmpfs(tmp_path / "disk", "size=256k") as disk:
+        with pytest.raises(OutputError, match="no space left on device") as info:
+            run_media_command([*encode, str(disk / "a.nut")], timeout=60, stage="extract_audio", subject="a")
+        assert not is_transient(info.value) and info.value.path == str(disk)
+        with pytest.raises(OutputError, match="no space left on device"):
+            run_ffmpeg([*encode, str(disk / "b.nut")], timeout=60, duration=20, subject="b")
+    with pytest.raises(StageTimeout, match="timed out after") as slow:
+        slow_cmd = ["ffmpeg", "-v", "error", "-re", *encode[4:10], "-f", "null", "-"]
+        run_media_command(slow_cmd, timeout=0.5, stage="probe", subject="c")
+    assert is_transient(slow.value)
+
+
+def test_an_unknown_error_or_a_full_disk_runs_once_a_crashed_stage_retries(prefect_server):
+    """Under the run policy in a real flow: a bug (KeyError) and a full disk fail at their first attempt."""
+    import errno
+
+    from prefect import flow, task
+
+    from blocks.policy import RunPolicy
+    from core.errors import OutputError, StageError
+    from core.outputs import write_failure
+
+    calls = {"bug": 0, "disk": 0, "crash": 0}
+    raised = {
+        "bug": KeyError("band"),
+        "disk": write_failure(Path("/out"), OSError(errno.ENOSPC, "No space left on device")),
+        "crash": StageError("keyframes", "a.mp4", "ffmpeg exited -9"),
+    }
+
+    @task
+    def stage(kind: str) -> None:
+        calls[kind] += 1
+        raise raised[kind]
+
+    policy = RunPolicy(stage_retries=2, stage_backoff_seconds=0.01, stage_backoff_jitter=0)
+
+    @flow
+    def run_all() -> None:
+        for kind, error in (("bug", KeyError), ("disk", OutputError), ("crash", StageError)):
+            with pytest.raises(error):
+                policy.apply_to_task(stage)(kind)
+
+    run_all()
+    assert calls == {"bug": 1, "disk": 1, "crash": 3}

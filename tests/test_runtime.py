@@ -13,6 +13,7 @@ from core.errors import (
     MediaInputError,
     OutputError,
     StageError,
+    StageTimeout,
     is_transient,
     retry_if_transient,
 )
@@ -31,12 +32,23 @@ def cpu_stage() -> None: ...
 
 
 def test_one_retry_rule_for_every_stage() -> None:
+    """Transient is named by type: a crashed stage, a dropped connection, a timeout. A bug, bad input, bad
+    settings, a failed check and a full disk fail at once, whatever their message says."""
+    import errno
+
+    import httpx
+
+    from gpu.client import GpuSlotError, GpuSlotTimeout
+
     never = [MediaInputError("a.mp4", "empty"), ConfigError("no such engine")]
     never.append(OutputCheckError("transcode", "a.mp4", "frame is 640x360, expected 1280x720"))
-    again = [StageError("ocr", "a.mp4", "engine hiccup"), OSError("connection reset"), RuntimeError("?")]
-    again.append(OutputError("/out", "disk full"))
-    assert [is_transient(e) for e in never] == [False] * 3
-    assert all(is_transient(e) for e in again)
+    never += [KeyError("band"), RuntimeError("connection timed out"), OutputError("/out", "disk full")]
+    never += [OSError(errno.ENOSPC, "No space left on device"), ValueError("temporarily unavailable")]
+    again = [StageError("ocr", "a.mp4", "engine hiccup"), StageTimeout("keyframes", "a.mp4", "ffmpeg: 60 s")]
+    again += [ConnectionResetError("reset"), TimeoutError(), httpx.ConnectError("refused")]
+    again += [GpuSlotError("no GPU broker is listening"), GpuSlotTimeout("waited 600 s")]
+    assert [is_transient(e) for e in never] == [False] * len(never)
+    assert [is_transient(e) for e in again] == [True] * len(again)
     prepared = Stages(RunPolicy(stage_retries=3, stage_backoff_seconds=1.0)).prepare(cpu_stage)
     assert prepared.retries == 3 and prepared.retry_delay_seconds == [1.0, 2.0, 4.0]
     assert prepared.retry_condition_fn is retry_if_transient

@@ -14,7 +14,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from core.errors import MediaInputError, StageError
+from core.errors import MediaInputError, StageError, StageTimeout
 from core.media import require_tool, run_media_command
 from core.outputs import atomic_path, safe_stem
 from core.schema import AudioTrack, MediaInfo
@@ -54,9 +54,9 @@ def extract_audio(info: MediaInfo, work_dir: str | Path, *, sample_rate: int = S
                 stage="extract_audio",
                 subject=info.path,
             )
+        except StageTimeout:
+            raise
         except StageError as exc:
-            if "timed out" in exc.cause:
-                raise
             raise MediaInputError(info.path, f"audio track could not be decoded ({exc.cause})") from exc
         frames, rate = _wav_frames(tmp)
     return AudioTrack(source=info.path, path=out, sample_rate=rate, duration=frames / rate)

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from core.errors import StageError
+from core.errors import StageError, StageTimeout
 from core.media import require_tool
+from core.outputs import full_disk_error
 from stages.transcode.geometry import plan_geometry, thumbnail_time
 from stages.transcode.nvenc import video_encoder
 from stages.transcode.presets import STAGE, TranscodePreset
@@ -165,8 +166,10 @@ def run_ffmpeg(
             if proc.stdout:
                 proc.stdout.close()
         if timed_out.is_set():
-            raise StageError(STAGE, subject, f"ffmpeg timed out after {timeout:.0f} s")
+            raise StageTimeout(STAGE, subject, f"ffmpeg timed out after {timeout:.0f} s")
         if proc.returncode != 0:
+            if full := full_disk_error(cmd[-1]):
+                raise full
             stderr.seek(0)
             tail = stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:]
             raise StageError(STAGE, subject, f"ffmpeg exited {proc.returncode}: {' | '.join(tail)}")
