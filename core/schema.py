@@ -75,6 +75,7 @@ class Keyframe:
     end: float
     image_path: Path  # the band strip, later the band crop (PNG)
     change: float = 1.0  # text-signal change from the previous kept sample (1.0: all new)
+    line: int = 0  # which on-screen line it shows (from the image): samples of one line share it
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class FrameText:
     start: float
     end: float
     lines: tuple[OcrLine, ...]
+    line: int | None = None  # the keyframe's on-screen line (Keyframe.line): reads of one line are voted
 
     @property
     def text(self) -> str:

@@ -255,7 +255,7 @@ def recognize_batches(
         if not per_frame[kf.index]:
             per_frame[kf.index] = reread_enlarged(kf.image_path, engine)
     return [
-        FrameText(kf.index, kf.start, kf.end, lines_to_rows(per_frame[kf.index]))
+        FrameText(kf.index, kf.start, kf.end, lines_to_rows(per_frame[kf.index]), kf.line)
         for kf in keyframes.frames
     ]
 
