@@ -14,9 +14,11 @@ import argparse
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from prefect import flow
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -28,57 +30,47 @@ from core.caching import open_work_dir
 from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
-from core.outputs import run_output_dir, write_manifest
-from core.schema import MediaInfo, PipelineResult, StageOutcome
-from flows.subtitles import SUBTITLE_STEPS, ChainState, Step
+from core.outputs import run_output_dir, safe_stem, write_manifest
+from core.schema import (
+    Band,
+    FrameText,
+    MediaInfo,
+    PipelineResult,
+    StageOutcome,
+    SubtitleEvent,
+    TranscriptResult,
+)
+from flows.subtitles import WINDOW_STAGES, find_band, read_band_texts
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner
 from runtime.stage import Stages
+from stages.subtitles.area import describe_band
+from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ChainStage:
+    """A stage a chain may name: the stages it reads from, and what it does (`--list`)."""
+
+    needs: tuple[str, ...]
+    about: str
+
+
+STAGES: dict[str, ChainStage] = {
+    "subtitle_area": ChainStage((), "find the subtitle band (OCR text detection)"),
+    "keyframes": ChainStage(("subtitle_area",), "sample the band, keep frames where it changed"),
+    "crop": ChainStage(("keyframes",), "crop keyframes to the text, static overlays masked"),
+    "stitch": ChainStage(("crop",), "stack crops into batches so OCR runs once per batch"),
+    "ocr": ChainStage(("stitch",), "read each batch with PP-OCR, map lines back to keyframes"),
+    "postprocess": ChainStage(("ocr",), "merge readings into timed events; write SRT/JSON/TXT"),
+    "transcribe": ChainStage((), "speech to SRT/VTT/JSON (the transcribe flow, as a sub-flow)"),
+    "diarize": ChainStage(("transcribe",), "who spoke when: speaker labels on the transcript, RTTM"),
+    "transcode": ChainStage((), "renditions and thumbnails (the transcode flow, as a sub-flow)"),
+}
 # The seeds' default chain, in the seeds' order (keyframes first): the plan puts subtitle_area ahead of it.
 SEED_CHAIN = ("keyframes", "subtitle_area", "crop", "stitch", "ocr", "postprocess")
-
-
-def _transcribe(s: ChainState) -> str:
-    from flows.transcribe import transcribe
-
-    s.speech = result = transcribe(str(s.info.path), str(s.output_root))
-    s.outputs.update(speech_srt=result.srt_path, speech_vtt=result.vtt_path, speech_json=result.json_path)
-    heard = result.transcript
-    language = f"language {heard.language}" if heard.language else "no speech detected"
-    return f"{len(heard.segments)} speech segments, {language}"
-
-
-def _diarize(s: ChainState) -> str:
-    from flows.transcribe import label_speakers
-
-    s.speech = result = label_speakers(s.speech, str(s.output_root))
-    s.outputs.update(speech_srt=result.srt_path, speech_rttm=result.rttm_path)
-    return f"{len(result.diarization.speakers)} speakers, {len(result.diarization.turns)} turns"
-
-
-def _transcode(s: ChainState) -> str:
-    from flows.transcode import transcode
-
-    result = transcode(str(s.info.path), output_dir=str(s.output_root))
-    s.outputs.update({f"rendition_{r.preset}": r.path for r in result.renditions})
-    return f"{len(result.renditions)} renditions: " + ", ".join(
-        f"{r.preset} {r.width}x{r.height}" for r in result.renditions
-    )
-
-
-STAGES: dict[str, Step] = {
-    **SUBTITLE_STEPS,
-    "transcribe": Step(
-        "transcribe", (), _transcribe, "speech to SRT/VTT/JSON (the transcribe flow, as a sub-flow)"
-    ),
-    "diarize": Step(
-        "diarize", ("transcribe",), _diarize, "who spoke when: speaker labels on the transcript, RTTM"
-    ),
-    "transcode": Step(
-        "transcode", (), _transcode, "renditions and thumbnails (the transcode flow, as a sub-flow)"
-    ),
-}
 # The UI and the server's parameter check offer the known names; plan_chain says what is wrong otherwise.
 WorkflowChain = Annotated[
     tuple[str, ...], WithJsonSchema({"type": "array", "items": {"type": "string", "enum": list(STAGES)}})
@@ -86,7 +78,9 @@ WorkflowChain = Annotated[
 
 
 def plan_chain(chain: Sequence[str]) -> list[str]:
-    """The stages to run, in order: `chain` with missing prerequisites pulled in ahead of their users.
+    """The stages to run, in order: `chain` with missing prerequisites pulled in ahead of their users, and
+    the windowed stages (keyframes, crop, stitch, ocr) together where keyframes stands: they run window by
+    window, each window's images deleted after its last stage.
 
     Raises ConfigError, before anything runs, for an empty chain, an unknown or a repeated stage name.
     """
@@ -108,7 +102,57 @@ def plan_chain(chain: Sequence[str]) -> list[str]:
 
     for name in chain:
         add(name)
-    return plan
+    windowed = [name for name in plan if name in WINDOW_STAGES]
+    if not windowed:
+        return plan
+    at, others = plan.index(windowed[0]), [name for name in plan if name not in WINDOW_STAGES]
+    return others[:at] + windowed + others[at:]
+
+
+class StepLog:
+    """Each step's outcome as it ends: the stage table, the manifest, the progress artifact, the failure."""
+
+    def __init__(self, plan: list[str], info: MediaInfo, stages: Stages) -> None:
+        self.plan, self.stages = plan, stages
+        self.outcomes: list[StageOutcome] = []
+        self.outputs: dict[str, Path] = {}
+        self.failed: tuple[str, float, str] | None = None
+        self._progress = create_progress_artifact(
+            0.0, key=artifact_key("pipeline-progress", info.path), description=" → ".join(plan)
+        )
+        self._started, self._timings = 0.0, dict(stages.timings)
+
+    @contextmanager
+    def step(self, names: Sequence[str]) -> Iterator[None]:
+        """Around the steps `names` run together: a failure is put on the one running (`Stages.started`)."""
+        self._started, self._timings = time.perf_counter(), dict(self.stages.timings)
+        try:
+            yield
+        except BaseException as exc:
+            name = self.stages.started if self.stages.started in names else names[0]
+            self.failed = (name, self._seconds(name), f"{type(exc).__name__}: {exc}")
+            raise
+
+    def done(self, name: str, summary: str, outputs: dict[str, Path] | None = None) -> None:
+        outcome = StageOutcome(name, self._seconds(name), summary, dict(outputs or {}))
+        self.outcomes.append(outcome)
+        self.outputs.update(outcome.outputs)
+        update_progress_artifact(
+            self._progress, 100.0 * len(self.outcomes) / len(self.plan), description=f"{name} done"
+        )
+
+    def _seconds(self, name: str) -> float:
+        """A windowed step's share of the windows' time (its task runs); any other step's wall time."""
+        if name in WINDOW_STAGES:
+            return round(self.stages.timings.get(name, 0.0) - self._timings.get(name, 0.0), 3)
+        return round(time.perf_counter() - self._started, 3)
+
+
+def _made(value: T | None, step: str) -> T:
+    """What an earlier step made (plan_chain puts prerequisites first, so it is there)."""
+    if value is None:
+        raise ConfigError(f"{step} ran before its prerequisite")
+    return value
 
 
 @flow(name="run-pipeline", flow_run_name=run_named_after("pipeline", "video"), task_runner=StageRunner())
@@ -135,44 +179,103 @@ def run_pipeline(
     run_dir = run_output_dir(output_dir, "pipeline", info.path)
     settings = load_block(SubtitleConfig, settings_block)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
-    state = ChainState(info, run_dir, work, settings, stages, Path(output_dir))
-    progress = create_progress_artifact(
-        0.0, key=artifact_key("pipeline-progress", info.path), description=f"{' → '.join(plan)}"
-    )
-    outcomes: list[StageOutcome] = []
-    failed: tuple[str, float, str] | None = None
+    windowed = [name for name in plan if name in WINDOW_STAGES]
+    log = StepLog(plan, info, stages)
+    band: Band | None = None
+    texts: list[FrameText] | None = None
+    events: list[SubtitleEvent] = []
+    speech: TranscriptResult | None = None
     try:
-        for done, name in enumerate(plan, start=1):
-            before = dict(state.outputs)
-            started = time.perf_counter()
-            try:
-                summary = STAGES[name].run(state)
-            except BaseException as exc:
-                failed = (name, round(time.perf_counter() - started, 3), f"{type(exc).__name__}: {exc}")
-                raise
-            added = {k: v for k, v in state.outputs.items() if before.get(k) != v}
-            outcomes.append(StageOutcome(name, round(time.perf_counter() - started, 3), summary, added))
-            update_progress_artifact(progress, 100.0 * done / len(plan), description=f"{name} done")
+        for name in plan:
+            if name in windowed[1:]:
+                continue  # ran with keyframes, window by window
+            with log.step(windowed if name == "keyframes" else [name]):
+                if name == "subtitle_area":
+                    band = find_band(info, settings, stages)
+                    log.done(name, describe_band(band, info))
+                elif name == "keyframes":
+                    reading = read_band_texts(
+                        info, _made(band, name), settings, stages, work, windowed[-1], keep_intermediates
+                    )
+                    texts = reading.texts
+                    for step in windowed:
+                        log.done(step, reading.summary(step))
+                elif name == "postprocess":
+                    events = stages.run(postprocess_task, _made(texts, name), settings.postprocess)
+                    log.done(name, *_subtitle_files(events, _made(band, name), info, run_dir, settings))
+                elif name == "transcribe":
+                    speech = _transcribe(info, output_dir)
+                    log.done(name, *_heard(speech))
+                elif name == "diarize":
+                    speech = _diarize(_made(speech, name), output_dir)
+                    log.done(name, *_speakers(speech))
+                else:
+                    log.done(name, *_transcode(info, output_dir))
     finally:
-        _report(info, plan, outcomes, failed)
+        _report(info, plan, log.outcomes, log.failed)
         if not keep_intermediates:
-            shutil.rmtree(state.work_dir, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     manifest = write_manifest(
         run_dir,
         flow="pipeline",
         input_path=info.path,
-        outputs=state.outputs,
+        outputs=log.outputs,
         extra={
             "workflow_chain": list(workflow_chain),
             "plan": plan,
-            "stages": outcomes,
-            "events": len(state.events or ()),
+            "stages": log.outcomes,
+            "events": len(events),
         },
     )
     return PipelineResult(
-        info.path, tuple(workflow_chain), tuple(plan), run_dir, tuple(outcomes), tuple(state.events or ()),
-        manifest,
-    )  # fmt: skip
+        info.path, tuple(workflow_chain), tuple(plan), run_dir, tuple(log.outcomes), tuple(events), manifest
+    )
+
+
+def _subtitle_files(
+    events: list[SubtitleEvent], band: Band, info: MediaInfo, run_dir: Path, settings: SubtitleConfig
+) -> tuple[str, dict[str, Path]]:
+    files = write_subtitle_files(
+        events, run_dir, safe_stem(info.path), video=info.path, band=band, sample_fps=settings.sample_fps
+    )
+    first = events[0].text.replace("\n", " / ") if events else "(none)"
+    return f"{len(events)} subtitle events; first: {first}", {f"subtitles_{k}": p for k, p in files.items()}
+
+
+def _transcribe(info: MediaInfo, output_dir: str) -> TranscriptResult:
+    from flows.transcribe import transcribe
+
+    return transcribe(str(info.path), output_dir)
+
+
+def _heard(result: TranscriptResult) -> tuple[str, dict[str, Path]]:
+    heard = result.transcript
+    language = f"language {heard.language}" if heard.language else "no speech detected"
+    outputs = {"speech_srt": result.srt_path, "speech_vtt": result.vtt_path, "speech_json": result.json_path}
+    return f"{len(heard.segments)} speech segments, {language}", outputs
+
+
+def _diarize(speech: TranscriptResult, output_dir: str) -> TranscriptResult:
+    from flows.transcribe import label_speakers
+
+    return label_speakers(speech, output_dir)
+
+
+def _speakers(result: TranscriptResult) -> tuple[str, dict[str, Path]]:
+    turns = result.diarization
+    summary = f"{len(turns.speakers)} speakers, {len(turns.turns)} turns" if turns else "no speakers"
+    files = {"speech_srt": result.srt_path, "speech_rttm": result.rttm_path}
+    return summary, {kind: path for kind, path in files.items() if path is not None}
+
+
+def _transcode(info: MediaInfo, output_dir: str) -> tuple[str, dict[str, Path]]:
+    from flows.transcode import transcode
+
+    result = transcode(str(info.path), output_dir=output_dir)
+    outputs = {f"rendition_{r.preset}": r.path for r in result.renditions}
+    return f"{len(result.renditions)} renditions: " + ", ".join(
+        f"{r.preset} {r.width}x{r.height}" for r in result.renditions
+    ), outputs
 
 
 def stage_rows(
@@ -222,9 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the known stages and exit")
     args = parser.parse_args(argv)
     if args.list:
-        for stage in STAGES.values():
+        for name, stage in STAGES.items():
             needs = f" (needs {', '.join(stage.needs)})" if stage.needs else ""
-            print(f"{stage.name:14} {stage.about}{needs}")
+            print(f"{name:14} {stage.about}{needs}")
         return 0
     if not args.video:
         parser.error("give a VIDEO (or --list)")

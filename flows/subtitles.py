@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +33,6 @@ from core.schema import (
     StitchedBatch,
     SubtitleEvent,
     SubtitleResult,
-    TranscriptResult,
 )
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
@@ -46,120 +44,95 @@ from stages.subtitles.ocr import OcrSettings, batch_keyframes, ocr_task
 from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
 from stages.subtitles.stitch import stitch_task
 
-
-@dataclass
-class ChainState:
-    """What the steps of one chain have produced so far on one video (the pipeline adds its own steps)."""
-
-    info: MediaInfo
-    run_dir: Path
-    work_dir: Path
-    settings: SubtitleConfig
-    stages: Stages
-    output_root: Path = Path("output")
-    window: tuple[float, float] | None = None  # the part of the video keyframes are taken from (None: all)
-    band: Band | None = None
-    keyframes: KeyframeSet | None = None
-    crops: KeyframeSet | None = None
-    batches: list[StitchedBatch] | None = None
-    texts: list[FrameText] | None = None
-    events: list[SubtitleEvent] | None = None
-    speech: TranscriptResult | None = None  # the pipeline's transcribe and diarize steps
-    subtitle_files: dict[str, Path] = field(default_factory=dict)
-    outputs: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def ocr(self) -> OcrSettings:
-        return self.settings.ocr
+WindowStage = Literal["keyframes", "crop", "stitch", "ocr"]
+WINDOW_STAGES: tuple[WindowStage, ...] = ("keyframes", "crop", "stitch", "ocr")
 
 
 @dataclass(frozen=True)
-class Step:
-    """A named step of a chain: the steps it reads from, and what runs (returns a one-line summary)."""
+class BandTexts:
+    """What the windowed stages made of one band, summed over the windows: the texts in time order."""
 
-    name: str
-    needs: tuple[str, ...]
-    run: Callable[[ChainState], str]
-    about: str
+    texts: list[FrameText]
+    samples: int
+    keyframes: int
+    crops: int
+    batches: int
 
-
-# ---------------------------------------------------------------- the subtitle chain, composed once
-def _subtitle_area(s: ChainState) -> str:
-    s.band = s.stages.run(subtitle_area_task, s.info, s.ocr, s.settings.area, s.settings.band, model=s.ocr)
-    return describe_band(s.band, s.info)
-
-
-def _keyframes(s: ChainState) -> str:
-    args = (s.info, s.band, s.work_dir, s.settings.keyframes) + ((s.window,) if s.window else ())
-    s.keyframes = s.stages.run(keyframes_task, *args)
-    return f"{len(s.keyframes.frames)} keyframes with text from {s.keyframes.samples_decoded} samples"
-
-
-def _crop(s: ChainState) -> str:
-    s.crops = s.stages.run(crop_task, s.keyframes, s.work_dir)
-    return f"{len(s.crops.frames)} band crops"
+    def summary(self, stage: WindowStage) -> str:
+        """One line per stage for the pipeline's table."""
+        read = sum(1 for t in self.texts if t.lines)
+        return {
+            "keyframes": f"{self.keyframes} keyframes with text from {self.samples} samples",
+            "crop": f"{self.crops} band crops",
+            "stitch": f"{self.batches} stitched OCR batches",
+            "ocr": f"{read} of {len(self.texts)} keyframes read",
+        }[stage]
 
 
-def _stitch(s: ChainState) -> str:
-    s.batches = s.stages.run(stitch_task, s.crops, s.work_dir)
-    return f"{len(s.batches)} stitched OCR batches"
+def find_band(info: MediaInfo, settings: SubtitleConfig, stages: Stages) -> Band:
+    """The subtitle band: the user's, or detected (PP-OCR text detection on sampled frames)."""
+    ocr = settings.ocr
+    return stages.run(subtitle_area_task, info, ocr, settings.area, settings.band, model=ocr)
 
 
-def _ocr(s: ChainState) -> str:
-    total = len(s.batches)  # one task run per batch (`ocr batch 2/5`), each resumable on its own
-    parts = [batch_keyframes(s.crops, batch) for batch in s.batches]
-    numbers = list(range(1, total + 1))
+def read_band_texts(
+    info: MediaInfo,
+    band: Band,
+    settings: SubtitleConfig,
+    stages: Stages,
+    work_dir: Path,
+    until: WindowStage = "ocr",
+    keep: bool = False,
+) -> BandTexts:
+    """Keyframes -> crop -> stitch -> OCR over the video window by window (`keyframes.window_seconds`),
+    each window's images deleted after its OCR unless `keep`: temporary disk stays bounded on long video.
+    `until` stops each window after that stage (the pipeline's shorter chains)."""
+    windows = video_windows(info.duration, settings.keyframes.window_seconds)
+    texts: list[FrameText] = []
+    samples = kept = cropped = stitched = 0
+    for window in windows:
+        folder = work_dir / f"{window[0]:08.1f}"
+        keyframes = stages.run(keyframes_task, info, band, folder, settings.keyframes, window)
+        samples, kept = samples + keyframes.samples_decoded, kept + len(keyframes.frames)
+        if until != "keyframes":
+            crops = stages.run(crop_task, keyframes, folder)
+            cropped += len(crops.frames)
+            if until != "crop":
+                batches = stages.run(stitch_task, crops, folder)
+                stitched += len(batches)
+                if until != "stitch":
+                    texts += read_batches(info, crops, batches, settings.ocr, stages, window)
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    return BandTexts(texts, samples, kept, cropped, stitched)
+
+
+def read_batches(
+    info: MediaInfo,
+    crops: KeyframeSet,
+    batches: list[StitchedBatch],
+    ocr: OcrSettings,
+    stages: Stages,
+    window: tuple[float, float],
+) -> list[FrameText]:
+    """OCR, one task run per batch (`ocr batch 2/5` in the UI, each resumable on its own), in order."""
+    total = len(batches)
+    parts = [batch_keyframes(crops, batch) for batch in batches]
     frames, read = sum(len(part.frames) for part in parts), [0]
-    window = f" {s.window[0]:.0f}-{s.window[1]:.0f} s" if s.window else ""
-    progress = StageProgress(f"OCR of {s.info.path.name}{window}", items=frames, unit="keyframes")
+    progress = StageProgress(
+        f"OCR of {info.path.name} {window[0]:.0f}-{window[1]:.0f} s", items=frames, unit="keyframes"
+    )
 
     def advance(texts: list[FrameText]) -> None:
         read[0] += len(texts)
         progress(read[0] / max(1, frames))
 
-    per_batch = s.stages.run_each(
-        ocr_task, s.batches, parts, unmapped(s.ocr), numbers, unmapped(total), model=s.ocr, on_each=advance
+    numbers = list(range(1, total + 1))
+    per_batch = stages.run_each(
+        ocr_task, batches, parts, unmapped(ocr), numbers, unmapped(total), model=ocr, on_each=advance
     )
     progress.done()
-    s.texts = [text for texts in per_batch for text in texts]
-    return f"{sum(1 for t in s.texts if t.lines)} of {len(s.texts)} keyframes read"
-
-
-def _postprocess(s: ChainState) -> str:
-    s.events = s.stages.run(postprocess_task, s.texts, s.settings.postprocess)
-    s.subtitle_files = write_subtitle_files(
-        s.events, s.run_dir, safe_stem(s.info.path), video=s.info.path, band=s.band,
-        sample_fps=s.settings.sample_fps,
-    )  # fmt: skip
-    s.outputs.update({f"subtitles_{kind}": path for kind, path in s.subtitle_files.items()})
-    first = s.events[0].text.replace("\n", " / ") if s.events else "(none)"
-    return f"{len(s.events)} subtitle events; first: {first}"
-
-
-SUBTITLE_STEPS: dict[str, Step] = {
-    step.name: step
-    for step in (
-        Step("subtitle_area", (), _subtitle_area, "find the subtitle band (OCR text detection)"),
-        Step("keyframes", ("subtitle_area",), _keyframes, "sample the band, keep frames where it changed"),
-        Step("crop", ("keyframes",), _crop, "crop keyframes to the text, static overlays masked"),
-        Step("stitch", ("crop",), _stitch, "stack crops into batches so OCR runs once per batch"),
-        Step("ocr", ("stitch",), _ocr, "read each batch with PP-OCR, map lines back to keyframes"),
-        Step("postprocess", ("ocr",), _postprocess, "merge readings into timed events; write SRT/JSON/TXT"),
-    )
-}
-WINDOWED = ("keyframes", "crop", "stitch", "ocr")  # run per window of the video: temp disk stays bounded
-
-
-def read_windows(s: ChainState) -> None:
-    """The windowed steps over every window of the video, each window's images deleted after its OCR."""
-    work, texts = s.work_dir, []
-    for window in video_windows(s.info.duration, s.settings.keyframes.window_seconds):
-        s.window, s.work_dir = window, work / f"{window[0]:08.1f}"
-        for name in WINDOWED:
-            SUBTITLE_STEPS[name].run(s)
-        texts += s.texts or []
-        shutil.rmtree(s.work_dir, ignore_errors=True)
-    s.work_dir, s.window, s.texts = work, None, texts
+    return [text for texts in per_batch for text in texts]
 
 
 @flow(
@@ -193,31 +166,33 @@ def extract_subtitles(
     info = stages.run(probe_task, video, "video")
     run_dir = run_output_dir(output_dir, "subtitles", info.path)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
-    state = ChainState(info, run_dir, work, settings, stages, Path(output_dir))
     try:
-        SUBTITLE_STEPS["subtitle_area"].run(state)
-        read_windows(state)
-        SUBTITLE_STEPS["postprocess"].run(state)
+        subtitle_band = find_band(info, settings, stages)  # `band`, the parameter, is the user's fractions
+        texts = read_band_texts(info, subtitle_band, settings, stages, work).texts
+        events = stages.run(postprocess_task, texts, settings.postprocess)
+        files = write_subtitle_files(
+            events, run_dir, safe_stem(info.path), video=info.path, band=subtitle_band,
+            sample_fps=settings.sample_fps,
+        )  # fmt: skip
     except BaseException:
-        shutil.rmtree(state.work_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         discard_if_empty(run_dir, output_dir)  # a failed run leaves no empty folder behind
         raise
-    shutil.rmtree(state.work_dir, ignore_errors=True)
-    files, events, area = state.subtitle_files, state.events or [], state.band
+    shutil.rmtree(work, ignore_errors=True)
     write_manifest(
         run_dir,
         flow="subtitles",
         input_path=info.path,
         outputs=files,
-        extra={"events": len(events), "band": area, "stage_seconds": stages.timings},
+        extra={"events": len(events), "band": subtitle_band, "stage_seconds": stages.timings},
     )
-    _report(info.path.name, describe_band(area, info), events, files["srt"])
+    _report(info.path.name, describe_band(subtitle_band, info), events, files["srt"])
     stage_timing_table("subtitles", info.path, stages.timings)
     result = SubtitleResult(
-        info.path, tuple(events), area, files["srt"], files["json"], files["txt"], stages.timings
+        info.path, tuple(events), subtitle_band, files["srt"], files["json"], files["txt"], stages.timings
     )
     if not events:  # the run says so, not only an empty file: "Completed" alone hid aliasing misses
-        return Completed(message=f"no subtitles found: {describe_band(area, info)}", data=result)
+        return Completed(message=f"no subtitles found: {describe_band(subtitle_band, info)}", data=result)
     return result
 
 

@@ -36,6 +36,7 @@ class Stages:
     def __init__(self, policy: RunPolicy | None = None) -> None:
         self.policy = policy if policy is not None else current_run_policy()
         self.timings: dict[str, float] = {}
+        self.started: str | None = None  # the stage started last: the one that failed when a run raised
 
     def prepare(self, task: Task[..., R], min_timeout: float = 0.0, gpu: GpuUse = None) -> Task[..., R]:
         """`task` with the policy's retries and backoff, its timeout (at least `min_timeout` s) where Prefect
@@ -57,7 +58,7 @@ class Stages:
         model: object | None = None,
     ) -> R:  # fmt: skip
         """Run one stage and wait for it; its exception is re-raised as is (after the policy's retries)."""
-        started = time.perf_counter()
+        started, self.started = time.perf_counter(), task.name
         result = self.submit(task, *args, min_timeout=min_timeout, gpu=gpu, model=model).result()
         self._record(task, started)
         return result
@@ -69,7 +70,7 @@ class Stages:
         """`map` and wait for every run: their results in order; a failure is re-raised as soon as it happens
         (after the policy's retries). The stage's time is the wall time of all its runs together.
         `on_each` sees each run's result as it finishes (progress with speed and time left)."""
-        started = time.perf_counter()
+        started, self.started = time.perf_counter(), task.name
         futures = self.map(task, *iterables, min_timeout=min_timeout, gpu=gpu, model=model)
         if on_each is not None:
             for future in as_completed(list(futures)):
