@@ -29,6 +29,15 @@ def test_seed_order_runs_subtitle_area_ahead_of_keyframes():
     assert plan_chain(["transcribe"]) == ["transcribe"]
 
 
+def test_the_windowed_stages_stay_together_where_keyframes_stands():
+    """keyframes, crop, stitch and OCR run window by window (bounded temporary disk): the plan says so."""
+    together = ["subtitle_area", "keyframes", "crop", "transcode"]
+    assert plan_chain(["keyframes", "transcode", "crop"]) == together
+    assert plan_chain(["transcode", "stitch", "transcribe", "postprocess"]) == [
+        "transcode", "subtitle_area", "keyframes", "crop", "stitch", "ocr", "transcribe", "postprocess",
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("chain", "message"),
     [
