@@ -8,7 +8,10 @@ video costs the last stage, not two hours. The key of a stage run is a hash of:
     when the folder was made and their place in it (a stage may delete what an earlier one wrote), so a
     crashed run's re-run matches its finished stages, and a work folder made anew never matches results
     that point into the old one;
-  - the code version: this package's version and the source of core/, gpu/ and stages/.
+  - the code version: this package's version and the source of the modules the stage runs.
+A stored result is never trusted over missing files: one whose files (every Path in it) are gone is
+passed over and the stage runs again (its new result stored under the next key of a chain), unless the
+flow consumed those files on purpose (`consume`: a finished window's folder), since nothing reads them again.
 Results are stored where Prefect stores results (PREFECT_LOCAL_STORAGE_PATH, default $PREFECT_HOME/storage;
 point it, or PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK, at shared storage when workers run on several hosts).
 YIVIDEO_STAGE_CACHE=0 turns reuse off. Stages use it as `@task(..., **resumable())`.
@@ -31,6 +34,8 @@ from prefect.cache_policies import NONE, CachePolicy
 
 CACHE_ENV = "YIVIDEO_STAGE_CACHE"
 WORK_TOKEN = ".resume-token"
+CONSUMED = ".consumed"  # in a work folder: the sub-folders a flow finished with and deleted, one a line
+MAX_REDOS = 16  # stale results passed over per key before a stage stops being cached
 EXPIRATION = timedelta(days=7)
 
 
@@ -56,6 +61,53 @@ def open_work_dir(work: Path) -> Path:
     if not token.exists():
         token.write_text(uuid.uuid4().hex, encoding="utf-8")
     return work
+
+
+def consume(folder: Path) -> None:
+    """Delete a finished part of a work folder (a window's strips and crops) and note it, so the results
+    pointing into it stay reusable: a re-run skips the part instead of redoing it for files nobody reads."""
+    import shutil
+
+    work = _work_root(folder)
+    if work is not None:
+        root, _ = work
+        with open(root / CONSUMED, "a", encoding="utf-8") as f:
+            f.write(str(folder.resolve().relative_to(root)) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def missing_files(value: Any) -> list[Path]:
+    """The files a stage result points at (every Path in it) that are gone, apart from consumed ones."""
+    gone = [p for p in dict.fromkeys(_paths(value)) if not p.exists()]
+    consumed = {folder: _consumed(folder) for folder in {p.parent for p in gone}}
+    return [p for p in gone if not consumed[p.parent]]
+
+
+def _paths(value: Any) -> list[Path]:
+    if isinstance(value, Path):
+        return [value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [p for f in dataclasses.fields(value) for p in _paths(getattr(value, f.name))]
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _paths(v)]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [p for v in value for p in _paths(v)]
+    return []
+
+
+def _consumed(folder: Path) -> bool:
+    """Whether `folder` is (inside) a part of a work folder that `consume` deleted."""
+    existing = next((f for f in (folder, *folder.parents) if f.exists()), None)
+    work = _work_root(existing) if existing is not None else None
+    if work is None:
+        return False
+    root, _ = work
+    try:
+        done = {Path(d) for d in (root / CONSUMED).read_text(encoding="utf-8").splitlines() if d}
+        rel = folder.resolve().relative_to(root)
+    except (OSError, ValueError):
+        return False
+    return any(d == rel or d in rel.parents for d in done)
 
 
 def fingerprint(value: Any) -> Any:
@@ -100,24 +152,56 @@ def _is_path_like(value: Path | str) -> bool:
     return isinstance(value, Path) or (os.sep in value and len(value) < 4096 and "\n" not in value)
 
 
-CODE_PACKAGES = ("core", "gpu", "stages")  # everything a stage's result can depend on
+CODE_PACKAGES = ("core", "gpu", "stages")  # where a stage's code lives (flows/ and runtime/ only compose)
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """This package's version and the source of every module below runtime/: changed code (a stage, the
-    schema, a helper) never reuses a result computed by the old code."""
+@functools.lru_cache(maxsize=64)
+def code_version(module: str, root: Path = ROOT) -> str:
+    """This package's version and the source of `module` and of every module of ours it imports, directly
+    or not: changed code a stage runs (the stage, the schema, a helper) never reuses a result computed by
+    the old code, and code it does not run (the GPU broker, another stage) leaves its results valid."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         h = hashlib.sha256(version("yivideo-flows").encode())
     except PackageNotFoundError:
         h = hashlib.sha256(b"0")
-    root = Path(__file__).resolve().parents[1]
-    for package in CODE_PACKAGES:
-        for source in sorted((root / package).rglob("*.py")):
-            h.update(str(source.relative_to(root)).encode() + b"\0" + source.read_bytes())
+    for source in source_closure(module, root):
+        h.update(str(source.relative_to(root)).encode() + b"\0" + source.read_bytes())
     return h.hexdigest()[:16]
+
+
+def source_closure(module: str, root: Path) -> list[Path]:
+    """The source files of `module` and of the modules of CODE_PACKAGES it imports (at the top or inside a
+    function), found by reading the sources, sorted: what a stage runs, not what shares its package."""
+    import ast
+
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        source = _module_file(name, root)
+        if name in seen or source is None:
+            continue
+        seen[name] = source
+        for node in ast.walk(ast.parse(source.read_bytes(), str(source))):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                todo += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        todo += [name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)]  # its packages' __init__
+    return sorted(set(seen.values()))
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    if name.split(".")[0] not in CODE_PACKAGES:
+        return None
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 @dataclasses.dataclass
@@ -130,10 +214,29 @@ class StageInputs(CachePolicy):
         fn = task_ctx.task.fn
         payload = {
             "stage": f"{task_ctx.task.name}:{fn.__module__}.{fn.__qualname__}",
-            "code": code_version(),
+            "code": code_version(fn.__module__),
             "inputs": fingerprint(inputs),
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        return usable_key(getattr(task_ctx, "result_store", None), key)
+
+
+def usable_key(store: Any, key: str) -> str | None:
+    """`key`, or the first key of its chain whose stored result is absent or has all its files: a result
+    pointing at deleted files (an interrupted run's cleanup, a user's `rm`) is passed over, never returned."""
+    if store is None:
+        return key
+    for n in range(MAX_REDOS):
+        candidate = key if n == 0 else hashlib.sha256(f"{key}#{n}".encode()).hexdigest()
+        if not store.exists(candidate):
+            return candidate
+        try:
+            result = store.read(candidate).result
+        except Exception:  # unreadable (written by other code, truncated): run the stage again
+            continue
+        if not missing_files(result):
+            return candidate
+    return None
 
 
 def resumable() -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core.caching import WORK_TOKEN, fingerprint, open_work_dir
+from core.caching import WORK_TOKEN, code_version, consume, fingerprint, open_work_dir, source_closure
 from samples.video import Cue, make_subtitled_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +45,29 @@ def test_fingerprints_follow_content_not_names(tmp_path):
     assert open_work_dir(work) and fingerprint(scratch) == first, "scratch files: by token and place"
     (work / WORK_TOKEN).unlink()
     assert fingerprint(open_work_dir(work) / "part" / "strip.png") != first, "a new folder never matches"
+
+
+def test_the_code_version_covers_what_the_stage_runs(tmp_path):
+    """Editing the GPU broker (or another stage) keeps cached OCR results; editing what OCR runs does not."""
+    import shutil
+
+    for package in ("core", "gpu", "stages"):
+        shutil.copytree(REPO / package, tmp_path / package)
+    runs = {str(p.relative_to(tmp_path)) for p in source_closure("stages.subtitles.ocr", tmp_path)}
+    assert {"stages/subtitles/ocr.py", "core/schema.py", "gpu/slot.py"} <= runs, runs
+    assert not runs & {"gpu/broker.py", "gpu/scheduler.py", "stages/subtitles/keyframes.py"}, runs
+    before = code_version("stages.subtitles.ocr", tmp_path)
+    with open(tmp_path / "gpu" / "broker.py", "a", encoding="utf-8") as f:
+        f.write("\n# an edit to the broker\n")
+    with open(tmp_path / "stages" / "subtitles" / "keyframes.py", "a", encoding="utf-8") as f:
+        f.write("\n# an edit to another stage\n")
+    code_version.cache_clear()
+    assert code_version("stages.subtitles.ocr", tmp_path) == before
+    with open(tmp_path / "core" / "schema.py", "a", encoding="utf-8") as f:
+        f.write("\n# an edit to what OCR returns\n")
+    code_version.cache_clear()
+    assert code_version("stages.subtitles.ocr", tmp_path) != before
+    assert code_version("stages.subtitles.keyframes", tmp_path) != code_version("stages.subtitles.ocr")
 
 
 @pytest.fixture
@@ -157,3 +180,78 @@ def test_kill_9_in_the_last_stage_then_the_rerun_resumes(prefect_server, storage
     before_ocr = {"subtitle_area", "keyframes", "crop", "stitch"}
     assert before_ocr <= cached <= before_ocr | {"ocr"}, cached
     assert not work.exists(), "the finished run removes the work folder"
+
+
+def test_a_cached_result_whose_files_are_gone_is_computed_again(prefect_server, storage, tmp_path):
+    """The stage cache is never trusted over missing files: deleted (an interrupted run's cleanup, a user's
+    rm) -> the stage runs again; consumed on purpose by the flow (a finished window) -> still reused."""
+    from prefect import flow, task
+
+    from core.caching import resumable
+
+    runs: list[str] = []
+
+    @task(name="strips", **resumable())
+    def strips(source: Path, work: Path, count: int) -> list[Path]:
+        runs.append(str(work))
+        work.mkdir(parents=True, exist_ok=True)
+        out = [work / f"strip_{i}.png" for i in range(count)]
+        for p in out:
+            p.write_bytes(source.read_bytes())
+        return out
+
+    @flow
+    def make(source: Path, work: Path) -> tuple[list[Path], str]:
+        state = strips(source, work, 3, return_state=True)
+        return state.result(), state.name
+
+    source = tmp_path / "frame.bin"
+    source.write_bytes(b"pixels")
+    work = open_work_dir(tmp_path / ".work")
+    window = work / "000000.0"
+    first, name = make(source, window)
+    assert name == "Completed" and all(p.is_file() for p in first)
+    assert make(source, window)[1] == "Cached", "its files are there: reused"
+    first[1].unlink()  # one strip gone
+    again, name = make(source, window)
+    assert name == "Completed" and all(p.is_file() for p in again), "recomputed, not trusted"
+    assert make(source, window)[1] == "Cached", "the recomputed result is reused in its turn"
+    consume(window)
+    assert not window.exists() and make(source, window)[1] == "Cached", "consumed on purpose: reused"
+    assert len(runs) == 2
+
+
+REAL_VIDEO = Path("/work/shared/realvideo/douyin_7625253704698556297_zh.mp4")  # 10 s, 540x940, small text
+
+
+@pytest.mark.slow
+def test_killed_after_keyframes_its_strips_deleted_the_rerun_recomputes(prefect_server, storage, tmp_path):
+    """Issue 29's broken folder, on a real short drama: the run dies after `keyframes`, the strips its cached
+    result points at are gone (a cleanup, a user's rm); re-running into the same folder recomputes the
+    keyframes instead of failing on a missing strip, and reuses the band."""
+    if not REAL_VIDEO.is_file():
+        pytest.skip(f"real footage not here: {REAL_VIDEO.parent} (see its README)")
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+           "PREFECT_LOCAL_STORAGE_PATH": str(storage), "PREFECT_LOGGING_LEVEL": "INFO",
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    out = tmp_path / "out"
+    proc = _subtitles_cli(REAL_VIDEO, out, env)
+    seen = _read_until(proc, "Task run 'crop band", timeout=300)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "Task run 'crop band" in seen, seen[-3000:]
+    (work,) = out.glob("subtitles/*/.work")
+    strips = [p for p in work.rglob("*.png")]
+    assert strips, sorted(work.rglob("*"))
+    for strip in strips:
+        strip.unlink()
+    rerun = _subtitles_cli(REAL_VIDEO, out, env)
+    log = rerun.communicate(timeout=600)[0].decode("utf-8", "replace")
+    assert rerun.returncode == 0, log[-3000:]
+    assert "is missing" not in log and "Traceback" not in log, log[-3000:]
+    (srt,) = out.glob("subtitles/*/*.srt")
+    assert srt.read_text(encoding="utf-8").strip(), "subtitles read from the recomputed keyframes"
+    cached = _stages(out, "Cached")
+    assert "subtitle_area" in cached and "keyframes" not in cached, cached
