@@ -20,7 +20,7 @@ from prefect.states import Completed
 from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
 from core.caching import open_work_dir
-from core.cli import EPILOG, positive, preflight_media, preflight_output_dir, run_cli
+from core.cli import EPILOG, api_ready, positive, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
@@ -37,7 +37,7 @@ from core.schema import (
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
 from runtime.stage import Stages
-from stages.subtitles.area import describe_band, subtitle_area_task
+from stages.subtitles.area import describe_band, signal_settings, subtitle_area_task
 from stages.subtitles.crop import crop_task
 from stages.subtitles.keyframes import keyframes_task, video_windows
 from stages.subtitles.ocr import OcrSettings, batch_keyframes, ocr_task
@@ -71,8 +71,8 @@ class BandTexts:
 
 def find_band(info: MediaInfo, settings: SubtitleConfig, stages: Stages) -> Band:
     """The subtitle band: the user's, or detected (PP-OCR text detection on sampled frames)."""
-    ocr = settings.ocr
-    return stages.run(subtitle_area_task, info, ocr, settings.area, settings.band, model=ocr)
+    ocr, signal = settings.ocr, signal_settings(settings.keyframes)
+    return stages.run(subtitle_area_task, info, ocr, settings.area, settings.band, signal, model=ocr)
 
 
 def read_band_texts(
@@ -95,7 +95,7 @@ def read_band_texts(
         keyframes = stages.run(keyframes_task, info, band, folder, settings.keyframes, window)
         samples, kept = samples + keyframes.samples_decoded, kept + len(keyframes.frames)
         if until != "keyframes":
-            crops = stages.run(crop_task, keyframes, folder)
+            crops = stages.run(crop_task, keyframes, folder, settings.keyframes)
             cropped += len(crops.frames)
             if until != "crop":
                 batches = stages.run(stitch_task, crops, folder)
@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         preflight_output_dir(args.output_dir)
         preflight_media(video, "video")
+    api_ready()
     result = runner_from_arguments(extract_subtitles, args)(
         video, args.output_dir, args.sample_fps, tuple(args.band) if args.band else None, args.ocr_engine
     )

@@ -158,11 +158,11 @@ def ocr_input(short_video, tmp_path_factory):
     from stages.subtitles.stitch import stitch_keyframes
 
     work = tmp_path_factory.mktemp("ocr-input")
-    info = probe_media(short_video)
+    info, settings = probe_media(short_video), KeyframeSettings()
     keyframes = extract_keyframes(
-        info, band_from_fractions((0.0, 0.6, 1.0, 1.0), info.width, info.height), work, KeyframeSettings()
+        info, band_from_fractions((0.0, 0.6, 1.0, 1.0), info.width, info.height), work, settings
     )
-    crops = crop_keyframes(keyframes, work)
+    crops = crop_keyframes(keyframes, work, settings)
     return stitch_keyframes(crops, work), crops
 
 

@@ -36,6 +36,16 @@ class AreaSettings:
     signal_band_top: float = 0.65  # no text box found: the text signal is looked for below this height
 
 
+SIGNAL_FIELDS = ("bright_level", "dark_level", "cell", "min_text_cells")  # what text_signal and its count use
+DEFAULT_SIGNAL = KeyframeSettings()
+
+
+def signal_settings(keyframes: KeyframeSettings) -> KeyframeSettings:
+    """The user's text-signal fields for the band's last resort; the sampling fields stay at their defaults,
+    so a `keyframes.sample_fps` edit still reuses the cached band."""
+    return KeyframeSettings(**{name: getattr(keyframes, name) for name in SIGNAL_FIELDS})
+
+
 def sample_count(duration: float, requested: int = 0) -> int:
     return requested if requested > 0 else int(min(20, max(10, duration / 4)))
 
@@ -130,6 +140,7 @@ def detect_subtitle_band(
     ocr: OcrSettings,
     settings: AreaSettings = AreaSettings(),
     user_band: tuple[float, float, float, float] | None = None,
+    signal: KeyframeSettings = DEFAULT_SIGNAL,
 ) -> Band:
     """The subtitle band of a video: the user's, or the detected one; an empty band when there is no text.
 
@@ -151,7 +162,7 @@ def detect_subtitle_band(
             detected += _detect_boxes(engine, more, scale)
             static, moving = split_static_boxes(detected, info.width, settings)
             band = choose_band(moving, info.width, info.height, settings) or _band_from_signal(
-                frames + more, info, settings
+                frames + more, info, settings, signal
             )
     inside = tuple(s for s in static if s[1] < band.y1 and s[3] > band.y0)
     return Band(band.x0, band.y0, band.x1, band.y1, source=band.source, static_boxes=inside)
@@ -161,13 +172,15 @@ def _detect_boxes(engine, frames: list[np.ndarray], scale: float) -> list[list[B
     return [[tuple(int(round(v / scale)) for v in box) for box in engine.detect(f)] for f in frames]
 
 
-def _band_from_signal(frames: list[np.ndarray], info: MediaInfo, settings: AreaSettings) -> Band:
+def _band_from_signal(
+    frames: list[np.ndarray], info: MediaInfo, settings: AreaSettings, signal: KeyframeSettings
+) -> Band:
     """The lower part of the frame when outlined text strokes show there in some samples, else none."""
     lower = settings.signal_band_top
     seen = 0
     for frame in frames:
         strip = frame[int(frame.shape[0] * lower) :]
-        if np.count_nonzero(text_signal(strip, KeyframeSettings())) >= KeyframeSettings().min_text_cells:
+        if np.count_nonzero(text_signal(strip, signal)) >= signal.min_text_cells:
             seen += 1
     if seen < max(2, 0.1 * len(frames)):
         return Band(0, 0, 0, 0, source="none")
@@ -188,22 +201,21 @@ def describe_band(band: Band, info: MediaInfo) -> str:
 @task(
     name="subtitle_area",
     task_run_name="find subtitle band",
-    retries=1,
-    retry_delay_seconds=2,
     **resumable(),
     tags=[GPU_CAPABLE_TAG],
 )
 def subtitle_area_task(
     info: MediaInfo,
     ocr: OcrSettings,
-    settings: AreaSettings = AreaSettings(),
-    user_band: tuple[float, float, float, float] | None = None,
+    settings: AreaSettings,
+    user_band: tuple[float, float, float, float] | None,
+    signal: KeyframeSettings,
 ) -> Band:
     """GPU-capable: detection runs inside a GPU slot when the OCR engine runs on CUDA."""
     from prefect import get_run_logger
 
     with gpu_slot("subtitle_area") as grant:
-        band = detect_subtitle_band(info, _on_device(ocr, grant.device), settings, user_band)
+        band = detect_subtitle_band(info, _on_device(ocr, grant.device), settings, user_band, signal)
     get_run_logger().info("subtitle area of %s: %s", info.path.name, describe_band(band, info))
     return band
 

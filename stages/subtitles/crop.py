@@ -59,29 +59,30 @@ def fit_for_ocr(crop: np.ndarray, min_height: int = 128, max_height: int = 160) 
     return cv2.resize(crop, (max(2, int(w * scale)), target), interpolation=interpolation)
 
 
-def crop_keyframe_image(strip_path: Path, band: Band, out_path: Path) -> Path:
-    """Read a kept strip, crop it to the band and to its text columns, write the OCR-ready crop."""
+def crop_keyframe_image(strip_path: Path, band: Band, out_path: Path, settings: KeyframeSettings) -> Path:
+    """Read a kept strip, crop it to the band and to its text columns (the keyframes' own text signal,
+    so a user's `keyframes.*` edit moves the trim too), write the OCR-ready crop."""
     strip = cv2.imread(str(strip_path), cv2.IMREAD_COLOR)
     if strip is None:
         raise FileNotFoundError(f"keyframe strip {strip_path} is missing or unreadable")
     crop = crop_band(strip, band)
-    columns = text_signal(crop, KeyframeSettings()).any(axis=0)
+    columns = text_signal(crop, settings).any(axis=0)
     crop = trim_to_text(crop, columns, pad=max(24, band.height))
     write_image(out_path, fit_for_ocr(crop), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return out_path
 
 
-def crop_keyframes(keyframes: KeyframeSet, work_dir: Path) -> KeyframeSet:
+def crop_keyframes(keyframes: KeyframeSet, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
     """Every kept strip cropped to the band (static overlays masked). The strips stay until the flow's work
     folder goes: a re-run after a crash reuses the keyframes stage's result, which names them."""
     cropped = []
     for kf in keyframes.frames:
         out = work_dir / f"crop_{kf.index:06d}.png"
-        crop_keyframe_image(kf.image_path, keyframes.band, out)
+        crop_keyframe_image(kf.image_path, keyframes.band, out, settings)
         cropped.append(replace(kf, image_path=out))
     return replace(keyframes, frames=tuple(cropped))
 
 
-@task(name="crop", task_run_name="crop band", retries=1, retry_delay_seconds=2, **resumable())
-def crop_task(keyframes: KeyframeSet, work_dir: Path) -> KeyframeSet:
-    return crop_keyframes(keyframes, work_dir)
+@task(name="crop", task_run_name="crop band", **resumable())
+def crop_task(keyframes: KeyframeSet, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
+    return crop_keyframes(keyframes, work_dir, settings)

@@ -163,7 +163,7 @@ class PaddleOcrEngine:
             cls_model_dir=settings.cls_model_dir,
             use_gpu=settings.device.startswith("cuda"),
             det_limit_type="max",
-            det_limit_side_len=1500,
+            det_limit_side_len=settings.det_max_side,
             show_log=False,
         )
 
@@ -281,8 +281,6 @@ def reread_enlarged(crop_path: Path, engine: OcrEngine, scale: float = 1.5) -> l
 @task(
     name="ocr",
     task_run_name="ocr batch {number}/{total}",  # one task run per stitched batch: progress in the UI
-    retries=1,
-    retry_delay_seconds=2,
     **resumable(),  # per batch: a re-run resumes after the last batch that finished
     tags=[GPU_CAPABLE_TAG],
 )

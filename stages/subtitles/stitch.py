@@ -59,6 +59,6 @@ def stitch_keyframes(
     return batches
 
 
-@task(name="stitch", task_run_name="stitch crops", retries=1, retry_delay_seconds=2, **resumable())
+@task(name="stitch", task_run_name="stitch crops", **resumable())
 def stitch_task(keyframes: KeyframeSet, work_dir: Path) -> list[StitchedBatch]:
     return stitch_keyframes(keyframes, work_dir)
