@@ -319,7 +319,7 @@ def iter_video_frames(
                 stream.close()
 
 
-@task(name="probe", task_run_name="probe input", retries=0, cache_policy=NONE)
+@task(name="probe", task_run_name="probe input", cache_policy=NONE)
 def probe_task(path: str | Path, *kinds: str) -> MediaInfo:
     """Probe and check the kind up front, so bad input fails before any output folder exists."""
     info = probe_media(path)

@@ -63,7 +63,7 @@ def video_or_skip_reason(video: str | Path) -> tuple[MediaInfo | None, str | Non
     return info, None
 
 
-@task(name="check-video", task_run_name="check the input", retries=0, cache_policy=NONE)
+@task(name="check-video", task_run_name="check the input", cache_policy=NONE)
 def check_video_task(video: str) -> tuple[MediaInfo | None, str | None]:
     """Probe before anything is written: a skipped or corrupt input leaves no output folder behind."""
     return video_or_skip_reason(video)

@@ -71,3 +71,25 @@ def test_no_import_cycles() -> None:
         if node not in state:
             visit(node, [node])
     assert not cycles, f"import cycles: {cycles}"
+
+
+RUN_POLICY_OPTIONS = {
+    "retries",
+    "retry_delay_seconds",
+    "retry_condition_fn",
+    "retry_jitter_factor",
+    "timeout_seconds",
+}
+
+
+def test_the_run_policy_is_the_only_source_of_stage_retries_and_timeouts() -> None:
+    """`Stages` applies the RunPolicy block to every stage run: a decorator's own retries would be replaced
+    on every run and only mislead the reader (and differ where a task runs without the policy)."""
+    found = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            called = getattr(node, "func", None)
+            if isinstance(node, ast.Call) and getattr(called, "id", getattr(called, "attr", "")) == "task":
+                own = [k.arg for k in node.keywords if k.arg in RUN_POLICY_OPTIONS]
+                found += [f"{name}:{node.lineno} {', '.join(own)}"] if own else []
+    assert not found, f"task decorators with their own retries or timeouts: {found}"

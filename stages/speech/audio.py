@@ -113,7 +113,7 @@ def iter_audio_windows(
                 return
 
 
-@task(name="extract_audio", task_run_name="extract audio", retries=0, cache_policy=NONE)
+@task(name="extract_audio", task_run_name="extract audio", cache_policy=NONE)
 def extract_audio_task(info: MediaInfo, work_dir: Path) -> AudioTrack:
     """CPU stage: never waits on the GPU."""
     from prefect import get_run_logger

@@ -106,7 +106,7 @@ def speaker_table(diarization: Diarization) -> list[dict[str, object]]:
     return rows
 
 
-@task(name="diarize", task_run_name="speakers", retries=0, cache_policy=NONE, tags=[GPU_CAPABLE_TAG])
+@task(name="diarize", task_run_name="speakers", cache_policy=NONE, tags=[GPU_CAPABLE_TAG])
 def diarize_task(
     track: AudioTrack, transcript: Transcript, settings: AsrSettings
 ) -> tuple[Transcript, Diarization]:

@@ -91,7 +91,7 @@ def _resolve_device(settings: AsrSettings, granted: str) -> AsrSettings:
     return replace(settings, device="cpu" if settings.device == "cpu" else granted)
 
 
-@task(name="transcribe", task_run_name="speech recognition", retries=0, **resumable(), tags=[GPU_CAPABLE_TAG])
+@task(name="transcribe", task_run_name="speech recognition", **resumable(), tags=[GPU_CAPABLE_TAG])
 def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
     """GPU-capable: a GPU slot only when the engine runs on CUDA; the model stays resident in this process."""
     from prefect import get_run_logger

@@ -86,5 +86,5 @@ def write_transcript_files(
 
 
 write_transcript_task = task(
-    name="write_transcript", task_run_name="write transcript", retries=0, cache_policy=NONE
+    name="write_transcript", task_run_name="write transcript", cache_policy=NONE
 )(write_transcript_files)

@@ -118,7 +118,7 @@ def extract_keyframes(
     return KeyframeSet(info.path, band, fps, info.duration, tuple(keyframes), samples)
 
 
-@task(name="keyframes", task_run_name="keyframes", retries=1, retry_delay_seconds=2, **resumable())
+@task(name="keyframes", task_run_name="keyframes", **resumable())
 def keyframes_task(
     info: MediaInfo,
     band: Band,

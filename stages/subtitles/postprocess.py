@@ -139,6 +139,6 @@ def write_subtitle_files(
     return {"srt": srt_path, "json": json_path, "txt": txt_path}
 
 
-@task(name="postprocess", task_run_name="postprocess", retries=1, retry_delay_seconds=2, **resumable())
+@task(name="postprocess", task_run_name="postprocess", **resumable())
 def postprocess_task(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
     return frames_to_events(frames, settings)

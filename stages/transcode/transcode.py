@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from core.errors import MediaInputError, retry_if_transient
+from core.errors import MediaInputError
 from core.outputs import atomic_path
 from core.progress import StageProgress
 from core.schema import Rendition
@@ -82,9 +82,6 @@ def transcode_preset(
 @task(
     name="transcode",
     task_run_name="transcode {name}",  # `transcode mp4_smooth`: a run's presets tell apart in the UI
-    retries=1,
-    retry_delay_seconds=2,
-    retry_condition_fn=retry_if_transient,
     cache_policy=NONE,
     tags=[GPU_CAPABLE_TAG],
 )
