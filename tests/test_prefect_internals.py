@@ -1,0 +1,218 @@
+"""The private parts of Prefect (and prefect-ray) the product relies on, one test each (README, "Prefect
+internals we rely on"): a Prefect upgrade that changes one fails here, not in production. In-process, no
+server; the guard at the end fails when product code uses a private Prefect part the README does not list.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import hashlib
+import inspect
+import json
+import re
+import textwrap
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PRODUCT = ("core", "gpu", "stages", "samples", "blocks", "runtime", "flows", "deployments")
+
+
+def _readme_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return text.split("## Prefect internals we rely on", 1)[1].split("\n## ", 1)[0]
+
+
+# ---------------------------------------------------------------- leases on disk (deployments/server)
+def test_filesystem_leases_live_where_the_server_start_repairs_them(tmp_path):
+    """Lease files and their index are where `index_orphan_leases` looks, and the expiry scan reads the
+    index only: a lease the index lacks is never repossessed until the server start indexes it."""
+    from prefect.server.concurrency.lease_storage import filesystem
+
+    from deployments.server import FILESYSTEM_LEASES, index_orphan_leases
+
+    assert filesystem.__name__ == FILESYSTEM_LEASES
+    storage = filesystem.ConcurrencyLeaseStorage(tmp_path / "concurrency_leases")
+
+    async def expired_after_a_crash() -> tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID]]:
+        lease = await storage.create_lease([uuid.uuid4()], timedelta(seconds=-1))
+        stored = json.loads((tmp_path / "concurrency_leases" / f"{lease.id}.json").read_text())
+        assert "expiration" in stored
+        (tmp_path / "concurrency_leases" / "expirations.json").write_text("{}")  # killed before the index
+        unseen = await storage.read_expired_lease_ids()
+        assert index_orphan_leases(tmp_path) == [str(lease.id)]
+        return lease.id, unseen, await storage.read_expired_lease_ids()
+
+    lease_id, unseen, seen = asyncio.run(expired_after_a_crash())
+    assert lease_id not in unseen, "Prefect now finds unindexed leases itself: index_orphan_leases can go"
+    assert seen == [lease_id]
+
+
+# ---------------------------------------------------------------- the process worker (deployments/worker)
+def test_the_worker_reports_crashes_through_the_method_we_override():
+    from prefect.workers.base import BaseWorker
+    from prefect.workers.process import ProcessWorker
+
+    from deployments.worker import SingleCrashReportWorker
+
+    assert list(inspect.signature(ProcessWorker._propose_crashed_state).parameters) == [
+        "self", "flow_run", "message", "client",
+    ]  # fmt: skip
+    assert "self._propose_crashed_state(" in inspect.getsource(BaseWorker), "crashes reported elsewhere now"
+    assert SingleCrashReportWorker._propose_crashed_state is not ProcessWorker._propose_crashed_state
+
+
+def test_our_worker_type_does_not_replace_prefects_process_type():
+    from prefect.utilities.dispatch import lookup_type
+    from prefect.workers.base import BaseWorker
+    from prefect.workers.process import ProcessWorker
+
+    from deployments.worker import SingleCrashReportWorker
+
+    assert lookup_type(BaseWorker, "process") is ProcessWorker
+    assert lookup_type(BaseWorker, "yivideo-process") is SingleCrashReportWorker
+
+
+# ---------------------------------------------------------------- prefect-ray (runtime/ray_engine)
+RAY_SUBMIT_DIGEST = "369467172d18db73"  # prefect-ray 0.6.0's RayTaskRunner.submit, which ours copies
+
+
+def test_the_ray_runner_parts_we_copy_and_call_are_unchanged():
+    task_runners = pytest.importorskip("prefect_ray.task_runners", reason="the ray extra is not installed")
+    runner = task_runners.RayTaskRunner
+    assert isinstance(inspect.getattr_static(runner, "_run_prefect_task"), staticmethod)
+    run_params = inspect.signature(runner._run_prefect_task).parameters
+    assert {"task", "task_run_id", "context", "parameters", "wait_for", "dependencies"} <= set(run_params)
+    assert callable(runner._exchange_prefect_for_ray_futures)
+    assert "self._started" in inspect.getsource(runner)
+    source = textwrap.dedent(inspect.getsource(runner.submit))
+    digest = hashlib.sha256(ast.dump(ast.parse(source)).encode()).hexdigest()[:16]
+    assert digest == RAY_SUBMIT_DIGEST, (
+        "prefect-ray's RayTaskRunner.submit changed: bring PlacedRayTaskRunner.submit "
+        f"(runtime/ray_engine.py) in line with it, then record {digest}"
+    )
+    from prefect.context import serialize_context
+
+    assert "asset_ctx_kwargs" in inspect.signature(serialize_context).parameters
+
+
+# ---------------------------------------------------------------- sync calls (blocks/loader, gpu/limits)
+def test_sync_runs_an_async_dispatch_method_synchronously_inside_an_event_loop():
+    from prefect._internal.compatibility.async_dispatch import async_dispatch
+    from prefect.blocks.core import Block
+
+    async def aload() -> str:
+        return "async"
+
+    @async_dispatch(aload)
+    def load() -> str:
+        return "sync"
+
+    async def inside_a_loop() -> str:
+        return load(_sync=True)
+
+    assert asyncio.run(inside_a_loop()) == "sync"
+    assert "aload" in inspect.getsource(Block.load) or hasattr(Block, "aload"), "Block.load's async twin"
+
+
+def test_run_coro_as_sync_runs_a_coroutine_from_sync_code_inside_or_outside_a_loop():
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    assert run_coro_as_sync(answer()) == 42
+
+    async def from_a_loop() -> int:
+        return await asyncio.to_thread(lambda: run_coro_as_sync(answer()))
+
+    assert asyncio.run(from_a_loop()) == 42
+
+
+# ---------------------------------------------------------------- the CLI's exit and server (core/)
+def test_queued_events_and_logs_drain_with_a_bound_and_not_at_exit():
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (EventsWorker, APILogWorker):
+        assert {"timeout", "at_exit"} <= set(inspect.signature(service.drain_all).parameters)
+        service.drain_all(timeout=0.5, at_exit=False)  # nothing queued: returns at once
+
+
+def test_the_api_app_is_built_final():
+    """Read from the source: importing Prefect's server takes seconds (core/local_server imports it late)."""
+    from importlib.util import find_spec
+
+    tree = ast.parse(Path(find_spec("prefect.server.api.server").origin).read_text(encoding="utf-8"))
+    (create_app,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "create_app"]
+    assert "final" in [a.arg for a in create_app.args.args + create_app.args.kwonlyargs]
+
+
+def test_a_released_slot_is_announced_by_its_event_name():
+    from prefect.concurrency import _events
+
+    assert 'f"prefect.concurrency-limit.{phase}"' in inspect.getsource(_events._emit_concurrency_event)
+    assert "released" in str(inspect.signature(_events._emit_concurrency_event).parameters["phase"])
+
+
+# ---------------------------------------------------------------- the guard
+PRIVATE_MODULES = re.compile(r"^prefect\.(server|_internal|utilities|events\.worker|logging\.handlers)\b")
+BLOCK_OPTIONS = re.compile(r"^_(block_type_name|block_type_slug|logo_url|description|documentation_url)$")
+
+
+def _prefect_object(module: str, name: str) -> object:
+    from importlib import import_module
+
+    return getattr(import_module(module), name, None)
+
+
+def _private_uses() -> set[tuple[str, str]]:
+    """(file, what) for each private Prefect part product code uses: a private module imported (or named
+    in a string), `_sync=`, a `_name` of a Prefect class called (`super()._x`, `Class._x`) or overridden."""
+    found = set()
+    for package in PRODUCT:
+        for path in (REPO / package).rglob("*.py"):
+            where = str(path.relative_to(REPO))
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            imported: dict[str, tuple[str, str]] = {}  # local name -> (prefect module, name)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prefect"):
+                    imported.update({a.asname or a.name: (node.module, a.name) for a in node.names})
+                    if PRIVATE_MODULES.match(node.module):
+                        found.add((where, node.module))
+                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    if PRIVATE_MODULES.match(node.value) and " " not in node.value:
+                        found.add((where, node.value))
+                elif isinstance(node, ast.keyword) and node.arg == "_sync":
+                    found.add((where, "_sync"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and re.match(r"^_[a-z]", node.attr):
+                    base = node.value
+                    on_prefect = isinstance(base, ast.Name) and base.id in imported
+                    on_super = isinstance(base, ast.Call) and getattr(base.func, "id", "") == "super"
+                    if on_prefect or on_super:
+                        found.add((where, node.attr))
+                if isinstance(node, ast.ClassDef):
+                    named = [b.id for b in node.bases if isinstance(b, ast.Name) and b.id in imported]
+                    bases = [_prefect_object(*imported[name]) for name in named]
+                    for item in node.body:
+                        targets = [t.id for t in getattr(item, "targets", []) if isinstance(t, ast.Name)]
+                        for name in [getattr(item, "name", "")] + targets:
+                            private = re.match(r"^_[a-z]", name) and not BLOCK_OPTIONS.match(name)
+                            if private and any(hasattr(base, name) for base in bases):
+                                found.add((where, name))  # overrides a private part of a Prefect class
+    return found
+
+
+def test_every_private_prefect_part_the_product_uses_is_listed_in_the_readme():
+    listed = _readme_section()
+    missing = sorted(
+        f"{where}: {what}" for where, what in _private_uses()
+        if where not in listed or what not in listed
+    )  # fmt: skip
+    assert not missing, f"private Prefect parts in use but not listed in the README section: {missing}"
