@@ -3,14 +3,18 @@
 python -m deployments.inbox --dir DIR            # watch DIR (inotify through watchdog) until Ctrl-C
 python -m deployments.inbox --dir DIR --once     # sweep DIR once and exit (what the nightly schedule runs)
 
-A file is complete when the writer closed it (inotify IN_CLOSE_WRITE) or moved it in, and its size and
-mtime then stay put for `settle` seconds; a file still open for writing waits for its close (at most
-`open_wait` seconds, for writers that never close, e.g. network shares). Media files emit
-`yivideo.media.uploaded` with the kind in a resource label, which prefect.yaml's deployment triggers match
-on: video -> subtitles and transcode, audio -> transcribe, image -> enhance. Anything else emits
-`yivideo.media.skipped` (no trigger listens to it) and is logged as skipped. A ledger (SQLite in
-`<DIR>/.yivideo-inbox/`) keyed by path, size and mtime makes each file emit once, across restarts;
-the event id is derived from the same key, so a resend after a crash is recognised by the server.
+A file is complete when the writer closed it (inotify IN_CLOSE_WRITE) or moved it in, its size and
+mtime then stay put for `settle` seconds, and no process holds it open for writing where /proc shows it;
+a file still open for writing waits for its close (at most `open_wait` seconds, for writers that never
+close and that /proc cannot see, e.g. on network shares). A writer that appends in bursts, reopening the
+file each time, is told from a finished upload by time alone: once the watcher has seen a file written
+again after a close, files wait twice the longest such pause (at most `open_wait`) before they count as
+finished, and a file that grows after it was announced is logged as such (announced again when it settles).
+Media files emit `yivideo.media.uploaded` with the kind in a resource label, which prefect.yaml's
+deployment triggers match on: video -> subtitles and transcode, audio -> transcribe, image -> enhance.
+Anything else emits `yivideo.media.skipped` (no trigger listens to it) and is logged as skipped.
+A ledger (SQLite in `<DIR>/.yivideo-inbox/`) keyed by path, size and mtime makes each file emit once,
+across restarts; the event id is derived from the same key, so the server recognises a resend after a crash.
 """
 
 from __future__ import annotations
@@ -19,12 +23,11 @@ import argparse
 import logging
 import os
 import queue
+import re
 import signal
-import sqlite3
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,36 +37,16 @@ from prefect import flow, get_run_logger
 from core.errors import MediaInputError, printable
 from core.media import probe_media
 from core.outputs import file_digest
+from deployments.inbox_ledger import STATE_DIR_NAME, FileKey, Ledger
 
 UPLOADED = "yivideo.media.uploaded"
 SKIPPED = "yivideo.media.skipped"
 KIND_LABEL = "yivideo.media.kind"
-STATE_DIR_NAME = ".yivideo-inbox"
 PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".filepart")
 RETRY_SECONDS = 10.0  # after the API refused an event
 OPENED = "opened"  # a change that says only "someone opened it" (between a create and its writes)
-STALE_CLAIM_SECONDS = 300.0  # a claim older than this is taken over even if its owner's pid is alive
-_EVENT_NAMESPACE = uuid.UUID("3f0c6a52-7f3e-4e0e-9d43-6b1f2f5d9a11")
 
 log = logging.getLogger("yivideo.inbox")
-
-
-@dataclass(frozen=True)
-class FileKey:
-    """What makes a file "the same file" for the ledger: its path, size and modification time."""
-
-    path: str
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: Path) -> FileKey:
-        st = path.stat()
-        return cls(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-    @property
-    def event_id(self) -> uuid.UUID:
-        return uuid.uuid5(_EVENT_NAMESPACE, f"{self.path}\0{self.size}\0{self.mtime_ns}")
 
 
 @dataclass(frozen=True)
@@ -72,89 +55,6 @@ class Outcome:
     status: str  # "emitted", "skipped" (not media) or "seen" (already in the ledger)
     kind: str
     detail: str = ""
-
-
-class Ledger:
-    """Files already announced, in SQLite: safe to share between the watcher and the nightly sweep."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS files (path TEXT, size INTEGER, mtime_ns INTEGER, status TEXT, "
-            "kind TEXT, event_id TEXT, detail TEXT, at REAL, PRIMARY KEY (path, size, mtime_ns))"
-        )
-
-    @classmethod
-    def for_inbox(cls, inbox: Path, state_dir: Path | None = None) -> Ledger:
-        return cls((state_dir or inbox / STATE_DIR_NAME) / "ledger.sqlite")
-
-    def claim(self, key: FileKey) -> bool:
-        """True if this caller is to announce the file: it is new, or an earlier attempt never finished.
-
-        A pending row names its owner (`pid:<pid>` in `detail`); one whose owner is gone (a watcher killed
-        with -9 between claiming and recording) is taken over at once, so a restart announces the file."""
-        owner = f"pid:{os.getpid()}"
-        cur = self._db.execute(
-            "INSERT OR IGNORE INTO files VALUES (?, ?, ?, 'pending', NULL, ?, ?, ?)",
-            (key.path, key.size, key.mtime_ns, str(key.event_id), owner, time.time()),
-        )
-        if cur.rowcount == 1:
-            return True
-        row = self._db.execute(
-            "SELECT status, at, detail FROM files WHERE path=? AND size=? AND mtime_ns=?",
-            (key.path, key.size, key.mtime_ns),
-        ).fetchone()
-        if row is None or row[0] != "pending" or row[2] == owner:
-            return False
-        if _owner_alive(row[2]) and time.time() - row[1] <= STALE_CLAIM_SECONDS:
-            return False
-        cur = self._db.execute(  # take it over, unless another process just did
-            "UPDATE files SET at=?, detail=? WHERE path=? AND size=? AND mtime_ns=? AND status='pending' "
-            "AND detail IS ?",
-            (time.time(), owner, key.path, key.size, key.mtime_ns, row[2]),
-        )
-        return cur.rowcount == 1
-
-    def pending(self) -> list[Path]:
-        """Files claimed by a process that is gone: the restarted watcher announces them first."""
-        rows = self._db.execute("SELECT path, detail FROM files WHERE status='pending'").fetchall()
-        return [Path(path) for path, owner in rows if not _owner_alive(owner)]
-
-    def finish(self, key: FileKey, status: str, kind: str, detail: str = "") -> None:
-        self._db.execute(
-            "UPDATE files SET status=?, kind=?, detail=?, at=? WHERE path=? AND size=? AND mtime_ns=?",
-            (status, kind, detail, time.time(), key.path, key.size, key.mtime_ns),
-        )
-
-    def release(self, key: FileKey) -> None:
-        """Forget a claim whose event could not be sent, so a later attempt sends it."""
-        self._db.execute(
-            "DELETE FROM files WHERE path=? AND size=? AND mtime_ns=? AND status='pending'",
-            (key.path, key.size, key.mtime_ns),
-        )
-
-    def entries(self) -> list[dict[str, object]]:
-        cur = self._db.execute("SELECT path, size, status, kind, detail FROM files ORDER BY at")
-        return [dict(zip(("path", "size", "status", "kind", "detail"), row, strict=True)) for row in cur]
-
-    def close(self) -> None:
-        self._db.close()
-
-
-def _owner_alive(owner: str | None) -> bool:
-    """Whether the process named by a pending row (`pid:<pid>`) still runs on this host."""
-    if not owner or not owner.startswith("pid:"):
-        return False
-    try:
-        os.kill(int(owner[4:]), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_candidate(path: Path, inbox: Path) -> bool:
@@ -174,6 +74,30 @@ def is_candidate(path: Path, inbox: Path) -> bool:
         if here.is_symlink():
             return False
     return path.is_file()
+
+
+def open_for_writing(path: Path) -> bool:
+    """Whether a process holds `path` open for writing, where /proc shows it (Linux; the processes this
+    user may inspect): such a file is still being written, however long it has been quiet."""
+    target = str(path.resolve())
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:  # gone, or not ours to inspect
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd_dir / fd) != target:
+                    continue
+                flags = _FLAGS.search((fd_dir.parent / "fdinfo" / fd).read_text())
+            except OSError:
+                continue
+            if flags and int(flags.group(1), 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                return True
+    return False
+
+
+_FLAGS = re.compile(r"^flags:\s*([0-7]+)", re.MULTILINE)
 
 
 def media_event(path: Path, key: FileKey) -> tuple[dict[str, object], Outcome]:
@@ -234,7 +158,7 @@ def scan(
     now = time.time()
     outcomes = []
     for path in sorted(p for p in inbox.rglob("*") if is_candidate(p, inbox)):
-        if now - path.stat().st_mtime >= settle:
+        if now - path.stat().st_mtime >= settle and not open_for_writing(path):
             outcomes.append(announce(path, ledger, logger))
     return outcomes
 
@@ -260,7 +184,25 @@ class InboxWatcher:
         self.poll = poll
         self.changes: queue.Queue[tuple[Path, bool | str | None]] = queue.Queue()  # (path, closed or OPENED)
         self.pending: dict[Path, _Pending] = {}
+        self.announced: dict[Path, tuple[int, int]] = {}  # size and mtime_ns when announced
+        self.reopen_gap = 0.0  # the longest pause seen before a closed file was written again
         self.stopped = threading.Event()
+
+    def quiet_needed(self) -> float:
+        """How long a closed file must stay unchanged: `settle`, or twice the longest pause of a writer seen
+        reopening a file (a burst writer's pause is not its end), at most `open_wait`."""
+        return max(self.settle, min(2 * self.reopen_gap, self.open_wait))
+
+    def _written_again(self, path: Path, before_ns: int, after_ns: int) -> None:
+        """A file changed after its close (or after its announcement): learn how long its writer paused,
+        from the file's own mtimes (the watcher may have been busy announcing when the change came in)."""
+        gap = (after_ns - before_ns) / 1e9
+        if gap > self.reopen_gap:
+            self.reopen_gap = gap
+            log.info(
+                "%s was written again after %.1f s closed: files now wait %.1f s of quiet",
+                printable(path), gap, self.quiet_needed(),
+            )  # fmt: skip
 
     def _observer(self):
         from watchdog.events import FileSystemEventHandler
@@ -294,9 +236,15 @@ class InboxWatcher:
                 del self.pending[path]
                 continue
             if (st.st_size, st.st_mtime_ns) != (p.size, p.mtime_ns):
+                if p.closed and p.size >= 0:
+                    self._written_again(path, p.mtime_ns, st.st_mtime_ns)
                 p.size, p.mtime_ns, p.since = st.st_size, st.st_mtime_ns, max(now, p.since)  # a retry waits
-            elif now - p.since >= (self.open_wait if p.closed is False else self.settle):
+            elif now - p.since >= (self.open_wait if p.closed is False else self.quiet_needed()):
+                if open_for_writing(path):  # still held by its writer: wait for the close, however long
+                    p.closed = False
+                    continue
                 del self.pending[path]
+                self.announced[path] = (st.st_size, st.st_mtime_ns)
                 yield path
 
     def step(self) -> list[Outcome]:
@@ -318,10 +266,13 @@ class InboxWatcher:
                     known.closed = False
                 continue
             if known is None:
+                self._grown_since_announced(path, st)
                 self.pending[path] = _Pending(st.st_size, st.st_mtime_ns, time.monotonic(), closed)
             elif closed:
                 known.closed = True
             elif (st.st_size, st.st_mtime_ns) != (known.size, known.mtime_ns):  # written again: wait anew
+                if known.closed:
+                    self._written_again(path, known.mtime_ns, st.st_mtime_ns)
                 known.size, known.mtime_ns, known.since, known.closed = (
                     st.st_size, st.st_mtime_ns, time.monotonic(), False
                 )  # fmt: skip
@@ -338,6 +289,17 @@ class InboxWatcher:
                 later = time.monotonic() + RETRY_SECONDS - self.settle
                 self.pending[path] = _Pending(-1, -1, later, True)  # -1: re-read the file's stat then
         return outcomes
+
+    def _grown_since_announced(self, path: Path, st: os.stat_result) -> None:
+        before = self.announced.pop(path, None)
+        if before is None or (st.st_size, st.st_mtime_ns) == before:
+            return
+        log.warning(
+            "%s changed after it was announced (%d -> %d bytes): its writer paused longer than the quiet "
+            "time; it is announced again once it settles (raise --settle-seconds for such writers)",
+            printable(path), before[0], st.st_size,
+        )  # fmt: skip
+        self._written_again(path, before[1], st.st_mtime_ns)
 
     def catch_up(self) -> list[Outcome]:
         """Announce what arrived while no watcher ran: first the files a killed watcher had claimed but not

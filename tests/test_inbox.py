@@ -19,6 +19,7 @@ from deployments.inbox import (
     InboxWatcher,
     Ledger,
     is_candidate,
+    open_for_writing,
     sweep_inbox,
 )
 from samples.video import make_subtitled_video
@@ -53,9 +54,9 @@ def read_events(keys: list[FileKey], timeout: float = 30.0) -> dict[str, object]
 
 
 class RunningWatcher:
-    def __init__(self, inbox: Path) -> None:
+    def __init__(self, inbox: Path, settle: float = 0.3, open_wait: float = 30.0) -> None:
         self.ledger = Ledger.for_inbox(inbox)
-        self.watcher = InboxWatcher(inbox, self.ledger, settle=0.3, open_wait=30.0, poll=0.05)
+        self.watcher = InboxWatcher(inbox, self.ledger, settle=settle, open_wait=open_wait, poll=0.05)
         self.thread = threading.Thread(target=self.watcher.run, daemon=True)
 
     def __enter__(self) -> RunningWatcher:
@@ -264,3 +265,70 @@ def test_a_restart_announces_the_dead_watchers_claims_first_and_once(prefect_ser
     assert {o.status for o in again} == {"seen"} and len(again) == 3
     keys = [FileKey.of(inbox / n) for n in ("z-claimed.wav", "a-new.png", "b-new.mp4")]
     assert len(read_events(keys)) == 3
+
+
+REAL_VIDEO = Path("/work/shared/realvideo/douyin_7625253704698556297_zh.mp4")
+
+
+def _real_video() -> bytes:
+    if not REAL_VIDEO.is_file():
+        pytest.skip(f"real footage not here: {REAL_VIDEO.parent} (see its README)")
+    return REAL_VIDEO.read_bytes()
+
+
+def _append_in_bursts(path: Path, data: bytes, bursts: int, pause: float) -> None:
+    """A recorder or a resumable upload: each burst reopens the file, appends and closes it."""
+    for i in range(bursts):
+        with open(path, "ab") as f:
+            f.write(data[i * len(data) // bursts : (i + 1) * len(data) // bursts])
+        time.sleep(pause)
+
+
+def _announced(running: RunningWatcher, name: str, whole: int = 0, timeout: float = 15.0) -> list[int]:
+    """The sizes `name` was announced at, once one is `whole` bytes (waiting up to `timeout` for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sizes = [int(e["size"]) for e in running.ledger.entries() if Path(str(e["path"])).name == name]
+        if whole in sizes or not whole or time.monotonic() > deadline:
+            return sizes
+        time.sleep(0.1)
+
+
+def test_a_writer_that_reopens_the_file_for_each_burst_is_announced_once_complete(prefect_server, tmp_path):
+    """Pauses shorter than the quiet time: one announcement, of the whole file. Pauses longer than it: the
+    first pause cannot be told from the end (an early announcement, logged when the file grows); from then
+    on the watcher waits twice the pause, so that file and the writer's next one are announced once, whole.
+    (Margins are wide: on a loaded host a writer's 0.8 s sleep can last well over a second.)"""
+    data = _real_video()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with RunningWatcher(inbox, settle=0.5) as running:
+        _append_in_bursts(inbox / "short-pauses.mp4", data, bursts=5, pause=0.2)
+        assert _announced(running, "short-pauses.mp4", len(data)) == [len(data)]
+
+        _append_in_bursts(inbox / "long-pauses.mp4", data, bursts=4, pause=1.6)
+        sizes = _announced(running, "long-pauses.mp4", len(data))
+        assert sizes[-1] == len(data) and len(sizes) <= 2, sizes  # at most one early, then the whole file
+        assert running.watcher.quiet_needed() >= 3.0
+
+        _append_in_bursts(inbox / "next-recording.mp4", data, bursts=4, pause=0.8)
+        assert _announced(running, "next-recording.mp4", len(data)) == [len(data)]
+
+
+def test_a_file_its_writer_holds_open_waits_past_open_wait(prefect_server, tmp_path):
+    """/proc shows the writer still holding the file: not announced after `open_wait` (meant for writers
+    whose close cannot be seen), only after the close."""
+    data = _real_video()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with RunningWatcher(inbox, settle=0.3, open_wait=1.0) as running:
+        with open(inbox / "held.mp4", "wb") as held:
+            held.write(data)
+            held.flush()
+            assert open_for_writing(inbox / "held.mp4")
+            time.sleep(2.5)
+            assert _announced(running, "held.mp4") == [], "still open for writing"
+        running.wait_for(1)
+        assert _announced(running, "held.mp4") == [len(data)]
+    with open(inbox / "held.mp4", "rb"):
+        assert not open_for_writing(inbox / "held.mp4"), "a reader is not a writer"
