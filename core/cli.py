@@ -3,14 +3,18 @@
 Exit statuses (the same for every flow's CLI; README "Errors and exit statuses"):
   0  done                      1  partly done (enhance: some images failed; stderr lists them)
   2  bad arguments or input    3  processing failed on valid input (ffmpeg, a model, the output disk)
-  4  unexpected error (a bug: run again with --debug for the traceback)      130  interrupted
-A bad input is found before the Prefect API starts where the CLI can (`preflight_*`), cheaply.
+  4  unexpected error (a bug: run again with --debug for the traceback)
+  130  interrupted (Ctrl-C)        143  terminated (SIGTERM): within seconds, one line (core/interrupt.py)
+A bad input is found before the Prefect API starts where the CLI can (`preflight_*`), cheaply; a main calls
+`api_ready()` once its values are checked: the shared local Prefect server (core/local_server.py) is found
+or started then, or the API the user named is checked to answer.
 `--debug` (or YIVIDEO_DEBUG=1) keeps the tracebacks; without it the console log shows messages only
 (the run's log in the Prefect API keeps its tracebacks either way).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import errno
@@ -18,12 +22,19 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from prefect.exceptions import TerminationSignal
+
+from core.environment import check_environment
 from core.errors import ConfigError, MediaInputError, OutputError, StageError, YiVideoError, printable
+from core.interrupt import leave, stop_on_signals, stop_requested
+from core.local_server import LocalApi
 
-EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_BUG = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 MIN_FREE_BYTES = 16 << 20  # below this an output root counts as full
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "YIVIDEO_DEBUG"
@@ -77,6 +88,9 @@ def quiet_tracebacks() -> Callable[[], None]:
     return restore
 
 
+_CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def error_line(exc: BaseException) -> tuple[str, int]:
     """The one line a user sees for an error, and the exit status."""
     if isinstance(exc, MediaInputError):
@@ -89,7 +103,7 @@ def error_line(exc: BaseException) -> tuple[str, int]:
         return f"{exc.stage} failed for {printable(exc.subject)}: {exc.cause}", EXIT_FAILED
     if isinstance(exc, YiVideoError):
         return str(exc), EXIT_FAILED
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+    if isinstance(exc, OSError) and exc.errno in _CANNOT_WRITE:
         where = printable(exc.filename) if exc.filename else "output"
         return f"{where}: cannot write ({os.strerror(exc.errno)})", EXIT_FAILED
     if "ephemeral Prefect API server" in str(exc):
@@ -112,11 +126,16 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None = None)
     quieted = {} if debug else {k: v for k, v in QUIET_EMBEDDED_SERVER.items() if k not in os.environ}
     os.environ.update(quieted)
     try:
-        with cli_run_tags(main), _patient_embedded_server():
+        check_environment()
+        with stop_on_signals(), cli_run_tags(main), _patient_embedded_server(), _serving(LocalApi()):
             return main(args)
     except KeyboardInterrupt:
+        if stop_requested():  # our handler: leave now, without waiting for stage threads
+            leave(EXIT_INTERRUPTED, "error: interrupted")
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except TerminationSignal:
+        leave(EXIT_TERMINATED, "error: terminated (SIGTERM)")
     except Exception as exc:
         if debug:
             raise
@@ -127,6 +146,26 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None = None)
         restore()
         for key in quieted:
             os.environ.pop(key, None)
+
+
+_APIS: list[LocalApi] = []  # the local API of the run_cli call in progress
+
+
+@contextlib.contextmanager
+def _serving(api: LocalApi) -> Iterator[None]:
+    with api:
+        _APIS.append(api)
+        try:
+            yield
+        finally:
+            _APIS.remove(api)
+
+
+def api_ready() -> None:
+    """A CLI's values are checked: make sure its Prefect API answers (the shared local server, started now
+    if none runs; or the PREFECT_API_URL the user set: exit 3 with one line when it does not answer)."""
+    if _APIS:
+        _APIS[-1].ready()
 
 
 def _patient_embedded_server() -> contextlib.AbstractContextManager:
@@ -172,7 +211,11 @@ def preflight_files(paths: Sequence[str]) -> None:
 
 def preflight_output_dir(output_dir: str | Path) -> Path:
     """The output root can be created and written to."""
+    from core.media import shown_name, utf8_name
+
     root = Path(output_dir)
+    if not utf8_name(root):
+        raise ConfigError(f"--output-dir {shown_name(root)}: the folder name is not valid UTF-8")
     existing = next((p for p in (root, *root.parents) if p.exists()), Path("."))
     if not existing.is_dir():
         raise OutputError(existing, "is not a directory (output root)")
@@ -192,14 +235,51 @@ def positive(kind: Callable[[str], float] = float) -> Callable[[str], float]:
     """argparse type: a number above zero (`--sample-fps 0` is refused before anything runs)."""
 
     def parse(text: str) -> float:
-        import argparse
-
         try:
             value = kind(text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from exc
         if not value > 0 or value != value or value == float("inf"):
             raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
         return value
 
     return parse
+
+
+_LIMIT_WORDS = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "above",
+                "less_than": "below"}  # fmt: skip
+
+
+def allowed_by(model: type, name: str, kind: Callable[[str], float] = float) -> Callable[[str], float]:
+    """argparse type: a number above 0 that the settings model accepts for field `name` (its own limits, so
+    `--scale 100` or `--speakers 0` is refused in one line before anything starts, not by the flow after
+    the server started, as a pydantic dump)."""
+    from typing import Annotated
+
+    from pydantic import TypeAdapter, ValidationError
+
+    field = model.model_fields[name]  # type: ignore[attr-defined]
+    adapter = TypeAdapter(Annotated[field.annotation, *field.metadata])
+    above_zero = positive(kind)
+
+    def parse(text: str) -> float:
+        value = above_zero(text)
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            words = _LIMIT_WORDS.get(error["type"])
+            limit = next(iter((error.get("ctx") or {}).values()), None)
+            shown = f"{limit:g}" if isinstance(limit, int | float) else limit
+            cause = f"must be {words} {shown}" if words else error["msg"].lower()
+            raise argparse.ArgumentTypeError(f"{text!r} {cause}") from None
+
+    return parse
+
+
+class CliParser(argparse.ArgumentParser):
+    """A flow's argument parser whose refusal is one line like every other error (`--help` shows usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")

@@ -79,7 +79,12 @@ def is_transient(exc: BaseException) -> bool:
     """The one retry rule: retry only what is named transient by type: our errors whose class says
     `transient = True` (StageError: a crashed ffmpeg or engine) and dropped connections or timeouts.
     Anything else (a bug such as KeyError, bad input, bad configuration, a full disk, a failed check)
-    fails the same way every time, so it fails at once, never by matching its message."""
+    fails the same way every time, so it fails at once, never by matching its message. Nothing is retried
+    once the user stopped the run (Ctrl-C, SIGTERM: core/interrupt.py): its ffmpeg died of that signal."""
+    from core.interrupt import stop_requested
+
+    if stop_requested():
+        return False
     if isinstance(exc, YiVideoError):
         return bool(exc.transient)
     return isinstance(exc, _transient_types())

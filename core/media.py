@@ -21,7 +21,8 @@ from core.errors import MediaInputError, StageError, StageTimeout
 from core.outputs import full_disk_error
 from core.schema import MediaInfo
 
-MAX_INPUT_BYTES = int(os.environ.get("YIVIDEO_MAX_INPUT_BYTES", 64 * 1024**3))
+MAX_INPUT_BYTES_ENV = "YIVIDEO_MAX_INPUT_BYTES"  # read per check, not at import (a bad value: one line)
+DEFAULT_MAX_INPUT_BYTES = 64 * 1024**3
 MAX_PIXELS = 8192 * 8192
 MAX_SIDE = 16384  # ffmpeg's own limit on a frame side is about this
 MAX_DURATION_S = 24 * 3600.0
@@ -47,6 +48,13 @@ IMAGE_FORMATS = {
 }
 
 
+def max_input_bytes() -> int:
+    from core.environment import check_environment
+
+    check_environment({MAX_INPUT_BYTES_ENV: os.environ.get(MAX_INPUT_BYTES_ENV, "")})
+    return int(os.environ.get(MAX_INPUT_BYTES_ENV, "").strip() or DEFAULT_MAX_INPUT_BYTES)
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool, or a clear error saying how to install it."""
     found = shutil.which(name)
@@ -55,18 +63,34 @@ def require_tool(name: str) -> str:
     return found
 
 
+def utf8_name(path: str | Path) -> bool:
+    """The path decodes as UTF-8 (Linux lets a name hold any bytes; JSON and the Prefect API cannot)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_name(path: str | Path) -> str:
+    """A path as the user typed it, its undecodable bytes shown escaped (\\xff)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def check_input_file(path: str | Path) -> Path:
     """The input exists, is a regular readable file, is not empty and not absurdly large."""
     p = Path(path)
     if not p.exists():
         raise MediaInputError(p, "file does not exist")
+    if not utf8_name(p):  # Prefect stores parameters as JSON: such a name failed deep in the run
+        raise MediaInputError(shown_name(p), "the file name is not valid UTF-8: rename the file")
     if not p.is_file():
         raise MediaInputError(p, "not a regular file")
     size = p.stat().st_size
     if size == 0:
         raise MediaInputError(p, "file is empty (0 bytes)")
-    if size > MAX_INPUT_BYTES:
-        raise MediaInputError(p, f"file is {size} bytes, above the limit of {MAX_INPUT_BYTES}")
+    if size > (limit := max_input_bytes()):
+        raise MediaInputError(p, f"file is {size} bytes, above the limit of {limit} ({MAX_INPUT_BYTES_ENV})")
     if not os.access(p, os.R_OK):
         raise MediaInputError(p, "file is not readable")
     return p

@@ -28,7 +28,16 @@ from prefect.states import Completed, Failed, State
 from blocks.enhance import EnhanceConfig, EnhanceModel, FaceMode
 from blocks.loader import load_block
 from blocks.runner import RunnerConfig
-from core.cli import EPILOG, positive, preflight_files, preflight_output_dir, run_cli
+from core.cli import (
+    EPILOG,
+    CliParser,
+    allowed_by,
+    api_ready,
+    positive,
+    preflight_files,
+    preflight_output_dir,
+    run_cli,
+)
 from core.errors import ConfigError, OutputError
 from core.outputs import write_failure
 from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
@@ -257,14 +266,14 @@ def _yardstick_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Enhance images (super-resolution / face restoration).", epilog=EPILOG
-    )
+    parser = CliParser(description="Enhance images (super-resolution / face restoration).", epilog=EPILOG)
     parser.add_argument("images", nargs="*", help="image files (omit with --demo)")
     parser.add_argument("--output-dir", default="output")
     parser.add_argument("--demo", action="store_true", help="generate sample faces plus one corrupt file")
     parser.add_argument("--engine", default=None, choices=["realesrgan-ncnn", "opencv-classic", "gfpgan"])
-    parser.add_argument("--scale", type=positive(), default=None, help="1 to 4 (default 2; --yardstick: 4)")
+    parser.add_argument(
+        "--scale", type=allowed_by(EnhanceConfig, "scale"), help="1 to 4 (default 2; --yardstick: 4)"
+    )
     parser.add_argument(
         "--model",
         default=None,
@@ -297,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         sample = Path(args.output_dir) / "sample"
         images = [str(p) for p in make_face_set(sample, 4)] + [str(make_corrupt_image(sample / "broken.jpg"))]
         print(f"generated {len(images)} sample images in {sample} (broken.jpg is corrupt on purpose)")
+    api_ready()
     state = runner_from_arguments(enhance_images, args)(
         images,
         args.output_dir,

@@ -10,7 +10,6 @@ first); the plan that ran is in the manifest and the results table. Unknown name
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -27,7 +26,7 @@ from pydantic import WithJsonSchema
 from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
 from core.caching import open_work_dir
-from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
+from core.cli import EPILOG, CliParser, api_ready, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
@@ -315,9 +314,7 @@ def _report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Run an ordered chain of stages on one video.", epilog=EPILOG
-    )
+    parser = CliParser(description="Run an ordered chain of stages on one video.", epilog=EPILOG)
     parser.add_argument("video", nargs="?")
     parser.add_argument("--chain", nargs="+", default=list(SEED_CHAIN), metavar="STAGE")
     parser.add_argument("--output-dir", default="output")
@@ -337,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     preflight_output_dir(args.output_dir)
     preflight_media(args.video, "video")
+    api_ready()
     result = run_pipeline(args.video, tuple(args.chain), args.output_dir, None, args.keep_intermediates)
     for outcome in result.stages:
         print(f"{outcome.stage:14} {outcome.seconds:7.2f} s  {outcome.summary}")

@@ -6,7 +6,6 @@ python -m flows.subtitles --demo --output-dir DIR     # on a generated sample vi
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from prefect.states import Completed
 from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
 from core.caching import open_work_dir
-from core.cli import EPILOG, api_ready, positive, preflight_media, preflight_output_dir, run_cli
+from core.cli import EPILOG, CliParser, api_ready, positive, preflight_media, preflight_output_dir, run_cli
 from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
@@ -211,7 +210,7 @@ def _report(name: str, band: str, events: list[SubtitleEvent], srt_path: Path) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         description="Extract burned-in subtitles from a video into SRT/JSON/TXT.", epilog=EPILOG
     )
     parser.add_argument("video", nargs="?", help="video file (omit with --demo)")

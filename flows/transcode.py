@@ -10,7 +10,6 @@ with the reason logged and an empty result; a corrupt video fails with ffmpeg's 
 
 from __future__ import annotations
 
-import argparse
 import mimetypes
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from prefect.futures import PrefectFuture
 from pydantic import WithJsonSchema
 
 from blocks.presets import SEED_PRESETS, load_presets
-from core.cli import EPILOG, positive, preflight_output_dir, run_cli
+from core.cli import EPILOG, CliParser, api_ready, positive, preflight_output_dir, run_cli
 from core.errors import MediaInputError, StageError
 from core.media import check_input_file, probe_media
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
@@ -166,9 +165,7 @@ def _report(info: MediaInfo, renditions: list[Rendition]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Transcode a video into renditions from named presets.", epilog=EPILOG
-    )
+    parser = CliParser(description="Transcode a video into renditions from named presets.", epilog=EPILOG)
     parser.add_argument("video", nargs="?", help="video file")
     parser.add_argument(
         "--preset",
@@ -195,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     preflight_output_dir(args.output_dir)
     if (skipped := video_or_skip_reason(args.video)[1]) is not None:  # the CLI asked for this file: an error
         raise MediaInputError(args.video, skipped)
+    api_ready()
     result = runner_from_arguments(transcode, args)(
         args.video, args.presets, args.output_dir, args.presets_block, None, args.timeout
     )

@@ -6,7 +6,6 @@ python -m flows.transcribe MEDIA --diarize [--speakers 2]         # speaker labe
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.asr import AsrConfig
 from blocks.loader import load_block
-from core.cli import EPILOG, preflight_media, preflight_output_dir, run_cli
+from core.cli import EPILOG, CliParser, allowed_by, api_ready, preflight_media, preflight_output_dir, run_cli
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import Diarization, Transcript, TranscriptResult
@@ -175,7 +174,7 @@ def _report(name: str, transcript: Transcript, srt_path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         description="Transcribe the speech of a video or audio file to SRT/VTT/JSON.", epilog=EPILOG
     )
     parser.add_argument("media", help="video or audio file")
@@ -190,12 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--diarize", action="store_true", default=None, help="speaker labels (offline resemblyzer by default)"
     )
-    parser.add_argument("--speakers", type=int, default=None, help="the number of speakers, when known")
+    parser.add_argument(
+        "--speakers", type=allowed_by(AsrConfig, "speakers", int), default=None, help="the number of speakers"
+    )
     parser.add_argument("--settings-block", default=None, help="name of a saved YiVideo ASR Engine block")
     add_runner_arguments(parser)
     args = parser.parse_args(argv)
     preflight_output_dir(args.output_dir)
     require_audio(preflight_media(args.media, "video", "audio"))
+    api_ready()
     result = runner_from_arguments(transcribe, args)(
         args.media, args.output_dir, args.language, args.engine, args.model, args.diarize,
         args.settings_block, args.speakers,

@@ -22,7 +22,7 @@ from rapidfuzz.distance import Levenshtein
 from core.caching import resumable
 from core.outputs import write_json_atomic, write_text_atomic
 from core.schema import Band, FrameText, SubtitleEvent
-from stages.subtitles.spacing import known_word_share, restore_spaces
+from stages.subtitles.spacing import known_word_share, spaced
 
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 _CONFUSABLE = str.maketrans({"i": "l", "1": "l", "|": "l", "0": "o"})
@@ -36,6 +36,7 @@ class PostprocessSettings:
     min_fragment_chars: int = 3  # shorter readings are never taken for a fragment of a neighbour
     min_duration: float = 0.15  # seconds
     min_chars: int = 1
+    spacing: str = "english"  # word spaces by language (spacing.space_words): english, keep, none (ja/zh)
 
 
 @dataclass
@@ -112,7 +113,7 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
         conf = sum(d.confidences) / len(d.confidences)
         events.append(
             SubtitleEvent(
-                len(events) + 1, round(d.start, 3), round(d.end, 3), restore_spaces(text), round(conf, 4)
+                len(events) + 1, round(d.start, 3), round(d.end, 3), spaced(text, settings), round(conf, 4)
             )
         )
     return events

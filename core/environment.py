@@ -1,0 +1,64 @@
+"""The YIVIDEO_* environment settings, checked when a command line starts, each error naming its variable.
+
+A bad value used to surface deep inside a stage as "could not convert string to float" (the variable not
+named, the stage retried three times, exit 4). `check_environment()` reads every setting below once, before
+any server starts or any file is read, and raises ConfigError ("YIVIDEO_TRANSCODE_TIMEOUT_S: '10m' is not a
+number of seconds": exit 2). Unset or empty means the default, as where each is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from core.errors import ConfigError
+
+
+def _seconds(text: str) -> str | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return "is not a number of seconds"
+    return None if 0 < value < float("inf") else "must be a number of seconds above 0"
+
+
+def _count(minimum: int) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
+        try:
+            value = int(text)
+        except ValueError:
+            return "is not a whole number"
+        return None if value >= minimum else f"must be at least {minimum}"
+
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
+        return None if text.strip().lower() in choices else f"is not one of {', '.join(choices)}"
+
+    return check
+
+
+SETTINGS: dict[str, Callable[[str], str | None]] = {
+    "YIVIDEO_TRANSCODE_TIMEOUT_S": _seconds,
+    "YIVIDEO_LOCAL_SERVER_IDLE_S": _seconds,
+    "YIVIDEO_WORKER_SHUTDOWN_SECONDS": _seconds,
+    "YIVIDEO_MAX_INPUT_BYTES": _count(1),
+    "YIVIDEO_MAX_RESIDENT_MODELS": _count(1),
+    "YIVIDEO_NVENC_SESSIONS": _count(1),
+    "YIVIDEO_MAX_CRASH_RERUNS": _count(0),
+    "YIVIDEO_GPU_GATE": _one_of("auto", "always", "never"),
+    "YIVIDEO_RUNNER": _one_of("local", "ray"),
+    "YIVIDEO_STAGE_CACHE": _one_of("0", "1"),
+    "YIVIDEO_LOCAL_SERVER": _one_of("on", "off", "1", "0", "true", "false", "yes", "no"),
+}
+
+
+def check_environment(environ: dict[str, str] | None = None) -> None:
+    """Every YIVIDEO_* setting above that is set holds a usable value; the first bad one raises."""
+    environ = os.environ if environ is None else environ
+    for name, check in SETTINGS.items():
+        text = environ.get(name, "").strip()
+        if text and (problem := check(text)) is not None:
+            raise ConfigError(f"{name}: {text!r} {problem}")

@@ -1,0 +1,105 @@
+"""Ctrl-C and SIGTERM stop a command line within seconds, with one line and exit 130 / 143.
+
+Before, the terminal's SIGINT killed ffmpeg and the temporary Prefect server with the flow: the dead ffmpeg
+counted as a stage failure and was retried, every call to the dead server retried, and the CLI exited 4
+about five minutes later. Now the first signal sets `STOP` (`core.errors.is_transient` then retries
+nothing: a stage that failed because the user stopped it is not a failure to retry), ends this process's
+children (ffmpeg; the shared local Prefect server runs in its own session and stays), silences the console
+log and raises in the main thread, where Prefect marks the flow run Crashed ("aborted by an interrupt
+signal" / "by a termination signal") on the still running server. The CLI then exits at once: stage threads
+that still run are not waited for (`leave`). A re-run resumes from the stages that finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+STOP = threading.Event()  # set by the first SIGINT/SIGTERM of a CLI run
+CHILD_GRACE_S = 1.0
+
+
+def stop_requested() -> bool:
+    return STOP.is_set()
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the run as described above (main thread only; else nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import prefect.utilities.engine as engine
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    prefects = engine._prefect_sigterm_handler
+    STOP.clear()
+    for sig in previous:
+        signal.signal(sig, _on_signal)
+    # A flow run swaps in Prefect's SIGTERM handler (`capture_sigterm`, raising TerminationSignal); ours
+    # raises the same after silencing the console and ending ffmpeg, so it stands in for Prefect's.
+    engine._prefect_sigterm_handler = _on_signal
+    try:
+        yield
+    finally:
+        engine._prefect_sigterm_handler = prefects
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if STOP.is_set():
+        return  # a second Ctrl-C while stopping: the first one is being handled
+    STOP.set()
+    logging.disable(logging.CRITICAL)  # the stages still winding down print nothing more
+    end_children()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    from prefect.exceptions import TerminationSignal
+
+    raise TerminationSignal(signal=signum)  # Prefect records it as a crash "by a termination signal"
+
+
+def end_children(grace: float = CHILD_GRACE_S) -> None:
+    """Terminate then kill this process's children (ffmpeg and the like), not those in another session
+    (the shared local Prefect server this process may have started)."""
+    import psutil
+
+    own_session = os.getsid(0)
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    ours = []
+    for child in children:
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(child.pid) == own_session:
+                ours.append(child)
+    for child in ours:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(ours, timeout=grace)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+def leave(status: int, line: str, drain_seconds: float = 2.0) -> None:
+    """Print `line`, send Prefect's queued events and logs (bounded), and exit now: the stage threads still
+    running are not joined (the interpreter's exit would wait for each of them)."""
+    print(line, file=sys.stderr, flush=True)
+    with contextlib.suppress(Exception):
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for service in (APILogWorker, EventsWorker):
+            service.drain_all(timeout=drain_seconds / 2, at_exit=False)
+    end_children(grace=0.5)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(status)
