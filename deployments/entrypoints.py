@@ -7,6 +7,8 @@ the next run. Everywhere else (`prefect deploy`, tests, notebooks) the built-in 
 
 from __future__ import annotations
 
+import logging
+
 from blocks.policy import current_run_policy
 from deployments.crash_reruns import refuse_crash_loops
 from deployments.inbox import sweep_inbox as _sweep_inbox
@@ -18,6 +20,24 @@ from flows.transcode import transcode as _transcode
 from flows.transcribe import transcribe as _transcribe
 
 _policy = current_run_policy()
+
+
+class ReturnedStateFilter(logging.Filter):
+    """Drops Prefect's "Engine execution exited with unexpected exception" record when the exception is
+    Prefect resolving the flow's own returned Failed state (raised in prefect/states.py), e.g. a partial
+    enhance batch: "TypeError: Unexpected result for failed state: EnhanceBatchResult ...". The run's log
+    already ends "Finished in state Failed('partially completed: ...')"; that traceback told nothing more."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or record.msg != "Engine execution exited with unexpected exception":
+            return True
+        tb = record.exc_info[2]
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        return not (tb and tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith("prefect/states.py"))
+
+
+logging.getLogger("prefect.flow_runs").addFilter(ReturnedStateFilter())  # the worker's flow process only
 
 # a crashed run is scheduled again by bootstrap's automation; refuse_crash_loops caps how often
 extract_subtitles = refuse_crash_loops(_policy.apply_to_flow(_extract_subtitles))

@@ -6,15 +6,18 @@ covered in a browser by tests/test_web_browser.py.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from deployments.web.__main__ import main as web_main
-from deployments.web.app import WebSettings, create_app
-from deployments.web.jobs import JobChoice, JobError, plain_error, plan_runs
+from deployments.web.app import PrefectLink, WebSettings, create_app
+from deployments.web.choices import JobChoice
+from deployments.web.jobs import plan_runs
 from deployments.web.uploads import UploadRejected, sanitize_name
+from deployments.web.views import display_name, job_outputs, plain_error
 from samples.images import make_corrupt_image, make_face_image
 
 BATCH = "0123456789abcdef"
@@ -26,7 +29,7 @@ def photo(tmp_path) -> bytes:
 
 
 def _client(tmp_path: Path, **kw) -> TestClient:
-    return TestClient(create_app(WebSettings(data_dir=tmp_path / "data", **kw)))
+    return TestClient(create_app(WebSettings(data_dir=tmp_path / "data", **kw)), base_url="http://127.0.0.1")
 
 
 def _leftovers(tmp_path: Path) -> list[Path]:
@@ -69,7 +72,9 @@ def test_a_corrupt_upload_is_refused_with_its_reason_and_removed(tmp_path):
     garbage = make_corrupt_image(tmp_path / "broken.jpg").read_bytes()
     answer = _client(tmp_path).put(f"/api/uploads/{BATCH}", params={"name": "broken.jpg"}, content=garbage)
     assert answer.status_code == 422
-    assert answer.json()["detail"].startswith("broken.jpg: not a readable")
+    assert answer.json()["detail"] == (
+        "broken.jpg: not a readable image: the file is damaged, or is not an image"
+    )
     assert _leftovers(tmp_path) == []
 
 
@@ -105,7 +110,7 @@ def test_a_token_guards_every_route_when_set(tmp_path):
     opened = client.get("/", params={"token": "s3cret"})
     assert opened.status_code == 200 and "yivideo_token" in opened.headers["set-cookie"]
     assert client.get("/api/options").status_code == 200, "the cookie now carries the token"
-    fresh = TestClient(client.app)
+    fresh = TestClient(client.app, base_url="http://127.0.0.1")
     assert fresh.get("/api/options", headers={"x-yivideo-token": "s3cret"}).status_code == 200
 
 
@@ -133,33 +138,152 @@ def test_options_list_the_presets_of_the_block(tmp_path):
     assert options["default_presets"] == ["mp4_standard", "thumbnail"]
 
 
-def test_jobs_are_planned_by_kind_and_batched_for_enhance(tmp_path):
+def test_jobs_are_planned_row_by_row_several_per_file_and_batched_for_enhance(tmp_path):
     out = tmp_path / "outputs"
-    video, a, b, c = (tmp_path / n for n in ("clip.mp4", "a.jpg", "b.png", "c.jpg"))
-    runs = plan_runs(
+    video, a, b, c, speech = (tmp_path / n for n in ("clip.mp4", "a.jpg", "b.png", "c.jpg", "talk.wav"))
+    runs, refused = plan_runs(
         [
-            (JobChoice(upload="1"), video, "video"),
-            (JobChoice(upload="2", job="enhance", engine="opencv-classic", scale=2), a, "image"),
-            (JobChoice(upload="3", job="enhance", engine="opencv-classic", scale=2), b, "image"),
-            (JobChoice(upload="4", job="enhance", scale=3), c, "image"),
+            [(JobChoice(upload="1"), video, "video")],
+            [(JobChoice(upload="2", job="enhance", engine="opencv-classic", scale=2), a, "image"),
+             (JobChoice(upload="2", job="enhance", scale=3), a, "image")],
+            [(JobChoice(upload="3", job="enhance", engine="opencv-classic", scale=2), b, "image")],
+            [(JobChoice(upload="4", job="transcode"), c, "image")],  # a photo for transcode: refused alone
+            [(JobChoice(upload="5", job="transcribe", speakers=2, language="zh"), speech, "audio"),
+             (JobChoice(upload="5", job="transcribe", speakers=2, language="zh"), speech, "audio")],
+            [(JobChoice(upload="6", job="subtitles"), video, "video"),
+             (JobChoice(upload="6", job="transcode", presets=["mp4_smooth"]), video, "video"),
+             (JobChoice(upload="6", job="transcribe"), video, "video")],
         ],
         out,
-        {"mp4_standard", "thumbnail"},
-    )
+        {"mp4_standard", "mp4_smooth", "thumbnail"},
+    )  # fmt: skip
     assert [(r.job, r.name) for r in runs] == [
         ("subtitles", "subtitles · clip.mp4"),
         ("transcode", "transcode · clip.mp4"),
+        ("transcribe", "transcribe · talk.wav"),  # the same job twice on one file runs once
+        ("subtitles", "subtitles · clip.mp4"),
+        ("transcode", "transcode · clip.mp4"),
+        ("transcribe", "transcribe · clip.mp4"),
         ("enhance", "enhance · a.jpg +1"),
-        ("enhance", "enhance · c.jpg"),
+        ("enhance", "enhance · a.jpg"),
     ]
-    assert runs[2].parameters["images"] == [str(a), str(b)]
-    assert runs[2].parameters["engine"] == "opencv-classic" and "engine" not in runs[3].parameters
-    assert len({r.parameters["output_dir"] for r in runs}) == 4, "each run writes into its own folder"
-    with pytest.raises(JobError, match="a.jpg is an image: transcode takes video"):
-        plan_runs([(JobChoice(upload="2", job="transcode"), a, "image")], out, set())
-    with pytest.raises(JobError, match="unknown preset.*mp4_smoth"):
-        typo = JobChoice(upload="1", job="transcode", presets=["mp4_smoth"])
-        plan_runs([(typo, video, "video")], out, {"mp4_smooth"})
+    assert refused and refused[0].index == 3
+    assert refused[0].reason == "c.jpg is a photo: renditions needs a video"
+    assert runs[2].parameters == {"media": str(speech), "language": "zh", "diarize": True, "speakers": 2,
+                                  "output_dir": runs[2].parameters["output_dir"]}  # fmt: skip
+    assert runs[4].parameters["presets"] == ["mp4_smooth"]
+    assert runs[6].parameters["images"] == [str(a), str(b)]
+    assert runs[6].parameters["engine"] == "opencv-classic" and "engine" not in runs[7].parameters
+    assert len({r.parameters["output_dir"] for r in runs}) == len(runs), "each run writes into its own folder"
+
+
+def _check(client: TestClient, rows: list[list[dict]]) -> dict[int, str]:
+    answer = client.post("/api/check", json={"rows": rows})
+    assert answer.status_code == 200, answer.text
+    return {r["index"]: r["reason"] for r in answer.json()["refused"]}
+
+
+def test_choices_are_checked_before_the_upload_row_by_row_in_plain_words(tmp_path):
+    client = _client(tmp_path, max_upload_bytes=10_000)
+    refused = _check(client, [
+        [{"name": "clip.mp4", "job": "subtitles"}, {"name": "clip.mp4", "job": "transcode",
+                                                     "presets": ["mp4_smooth"]}],
+        [{"name": "speech.wav", "job": "subtitles"}],
+        [{"name": "coffee.png", "job": "enhance", "scale": 9}],
+        [{"name": "coffee2.png", "job": "enhance", "engine": "gfpgan"}],
+        [{"name": "talk.wav", "job": "transcribe", "speakers": 0}],
+        [{"name": "big.mp4", "job": "transcode", "size": 20_000}],
+        [{"name": "ok.png", "job": "enhance", "engine": "opencv-classic", "scale": 3.5}],
+        [{"name": "talk.wav", "job": "transcribe", "language": "xx"}],
+        [{"name": "clip.mp4", "job": "transcode", "presets": ["mp4_smoth"]}],
+    ])  # fmt: skip
+    assert refused == {
+        1: "speech.wav is an audio file: burned-in subtitles needs a video",
+        2: "coffee.png: scale 9 is out of range: choose 1 to 4",
+        3: "coffee2.png: the gfpgan engine cannot run here: the gfpgan package is not installed here; "
+        "choose realesrgan-ncnn or opencv-classic",
+        4: "talk.wav: 0 speakers is out of range: give 1 to 20, or leave it empty to have them counted",
+        5: "big.mp4 is 19.5 kB, above the upload limit of 9.8 kB",
+        7: "talk.wav: language 'xx' is not offered; leave it on detect",
+        8: "clip.mp4: no rendition called mp4_smoth",
+    }
+    bad = client.post("/api/check", json={"rows": [[{"name": "a.png", "job": "enhance", "scale": "big"}]]})
+    assert (
+        bad.status_code == 422
+        and bad.json()["detail"] == "not accepted: rows, row 1, row 1, scale: a number is needed"
+    ), bad.text
+
+
+def test_options_offer_only_what_runs_here(tmp_path):
+    options = _client(tmp_path).get("/api/options").json()
+    assert [e["name"] for e in options["engines"]] == ["realesrgan-ncnn", "opencv-classic"]
+    assert "gfpgan" in options["engines_missing"]
+    assert options["scale"]["min"] == 1 and options["scale"]["max"] == 4
+    takes = {j["name"]: j["takes"] for j in options["jobs"]}
+    assert takes == {"subtitles": ["video"], "transcode": ["video"], "transcribe": ["audio", "video"],
+                     "enhance": ["image"]}  # fmt: skip
+    assert options["user"].startswith("guest-") and options["page"]
+
+
+def test_the_host_header_must_name_this_page(tmp_path):
+    local = create_app(WebSettings(data_dir=tmp_path / "data"))  # loopback, no token
+    for host, code in [
+        ("127.0.0.1:8080", 200),
+        ("localhost:8080", 200),
+        ("[::1]:8080", 200),
+        ("evil.example", 421),
+        ("evil.example:8080", 421),
+        ("127.0.0.1.evil.example", 421),
+    ]:
+        answer = TestClient(local, base_url=f"http://{host}").get("/health")
+        assert answer.status_code == code, (host, answer.status_code)  # fmt: skip
+    listed = create_app(WebSettings(data_dir=tmp_path / "d2", bind_host="0.0.0.0", token="t",
+                                    allowed_hosts=frozenset({"media.example"})))  # fmt: skip
+    assert TestClient(listed, base_url="http://media.example").get("/health").status_code == 200
+    assert TestClient(listed, base_url="http://evil.example").get("/health").status_code == 421
+
+
+def test_the_prefect_link_is_left_out_where_a_browser_cannot_reach_it(tmp_path):
+    from pg_server import free_port
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        _prefect_links(tmp_path, free_port())
+
+
+def _prefect_links(tmp_path: Path, closed_port: int) -> None:
+    remote = WebSettings(data_dir=tmp_path, bind_host="0.0.0.0", token="t")
+    assert PrefectLink(remote).candidate() is None, "a remote browser's 127.0.0.1 is not the server"
+    assert PrefectLink(WebSettings(data_dir=tmp_path)).candidate() == "http://127.0.0.1:4200"
+    given = WebSettings(data_dir=tmp_path, bind_host="0.0.0.0", token="t", ui_url="http://prefect.example/")
+    assert PrefectLink(given).candidate() == "http://prefect.example"
+    closed = WebSettings(data_dir=tmp_path, ui_url=f"http://127.0.0.1:{closed_port}")
+    assert asyncio.run(PrefectLink(closed).url()) is None, "nothing listens there"
+
+
+def test_downloads_are_named_after_their_result(tmp_path):
+    assert display_name("astronaut.png", "enhance", {"scale": 2.0}) == "astronaut.x2.png"
+    assert display_name("astronaut.png", "enhance", {"scale": 1.5}) == "astronaut.x1.5.png"
+    assert display_name("enhanced.zip", "enhance", {}) == "enhanced.zip"
+    assert display_name("bigbuckbunny.mp4_standard.mp4", "transcode", {}) == "bigbuckbunny.standard.mp4"
+    assert display_name("bigbuckbunny.thumbnail.jpg", "transcode", {}) == "bigbuckbunny.thumbnail.jpg"
+    assert display_name("bigbuckbunny.hdlbr_h265.mp4", "transcode", {}) == "bigbuckbunny.hdlbr_h265.mp4"
+    run = tmp_path / "data" / "outputs" / "k" / "subtitles" / "clip-1"
+    run.mkdir(parents=True)
+    (run / "clip.srt").write_bytes(b"")
+    (run / "clip.txt").write_bytes(b"")
+    (run / "clip.json").write_text("[]")
+    listed = job_outputs(run, tmp_path / "data" / "outputs", "/files/outputs", "subtitles", {})
+    assert [o["name"] for o in listed] == ["clip.json"], "empty files are not offered"
+    photo = tmp_path / "data" / "outputs" / "k" / "astronaut.png"
+    photo.write_bytes(b"\x89PNG")
+    client = _client(tmp_path)
+    answer = client.get("/files/outputs/k/astronaut.png", params={"as": "astronaut.x2.png"})
+    assert (
+        answer.status_code == 200 and 'filename="astronaut.x2.png"' in answer.headers["content-disposition"]
+    )
+    sneaky = client.get("/files/outputs/k/astronaut.png", params={"as": "../run.sh"})
+    assert sneaky.status_code == 200 and "run.sh" not in sneaky.headers.get("content-disposition", "")
 
 
 def test_errors_are_told_in_plain_words():

@@ -33,7 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-upload-mb", type=float, default=2048, help="largest accepted file")
     parser.add_argument("--uploads-per-minute", type=int, default=120, help="per client address")
     parser.add_argument("--presets-block", default=None, help="a saved YiVideo Transcode Presets block")
-    parser.add_argument("--prefect-ui", default=None, help="Prefect UI address for run links")
+    parser.add_argument("--prefect-ui", default=None,
+                        help="Prefect UI address for run links, as the browsers reach it (default: the "
+                        "API's address; left out when this page cannot reach it)")  # fmt: skip
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="a host name this page is reached by, beside --host (repeat for several); "
+                        "other Host headers are refused")  # fmt: skip
+    parser.add_argument("--page-name", default=None,
+                        help="this page's name on the Prefect server (its runs carry it; default: a hash of "
+                        "this host and --data-dir)")  # fmt: skip
     args = parser.parse_args(argv)
     if not is_loopback(args.host) and not args.token:
         parser.error(f"--host {args.host} reaches beyond this machine: give --token (or set {TOKEN_ENV})")
@@ -44,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         token=args.token,
         presets_block=args.presets_block,
         ui_url=args.prefect_ui,
+        bind_host=args.host,
+        allowed_hosts=frozenset(h.lower() for h in args.allowed_host),
+        page=args.page_name,
     )
     import uvicorn
 

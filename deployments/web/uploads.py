@@ -22,6 +22,7 @@ from core.media import probe_media
 from core.schema import MediaInfo
 
 MAX_NAME = 120
+_UNREADABLE = re.compile(r"not a readable ([\w ]+?)(?: \(.*\))?$")
 _UNSAFE = re.compile(r"[^\w.\- ()+,]+")  # word characters of any script stay: 字幕.mp4 is a fine name
 
 
@@ -101,7 +102,13 @@ def probe_upload(path: Path) -> MediaInfo:
         info = probe_media(path)
     except MediaInputError as exc:
         path.unlink(missing_ok=True)
-        raise UploadRejected(f"{path.name}: {exc.cause}") from exc
+        cause = exc.cause
+        unreadable = _UNREADABLE.match(cause)  # a decoder's detail ("bits 237 is invalid") tells nobody much
+        if unreadable:
+            what = {"media file": "photo, video or audio file"}.get(unreadable[1], unreadable[1])
+            article = "an" if what[0] in "aeiou" else "a"
+            cause = f"not a readable {what}: the file is damaged, or is not {article} {what}"
+        raise UploadRejected(f"{path.name}: {cause}") from exc
     if info.kind in ("image", "video") and not (info.width and info.height):  # garbage.jpg probes 0x0
         path.unlink(missing_ok=True)
         raise UploadRejected(f"{path.name}: not a readable media file (no picture could be decoded)")
