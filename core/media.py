@@ -6,6 +6,7 @@ of its own and turns a non-zero exit into an error that names the input and ffmp
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -30,6 +31,7 @@ PROBE_TIMEOUT_S = 60.0
 
 IMAGE_FORMATS = {
     "image2",
+    "apng",
     "png_pipe",
     "jpeg_pipe",
     "webp_pipe",
@@ -159,8 +161,17 @@ def video_and_audio_streams(streams: list[dict]) -> tuple[list[dict], list[dict]
 
 
 def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaInfo:
-    """Probe a file and classify it as video, audio or image; anything else is a MediaInputError."""
+    """Probe a file and classify it as video, audio or image; anything else is a MediaInputError.
+
+    Once per version of the file (path, size, mtime, inode) in a process: the CLI's preflight and the flow's
+    probe stage used to run ffprobe and the decode-to-the-end check twice on every input."""
     p = check_input_file(path)
+    st = p.stat()
+    return _probe_once(p, st.st_size, st.st_mtime_ns, st.st_ino, timeout)
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_once(p: Path, size: int, mtime_ns: int, inode: int, timeout: float) -> MediaInfo:
     cmd = ffprobe_command(p)
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
@@ -188,6 +199,11 @@ def probe_media(path: str | Path, *, timeout: float = PROBE_TIMEOUT_S) -> MediaI
     width, height = display_size(v)
     if kind == "image" and (width <= 0 or height <= 0):
         width, height = image_header_size(p, proc.stderr)
+    if kind == "image" and (frames := image_frames(p)) > 1:
+        raise MediaInputError(
+            p, f"animated image ({frames} frames): only still images are read; convert it to a video "
+            "(ffmpeg -i IN OUT.mp4) or save the frame you want as a still PNG or JPEG",
+        )  # fmt: skip
     check_geometry(p, width, height)
     if kind != "image" and duration > MAX_DURATION_S:
         raise MediaInputError(p, f"duration {duration:.0f} s is above the limit of {MAX_DURATION_S:.0f} s")
@@ -227,6 +243,18 @@ def display_size(stream: dict) -> tuple[int, int]:
     except (TypeError, ValueError):
         quarter_turns = 0
     return (height, width) if quarter_turns else (width, height)
+
+
+def image_frames(path: Path) -> int:
+    """How many frames an image holds (GIF, APNG, WebP may be animated): a reader of stills would take the
+    first and drop the rest without a word. 1 where Pillow cannot tell."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return int(getattr(img, "n_frames", 1))
+    except Exception:  # unreadable here: the reader says why, with the error of its own library
+        return 1
 
 
 def image_header_size(path: Path, ffprobe_stderr: bytes = b"") -> tuple[int, int]:

@@ -81,9 +81,39 @@ def write_manifest(
     outputs: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """manifest.json: what this run produced, from which input."""
-    payload = {"flow": flow, "input": str(input_path), "outputs": outputs, **(extra or {})}
-    return write_json_atomic(Path(run_dir) / "manifest.json", payload)
+    """manifest.json: what is in this folder, from which input. Runs into one folder (its name is the input's
+    stem and content hash) merge: the outputs an earlier run published there and still on disk stay listed
+    (this run's win on a name); a manifest of another flow (a folder reused by hand) is refused."""
+    import fcntl
+
+    from core.errors import OutputError
+
+    path = Path(run_dir) / "manifest.json"
+    folder = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # two runs finishing at once: one after the other
+        earlier = _read_manifest(path) or {}
+        if earlier.get("flow", flow) != flow:
+            raise OutputError(run_dir, f"holds a {earlier['flow']} manifest, not {flow}: use another folder")
+        before = earlier.get("outputs", {}) if isinstance(earlier.get("outputs"), dict) else {}
+        kept = {k: v for k, v in before.items() if k not in outputs and _exists(v)}
+        payload = {"flow": flow, "input": str(input_path), "outputs": {**kept, **outputs}, **(extra or {})}
+        return write_json_atomic(path, payload)
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: this run's manifest replaces it
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _exists(value: Any) -> bool:
+    """An earlier output is listed again only while its file is there (a user may have deleted it)."""
+    return not isinstance(value, str) or Path(value).exists()
 
 
 def write_image(path: str | Path, image: Any, params: list[int] | None = None) -> Path:

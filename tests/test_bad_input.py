@@ -76,9 +76,14 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     files["directory"].mkdir()
     files["newline-name"] = d / "two\nlines.mp4"  # missing, and its name must not split the error line
     files["image"], files["audio"], files["mute"] = d / "still.png", d / "tone.wav", d / "mute.mp4"
+    moving = ["-f", "lavfi", "-i", "testsrc2=s=160x120:r=5", "-t", "1"]
+    files["animated-gif"], files["apng"] = d / "moving.gif", d / "moving.png"
+    _ffmpeg(*moving, str(files["animated-gif"]))
+    _ffmpeg(*moving, "-plays", "0", "-f", "apng", str(files["apng"]))  # a valid APNG: not "corrupt"
     return files
 
 
+VIDEO_FLOWS = ("subtitles", "transcode", "transcribe", "pipeline")
 # kind -> (flows it reaches, words the cause must contain)
 CASES: dict[str, tuple[tuple[str, ...], str]] = {
     "missing": (("subtitles", "transcode", "transcribe", "enhance", "pipeline"), "does not exist"),
@@ -95,6 +100,8 @@ CASES: dict[str, tuple[tuple[str, ...], str]] = {
     "audio": (("subtitles", "transcode", "pipeline"), "is audio"),
     "mute": (("transcribe",), "no audio"),
     "newline-name": (("subtitles", "transcode", "transcribe", "enhance", "pipeline"), "does not exist"),
+    "animated-gif": (VIDEO_FLOWS, "animated image (5 frames)"),  # enhance: test_animated_images_in_a_batch
+    "apng": (VIDEO_FLOWS, "animated image (5 frames)"),  # was: "corrupt or truncated file?"
 }
 ROWS = [(kind, flow) for kind, (flows, _) in CASES.items() for flow in flows]
 
@@ -344,3 +351,47 @@ def test_an_unknown_error_or_a_full_disk_runs_once_a_crashed_stage_retries(prefe
 
     run_all()
     assert calls == {"bug": 1, "disk": 1, "crash": 3}
+
+
+def test_runs_into_one_folder_share_one_manifest_of_what_is_there(tmp_path):
+    """A second run into a folder keeps the first run's outputs listed while they are on disk; an output a
+    user deleted drops out; a folder holding another flow's manifest is refused, not overwritten."""
+    import json
+
+    from core.errors import OutputError
+    from core.outputs import write_manifest
+
+    run_dir, source = tmp_path / "transcode" / "clip-0123abcd", tmp_path / "clip.mp4"
+    run_dir.mkdir(parents=True)
+    source.write_bytes(b"video")
+    thumb, small = run_dir / "clip.thumbnail.jpg", run_dir / "clip.360p.mp4"
+    thumb.write_bytes(b"jpeg")
+    write_manifest(run_dir, flow="transcode", input_path=source, outputs={"thumbnail": thumb})
+    small.write_bytes(b"mp4")
+    manifest = write_manifest(run_dir, flow="transcode", input_path=source, outputs={"360p": small})
+    listed = json.loads(manifest.read_text(encoding="utf-8"))["outputs"]
+    assert listed == {"thumbnail": str(thumb), "360p": str(small)}
+    thumb.unlink()
+    write_manifest(run_dir, flow="transcode", input_path=source, outputs={"360p": small})
+    assert json.loads(manifest.read_text(encoding="utf-8"))["outputs"] == {"360p": str(small)}
+    with pytest.raises(OutputError, match="holds a transcode manifest, not subtitles"):
+        write_manifest(run_dir, flow="subtitles", input_path=source, outputs={})
+    assert json.loads(manifest.read_text(encoding="utf-8"))["flow"] == "transcode"
+
+
+@pytest.mark.slow
+def test_animated_images_in_a_batch_are_refused_in_plain_words(prefect_server, bad, tmp_path, capsys):
+    """An animated GIF became its first frame without a word, a valid APNG was called corrupt: both are now
+    refused by name, and the still image beside them is enhanced."""
+    import zipfile
+
+    images = [str(bad["image"]), str(bad["animated-gif"]), str(bad["apng"])]
+    argv = ["--engine", "opencv-classic", "--output-dir", str(tmp_path), *images]
+    code, _, err = _run("enhance", argv, capsys)
+    assert code == 1, err  # partly done
+    refused = [line for line in err.splitlines() if "animated image (5 frames)" in line]
+    assert {name for name in ("moving.gif", "moving.png") if any(name in line for line in refused)} == {
+        "moving.gif", "moving.png"}, err  # fmt: skip
+    assert "corrupt" not in err and "Traceback" not in err, err
+    (archive,) = tmp_path.rglob("enhanced.zip")
+    assert zipfile.ZipFile(archive).namelist() == ["still.png"]
