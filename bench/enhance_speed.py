@@ -1,32 +1,38 @@
-"""Photo enhancement speed per engine/model, input size and scale on this machine's CPU, and the memory that
-tiling keeps bounded.
+"""Photo enhancement speed, memory and quality per engine/model, input size and scale on this machine's CPU.
 
-    flock /tmp/bench.lock .venv/bin/python bench/enhance_speed.py [--sizes 128,256,512,1024] [--scales 2,4]
-        [--engines opencv-classic,realesrgan-ncnn:realesr-animevideov3,...] [--budget 300] [--tile 256]
+    flock /tmp/bench.lock .venv/bin/python bench/enhance_speed.py [--sizes 256,512,1024,2048] [--scales 2,4]
+        [--engines default,realesrgan-ncnn:waifu2x-photo,...] [--budget 300] [--tile 256] [--no-quality]
 
 Every measurement runs in a fresh process (so its peak memory is its own): the engine is loaded and warmed up
 on a 32 px image first, then one square crop of scikit-image's astronaut photo, resized to SIZE px, is
-enhanced SCALE times. Columns: wall and CPU seconds (all threads), megapixels out per second, the process's
-peak resident memory, and how far the image pushed that peak above the loaded engine's. A size is skipped
-(and said so) when the previous size's time x 4 would pass `--budget` seconds. Last, the largest size that
-ran is measured again with `--tile 0` (whole image at once) to show what tiling saves. Raw engines (faces
-off): the face step adds a detection of ~0.1-1 s.
+enhanced SCALE times. `default` is the stage as a user gets it (model chosen by content, faces kept
+faithful); the others are raw engines (faces off). Columns: wall and CPU seconds (all threads), megapixels
+out per second, the process's peak resident memory, and how far the image pushed that peak above the loaded
+engine's; then the yardstick's quality at that scale (stages/enhance/yardstick.py: scikit-image's astronaut,
+chelsea and coffee shrunk SCALE times and enhanced back; mean PSNR, SSIM and NIQE, and bicubic's for
+comparison), measured once per engine and scale. A size is skipped (and said so) when the previous size's
+time x 4 would pass `--budget` seconds. The load average is printed first and last: wall seconds on a shared
+machine are inflated by it, CPU seconds much less.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ENGINES = (
+    "default",
     "opencv-classic",
+    "realesrgan-ncnn:waifu2x-photo",
     "realesrgan-ncnn:realesr-animevideov3",
     "realesrgan-ncnn:realesrgan-x4plus-anime",
     "realesrgan-ncnn:realesrgan-x4plus",
@@ -42,79 +48,110 @@ def measure_one(engine_spec: str, size: int, scale: int, tile: int) -> dict:
     import cv2
 
     from samples.images import real_photo
-    from stages.enhance.engines import load_engine
-    from stages.enhance.settings import EnhanceSettings
+    from stages.enhance.enhance import enhance_array
+    from stages.enhance.yardstick import method_settings
 
-    engine_name, _, model = engine_spec.partition(":")
-    settings = EnhanceSettings(engine=engine_name, model=model or None, scale=scale, tile=tile, faces="off")
+    settings = replace(method_settings(engine_spec, scale), tile=tile)
     photo = real_photo("astronaut")
     image = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
-    engine = load_engine(settings)
-    engine.enhance(cv2.resize(photo, (32, 32), interpolation=cv2.INTER_AREA), settings)
+    enhance_array(cv2.resize(photo, (32, 32), interpolation=cv2.INTER_AREA), settings)
     loaded = _peak_mb()
     started, started_cpu = time.perf_counter(), time.process_time()
-    out = engine.enhance(image, settings).image
+    out, used = enhance_array(image, settings)
     wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     return {
         "wall": wall,
         "cpu": cpu,
-        "out": f"{out.shape[1]}x{out.shape[0]}",
-        "mpx_s": out.shape[0] * out.shape[1] / 1e6 / wall,
+        "out": f"{out.image.shape[1]}x{out.image.shape[0]}",
+        "mpx_s": out.image.shape[0] * out.image.shape[1] / 1e6 / wall,
         "peak_mb": _peak_mb(),
         "image_mb": _peak_mb() - loaded,
+        "model": used.model or used.engine,
     }
 
 
-def run_child(engine: str, size: int, scale: int, tile: int) -> dict:
-    command = [sys.executable, __file__, "--one", engine, str(size), str(scale), str(tile)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+def quality_one(engine_spec: str, scale: int) -> dict:
+    """The yardstick's means over scikit-image's photo set at SCALE, for this method and for bicubic."""
+    from samples.images import PHOTO_SET, real_photo
+    from stages.enhance.yardstick import mean_scores, score_photo
+
+    scores = [
+        s
+        for name in PHOTO_SET
+        for s in score_photo(name, real_photo(name), ("bicubic", engine_spec), scale=scale)
+    ]
+    means = {s.method: s for s in mean_scores(scores)}
+    mine, bicubic = means[engine_spec], means["bicubic"]
+    return {
+        "psnr": mine.psnr,
+        "ssim": mine.ssim,
+        "niqe": mine.niqe,
+        "bicubic_ssim": bicubic.ssim,
+        "bicubic_niqe": bicubic.niqe,
+    }
+
+
+def run_child(*args: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def load_line() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default=",".join(ENGINES))
-    parser.add_argument("--sizes", default="128,256,512,1024")
+    parser.add_argument("--sizes", default="256,512,1024,2048")
     parser.add_argument("--scales", default="2,4")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--budget", type=float, default=300.0, help="seconds one measurement may take")
-    parser.add_argument("--no-whole", action="store_true", help="skip the tile 0 comparison")
+    parser.add_argument("--no-quality", action="store_true", help="skip the yardstick columns")
     parser.add_argument("--one", nargs=4, metavar=("ENGINE", "SIZE", "SCALE", "TILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--quality-of", nargs=2, metavar=("ENGINE", "SCALE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         engine, size, scale, tile = args.one
         print(json.dumps(measure_one(engine, int(size), int(scale), int(tile))))
         return 0
+    if args.quality_of:
+        print(json.dumps(quality_one(args.quality_of[0], int(args.quality_of[1]))))
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
-        f"astronaut crops, CPU ({__import__('os').cpu_count()} cores), tile {args.tile}, fresh process each"
+        f"astronaut crops, CPU ({os.cpu_count()} cores), tile {args.tile}, fresh process each; {load_line()}"
     )
     print(
-        f"{'engine':40} {'size':>5} {'x':>2} {'tile':>5} {'out':>10} {'wall s':>8} {'cpu s':>8} "
-        f"{'MPx/s':>7} {'peak MB':>8} {'image MB':>8}"
+        f"{'engine':38} {'size':>5} {'x':>2} {'out':>10} {'wall s':>8} {'cpu s':>8} {'MPx/s':>7} "
+        f"{'peak MB':>8} {'image MB':>8} | {'PSNR':>6} {'SSIM':>6} {'NIQE':>6} (bicubic SSIM, NIQE)",
+        flush=True,
     )
-
-    def show(engine, size, scale, tile, r):
-        print(
-            f"{engine:40} {size:5d} {scale:2d} {tile:5d} {r['out']:>10} {r['wall']:8.2f} {r['cpu']:8.2f} "
-            f"{r['mpx_s']:7.3f} {r['peak_mb']:8.0f} {r['image_mb']:8.0f}",
-            flush=True,
-        )
-
     for engine in args.engines.split(","):
         for scale in (int(s) for s in args.scales.split(",")):
+            quality = "" if args.no_quality else _quality_text(run_child("--quality-of", engine, str(scale)))
             last, largest = None, 0
             for size in sizes:
                 estimate = last * (size / largest) ** 2 if last is not None else 0.0
                 if estimate > args.budget:
-                    print(f"{engine:40} {size:5d} {scale:2d} skipped: ~{estimate:.0f} s > {args.budget:g} s")
+                    print(f"{engine:38} {size:5d} {scale:2d} skipped: ~{estimate:.0f} s > {args.budget:g} s")
                     continue
-                result = run_child(engine, size, scale, args.tile)
-                show(engine, size, scale, args.tile, result)
-                last, largest = result["wall"], size
-            if largest and largest > args.tile > 0 and not args.no_whole:
-                show(engine, largest, scale, 0, run_child(engine, largest, scale, 0))
+                r = run_child("--one", engine, str(size), str(scale), str(args.tile))
+                print(
+                    f"{engine:38} {size:5d} {scale:2d} {r['out']:>10} {r['wall']:8.2f} {r['cpu']:8.2f} "
+                    f"{r['mpx_s']:7.3f} {r['peak_mb']:8.0f} {r['image_mb']:8.0f} | {quality}",
+                    flush=True,
+                )
+                last, largest = r["wall"], size
+    print(load_line())
     return 0
+
+
+def _quality_text(q: dict) -> str:
+    bicubic = f"({q['bicubic_ssim']:.4f}, {q['bicubic_niqe']:.2f})"
+    return f"{q['psnr']:6.2f} {q['ssim']:6.4f} {q['niqe']:6.2f} {bicubic}"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from pydantic import Field
 
 from stages.enhance.settings import EnhanceSettings
 
-EnhanceModel = Literal["realesrgan-x4plus", "realesr-animevideov3", "realesrgan-x4plus-anime"]
+EnhanceModel = Literal[
+    "waifu2x-photo", "realesrgan-x4plus", "realesr-animevideov3", "realesrgan-x4plus-anime"
+]
 FaceMode = Literal["faithful", "off"]
 STAGE_ONLY = frozenset({"device"})  # set by the task, not by users
 
@@ -29,8 +31,8 @@ class EnhanceConfig(Block):
     scale: float = Field(2.0, ge=1, le=4, description="output size / input size")
     model: EnhanceModel | None = Field(
         None,
-        description="realesrgan-ncnn network; empty: chosen per image (realesrgan-x4plus for photographs, "
-        "realesr-animevideov3 for drawn/animated pictures)",
+        description="realesrgan-ncnn network; empty: chosen per image (waifu2x-photo for photographs, "
+        "realesr-animevideov3 for drawn/animated pictures; realesrgan-x4plus: richer, ~100x slower)",
     )
     faces: FaceMode = Field(
         "faithful",

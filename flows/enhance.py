@@ -80,7 +80,7 @@ def enhance_images(
         output_dir: folder under which `enhance/batch-<hash>/` is written
         engine: realesrgan-ncnn (learned, shipped), opencv-classic (no model) or gfpgan (faces, local weights)
         scale: output size / input size, 1 to 4 (default 2)
-        model: realesrgan-ncnn network; empty: chosen per image (realesrgan-x4plus for photographs,
+        model: realesrgan-ncnn network; empty: chosen per image (waifu2x-photo for photographs,
             realesr-animevideov3 for drawn or animated pictures)
         faces: faithful (default): faces found keep the input's colours and shapes under the network's
             texture; off: the network alone

@@ -1,6 +1,8 @@
-"""The quality gate on real photographs (scikit-image's astronaut, chelsea, coffee): shrunk 4x and enhanced
-back, the default (the photo model, faces kept faithful) must look more natural than bicubic on every photo
-(NIQE), most natural of the shipped models on average, and stay within 0.06 of bicubic's SSIM."""
+"""The quality gate on real photographs (scikit-image's astronaut, chelsea, coffee): shrunk 2x (the default
+scale) and 4x and enhanced back, the default (the photo model, faces kept faithful) must look more natural
+than bicubic on every photo (NIQE), more natural on average than the other fast model, and stay within 0.06 of
+bicubic's SSIM. The slow RRDB models (realesrgan-x4plus, -x4plus-anime: 25-100x the cost) are compared in
+bench/enhance_speed.py, not here (minutes per photo on a shared CPU)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,16 @@ from stages.enhance.yardstick import format_table, mean_scores, score_photo
 
 pytestmark = pytest.mark.slow
 
-RIVALS = ("realesrgan-ncnn:realesr-animevideov3", "realesrgan-ncnn:realesrgan-x4plus-anime")
+RIVALS = ("realesrgan-ncnn:realesr-animevideov3",)
 METHODS = ("bicubic", "lanczos", *RIVALS, "default")
 
 
-@pytest.fixture(scope="module")
-def scores():
-    found = [s for name in PHOTO_SET for s in score_photo(name, real_photo(name), METHODS, scale=4)]
-    print("\n" + format_table(found))
+@pytest.fixture(scope="module", params=[2, 4], ids=["x2", "x4"])
+def scores(request):
+    found = [
+        s for name in PHOTO_SET for s in score_photo(name, real_photo(name), METHODS, scale=request.param)
+    ]
+    print(f"\nx{request.param}\n" + format_table(found))
     return found
 
 
@@ -39,7 +43,7 @@ def test_default_is_more_natural_than_bicubic_on_every_photo(scores):
     assert not worse, f"NIQE (default, bicubic) where the default is not better: {worse}"
 
 
-def test_default_has_the_best_mean_niqe_of_the_shipped_models(scores):
+def test_default_has_a_better_mean_niqe_than_the_other_fast_model(scores):
     means = {s.method: s.niqe for s in mean_scores(scores)}
     assert all(means["default"] < means[rival] for rival in RIVALS), means
 

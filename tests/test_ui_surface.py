@@ -61,7 +61,9 @@ def test_every_deployed_parameter_is_described_and_choices_are_enums():
         ("extract-subtitles", "ocr_engine"): {"rapidocr", "paddleocr"},
         ("transcribe", "engine"): {"faster-whisper", "whisperx"},
         ("enhance-images", "engine"): {"realesrgan-ncnn", "opencv-classic", "gfpgan"},
-        ("enhance-images", "model"): {"realesrgan-x4plus", "realesr-animevideov3", "realesrgan-x4plus-anime"},
+        ("enhance-images", "model"): {
+            "waifu2x-photo", "realesrgan-x4plus", "realesr-animevideov3", "realesrgan-x4plus-anime"
+        },
         ("enhance-images", "faces"): {"faithful", "off"},
         ("run-pipeline", "workflow_chain"): set(STAGES),
     }

@@ -24,7 +24,7 @@ from stages.enhance.settings import EnhanceSettings
 if TYPE_CHECKING:
     import numpy as np
 
-PHOTO_MODEL = "realesrgan-x4plus"
+PHOTO_MODEL = "waifu2x-photo"
 DRAWN_MODEL = "realesr-animevideov3"
 DRAWN_MIN_FLAT = 0.45  # share of pixels whose right and lower neighbours differ by at most 1 level
 DRAWN_MIN_PALETTE = 0.40  # share of pixels covered by the 16 most frequent colours (64 levels a channel)
@@ -132,25 +132,33 @@ def keep_faces_faithful(
     enhanced: np.ndarray, source: np.ndarray, faces: list[FaceBox], factor: float
 ) -> np.ndarray:
     """Inside each (feathered) face region: the network's fine texture on the colours and shapes of a
-    Lanczos upscale of the input. `enhanced` is `factor` times the size of `source`."""
+    Lanczos upscale of the input. `enhanced` is `factor` times the size of `source`; it is changed in place
+    and returned. Only each face's surroundings are worked on, so memory follows the faces, not the image."""
     import cv2
     import numpy as np
 
-    if not faces:
-        return enhanced
     height, width = enhanced.shape[:2]
-    lanczos = cv2.resize(source, (width, height), interpolation=cv2.INTER_LANCZOS4).astype(np.float32)
-    net = enhanced.astype(np.float32)
     sigma = max(1.0, factor / 2.0)
-    faithful = cv2.GaussianBlur(lanczos, (0, 0), sigma) + net - cv2.GaussianBlur(net, (0, 0), sigma)
-    mask = np.zeros((height, width), np.float32)
     for face in faces:
         grow_x, grow_y = face.width * FACE_MARGIN, face.height * FACE_MARGIN
         x0, y0 = max(0, int((face.x - grow_x) * factor)), max(0, int((face.y - grow_y) * factor))
         x1 = min(width, int((face.x + face.width + grow_x) * factor))
         y1 = min(height, int((face.y + face.height + grow_y) * factor))
-        mask[y0:y1, x0:x1] = 1.0
-    feather = max(2.0, 0.1 * factor * max(f.width for f in faces))
-    mask = cv2.GaussianBlur(mask, (0, 0), feather)[:, :, None]
-    out = net * (1.0 - mask) + faithful * mask
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        feather = max(2.0, 0.1 * factor * face.width)
+        margin = int(3 * feather + 4 * factor) + 1  # where the feathered mask has faded to nothing
+        sx0, sy0 = max(0, int((x0 - margin) / factor)), max(0, int((y0 - margin) / factor))
+        sx1 = min(source.shape[1], int(np.ceil((x1 + margin) / factor)))
+        sy1 = min(source.shape[0], int(np.ceil((y1 + margin) / factor)))
+        cx0, cy0 = round(sx0 * factor), round(sy0 * factor)
+        cx1, cy1 = min(width, round(sx1 * factor)), min(height, round(sy1 * factor))
+        crop = enhanced[cy0:cy1, cx0:cx1]
+        size = (crop.shape[1], crop.shape[0])
+        lanczos = cv2.resize(source[sy0:sy1, sx0:sx1], size, interpolation=cv2.INTER_LANCZOS4)
+        net = crop.astype(np.float32)
+        lanczos = lanczos.astype(np.float32)
+        faithful = cv2.GaussianBlur(lanczos, (0, 0), sigma) + net - cv2.GaussianBlur(net, (0, 0), sigma)
+        mask = np.zeros(crop.shape[:2], np.float32)
+        mask[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0] = 1.0
+        mask = cv2.GaussianBlur(mask, (0, 0), feather)[:, :, None]
+        crop[:] = np.clip(net * (1.0 - mask) + faithful * mask + 0.5, 0, 255).astype(np.uint8)
+    return enhanced

@@ -16,8 +16,9 @@ from core.schema import EnhancedImage
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.enhance.content import FaceBox, find_faces, fit_to_content, keep_faces_faithful
 from stages.enhance.engines import engine_class, load_engine
-from stages.enhance.engines.base import EngineOutput, EnhanceEngine
+from stages.enhance.engines.base import EngineOutput, EnhanceEngine, Progress
 from stages.enhance.imaging import SourceImage, read_image, resize_to, target_size, write_image
+from stages.enhance.progress import ImageProgress, estimate, plan_line
 from stages.enhance.settings import STAGE, EnhanceSettings
 
 if TYPE_CHECKING:
@@ -55,11 +56,12 @@ def enhance_pixels(
     source: SourceImage,
     settings: EnhanceSettings,
     faces: list[FaceBox] | None = None,
+    progress: Progress | None = None,
 ) -> EngineOutput:
     """Run the engine, keep faces faithful where a generative network ran (`faces`, found here when not
     given), and bring the result to exactly round(size x scale) (alpha is resized when published)."""
     try:
-        result = engine.enhance(source.bgr, settings)
+        result = engine.enhance(source.bgr, settings, progress)
     except (ConfigError, MediaInputError, StageError):
         raise
     except Exception as exc:  # a native or torch failure: name the image and the engine
@@ -130,12 +132,16 @@ def enhance_image_task(source: Path, dest: Path, settings: EnhanceSettings) -> E
     started = time.perf_counter()
     check_settings(settings)
     picture = read_image(source, settings)
-    settings = fit_to_content(settings, picture.bgr)
+    asked, settings = settings, fit_to_content(settings, picture.bgr)
+    plan = plan_line(picture.path.name, asked, settings, picture.size)
+    get_run_logger().info("%s", plan)  # what was chosen and about how long it takes, before it starts
+    progress = ImageProgress(plan, estimate(settings, *picture.size))
     faces = faces_to_keep(picture, settings)
     with gpu_slot(STAGE, prefer_cuda=engine_class(settings.engine).uses_gpu) as grant:
         engine = load_engine(replace(settings, device=grant.device))
-        result = enhance_pixels(engine, picture, settings, faces)
+        result = enhance_pixels(engine, picture, settings, faces, progress)
     done = _publish(picture, result, dest, settings, started)
+    progress.done()
     get_run_logger().info(
         "%s %dx%d -> %s %dx%d in %.2f s (%s, %s, %s faces)",
         picture.path.name,

@@ -88,20 +88,38 @@ def read_image(path: str | Path, settings: EnhanceSettings) -> SourceImage:
     return SourceImage(info.path, np.ascontiguousarray(image), alpha)
 
 
+def tile_count(height: int, width: int, tile: int) -> int:
+    """How many tiles `process_tiled` cuts an image into."""
+    if tile <= 0:
+        return 1
+    return -(-height // tile) * -(-width // tile)
+
+
 def process_tiled(
-    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, *, factor: int, tile: int, pad: int
+    fn: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    *,
+    factor: int,
+    tile: int,
+    pad: int,
+    keep: int | None = None,
+    on_tile: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Apply `fn` (an H x W x 3 -> factor*H x factor*W x 3 upscaler) tile by tile.
 
     Each tile is cut with `pad` pixels of context on every side and the context is cropped off the result,
-    so memory stays bounded by the tile size and a convolutional network sees no seams.
+    so memory stays bounded by the tile size and a convolutional network sees no seams. With `keep` (an
+    integer below `factor`) each tile's result is area-averaged to `keep` times its size as it arrives, so no
+    native-size copy of the whole image is ever held. `on_tile(pixels)` is told each input tile's size.
     """
+    import cv2
     import numpy as np
 
+    keep = keep or factor
     height, width = image.shape[:2]
-    if tile <= 0 or (height <= tile and width <= tile):
-        return fn(image)
-    out = np.empty((height * factor, width * factor, image.shape[2]), dtype=np.uint8)
+    if tile <= 0:
+        tile = max(height, width)
+    out = np.empty((height * keep, width * keep, image.shape[2]), dtype=np.uint8)
     for y0 in range(0, height, tile):
         for x0 in range(0, width, tile):
             y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
@@ -109,9 +127,12 @@ def process_tiled(
             py1, px1 = min(y1 + pad, height), min(x1 + pad, width)
             piece = fn(image[py0:py1, px0:px1])
             oy, ox = (y0 - py0) * factor, (x0 - px0) * factor
-            out[y0 * factor : y1 * factor, x0 * factor : x1 * factor] = piece[
-                oy : oy + (y1 - y0) * factor, ox : ox + (x1 - x0) * factor
-            ]
+            piece = piece[oy : oy + (y1 - y0) * factor, ox : ox + (x1 - x0) * factor]
+            if keep != factor:
+                piece = cv2.resize(piece, ((x1 - x0) * keep, (y1 - y0) * keep), interpolation=cv2.INTER_AREA)
+            out[y0 * keep : y1 * keep, x0 * keep : x1 * keep] = piece
+            if on_tile:
+                on_tile((y1 - y0) * (x1 - x0))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -10,6 +11,9 @@ from stages.enhance.settings import EnhanceSettings
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+Progress = Callable[[float, int, int], None]  # (share of the work done, tiles done, tiles in all)
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,11 @@ class EnhanceEngine(ABC):
         self.settings = settings
 
     @abstractmethod
-    def enhance(self, image: np.ndarray, settings: EnhanceSettings) -> EngineOutput:
-        """Enhance 8-bit BGR pixels to about `settings.scale` times their size (call-time settings)."""
+    def enhance(
+        self, image: np.ndarray, settings: EnhanceSettings, progress: Progress | None = None
+    ) -> EngineOutput:
+        """Enhance 8-bit BGR pixels to about `settings.scale` times their size (call-time settings);
+        `progress(fraction, tiles_done, tiles)` is told how far it got, tile by tile where it tiles."""
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Free what the engine holds (called when the resident model is evicted)."""

