@@ -237,6 +237,7 @@ class TranscodeResult:
     run_dir: Path | None = None
     manifest_path: Path | None = None
     skipped: str | None = None
+    damage: DecodeDamage | None = None  # decode errors inside the input (core/damage.py): partly done
 
 
 # ---------------------------------------------------------------- speech (ASR)
@@ -318,3 +319,22 @@ class TranscriptResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     diarization: Diarization | None = None
     rttm_path: Path | None = None
+
+
+# ---------------------------------------------------------------- damage inside an input
+@dataclass(frozen=True)
+class DecodeDamage:
+    """Decode errors of one input: how many, and the media time ranges (seconds) they fell in."""
+
+    path: Path
+    errors: int = 0
+    ranges: tuple[tuple[float, float], ...] = field(default_factory=tuple)
+    first_error: str = ""  # the decoder's own words, for the warning
+
+    @property
+    def damaged(self) -> bool:
+        return self.errors > 0
+
+    def describe(self) -> str:
+        spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in self.ranges)
+        return f"{self.errors} decode errors at {spans} ({self.first_error})"

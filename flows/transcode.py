@@ -22,8 +22,9 @@ from prefect.futures import PrefectFuture
 from pydantic import WithJsonSchema
 
 from blocks.presets import SEED_PRESETS, load_presets
-from core.cli import EPILOG, CliParser, api_ready, positive, preflight_output_dir, run_cli
-from core.errors import MediaInputError, StageError
+from core.cli import EPILOG, EXIT_PARTIAL, CliParser, api_ready, positive, preflight_output_dir, run_cli
+from core.damage import decode_check_task, report_damage
+from core.errors import MediaInputError, StageError, printable
 from core.media import check_input_file, probe_media
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, Rendition, TranscodeResult
@@ -95,6 +96,8 @@ def transcode(
     if info is None:
         get_run_logger().warning("skipped %s: %s", video, skipped)
         return TranscodeResult(Path(video), skipped=skipped)
+    damage = stages.run(decode_check_task, info)  # a corrupt middle decodes "fine" as frozen frames
+    report_damage(damage, FLOW)
     run_dir = run_output_dir(output_dir, FLOW, info.path)
     stem = safe_stem(info.path)
     # ffmpeg's own time limit (timeout_seconds) wins over a shorter policy timeout; only video presets may
@@ -119,6 +122,7 @@ def transcode(
             "renditions": renditions,
             "presets": {name: p.model_dump() for name, p in chosen.items()},
             "failed": {name: str(exc) for name, exc in failures.items()},
+            "decode_errors": damage,
         },
     )
     if failures:  # the finished renditions stay, listed in the manifest; the run still fails
@@ -127,7 +131,8 @@ def transcode(
         summary = f"{len(failures)} of {len(chosen)} presets failed ({name}: {first})"
         raise StageError(FLOW, info.path, f"{summary}; kept: {kept}; manifest {manifest}")
     _report(info, renditions)
-    return TranscodeResult(info.path, tuple(renditions), run_dir, manifest)
+    damaged = damage if damage.damaged else None
+    return TranscodeResult(info.path, tuple(renditions), run_dir, manifest, damage=damaged)
 
 
 def _gather(futures: dict[str, PrefectFuture]) -> tuple[list[Rendition], dict[str, Exception]]:
@@ -202,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     for rendition in result.renditions:
         print(rendition.path)
     print(result.manifest_path)
+    if result.damage:  # written, but from a damaged input: partly done
+        print(f"warning: {printable(result.video)}: {result.damage.describe()}", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
 
 

@@ -395,3 +395,53 @@ def test_animated_images_in_a_batch_are_refused_in_plain_words(prefect_server, b
     assert "corrupt" not in err and "Traceback" not in err, err
     (archive,) = tmp_path.rglob("enhanced.zip")
     assert zipfile.ZipFile(archive).namelist() == ["still.png"]
+
+
+REAL_VIDEO = Path("/work/shared/realvideo/douyin_7625472985927237489_zh.mp4")  # 38 s short drama, 960x720
+
+
+def _corrupt_middle(source: Path, out: Path) -> Path:
+    """A real encode with random bytes written over 60 kB of its middle (dd conv=notrunc): it still probes
+    and decodes to its end, so only the decoders' errors tell."""
+    out.write_bytes(source.read_bytes())
+    middle = out.stat().st_size * 45 // 100
+    subprocess.run(
+        ["dd", "if=/dev/urandom", f"of={out}", "bs=1", f"seek={middle}", "count=60000", "conv=notrunc",
+         "status=none"], check=True,
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+def test_damage_inside_a_video_is_reported_and_exits_1(prefect_server, tmp_path, capsys):
+    """A corrupt middle gave exit 0 and a rendition with frozen frames: now the decode errors are counted,
+    their time ranges are in the manifest and on stderr, and the run exits 1 (partly done)."""
+    import json
+
+    if not REAL_VIDEO.is_file():
+        pytest.skip(f"real footage not here: {REAL_VIDEO.parent} (see its README)")
+    video = _corrupt_middle(REAL_VIDEO, tmp_path / "damaged.mp4")
+    code, out, err = _run("transcode", ["--preset", "thumbnail", "--output-dir", str(tmp_path / "out"),
+                                        str(video)], capsys)  # fmt: skip
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 1, err[-3000:]
+    assert len(warnings) == 1 and str(video) in warnings[0] and " decode errors at " in warnings[0], err
+    (manifest,) = (tmp_path / "out").rglob("manifest.json")
+    damage = json.loads(manifest.read_text(encoding="utf-8"))["decode_errors"]
+    assert damage["errors"] > 10 and damage["ranges"], damage
+    start, end = damage["ranges"][0]
+    assert 5.0 < start < end < 33.0, "the damage is in the middle, not at the ends"
+
+
+def test_decode_errors_are_dated_by_the_progress_between_them():
+    from core.damage import damage_from_log
+
+    log = ["out_time_us=1000000", "speed= 9.7x", "progress=continue", "out_time_us=15000000",
+           "[h264 @ 0x55de255f5e80] error while decoding MB 57 32, bytestream 3153",
+           "Error while decoding stream #0:0: Invalid data found when processing input",
+           "out_time_us=15500000", "[aac @ 0x5647d04bbd00] Reserved bit set.", "out_time_us=30000000",
+           "[h264 @ 0x1] concealing 40 DC errors", "progress=end"]  # fmt: skip
+    damage = damage_from_log(Path("a.mp4"), log, duration=30.2)
+    assert damage.errors == 4 and damage.first_error == "error while decoding MB 57 32, bytestream 3153"
+    assert damage.ranges == ((14.5, 16.0), (29.5, 30.2))
+    assert not damage_from_log(Path("b.mp4"), ["out_time_us=5", "speed=N/A", "progress=end"], 1.0).damaged

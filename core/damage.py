@@ -1,0 +1,85 @@
+"""Damage inside a media file, found before a flow relies on it: a video whose middle is corrupt decodes
+with errors (ffmpeg conceals them: frozen or smeared frames, lost subtitles) yet exits 0, so without this
+a run that lost content to them reads as a clean success.
+
+One decoding pass (`ffmpeg -f null`, the decoders' own error reports interleaved with its progress, so
+each error gets the media time it happened at) gives the number of errors and their time ranges; a flow
+puts them in its artifact, warns on stderr and exits 1 ("partly done") when any were found.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from core.errors import StageTimeout
+from core.media import require_tool
+from core.schema import DecodeDamage, MediaInfo
+
+JOIN_SECONDS = 1.0  # errors closer than this are one damaged range
+MARGIN_SECONDS = 0.5  # progress is reported every 0.25 s: a range is widened by about that much
+_PROGRESS = re.compile(r"^[a-z_0-9]+=")  # progress lines; errors start otherwise
+
+
+def scan_decode_errors(info: MediaInfo, timeout: float | None = None) -> DecodeDamage:
+    """Decode every stream of `info.path` once and collect the decoders' errors with their media times."""
+    limit = timeout if timeout is not None else 60.0 + 2.0 * max(info.duration, 0.0)
+    cmd = [require_tool("ffmpeg"), "-v", "error", "-nostdin", "-nostats", "-i", str(info.path)]
+    cmd += ["-f", "null", "-progress", "pipe:1", "-stats_period", "0.25", "-"]
+    try:  # stderr into stdout: the error lines arrive between the progress reports that date them
+        proc = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=limit, check=False
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise StageTimeout("decode-check", info.path, f"ffmpeg decode timed out after {limit:.0f} s") from exc
+    return damage_from_log(info.path, proc.stdout.decode("utf-8", "replace").splitlines(), info.duration)
+
+
+def damage_from_log(path: Path, lines: list[str], duration: float) -> DecodeDamage:
+    """Errors and their time ranges from ffmpeg's interleaved progress (`out_time_us=`) and error lines."""
+    now, times, first = 0.0, [], ""
+    for line in lines:
+        line = line.strip()
+        if line.startswith("out_time_us="):
+            value = line.partition("=")[2]
+            now = int(value) / 1e6 if value.lstrip("-").isdigit() else now
+        elif line and not _PROGRESS.match(line):
+            times.append(max(now, 0.0))
+            first = first or re.sub(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*", "", line)
+    ranges: list[list[float]] = []
+    for t in sorted(times):
+        if ranges and t - ranges[-1][1] <= JOIN_SECONDS:
+            ranges[-1][1] = t
+        else:
+            ranges.append([t, t])
+    end = duration if duration > 0 else float("inf")
+    spans = tuple((max(0.0, a - MARGIN_SECONDS), min(end, b + MARGIN_SECONDS)) for a, b in ranges)
+    return DecodeDamage(Path(path), len(times), spans, first)
+
+
+def report_damage(damage: DecodeDamage, flow: str) -> None:
+    """Say it where users look: a warning in the run's log (the CLI's stderr) and an artifact with the
+    damaged time ranges. Nothing when the input decoded cleanly."""
+    if not damage.damaged:
+        return
+    from prefect import get_run_logger
+    from prefect.artifacts import create_markdown_artifact
+
+    get_run_logger().warning("%s: %s", damage.path.name, damage.describe())
+    rows = "\n".join(f"| {a:.1f} | {b:.1f} |" for a, b in damage.ranges)
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{flow}-damage-{damage.path.stem}".lower()).strip("-")[:100]
+    create_markdown_artifact(
+        key=slug,
+        markdown=f"**{damage.errors} decode errors** in `{damage.path.name}` (first: {damage.first_error}): "
+        f"the outputs may freeze or miss content here.\n\n| from (s) | to (s) |\n|---|---|\n{rows}\n",
+        description=f"damage inside {damage.path.name}",
+    )
+
+
+@task(name="decode-check", task_run_name="check {info.path.name} decodes", cache_policy=NONE)
+def decode_check_task(info: MediaInfo) -> DecodeDamage:
+    return scan_decode_errors(info)
