@@ -61,7 +61,7 @@ def test_a_runs_progress_artifact_moves_within_the_image(prefect_server, tmp_pat
     from stages.enhance.enhance import enhance_image_task
 
     source = tmp_path / "photo.png"
-    cv2.imwrite(str(source), _photo(384))
+    cv2.imwrite(str(source), _photo(256))
 
     @flow(name="enhance-progress-test")
     def one_image():
@@ -88,7 +88,7 @@ def test_a_runs_progress_artifact_moves_within_the_image(prefect_server, tmp_pat
         time.sleep(0.5)
         running.clear()
         watcher.join(10)
-    assert done.output_size == (1536, 1536) and done.model == "waifu2x-photo"
+    assert done.output_size == (1024, 1024) and done.model == "waifu2x-photo"
     within = [(value, text) for value, text in seen if 0 < value < 100]
     assert within, f"no progress between 0 and 100 % was read back: {sorted(set(seen))[:5]}"
     assert all("tile" in text and "left" in text for _, text in within), within[:3]

@@ -129,16 +129,23 @@ def find_faces(image: np.ndarray) -> list[FaceBox]:
 
 
 def keep_faces_faithful(
-    enhanced: np.ndarray, source: np.ndarray, faces: list[FaceBox], factor: float
+    enhanced: np.ndarray,
+    source: np.ndarray,
+    faces: list[FaceBox],
+    factor: float,
+    reference: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inside each (feathered) face region: the network's fine texture on the colours and shapes of a
-    Lanczos upscale of the input. `enhanced` is `factor` times the size of `source`; it is changed in place
-    and returned. Only each face's surroundings are worked on, so memory follows the faces, not the image."""
+    Lanczos upscale of `reference` (a faithful enlargement of the input, e.g. a photo network's first pass)
+    or, without one, of the input itself. `enhanced` is `factor` times the size of `source`; it is changed
+    in place and returned. Only each face's surroundings are worked on: memory follows the faces."""
     import cv2
     import numpy as np
 
+    base = source if reference is None else reference
+    base_factor = enhanced.shape[1] / base.shape[1]  # output pixels per pixel of the base
     height, width = enhanced.shape[:2]
-    sigma = max(1.0, factor / 2.0)
+    sigma = max(1.0, factor / 2.0) if reference is None else 1.0  # after a faithful pass: finest texture only
     for face in faces:
         grow_x, grow_y = face.width * FACE_MARGIN, face.height * FACE_MARGIN
         x0, y0 = max(0, int((face.x - grow_x) * factor)), max(0, int((face.y - grow_y) * factor))
@@ -146,14 +153,14 @@ def keep_faces_faithful(
         y1 = min(height, int((face.y + face.height + grow_y) * factor))
         feather = max(2.0, 0.1 * factor * face.width)
         margin = int(3 * feather + 4 * factor) + 1  # where the feathered mask has faded to nothing
-        sx0, sy0 = max(0, int((x0 - margin) / factor)), max(0, int((y0 - margin) / factor))
-        sx1 = min(source.shape[1], int(np.ceil((x1 + margin) / factor)))
-        sy1 = min(source.shape[0], int(np.ceil((y1 + margin) / factor)))
-        cx0, cy0 = round(sx0 * factor), round(sy0 * factor)
-        cx1, cy1 = min(width, round(sx1 * factor)), min(height, round(sy1 * factor))
+        sx0, sy0 = max(0, int((x0 - margin) / base_factor)), max(0, int((y0 - margin) / base_factor))
+        sx1 = min(base.shape[1], int(np.ceil((x1 + margin) / base_factor)))
+        sy1 = min(base.shape[0], int(np.ceil((y1 + margin) / base_factor)))
+        cx0, cy0 = round(sx0 * base_factor), round(sy0 * base_factor)
+        cx1, cy1 = min(width, round(sx1 * base_factor)), min(height, round(sy1 * base_factor))
         crop = enhanced[cy0:cy1, cx0:cx1]
         size = (crop.shape[1], crop.shape[0])
-        lanczos = cv2.resize(source[sy0:sy1, sx0:sx1], size, interpolation=cv2.INTER_LANCZOS4)
+        lanczos = cv2.resize(base[sy0:sy1, sx0:sx1], size, interpolation=cv2.INTER_LANCZOS4)
         net = crop.astype(np.float32)
         lanczos = lanczos.astype(np.float32)
         faithful = cv2.GaussianBlur(lanczos, (0, 0), sigma) + net - cv2.GaussianBlur(net, (0, 0), sigma)

@@ -69,7 +69,8 @@ def enhance_pixels(
     image, found = result.image, result.faces
     if engine.invents_detail and settings.faces == "faithful":
         faces = find_faces(source.bgr) if faces is None else faces
-        image = keep_faces_faithful(image, source.bgr, faces, image.shape[1] / source.bgr.shape[1])
+        factor = image.shape[1] / source.bgr.shape[1]
+        image = keep_faces_faithful(image, source.bgr, faces, factor, result.faithful)
         found = len(faces)
     size = target_size(*source.size, settings.scale)
     return EngineOutput(resize_to(image, size), found)

@@ -20,6 +20,7 @@ Progress = Callable[[float, int, int], None]  # (share of the work done, tiles d
 class EngineOutput:
     image: np.ndarray  # BGR uint8, any size (resized to the exact target afterwards)
     faces: int | None = None
+    faithful: np.ndarray | None = None  # a faithful enlargement faces are kept to (else the input)
 
 
 class EnhanceEngine(ABC):

@@ -153,7 +153,7 @@ class RealEsrganNcnnEngine(EnhanceEngine):
             tile_count(height * self._grown(i), width * self._grown(i), self._tile_side(step, settings))
             for i, step in enumerate(self.passes)
         )
-        done, tiles_done, reached = 0.0, 0, 1
+        done, tiles_done, reached, faithful = 0.0, 0, 1, None
 
         def tile_done(pixels: int, cost: float) -> None:
             nonlocal done, tiles_done
@@ -176,7 +176,9 @@ class RealEsrganNcnnEngine(EnhanceEngine):
                 on_tile=lambda pixels, cost=costs[index]: tile_done(pixels, cost),
             )
             reached *= keep
-        return EngineOutput(image, None)
+            if index == 0 and len(self.passes) > 1 and self.passes[1].model != step.model:
+                faithful = image  # faces keep to the photo network's pass, not to the ones after it
+        return EngineOutput(image, None, faithful)
 
     def _grown(self, index: int) -> int:
         """How many times the input's side the input of pass `index` has."""
