@@ -142,6 +142,7 @@ class SubtitleResult:
     json_path: Path
     txt_path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    damage: DecodeDamage | None = None  # decode errors inside the video (core/damage.py): partly done
 
 
 # ---------------------------------------------------------------- pipeline (workflow_chain)

@@ -18,9 +18,19 @@ from prefect.states import Completed
 
 from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
-from core.caching import open_work_dir
-from core.cli import EPILOG, CliParser, api_ready, positive, preflight_media, preflight_output_dir, run_cli
-from core.errors import ConfigError
+from core.caching import consume, open_work_dir
+from core.cli import (
+    EPILOG,
+    EXIT_PARTIAL,
+    CliParser,
+    api_ready,
+    positive,
+    preflight_media,
+    preflight_output_dir,
+    run_cli,
+)
+from core.damage import decode_check_task, report_damage
+from core.errors import ConfigError, printable
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.progress import StageProgress
@@ -102,7 +112,7 @@ def read_band_texts(
                 if until != "stitch":
                     texts += read_batches(info, crops, batches, settings.ocr, stages, window)
         if not keep:
-            shutil.rmtree(folder, ignore_errors=True)
+            consume(folder)  # finished: the cached results pointing into it stay reusable
     return BandTexts(texts, samples, kept, cropped, stitched)
 
 
@@ -163,6 +173,8 @@ def extract_subtitles(
     stages = Stages()
     (video,), output_dir = stages.shared([video], output_dir)
     info = stages.run(probe_task, video, "video")
+    damage = stages.run(decode_check_task, info)  # a corrupt middle decodes as lost subtitles
+    report_damage(damage, "subtitles")
     run_dir = run_output_dir(output_dir, "subtitles", info.path)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
     try:
@@ -183,13 +195,17 @@ def extract_subtitles(
         flow="subtitles",
         input_path=info.path,
         outputs=files,
-        extra={"events": len(events), "band": subtitle_band, "stage_seconds": stages.timings},
+        extra={
+            "events": len(events), "band": subtitle_band, "stage_seconds": stages.timings,
+            "decode_errors": damage,
+        },  # fmt: skip
     )
     _report(info.path.name, describe_band(subtitle_band, info), events, files["srt"])
     stage_timing_table("subtitles", info.path, stages.timings)
     result = SubtitleResult(
-        info.path, tuple(events), subtitle_band, files["srt"], files["json"], files["txt"], stages.timings
-    )
+        info.path, tuple(events), subtitle_band, files["srt"], files["json"], files["txt"], stages.timings,
+        damage if damage.damaged else None,
+    )  # fmt: skip
     if not events:  # the run says so, not only an empty file: "Completed" alone hid aliasing misses
         return Completed(message=f"no subtitles found: {describe_band(subtitle_band, info)}", data=result)
     return result
@@ -254,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         print(result.srt_path.read_text(encoding="utf-8"))
     print(result.srt_path)
+    if result.damage:  # written, but from a damaged input: partly done
+        print(f"warning: {printable(result.video)}: {result.damage.describe()}", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
 
 
