@@ -24,7 +24,13 @@ import pytest
 from pg_server import free_port, prefect_postgres_server
 
 from samples.clips import make_clip
-from samples.images import make_corrupt_image, make_face_image, make_face_set, make_huge_image
+from samples.images import (
+    make_corrupt_image,
+    make_face_image,
+    make_face_set,
+    make_huge_image,
+    write_real_photos,
+)
 from samples.video import Cue, make_subtitled_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]
@@ -248,13 +254,13 @@ DRAMA = REALVIDEO / "douyin_7625060323589901610_zh.mp4"  # 10 s, burned-in Chine
 def test_several_jobs_per_file_rows_checked_before_upload_and_each_user_sees_their_own(
     web, browser, shots, media_dir
 ):
-    """One real video for subtitles + two renditions + a transcript with speaker labels, a photo enhanced
+    """One real video for subtitles + two renditions + a transcript with speaker labels, a real photo enhanced
     with two settings, a photo asking for scale 9 (marked, not uploaded, the others start) and a photo above
     the pixel limit (its run fails without a traceback in its log). Then another user, another page."""
     if not DRAMA.is_file():
         pytest.skip(f"the real video {DRAMA} is absent (../shared/realvideo is not on this machine)")
     procs: Procs = web["procs"]
-    photo = make_face_set(media_dir / "web-two", 1)[0]
+    photo = write_real_photos(media_dir / "web-two", ("astronaut",))[0]  # scikit-image's 512x512 photo
     bad = make_face_image(media_dir / "web-bad" / "coffee.jpg", (96, 96), seed=7)
     huge = make_huge_image(media_dir / "web-huge" / "huge.png")
     page = browser.new_page(viewport={"width": 1200, "height": 1000})
