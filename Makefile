@@ -4,9 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng chromium
 # chromium: the browser tests (tests/test_web_browser.py) drive Debian's build through Playwright
-APT_PACKAGES := ffmpeg fonts-noto-cjk espeak-ng chromium
+APT_PACKAGES := ffmpeg fonts-noto-cjk espeak-ng chromium $(OCR_LANGUAGE_PACKAGES)
+# subtitles in other scripts (stages/subtitles/languages.py): Tesseract's data (OSD script classifier with
+# tesseract-ocr) and the fonts the language corpus renders with (samples/footage_languages.py)
+OCR_LANGUAGE_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-rus tesseract-ocr-ukr tesseract-ocr-vie \
+	tesseract-ocr-ara fonts-noto-core
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps demo test test-fast lint bench clean
 
 setup: system-deps $(VENV)/.setup-done
 
@@ -14,6 +18,9 @@ setup: system-deps $(VENV)/.setup-done
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing="$$missing fonts-noto-cjk"; \
+	for l in osd kor rus ukr vie ara; do ls /usr/share/tesseract-ocr/*/tessdata/$$l.traineddata >/dev/null 2>&1 \
+	  || missing="$$missing tesseract-ocr-$$l"; done; \
+	fc-list 2>/dev/null | grep -qi "Noto Sans Arabic" || missing="$$missing fonts-noto-core"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages: $(APT_PACKAGES)"; \
@@ -40,6 +47,18 @@ lint: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The edit loop (<= 90 s of pytest on 2 cores): pure stage functions, the pure GPU scheduler, blocks, the
+# upload app and structure checks, in process; no Prefect server (marker `server`), no slow end-to-end runs.
+FAST_TESTS := tests/test_gpu_scheduler.py tests/test_subtitle_stages.py tests/test_stage_settings.py \
+	tests/test_cues.py tests/test_models.py tests/test_lease_index.py tests/test_runtime.py tests/test_transcode.py \
+	tests/test_enhance_block.py tests/test_enhance.py tests/test_blocks.py tests/test_block_forms.py \
+	tests/test_web_app.py tests/test_ui_surface.py tests/test_structure.py tests/test_prefect_internals.py \
+	tests/test_prefect_yaml.py
+
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow and not server" $(FAST_TESTS)
 
 bench: setup
 	$(BIN)/python bench/subtitles.py

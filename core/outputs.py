@@ -26,6 +26,10 @@ os.umask(_UMASK)
 
 def file_digest(path: str | Path, *, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
     """Content hash of a file (used for run folders and Prefect cache keys)."""
+    if algorithm == "sha256":  # once per file version per process: the stage cache keys hash it too
+        from core.caching import content_hash
+
+        return content_hash(path)
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):

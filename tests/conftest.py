@@ -77,6 +77,13 @@ def events_reach_the_current_api(request):
     deliver_pending_events(request.node.nodeid)
 
 
+def pytest_collection_modifyitems(items):
+    """Marker `server`: tests on the session's Prefect server (`make test-fast` leaves them out)."""
+    for item in items:
+        if "prefect_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)
+
+
 def pytest_unconfigure(config):
     """Nothing left to retry against stopped servers at interpreter exit (Prefect drains without a limit)."""
     deliver_pending_events("end of session", timeout=10.0)
