@@ -16,6 +16,7 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("YIVIDEO_GPU_GATE", "auto")
+os.environ.setdefault("YIVIDEO_LOCAL_SERVER_IDLE_S", "5")  # a CLI test's shared local server stops soon
 
 
 @pytest.fixture(scope="session")
