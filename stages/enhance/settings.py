@@ -20,7 +20,8 @@ class EnhanceSettings:
 
     engine: str = "realesrgan-ncnn"  # realesrgan-ncnn | opencv-classic | gfpgan
     scale: float = 2.0  # output size / input size, 1..4
-    # realesrgan-ncnn: realesrgan-x4plus (photos) | realesr-animevideov3 | realesrgan-x4plus-anime (drawings);
+    # realesrgan-ncnn: waifu2x-photo (photos) | realesr-animevideov3 (drawings) | realesrgan-x4plus |
+    # realesrgan-x4plus-anime;
     # None: chosen per image by its content (stages/enhance/content.py)
     model: str | None = None
     faces: str = "faithful"  # faithful: faces keep the input's colours and shapes under learned texture | off

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 BASELINES = ("bicubic", "lanczos")
-MODELS = ("realesrgan-x4plus", "realesr-animevideov3", "realesrgan-x4plus-anime")
+MODELS = ("waifu2x-photo", "realesrgan-x4plus", "realesr-animevideov3", "realesrgan-x4plus-anime")
 METHODS = (*BASELINES, "opencv-classic", *(f"realesrgan-ncnn:{m}" for m in MODELS), "default")
 
 

