@@ -12,7 +12,8 @@ A fresh PREFECT_HOME gets a copy of an already migrated empty database (built on
 ~/.cache/yivideo-flows) instead of running Prefect's migrations (~15 CPU seconds).
 
 PREFECT_API_URL (environment or Prefect profile) always wins; YIVIDEO_LOCAL_SERVER=off keeps Prefect's
-temporary server per call. `python -m core.local_server status|stop` shows or stops the server.
+temporary server per call. A notebook calls `use_local_api()` once to do the same.
+`python -m core.local_server status|stop` shows or stops the server.
 """
 
 from __future__ import annotations
@@ -130,6 +131,18 @@ class LocalApi:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
         self.url, self._home = None, None
+
+
+_SESSION: list[LocalApi] = []  # the notebook's (or script's) session, kept until the process ends
+
+
+def use_local_api() -> str | None:
+    """For a notebook or a script calling flows directly: their runs go to the shared local server (started
+    if none runs) for the rest of the process, instead of a temporary server per kernel. Returns its URL;
+    None where the user named a Prefect API (or YIVIDEO_LOCAL_SERVER=off)."""
+    if not _SESSION:
+        _SESSION.append(LocalApi().__enter__())
+    return _SESSION[0].ready()
 
 
 def _restore_env(key: str, value: str | None) -> None:

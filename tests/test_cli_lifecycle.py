@@ -266,3 +266,28 @@ def test_an_input_is_probed_and_hashed_once_per_version(clip, tmp_path):
     os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert probe_media(copy) is not first and probe_media(copy) == first  # same content, probed anew
     assert file_digest(copy) == digest and _content_hash.cache_info().misses == hashed + 2
+
+
+@pytest.mark.slow
+def test_a_notebook_uses_the_shared_local_server(clip, tmp_path):
+    """`use_local_api()` then a direct flow call, as the quickstart notebook does: the run is on the shared
+    server (found by the next CLI call), not on a temporary one that dies with the kernel."""
+    home = tmp_path / "home"
+    script = (
+        "from core.local_server import use_local_api\n"
+        "url = use_local_api()\n"
+        "from flows.transcode import transcode\n"
+        f"result = transcode({str(clip)!r}, ['thumbnail'], {str(tmp_path / 'out')!r})\n"
+        "print(url)\n"
+    )
+    env = _env(home, YIVIDEO_LOCAL_SERVER_IDLE_S="60")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr
+        state = _state(home)
+        assert state and proc.stdout.strip().splitlines()[-1] == state["url"]
+        assert [r["state_type"] for r in _runs(state["url"])] == ["COMPLETED"]
+    finally:
+        _stop_server(home)
