@@ -128,7 +128,8 @@ class StepLog:
         try:
             yield
         except BaseException as exc:
-            name = self.stages.started if self.stages.started in names else names[0]
+            started = self.stages.started
+            name = started if started is not None and started in names else names[0]
             self.failed = (name, self._seconds(name), f"{type(exc).__name__}: {exc}")
             raise
 

@@ -158,3 +158,42 @@ def test_the_pipeline_table_lists_its_own_steps_and_sub_flows_keep_theirs(
     assert rows[0]["seconds"] > 0 and "renditions" in rows[0]["result"]
     sub_tables = [a.key for rid, found in by_run.items() if rid != run_id for a in found if a.type == "table"]
     assert "transcode-chain-mp4" in sub_tables, sub_tables
+
+
+@pytest.mark.slow
+def test_a_short_chain_keeps_its_window_images_when_asked(prefect_server, chain_video, tmp_path):
+    """The pipeline reads window by window like the subtitle flow; `crop` as the last step stops there."""
+    result = run_pipeline(str(chain_video), ("crop",), str(tmp_path), keep_intermediates=True)
+    assert [o.stage for o in result.stages] == ["subtitle_area", "keyframes", "crop"]
+    by_stage = {o.stage: o for o in result.stages}
+    crops = sorted((result.run_dir / ".work").glob("*/crop_*.png"))
+    assert crops and by_stage["crop"].summary == f"{len(crops)} band crops", (crops, by_stage["crop"])
+    assert not list((result.run_dir / ".work").glob("*/batch_*")), "nothing stitched past the chain's end"
+
+
+def test_the_failed_step_of_the_windowed_ones_is_the_stage_that_raised(prefect_server, chain_video):
+    from prefect import flow, task
+
+    from core.media import probe_media
+    from flows.pipeline import StepLog
+    from runtime.stage import Stages
+
+    @task(name="keyframes")
+    def keyframes() -> int:
+        return 1
+
+    @task(name="crop")
+    def crop() -> int:
+        raise ValueError("no strips")
+
+    @flow
+    def windowed() -> tuple[str, float, str] | None:
+        stages, plan = Stages(), ["keyframes", "crop", "stitch"]
+        log = StepLog(plan, probe_media(chain_video), stages)
+        with pytest.raises(ValueError), log.step(plan):
+            stages.run(keyframes)
+            stages.run(crop)
+        return log.failed
+
+    failed = windowed()
+    assert failed is not None and failed[0] == "crop" and failed[2] == "ValueError: no strips", failed
