@@ -1,6 +1,8 @@
-"""Speaker diarization on conversations with exact ground truth: espeak-ng voices, known turns, overlap.
+"""Speaker diarization on real human speech with known turns (samples/conversations.py: LibriSpeech
+speakers in conversations, AMI meeting starts) and on espeak-ng conversations with exact ground truth.
 
-Scored by DER (missed + false alarm + confusion, optimal mapping, 0.25 s collar) and the speaker count.
+Scored by DER (missed + false alarm + confusion, optimal mapping, 0.25 s collar, overlap counted) and the
+speaker count. bench/diarization.py prints the whole table; these gates hold on the cases below.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import pytest
 
 from core.errors import ConfigError
 from core.media import probe_media
-from core.schema import Diarization, SpeakerTurn, SpeechSegment, SpeechWord, Transcript
+from core.schema import AudioTrack, Diarization, SpeakerTurn, SpeechSegment, SpeechWord, Transcript
+from samples import conversations as real
 from samples.audio import CONVERSATIONS, make_conversation, make_speech
 from samples.diarization import diarization_error_rate, read_rttm
 from stages.speech.audio import extract_audio
@@ -23,6 +26,54 @@ pytest.importorskip("resemblyzer", reason="the diarize extra: pip install -e '.[
 
 CPU = AsrSettings(device="cpu", diarize=True)
 DER_GATE = 0.10
+REAL_DER_GATE = 0.12  # issue 25: DER <= 12% with missed speech <= 5%
+REAL_CASES = ("ff-phone", "three-room", "four-phone", "fm-room-h")  # -h: voices held out of calibration
+needs_real_speech = pytest.mark.skipif(
+    not real.available(), reason="the shared real speech (../shared/realspeech) is absent"
+)
+
+
+def _track(recording: real.Recording) -> AudioTrack:
+    return AudioTrack(recording.path, recording.path, 16000, max(t[2] for t in recording.reference) + 0.5)
+
+
+@pytest.fixture(scope="module", params=REAL_CASES)
+def real_conversation(request, media_dir) -> real.Recording:
+    case = next(c for c in real.CASES if c.name == request.param)
+    return real.build(case, media_dir / "realspeech")
+
+
+@needs_real_speech
+def test_real_conversation_count_der_and_missed_speech(real_conversation):
+    diarization = diarize_audio(_track(real_conversation), CPU)
+    hypothesis = [(t.speaker, t.start, t.end) for t in diarization.turns]
+    score = diarization_error_rate(real_conversation.reference, hypothesis)
+    print(f"{real_conversation.name}: {len(diarization.speakers)} speakers, {score}")
+    assert len(diarization.speakers) == len(real_conversation.speakers), diarization.speakers
+    assert score.der <= REAL_DER_GATE, score
+    assert score.missed <= 0.05 * score.scored, score
+
+
+@needs_real_speech
+def test_two_women_on_the_phone_are_two_and_a_given_count_is_kept(media_dir):
+    call = real.build(next(c for c in real.CASES if c.name == "ff-phone"), media_dir / "realspeech")
+    shares = [sum(e - s for n, s, e in call.reference if n == who) for who in call.speakers]
+    assert min(shares) >= 0.2 * sum(shares), "each woman holds at least 20% of the talk"
+    assert len(diarize_audio(_track(call), CPU).speakers) == 2
+    three = diarize_audio(_track(call), replace(CPU, speakers=3))
+    assert len(three.speakers) == 3
+
+
+@needs_real_speech
+def test_real_meeting_two_men():
+    """AMI ES2003a as recorded (far-field, 30 s): the count, and the DER this engine reaches there."""
+    meeting = next(r for r in real.meetings() if r.name == "ami_ES2003a")
+    diarization = diarize_audio(_track(meeting), CPU)
+    score = diarization_error_rate(
+        meeting.reference, [(t.speaker, t.start, t.end) for t in diarization.turns]
+    )
+    assert len(diarization.speakers) == 2, diarization.speakers
+    assert score.der <= 0.3, score  # measured 0.24: far-field speech is missed (see bench/diarization.py)
 
 
 @pytest.fixture(scope="module", params=sorted(CONVERSATIONS))
@@ -86,6 +137,36 @@ def test_der_scoring_counts_each_error_kind():
     assert extra.false_alarm == pytest.approx(5.0) and extra.der == pytest.approx(0.25)
     collared = diarization_error_rate(ref, [("x", 0.2, 10.2), ("y", 10.2, 20.0)], collar=0.25)
     assert collared.der == 0.0, "boundary errors inside the collar are not scored"
+
+
+OVERLAP_REF = [("a", 0.0, 10.0), ("b", 8.0, 12.0), ("c", 14.0, 15.0)]  # 8-10: two at once
+OVERLAP_HYP = [("x", 0.0, 9.0), ("y", 9.0, 12.0), ("x", 13.5, 15.0)]
+
+
+def test_der_counts_overlap_by_hand():
+    """Reference speech 8 + 2x2 + 2 + 1 = 15 s. Missed: one voice of the overlap, 8-10 = 2 s. False alarm:
+    13.5-14 = 0.5 s. Mapping a->x, b->y leaves c (14-15) on x: 1 s confused. (2 + 0.5 + 1) / 15."""
+    score = diarization_error_rate(OVERLAP_REF, OVERLAP_HYP, collar=0.0)
+    assert (score.missed, score.false_alarm, score.confusion, score.scored) == (2.0, 0.5, 1.0, 15.0)
+    assert score.der == pytest.approx(3.5 / 15, abs=1e-4)
+
+
+def test_der_agrees_with_pyannote_metrics():
+    """pyannote.metrics' collar is both sides together: 0.5 there is our 0.25 s each side."""
+    pytest.importorskip("pyannote.metrics", reason="pyannote.metrics not installed (optional cross-check)")
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    def annotation(turns):
+        out = Annotation()
+        for i, (speaker, start, end) in enumerate(turns):
+            out[Segment(start, end), i] = speaker
+        return out
+
+    for collar in (0.0, 0.25):
+        ours = diarization_error_rate(OVERLAP_REF, OVERLAP_HYP, collar=collar).der
+        theirs = DiarizationErrorRate(collar=2 * collar)(annotation(OVERLAP_REF), annotation(OVERLAP_HYP))
+        assert ours == pytest.approx(theirs, abs=1e-3)
 
 
 def _transcript(*segments: SpeechSegment) -> Transcript:

@@ -55,7 +55,7 @@ class AsrSettings:
     min_speakers: int | None = None
     max_speakers: int | None = None
     diarize_threads: int = 1  # torch threads of the speaker encoder (0: every core); 1 keeps beside ASR
-    speaker_similarity: float = 0.84  # estimating the count: voices whose centroids are this alike are one
+    speaker_similarity: float = 0.84  # count on short speech (< ~25 s): Ward clusters this alike: one voice
     # whisperx: local folders (it would otherwise download from the Hugging Face Hub)
     align_models: tuple[tuple[str, str], ...] = ()  # (language, wav2vec2 folder) pairs
     diarize_model: str | None = None  # pyannote pipeline folder (with config.yaml) or config.yaml
