@@ -29,7 +29,15 @@ from typing import NoReturn
 from prefect.exceptions import TerminationSignal
 
 from core.environment import check_environment
-from core.errors import ConfigError, MediaInputError, OutputError, StageError, YiVideoError, printable
+from core.errors import (
+    ConfigError,
+    MediaInputError,
+    OutputError,
+    PartlyDone,
+    StageError,
+    YiVideoError,
+    printable,
+)
 from core.interrupt import leave, stop_on_signals, stop_requested
 from core.local_server import LocalApi
 
@@ -99,6 +107,8 @@ def error_line(exc: BaseException) -> tuple[str, int]:
         return str(exc), EXIT_BAD_INPUT
     if isinstance(exc, OutputError):
         return f"{printable(exc.path)}: {exc.cause}", EXIT_FAILED
+    if isinstance(exc, PartlyDone):
+        return f"{exc.stage} partly done for {printable(exc.subject)}: {exc.cause}", EXIT_PARTIAL
     if isinstance(exc, StageError):
         return f"{exc.stage} failed for {printable(exc.subject)}: {exc.cause}", EXIT_FAILED
     if isinstance(exc, YiVideoError):

@@ -54,6 +54,13 @@ class StageError(YiVideoError, RuntimeError):
         return type(self), (self.stage, self.subject, self.cause)
 
 
+class PartlyDone(StageError):
+    """A run failed after publishing some of its outputs: they stay, listed in its manifest, and the exit
+    status says "partly done" (1), not "nothing written"."""
+
+    transient = False  # the finished part is kept; a retry of the failed part is the user's call
+
+
 class StageTimeout(StageError, TimeoutError):
     """A stage's own time limit passed (ffmpeg killed after its timeout): told apart by type, not words."""
 

@@ -27,9 +27,9 @@ from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
 from core.caching import open_work_dir
 from core.cli import EPILOG, CliParser, api_ready, preflight_media, preflight_output_dir, run_cli
-from core.errors import ConfigError
+from core.errors import ConfigError, PartlyDone
 from core.media import probe_task
-from core.outputs import run_output_dir, safe_stem, write_manifest
+from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import (
     Band,
     FrameText,
@@ -211,6 +211,18 @@ def run_pipeline(
                     log.done(name, *_speakers(speech))
                 else:
                     log.done(name, *_transcode(info, output_dir))
+    except Exception as exc:
+        if not log.outputs:  # nothing published: no empty run folder left, the error as it is
+            discard_if_empty(run_dir, output_dir)
+            raise
+        manifest = write_manifest(
+            run_dir, flow="pipeline", input_path=info.path, outputs=log.outputs,
+            extra={"workflow_chain": list(workflow_chain), "plan": plan, "stages": log.outcomes,
+                   "failed": log.failed},
+        )  # fmt: skip
+        step = log.failed[0] if log.failed else "a stage"
+        kept = f"{len(log.outputs)} outputs kept, listed in {manifest}"
+        raise PartlyDone("pipeline", info.path, f"{step} failed ({exc}); {kept}") from exc
     finally:
         _report(info, plan, log.outcomes, log.failed)
         if not keep_intermediates:

@@ -24,7 +24,7 @@ from pydantic import WithJsonSchema
 from blocks.presets import SEED_PRESETS, load_presets
 from core.cli import EPILOG, EXIT_PARTIAL, CliParser, api_ready, positive, preflight_output_dir, run_cli
 from core.damage import decode_check_task, report_damage
-from core.errors import MediaInputError, StageError, printable
+from core.errors import MediaInputError, PartlyDone, printable
 from core.media import check_input_file, probe_media
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, Rendition, TranscodeResult
@@ -129,7 +129,7 @@ def transcode(
         (name, first), *_ = failures.items()
         kept = ", ".join(str(r.path) for r in renditions)
         summary = f"{len(failures)} of {len(chosen)} presets failed ({name}: {first})"
-        raise StageError(FLOW, info.path, f"{summary}; kept: {kept}; manifest {manifest}")
+        raise PartlyDone(FLOW, info.path, f"{summary}; kept: {kept}; manifest {manifest}")
     _report(info, renditions)
     damaged = damage if damage.damaged else None
     return TranscodeResult(info.path, tuple(renditions), run_dir, manifest, damage=damaged)

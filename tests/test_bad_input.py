@@ -445,3 +445,21 @@ def test_decode_errors_are_dated_by_the_progress_between_them():
     assert damage.errors == 4 and damage.first_error == "error while decoding MB 57 32, bytestream 3153"
     assert damage.ranges == ((14.5, 16.0), (29.5, 30.2))
     assert not damage_from_log(Path("b.mp4"), ["out_time_us=5", "speed=N/A", "progress=end"], 1.0).damaged
+
+
+@pytest.mark.slow
+def test_a_pipeline_failing_after_it_wrote_says_partly_done(prefect_server, bad, tmp_path, capsys):
+    """Transcode writes its renditions, then transcribe finds no audio: was exit 2 ("nothing written") and an
+    empty pipeline folder; now exit 1, one line saying what failed and what was kept, and a manifest."""
+    import json
+
+    out = tmp_path / "out"
+    code, _, err = _run("pipeline", ["--chain", "transcode", "transcribe", "--output-dir", str(out),
+                                     str(bad["mute"])], capsys)  # fmt: skip
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 1, err[-3000:]
+    assert len(errors) == 1 and "pipeline partly done for" in errors[0] and "transcribe failed" in errors[0]
+    (manifest,) = (out / "pipeline").rglob("manifest.json")
+    listed = json.loads(manifest.read_text(encoding="utf-8"))["outputs"]
+    assert listed and all(Path(p).is_file() for p in listed.values()), listed
+    assert str(manifest) in errors[0]
