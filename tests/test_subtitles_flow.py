@@ -176,7 +176,7 @@ def test_the_ui_shows_each_ocr_batch_and_no_cpu_work_tagged_gpu(prefect_server, 
     ocr = sorted(run.name for run in runs if run.name.startswith("ocr"))
     total = len(ocr)
     assert ocr == [f"ocr batch {i}/{total}" for i in range(1, total + 1)] and total >= 2, ocr
-    assert capable == sorted([*ocr, "find subtitle band"])
+    assert capable == sorted([*ocr, "find subtitle band", "tell the subtitle language"])
     assert sum("running on cpu: no GPU on this host (no slot)" in m for m in logs) == len(capable), logs
     assert not [m for m in logs if "worker thread" in m]
     assert result.stage_seconds["ocr"] > 0

@@ -1,12 +1,14 @@
 """OCR engines behind one small interface, chosen by configuration.
 
-`rapidocr` (PaddleOCR's PP-OCRv4 det/rec as ONNX, shipped in the wheel) is the offline default;
-`paddleocr` is used where that package is installed and pointed at local model directories.
-Both return OcrLine boxes in the coordinates of the image they were given.
+`rapidocr` (PaddleOCR's PP-OCRv4 detector as ONNX, shipped in the wheel) is the offline default; its
+recogniser is the one the subtitle language needs (stages/subtitles/languages.py: PP-OCRv4, PP-OCRv6 or
+Tesseract with a Debian language pack). `paddleocr` is used where that package is installed and pointed at
+local model directories. Both return OcrLine boxes in the coordinates of the image they were given.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import weakref
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from core.errors import ConfigError
 from core.models import ModelKey, model_key, resident_model
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
+from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class OcrSettings:
     det_model_dir: str | None = None  # paddleocr: local inference model folders
     rec_model_dir: str | None = None
     cls_model_dir: str | None = None
-    lang: str = "ch"  # PP-OCR's Chinese model also reads English and digits
+    lang: str = AUTO  # auto: the script is told from the pixels once per video (stages/subtitles/script.py);
+    # or a code of stages/subtitles/languages.py: ch (PP-OCRv4 Chinese+English), en, zh, ja, ko, ru, uk, fr...
     box_threshold: float = 0.5
     min_text_score: float = 0.5
     det_max_side: int = 1440  # detector input long side: stitched batches (<= 1400 px) are never shrunk;
@@ -40,6 +44,10 @@ class OcrSettings:
     rec_min_height: int = 48  # line crops below this are upscaled (bicubic) before recognition
     cpu_threads: int = 1  # onnxruntime threads on CPU: 1 stays steady beside Prefect and other runs;
     # more threads spin-wait for cores others hold (measured 2.5 s steady vs 1.8-5.1 s with 2 on 2 cores)
+
+    def __post_init__(self) -> None:
+        if self.lang != AUTO:
+            language(self.lang)  # an unknown code fails here, once, naming the known ones
 
 
 class OcrEngine(Protocol):
@@ -91,11 +99,22 @@ class RapidOcrEngine:
     def __init__(self, settings: OcrSettings) -> None:
         from rapidocr_onnxruntime import RapidOCR  # heavy: onnxruntime
 
+        from core.packaged_models import ocr_model_file
+        from stages.subtitles.tesseract import TesseractReader
+
         cuda = settings.device.startswith("cuda")
         self.settings = settings
+        lang = language(DEFAULT if settings.lang == AUTO else settings.lang)
+        self.recogniser = lang.recogniser
+        tesseract = self.recogniser.engine == "tesseract"
+        self._lines = TesseractReader(self.recogniser.model, lang.debian) if tesseract else None
+        rec = {}  # PP-OCRv4's recogniser is rapidocr-onnxruntime's own (also built, unused, for Tesseract)
+        if not tesseract and self.recogniser != PP_OCRV4:
+            rec = {"rec_model_path": str(ocr_model_file(self.recogniser.model))}
         threads = {} if cuda else {"intra_op_num_threads": settings.cpu_threads, "inter_op_num_threads": 1}
         self._ocr = RapidOCR(
             **threads,
+            **rec,
             det_limit_type="max",
             det_box_thresh=settings.box_threshold,
             text_score=settings.min_text_score,
@@ -121,6 +140,8 @@ class RapidOcrEngine:
         quads = self._detect_quads(image)
         if len(quads) == 0:
             return []
+        if self._lines is not None:
+            return self._read_rows(image, [_quad_to_box(q) for q in quads])
         crops = self._ocr.get_crop_img_list(image, list(quads))
         crops = [upscale_line(c, self.settings.rec_min_height) for c in crops]
         recognised, _ = self._ocr.text_rec(crops)
@@ -130,8 +151,24 @@ class RapidOcrEngine:
                 lines.append(OcrLine(text=str(text).strip(), confidence=float(score), box=_quad_to_box(quad)))
         return lines
 
+    def _read_rows(self, image: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[OcrLine]:
+        """Tesseract reads whole rows (the detector's boxes on one row joined): it needs the word gaps."""
+        lines = []
+        for row in lines_to_rows([OcrLine("", 1.0, box) for box in boxes]):
+            x0, y0, x1, y1 = row.box
+            pad = max(2, (y1 - y0) // 8)
+            crop = image[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad]
+            text, score = self._lines.read_line(crop)
+            if text and score >= self.settings.min_text_score:
+                lines.append(OcrLine(text, score, row.box))
+        return lines
+
     def detect(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
         return [_quad_to_box(q) for q in self._detect_quads(image)]
+
+    def close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()
 
 
 class PaddleOcrEngine:
@@ -157,7 +194,7 @@ class PaddleOcrEngine:
         self.settings = settings
         self._ocr = PaddleOCR(
             use_angle_cls=False,
-            lang=settings.lang,
+            lang="ch" if settings.lang == AUTO else settings.lang,
             det_model_dir=settings.det_model_dir,
             rec_model_dir=settings.rec_model_dir,
             cls_model_dir=settings.cls_model_dir,
@@ -183,12 +220,20 @@ class PaddleOcrEngine:
 ENGINES: dict[str, type] = {"rapidocr": RapidOcrEngine, "paddleocr": PaddleOcrEngine}
 
 
+def recogniser_for(settings: OcrSettings) -> Recogniser:
+    """The recogniser the language needs; "auto" builds today's default (the band stage only detects)."""
+    return language(DEFAULT if settings.lang == AUTO else settings.lang).recogniser
+
+
 def ocr_model_key(settings: OcrSettings) -> ModelKey:
-    """Every OCR setting shapes the engine built from it (thresholds, sizes, threads, language, models)."""
+    """Every OCR setting shapes the engine built from it (thresholds, sizes, threads, models); languages
+    read by one recogniser share one engine (auto, ch and en all load PP-OCRv4)."""
     if settings.engine not in ENGINES:
         raise ConfigError(f"unknown OCR engine {settings.engine!r}; known: {', '.join(sorted(ENGINES))}")
-    model = settings.det_model_dir if settings.engine == "paddleocr" else "pp-ocrv4-onnx"
-    return model_key("ocr", settings, resolved={"model": model})
+    if settings.engine == "paddleocr":
+        return model_key("ocr", settings, resolved={"model": settings.det_model_dir})
+    rec = recogniser_for(settings)
+    return model_key("ocr", settings, resolved={"model": "pp-ocrv4-det", "lang": f"{rec.engine}:{rec.model}"})
 
 
 def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
@@ -197,11 +242,19 @@ def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
 
 
 # ---------------------------------------------------------------- the OCR stage over stitched batches
+def _spaced(a: str, b: str) -> bool:
+    """Two boxes of one row get a space unless either side is CJK (ja/zh have no word spaces)."""
+    return bool(a) and bool(b) and not (_CJK.match(a) or _CJK.match(b))
+
+
+_CJK = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
+
+
 def _join_row(parts: list[str]) -> str:
-    """Words of one row: a space between Latin/digit neighbours, none between CJK characters."""
+    """Words of one row: a space between Latin, Cyrillic... neighbours, none next to CJK characters."""
     text = parts[0]
     for part in parts[1:]:
-        text += (" " if text[-1:].isascii() and part[:1].isascii() else "") + part
+        text += (" " if _spaced(text[-1:], part[:1]) else "") + part
     return text
 
 

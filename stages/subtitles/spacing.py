@@ -116,3 +116,24 @@ def known_word_share(text: str) -> float:
 def restore_spaces(text: str) -> str:
     """`text` with glued Latin words separated and lone l/i-style misreads repaired."""
     return _RUN.sub(lambda m: _segment(m.group(0)), text)
+
+
+_CJK = r"[\u3000-\u30ff\u3400-\u9fff\uff00-\uffef]"
+_CJK_GAP = re.compile(rf"(?<={_CJK}) +(?={_CJK})")
+SPACING = ("english", "keep", "none")
+
+
+def space_words(text: str, spacing: str = "english") -> str:
+    """Word spaces by the subtitle language (languages.Language.spaces): the English repair only for
+    English (and Chinese mixed with English); none between CJK characters (ja, zh); accented or other
+    scripts' words kept as read (French "bibliothèque" is not English run-on text)."""
+    if spacing == "english":
+        return restore_spaces(text)
+    if spacing == "none":
+        return _CJK_GAP.sub("", text)
+    return text
+
+
+def spaced(text: str, settings) -> str:
+    """`space_words` with the spacing of a stage's settings (PostprocessSettings.spacing)."""
+    return space_words(text, settings.spacing)

@@ -1,0 +1,171 @@
+"""OCR per subtitle language: each candidate recogniser on the language corpus, and what auto-detection chose.
+
+    .venv/bin/python bench/ocr_languages.py                 # every language, every candidate
+    .venv/bin/python bench/ocr_languages.py --langs ja,ko   # some
+    .venv/bin/python bench/ocr_languages.py --flow          # the whole flow per case (lang auto): CER, recall
+
+Candidates per case: PP-OCRv4 (rapidocr-onnxruntime), PP-OCRv6 small (rapidocr 3.10's wheel) and
+Tesseract with the case's Debian language pack, all on the rows PP-OCRv4's detector finds in frames taken
+at each subtitle's middle (samples/footage_languages.py). Prints CER (samples/scoring.squash), ms per
+row, load time and resident memory added by loading (each model loaded in a fresh process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CANDIDATES = {"pp-ocrv4": "ch", "pp-ocrv6-small": "zh"}  # a language code that loads each ppocr model
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def frames_at_events(video: Path, case) -> list[tuple[object, str]]:
+    """The bottom third of the frame at each subtitle's middle, with the text shown."""
+    import cv2
+    import numpy as np
+
+    from samples.footage import ass_plain_text
+
+    out = []
+    for event in case.events:
+        raw = subprocess.run(
+            ["ffmpeg", "-v", "error", "-ss", f"{(event.start + event.end) / 2:.2f}", "-i", str(video),
+             "-frames:v", "1", "-f", "image2pipe", "-vcodec", "png", "-"],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+        out.append((image[int(image.shape[0] * 0.66) :], ass_plain_text(event.text)))
+    return out
+
+
+def measure(case_name: str, lang: str, media: Path) -> dict:
+    """One recogniser (by language code) on one case, in this process: CER, speed, load time, memory."""
+    from rapidfuzz.distance import Levenshtein
+
+    from samples.footage import render_case
+    from samples.footage_languages import language_case
+    from samples.scoring import squash
+    from stages.subtitles.languages import language
+    from stages.subtitles.ocr import OcrSettings, lines_to_rows, load_ocr_engine
+    from stages.subtitles.spacing import space_words
+
+    case = language_case(case_name).case
+    shots = frames_at_events(render_case(case, media), case)
+    before, start = _rss_mb(), time.perf_counter()
+    engine = load_ocr_engine(OcrSettings(lang=lang))
+    load_s, load_mb = time.perf_counter() - start, _rss_mb() - before
+    errors = chars = rows = 0
+    start, read = time.perf_counter(), []
+    for image, truth in shots:
+        lines = lines_to_rows(engine.read(image))
+        rows += len(lines)
+        text = space_words("\n".join(ln.text for ln in lines), language(lang).spaces)
+        read.append(text)
+        errors += Levenshtein.distance(squash(truth), squash(text))
+        chars += len(squash(truth))
+    per_row = (time.perf_counter() - start) / max(1, rows)
+    return {"cer": errors / max(1, chars), "ms_row": 1000 * per_row, "load_s": load_s, "load_mb": load_mb,
+            "read": read[:2]}  # fmt: skip
+
+
+def detected(case_name: str, media: Path) -> str:
+    """What auto-detection chose for the case (the flow's own stage function, on the same frames)."""
+    from samples.footage import render_case
+    from samples.footage_languages import language_case
+    from stages.subtitles.ocr import OcrSettings
+    from stages.subtitles.script import choose_language, subtitle_rows
+
+    case = language_case(case_name).case
+    images = [image for image, _ in frames_at_events(render_case(case, media), case)]
+    start = time.perf_counter()
+    choice = choose_language(subtitle_rows(images, OcrSettings()), OcrSettings())
+    took = time.perf_counter() - start
+    return f"{choice.lang}{'' if choice.supported else ' (unsupported)'} in {took:.1f}s: {choice.reason}"
+
+
+def _in_child(*args: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_flow(cases, media: Path) -> None:
+    import tempfile
+
+    from flows.subtitles import extract_subtitles
+    from samples.footage import render_case
+    from samples.scoring import score_subtitles
+
+    with tempfile.TemporaryDirectory() as out:
+        for item in cases:
+            start = time.perf_counter()
+            try:
+                result = extract_subtitles(str(render_case(item.case, media)), out)
+                line = score_subtitles(item.case.truth(), list(result.events)).line()
+            except Exception as exc:  # noqa: BLE001 - the bench reports the refusal (Thai) and goes on
+                line = f"refused: {str(exc).splitlines()[0]}"
+            print(f"{item.case.name:<20} {time.perf_counter() - start:5.1f}s  {line}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--langs", default="")
+    parser.add_argument("--media", default="/tmp/yivideo-lang-media", help="where the corpus is rendered")
+    parser.add_argument("--flow", action="store_true")
+    parser.add_argument("--child", nargs="+")
+    args = parser.parse_args()
+    media = Path(args.media)
+    if args.child:
+        kind, case_name, *rest = args.child
+        result = (
+            measure(case_name, rest[0], media) if kind == "measure" else {"chose": detected(case_name, media)}
+        )
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    from samples.footage_languages import LANGUAGE_CASES
+    from stages.subtitles.languages import language
+
+    cases = [c for c in LANGUAGE_CASES if not args.langs or c.lang in args.langs.split(",")]
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    if args.flow:
+        from prefect.testing.utilities import prefect_test_harness
+
+        with prefect_test_harness(server_startup_timeout=120):
+            run_flow(cases, media)
+        return
+    for item in cases:
+        name = item.case.name
+        own = language(item.lang) if item.supported else None
+        langs = dict(CANDIDATES)
+        if own is not None and own.recogniser.engine == "tesseract":
+            langs[f"tesseract {own.recogniser.model}"] = item.lang
+        for label, lang in langs.items():
+            r = _in_child("measure", name, lang)
+            if "error" in r:
+                print(f"{name:<20} {label:<16} {r['error']}")
+                continue
+            print(
+                f"{name:<20} {label:<16} CER {r['cer']:6.1%}  {r['ms_row']:5.0f} ms/row  "
+                f"load {r['load_s']:4.2f}s +{r['load_mb']:4.0f} MB  {r['read']}",
+                flush=True,
+            )
+        print(f"{name:<20} auto-detected: {_in_child('detect', name)['chose']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The subtitle language told from the pixels, once per video, before any line is read.
+
+A few subtitle rows of the first stitched batches are shown to two witnesses: Tesseract's script
+classifier (OSD, stacked rows) names the script, and PP-OCRv6 (kana, Han and Latin) reads them. A
+confident Han/kana reading wins over the classifier (Chinese is this product's main case); otherwise the
+classifier's script decides, refined by what was read: kana means Japanese, Han outside PP-OCRv4's
+alphabet means traditional Chinese, Vietnamese letters mean Vietnamese, other accents a Latin language,
+plain ASCII English. A script no installed model reads stops the run with one line saying so, rather
+than being read as look-alikes of another script ("KPACOTA" for "КРАСОТА").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from prefect import get_run_logger, task
+
+from core.errors import MediaInputError
+from core.packaged_models import tesseract_languages
+from core.schema import OcrLine, StitchedBatch
+from gpu.devices import GPU_CAPABLE_TAG
+from stages.subtitles.languages import AUTO, DEFAULT, LANGUAGES, SCRIPT_LANGUAGE, Language, language
+from stages.subtitles.ocr import OcrSettings, lines_to_rows, load_ocr_engine
+from stages.subtitles.spacing import known_word_share
+from stages.subtitles.tesseract import ScriptClassifier, TesseractReader
+
+MAX_ROWS = 12
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_VIET = re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9]")  # letters only Vietnamese uses
+_UKRAINIAN = re.compile(r"[іїєґІЇЄҐ]")
+PROBE = "zh"  # PP-OCRv6: kana, Han (simplified and traditional), accented Latin
+CONFIDENT = 0.9  # PP-OCR's mean score on rows it really reads; look-alike Latin for Cyrillic is ~0.8
+READS = 0.7  # a Tesseract reader's confidence x own-script share on rows it really reads (0.8-0.95)
+ENGLISH_SHARE = 0.6  # of Latin words in the English list: a look-alike reading of Cyrillic is far below
+
+
+@dataclass(frozen=True)
+class ScriptChoice:
+    lang: str  # a key of languages.LANGUAGES
+    script: str | None  # what the classifier said (None: too little text)
+    supported: bool
+    reason: str  # one line for the log and the error
+
+    def refuse(self, video: str | Path) -> MediaInputError:
+        return MediaInputError(video, self.reason)
+
+
+def subtitle_rows(images: list[np.ndarray], settings: OcrSettings, limit: int = MAX_ROWS) -> list[np.ndarray]:
+    """Up to `limit` subtitle rows (the detector's boxes of a row joined), the widest first."""
+    engine = load_ocr_engine(replace(settings, lang=AUTO))
+    rows: list[np.ndarray] = []
+    for image in images:
+        for row in lines_to_rows([OcrLine("", 1.0, box) for box in engine.detect(image)]):
+            x0, y0, x1, y1 = row.box
+            if y1 - y0 >= 8 and x1 - x0 >= y1 - y0:
+                pad = max(2, (y1 - y0) // 8)
+                rows.append(image[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad])
+    rows.sort(key=lambda r: -r.shape[1])
+    return rows[:limit]
+
+
+def _read(rows: list[np.ndarray], settings: OcrSettings) -> tuple[str, float]:
+    """The rows as the settings' reader (PP-OCRv6 for the probe: kana, Han, accented Latin) reads them."""
+    engine = load_ocr_engine(settings)
+    texts, scores = [], []
+    for row in rows:
+        for line in engine.read(row):
+            texts.append(line.text)
+            scores.append(line.confidence)
+    return " ".join(texts), float(np.mean(scores)) if scores else 0.0
+
+
+def _han_language(text: str, rows: list[np.ndarray], score: float, settings: OcrSettings) -> str:
+    """ja where kana is read; else ch (PP-OCRv4, today's Chinese+English reader) unless PP-OCRv6 reads
+    the rows clearly better: traditional Chinese, where PP-OCRv4 turns characters simplified or drops them."""
+    if len(_KANA.findall(text)) >= 2:
+        return "ja"
+    from rapidfuzz.distance import Levenshtein
+
+    v4_text, v4_score = _read(rows, replace(settings, lang="ch"))
+    differs = Levenshtein.normalized_distance(_squash(text), _squash(v4_text))
+    return "zh" if score - v4_score >= 0.05 or differs >= 0.1 else "ch"
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def _latin_language(text: str, rows: list[np.ndarray]) -> str:
+    """en for plain ASCII words, vi where Tesseract's Vietnamese reader finds Vietnamese-only letters
+    (PP-OCRv6 drops most of them), else a Latin language with accents (PP-OCRv6)."""
+    words = text.split()
+    accented = sum(any(c.isalpha() and not c.isascii() for c in w) for w in words)
+    if accented < max(2, 0.1 * len(words)):
+        return "en"
+    if "vie" in tesseract_languages():
+        reader = TesseractReader("vie")
+        try:
+            viet = " ".join(reader.read_line(row)[0] for row in rows[:6]).split()
+        finally:
+            reader.close()
+        if sum(bool(_VIET.search(w)) for w in viet) >= max(2, 0.2 * len(viet)):
+            return "vi"
+    return "latin"
+
+
+def _cyrillic_language(rows: list[np.ndarray]) -> str:
+    if "ukr" not in tesseract_languages():
+        return "ru"
+    reader = TesseractReader("ukr+rus") if "rus" in tesseract_languages() else TesseractReader("ukr")
+    try:
+        text = " ".join(reader.read_line(row)[0] for row in rows)
+    finally:
+        reader.close()
+    return "uk" if _UKRAINIAN.search(text) else "ru"
+
+
+def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
+    """The language to read these subtitle rows in, or why none installed reads them."""
+    if not rows:
+        why = f"no subtitle rows to tell the script from: read as {DEFAULT}"
+        return ScriptChoice(DEFAULT, None, True, why)
+    classifier = ScriptClassifier()
+    try:
+        script, confidence = classifier.script(rows)
+    finally:
+        classifier.close()
+    text, score = _read(rows, replace(settings, lang=PROBE))
+    han = len(_HAN.findall(text)) + len(_KANA.findall(text))
+    if score >= CONFIDENT and han >= 0.5 * max(1, len(text.replace(" ", ""))):
+        return _supported(
+            _han_language(text, rows, score, settings),
+            script or "Han",
+            f"PP-OCRv6 reads Han/kana at {score:.2f}",
+        )
+    if score >= CONFIDENT and known_word_share(text) >= ENGLISH_SHARE:  # English whatever OSD said
+        return _supported(_latin_language(text, rows), "Latin", f"PP-OCRv6 reads listed words at {score:.2f}")
+    if script in ("Latin", None) and score >= CONFIDENT:
+        return _supported(_latin_language(text, rows), "Latin", f"PP-OCRv6 reads Latin at {score:.2f}")
+    best, best_score = _best_tesseract(rows)
+    if best is not None and best_score >= READS and (script is None or best.script != script):
+        script = best.script  # a reader that really reads the rows outvotes the classifier (Korean as Hebrew)
+    if script is None:
+        return ScriptChoice(DEFAULT, None, True, f"the script could not be told: reading {DEFAULT}")
+    reader = best.code if best else None
+    seen = f"OSD says {script} ({confidence:.1f}), the best Tesseract reader {reader} ({best_score:.2f})"
+    if script == "Cyrillic":
+        return _supported(_cyrillic_language(rows), script, seen)
+    if script in SCRIPT_LANGUAGE:
+        lang = SCRIPT_LANGUAGE[script]
+        chosen = _han_language(text, rows, score, settings) if lang in ("ch", "zh") else lang
+        return _supported(chosen, script, seen)
+    return ScriptChoice(
+        DEFAULT, script, False, f"the subtitles look like {script} script; no installed model reads it"
+    )
+
+
+_SCRIPT_RANGES = {
+    "Hangul": r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]", "Cyrillic": r"[\u0400-\u04ff]",
+    "Arabic": r"[\u0600-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff]", "Thai": r"[\u0e00-\u0e7f]",
+    "Devanagari": r"[\u0900-\u097f]", "Hebrew": r"[\u0590-\u05ff]", "Greek": r"[\u0370-\u03ff]",
+}  # fmt: skip
+
+
+def _best_tesseract(rows: list[np.ndarray]) -> tuple[Language | None, float]:
+    """The installed Tesseract reader of a non-Latin script that reads the rows best: mean confidence
+    times the share of its output in its own script (a wrong reader gives low scores or other letters)."""
+    installed = tesseract_languages()
+    best, best_score = None, 0.0
+    seen: set[str] = set()
+    for spec in LANGUAGES.values():
+        model = spec.recogniser.model
+        if spec.recogniser.engine != "tesseract" or spec.script not in _SCRIPT_RANGES or spec.script in seen:
+            continue
+        if model not in installed:
+            continue
+        seen.add(spec.script)
+        reader = TesseractReader(model, spec.debian)
+        try:
+            reads = [reader.read_line(row) for row in rows[:6]]
+        finally:
+            reader.close()
+        text = "".join(t for t, _ in reads).replace(" ", "")
+        own = len(re.findall(_SCRIPT_RANGES[spec.script], text)) / max(1, len(text))
+        score = float(np.mean([c for _, c in reads])) * own if reads else 0.0
+        if score > best_score:
+            best, best_score = spec, score
+    return best, best_score
+
+
+def _supported(lang: str, script: str, why: str) -> ScriptChoice:
+    spec = LANGUAGES[lang]
+    rec = spec.recogniser
+    if rec.engine == "tesseract" and not set(rec.model.split("+")) <= tesseract_languages():
+        return ScriptChoice(
+            lang,
+            script,
+            False,
+            f"the subtitles look like {script} script ({spec.name}); no installed model reads it; "
+            f"install {spec.debian} (apt-get install {spec.debian}) or give the language (--lang)",
+        )
+    return ScriptChoice(lang, script, True, f"subtitles in {spec.name} ({why})")
+
+
+def resolve_language(batches: list[StitchedBatch], settings: OcrSettings, video: str | Path) -> ScriptChoice:
+    """The choice for a video from its first stitched batches; a given language (not auto) is kept."""
+    import cv2
+
+    if settings.lang != AUTO:
+        spec = language(settings.lang)
+        return ScriptChoice(spec.code, spec.script, True, f"subtitles in {spec.name} (given)")
+    images = [cv2.imread(str(b.image_path), cv2.IMREAD_COLOR) for b in batches[:3]]
+    return choose_language(subtitle_rows([i for i in images if i is not None], settings), settings)
+
+
+@task(name="subtitle-language", task_run_name="tell the subtitle language", tags=[GPU_CAPABLE_TAG])
+def language_task(batches: list[StitchedBatch], settings: OcrSettings, video: str) -> OcrSettings:
+    """The OCR settings with the language the subtitles are in (once per video); an unreadable script
+    fails the run here, before any OCR, with one line naming the script and what to install."""
+    from gpu.slot import gpu_slot
+
+    with gpu_slot("ocr") as grant:  # the probe (PP-OCRv6) stays resident: the next video is probed too
+        choice = resolve_language(batches, replace(settings, device=grant.device), video)
+    if not choice.supported:
+        raise choice.refuse(video)
+    get_run_logger().info("%s", choice.reason)
+    return replace(settings, lang=choice.lang)
