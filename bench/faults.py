@@ -19,6 +19,8 @@ own process -9 a chosen number of times; it can hold a GPU slot while it works).
   burst        N runs submitted at once with no fault; the pool limit queues them; all must complete and
                none may crash (Crashed in its history) for want of a database connection
   inbox-kill   bench/faults_inbox.py: the inbox watcher killed -9 mid-burst of uploads, restarted
+The user-side rows of issue 29 (a corrupt middle, animated images, two runs into one folder, a re-run
+after an interrupted run's cleanup) are bench/faults_cli.py: exit code, seconds, lines, what was left.
 "lost" = a run not in a terminal state at the deadline; "duplicated" = a run whose flow body completed more
 than once (its marker says so). "recover" = last terminal state minus the fault's injection time (or minus
 the submission for the burst).
