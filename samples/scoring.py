@@ -4,6 +4,7 @@
   characters is typography, not content) after NFKC (full-width and half-width punctuation are one).
 - WER: word edits (jiwer) over reference words, where words are the space-separated tokens and each CJK
   character is a word of its own: glued words ("gatheratthe") and split ones count as errors.
+- Exact lines: the share of true cues matched by an event with exactly their text.
 - Event recall and precision: a true cue matches the unused predicted event overlapping it most with
   similar text; start/end error: the matched events' timing error.
 
@@ -46,11 +47,16 @@ class SubtitleScore:
     words: int = 0
     start_errors: tuple[float, ...] = ()
     end_errors: tuple[float, ...] = ()
+    exact: int = 0  # true cues matched by an event with exactly their text (spaces and width aside)
+
+    @property
+    def exact_lines(self) -> float:
+        return self.exact / self.truth if self.truth else 1.0
 
     def line(self) -> str:
         return (
             f"CER {self.cer:6.2%}  WER {self.wer:6.2%}  recall {self.recall:6.1%}  "
-            f"precision {self.precision:6.1%}  start/end err (median) "
+            f"precision {self.precision:6.1%}  exact {self.exact_lines:6.1%}  start/end err (median) "
             f"{self.median_start_error:.3f}/{self.median_end_error:.3f} s  "
             f"({self.matched}/{self.truth} matched, {self.predicted} predicted)"
         )
@@ -90,7 +96,7 @@ def _overlap(a: Timed, b: Timed) -> float:
 def score_subtitles(truth: list[Timed], predicted: list[Timed]) -> SubtitleScore:
     """Match each true cue to the unused predicted event overlapping it most with similar text."""
     used: set[int] = set()
-    errors = chars = werrs = nwords = 0
+    errors = chars = werrs = nwords = exact = 0
     starts, ends = [], []
     for cue in truth:
         ref = squash(cue.text)
@@ -110,6 +116,7 @@ def score_subtitles(truth: list[Timed], predicted: list[Timed]) -> SubtitleScore
             continue
         used.add(best)
         errors += Levenshtein.distance(ref, squash(predicted[best].text))
+        exact += ref == squash(predicted[best].text)
         werrs += word_errors(cue.text, predicted[best].text)
         starts.append(abs(predicted[best].start - cue.start))
         ends.append(abs(predicted[best].end - cue.end))
@@ -132,6 +139,7 @@ def score_subtitles(truth: list[Timed], predicted: list[Timed]) -> SubtitleScore
         words=nwords,
         start_errors=tuple(starts),
         end_errors=tuple(ends),
+        exact=exact,
     )
 
 
@@ -160,4 +168,5 @@ def pooled(scores: list[SubtitleScore]) -> SubtitleScore:
         words=nwords,
         start_errors=tuple(starts),
         end_errors=tuple(ends),
+        exact=sum(s.exact for s in scores),
     )

@@ -13,7 +13,8 @@ from stages.subtitles.band import band_from_fractions
 from stages.subtitles.crop import crop_band, trim_to_text
 from stages.subtitles.ocr import lines_to_rows
 from stages.subtitles.postprocess import PostprocessSettings, frames_to_events, to_srt
-from stages.subtitles.text_signal import KeyframeSettings, signal_change, text_signal
+from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal
+from stages.subtitles.vote import vote_text
 
 
 def outlined_text(text: str, size=(120, 640), x=40, background=(60, 40, 30)) -> np.ndarray:
@@ -194,3 +195,61 @@ def test_steady_signal_ignores_flicker_and_keeps_text():
     signals = [sig for _, _, sig in steady_signals(iter(frames), band, KeyframeSettings())]
     assert all(np.count_nonzero(s) < KeyframeSettings().min_text_cells for s in signals[:3])
     assert all(np.count_nonzero(s) >= KeyframeSettings().min_text_cells for s in signals[4:])
+
+
+def test_a_line_read_ten_times_with_three_different_errors_comes_out_right():
+    reads = ["13路末班车"] * 4 + [
+        "13隐索班车",
+        "13路患班年",
+        "13降束斑率",
+        "13路束班车",
+        "13路末班",
+        "13路末班车",
+    ]
+    assert vote_text([(r, 0.1) for r in reads]) == "13路末班车"
+    frames = [frame(i, i * 0.2, (i + 1) * 0.2, r, conf=0.9) for i, r in enumerate(reads)]
+    frames = [FrameText(f.keyframe_index, f.start, f.end, f.lines, line=7) for f in frames]
+    events = frames_to_events(frames, PostprocessSettings())
+    assert [(e.start, e.end, e.text) for e in events] == [(0.0, 2.0, "13路末班车")]
+
+
+def test_one_misread_frame_never_splits_a_line_and_a_lasting_change_does():
+    texts = ["一二三四五六七八九十", "一二三四五六七八九十", "一二三四五大七八九十", "一二三四五六七八九十"]
+    frames = [
+        FrameText(i, i * 0.5, (i + 1) * 0.5, frame(i, 0, 0, t).lines, line=3) for i, t in enumerate(texts)
+    ]
+    assert [e.text for e in frames_to_events(frames, PostprocessSettings())] == ["一二三四五六七八九十"]
+    texts = ["Gate 4 is open"] * 2 + ["Gate 5 is open"] * 2  # the image saw one line: the text still splits
+    frames = [
+        FrameText(i, i * 0.5, (i + 1) * 0.5, frame(i, 0, 0, t).lines, line=3) for i, t in enumerate(texts)
+    ]
+    assert [e.text for e in frames_to_events(frames, PostprocessSettings())] == [
+        "Gate 4 is open",
+        "Gate 5 is open",
+    ]
+
+
+def test_a_line_shown_in_two_stacked_copies_is_said_once():
+    frames = [
+        frame(0, 0.0, 1.0, "你的眼里必里\n你的眼里心里"),
+        frame(1, 1.0, 2.0, "你的眼里心里\n你的眼里心里"),
+    ]
+    assert [e.text for e in frames_to_events(frames, PostprocessSettings())] == ["你的眼里心里"]
+
+
+def test_new_line_from_the_strokes_cut_and_crossfade_but_not_fade_or_noise():
+    settings = KeyframeSettings()
+    rng = np.random.default_rng(0)
+    line_a = np.zeros((30, 120), bool)
+    line_a[10:20, 20:100] = rng.random((10, 80)) < 0.5
+    line_b = np.zeros((30, 120), bool)
+    line_b[10:20, 20:100] = rng.random((10, 80)) < 0.5
+    faded = line_a & (rng.random(line_a.shape) < 0.4)  # a fade keeps part of the strokes
+    noisy = line_a ^ (rng.random(line_a.shape) < 0.03)
+    assert new_line(line_a, line_b, settings)
+    assert new_line(line_a | line_b, line_b, settings) or new_line(line_a, line_b, settings)
+    assert not new_line(faded, line_a, settings) and not new_line(line_a, faded, settings)
+    assert not new_line(line_a, noisy, settings)
+    one_char = line_a.copy()
+    one_char[10:20, 60:70] = ~line_a[10:20, 60:70] | (rng.random((10, 10)) < 0.2)  # "Gate 4" -> "Gate 5"
+    assert new_line(line_a, one_char, settings)

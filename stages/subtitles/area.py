@@ -34,6 +34,9 @@ class AreaSettings:
     position_tolerance: float = 0.01  # of the frame width: "same place"
     extra_lines_above: float = 1.2  # room for a second line, in line heights
     signal_band_top: float = 0.65  # no text box found: the text signal is looked for below this height
+    max_line_height: float = 0.1  # of the frame height: taller boxes are not subtitle lines
+    neighbour_lines: float = 1.5  # text rows this many line heights from the band's row join it
+    room_below: float = 0.5  # line heights of room under the lowest line seen (a later one sits lower)
 
 
 SIGNAL_FIELDS = ("bright_level", "dark_level", "cell", "min_text_cells")  # what text_signal and its count use
@@ -112,12 +115,26 @@ def split_static_boxes(
     return static, moving
 
 
-def choose_band(moving: list[list[Box]], width: int, height: int, settings: AreaSettings) -> Band | None:
-    """The vertical cluster of text boxes seen in the most samples, padded; None when there is none."""
+def is_text_line(box: Box, height: int, settings: AreaSettings) -> bool:
+    """A box shaped like a subtitle line: about as wide as high or wider, at most a tenth of the frame
+    high. The detector also boxes faces and patterned cloth in generated footage (a 636 px tall box put
+    the band over the whole top of a 1280 px frame) and vertical calligraphy on a wall (taller than wide).
+    """
+    x0, y0, x1, y1 = box
+    return 0 < y1 - y0 <= settings.max_line_height * height and x1 - x0 >= 0.8 * (y1 - y0)
+
+
+def choose_band(
+    moving: list[list[Box]], width: int, height: int, settings: AreaSettings, min_seen: int = 1
+) -> Band | None:
+    """The vertical cluster of text boxes seen in the most samples, padded; None when there is none
+    seen in `min_seen` samples (one glyph-sized box in one sample is no band: look again)."""
     rows: list[tuple[int, int, set[int], list[int]]] = []  # y0, y1, frames seen, line heights
     for i, boxes in enumerate(moving):
-        for _x0, y0, _x1, y1 in boxes:
+        for x0, y0, x1, y1 in boxes:
             line_h = y1 - y0
+            if not is_text_line((x0, y0, x1, y1), height, settings):
+                continue
             for k, (ry0, ry1, seen, heights) in enumerate(rows):
                 if y0 <= ry1 + 0.6 * line_h and y1 >= ry0 - 0.6 * line_h:
                     seen.add(i)
@@ -128,11 +145,17 @@ def choose_band(moving: list[list[Box]], width: int, height: int, settings: Area
                 rows.append((y0, y1, {i}, [line_h]))
     if not rows:
         return None
-    y0, y1, _, heights = max(rows, key=lambda r: (len(r[2]), r[1]))
+    y0, y1, seen, heights = max(rows, key=lambda r: (len(r[2]), r[1]))
+    if len(seen) < min_seen:
+        return None
     line_h = float(np.median(heights))
+    reach = settings.neighbour_lines * line_h  # short dramas move a line up or down between lines
+    for ry0, ry1, _, _ in rows:
+        if ry0 <= y1 + reach and ry1 >= y0 - reach:
+            y0, y1 = min(y0, ry0), max(y1, ry1)
     pad = max(4, int(0.3 * line_h))
     top = int(y0 - pad - settings.extra_lines_above * line_h)
-    return clamp_band(Band(0, top, width, int(y1 + pad)), width, height)
+    return clamp_band(Band(0, top, width, int(y1 + pad + settings.room_below * line_h)), width, height)
 
 
 def detect_subtitle_band(
@@ -156,7 +179,7 @@ def detect_subtitle_band(
     if user_band is not None:
         band = band_from_fractions(user_band, info.width, info.height)
     else:
-        band = choose_band(moving, info.width, info.height, settings)
+        band = choose_band(moving, info.width, info.height, settings, min_seen=2)
         if band is None:
             more, _ = sample_frames(info, min(60, 3 * count), settings.detect_width, phase=0.5)
             detected += _detect_boxes(engine, more, scale)

@@ -20,7 +20,7 @@ from core.media import iter_video_frames
 from core.outputs import write_image
 from core.schema import Band, Keyframe, KeyframeSet, MediaInfo
 from stages.subtitles.band import mask_static_boxes, strip_crop_filter
-from stages.subtitles.text_signal import KeyframeSettings, signal_change, text_signal
+from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal
 
 
 def steady_signals(frames, band: Band, settings: KeyframeSettings):
@@ -70,9 +70,10 @@ def extract_keyframes(
     w_start, w_end = window if window is not None else (0.0, info.duration)
     first = round(w_start * fps)
     last_window = w_end >= info.duration - 1e-6
-    kept: list[tuple[int, float, Path, bool, float]] = []  # index, time, path, has_text, change
+    kept: list[tuple[int, float, Path, bool, float, int]] = []  # index, time, path, has_text, change, line
     last_signal: np.ndarray | None = None
-    samples = 0
+    samples, line = 0, first  # line ids unique across windows (a window has fewer lines than samples)
+    recent: list[np.ndarray] = []  # the current line's last two signals (a cross-fade is one mixed sample)
     frames = iter_video_frames(
         info.path,
         fps=fps,
@@ -88,21 +89,25 @@ def extract_keyframes(
         index = first + local
         samples += 1
         has_text = int(np.count_nonzero(signal)) >= settings.min_text_cells
+        if has_text and (not recent or any(new_line(ref, signal, settings) for ref in recent)):
+            line, recent = line + 1, []
+        recent = (recent + [signal])[-2:] if has_text else []
         if last_signal is None:
             change = 1.0
         elif not has_text and not kept[-1][3]:
             change = 0.0  # blank after blank: nothing to see
         else:
             change = signal_change(last_signal, signal)
-        if change >= settings.change_threshold or (has_text != (kept[-1][3] if kept else not has_text)):
+        toggled = has_text != (kept[-1][3] if kept else not has_text)
+        if change >= settings.change_threshold or toggled or (has_text and line != kept[-1][5]):
             path = work_dir / f"strip_{index:06d}.png"
             if has_text:
                 write_image(path, strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            kept.append((index, max(0.0, index / fps - half), path, has_text, change))
+            kept.append((index, max(0.0, index / fps - half), path, has_text, change, line))
             last_signal = signal
     end_of_video = max(info.duration, (first + samples) / fps - half) if last_window else w_end - half
     keyframes = []
-    for k, (index, start, path, has_text, change) in enumerate(kept):
+    for k, (index, start, path, has_text, change, line_id) in enumerate(kept):
         if not has_text:
             continue
         end = kept[k + 1][1] if k + 1 < len(kept) else end_of_video
@@ -113,6 +118,7 @@ def extract_keyframes(
                 end=round(min(end, end_of_video), 3),
                 image_path=path,
                 change=round(change, 4),
+                line=line_id,
             )
         )
     return KeyframeSet(info.path, band, fps, info.duration, tuple(keyframes), samples)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from rapidfuzz.distance import Levenshtein
 from core.caching import resumable
 from core.outputs import write_json_atomic, write_text_atomic
 from core.schema import Band, FrameText, SubtitleEvent
-from stages.subtitles.spacing import known_word_share, spaced
+from stages.subtitles.spacing import spaced
+from stages.subtitles.vote import Read, vote_text
 
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 _CONFUSABLE = str.maketrans({"i": "l", "1": "l", "|": "l", "0": "o"})
@@ -37,19 +37,24 @@ class PostprocessSettings:
     min_duration: float = 0.15  # seconds
     min_chars: int = 1
     spacing: str = "english"  # word spaces by language (spacing.space_words): english, keep, none (ja/zh)
+    stacked_copy_ratio: float = 80.0  # a row this like the row above it is the same line shown twice
 
 
 @dataclass
 class _Draft:
     start: float
     end: float
-    readings: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # text -> weight
+    line: int | None = None
+    reads: list[list[Read]] = field(default_factory=list)  # per frame (text, seconds x confidence)
+    spans: list[tuple[float, float]] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
 
     def best_text(self) -> str:
-        """The reading with the most weight (seconds x confidence), Latin words found in the list
-        counting double: of "Pollce ask drivers" and "Police ask drivers", the second wins."""
-        return max(self.readings.items(), key=lambda kv: kv[1] * (1 + known_word_share(kv[0])))[0]
+        return vote_text(_flat(self.reads))
+
+
+def _flat(per_frame: list[list[Read]]) -> list[Read]:
+    return [read for reads in per_frame for read in reads]
 
 
 def normalise(text: str) -> str:
@@ -58,18 +63,33 @@ def normalise(text: str) -> str:
     return _NOISE.sub("", text).lower().translate(_CONFUSABLE)
 
 
-def clean_frame_text(frame: FrameText, settings: PostprocessSettings) -> tuple[str, float]:
-    lines = [ln for ln in frame.lines if ln.confidence >= settings.min_confidence and normalise(ln.text)]
-    text = "\n".join(ln.text for ln in lines)
-    return text, min((ln.confidence for ln in lines), default=0.0)
+def frame_reads(frame: FrameText, settings: PostprocessSettings) -> list[Read]:
+    """The frame's confident rows as reads (text, confidence). A line burned in twice, in two stacked
+    copies, is said once, each copy one more read of it for the vote (a copy can hold a typo or a
+    misread the other has not); other rows are joined into one multi-line read."""
+    rows: list[list[Read]] = []  # each row with its stacked copies
+    for ln in frame.lines:
+        key = normalise(ln.text)
+        if ln.confidence < settings.min_confidence or not key:
+            continue
+        for copies in rows:
+            if fuzz.ratio(key, normalise(copies[0][0])) >= settings.stacked_copy_ratio:
+                copies.append((ln.text, ln.confidence))
+                break
+        else:
+            rows.append([(ln.text, ln.confidence)])
+    if len(rows) == 1:
+        return rows[0]
+    return [("\n".join(r[0][0] for r in rows), min(r[0][1] for r in rows))] if rows else []
 
 
-def same_line(a: str, b: str, settings: PostprocessSettings) -> bool:
+def same_line(a: str, b: str, settings: PostprocessSettings, fragments: bool = True) -> bool:
     """Two readings of one line: equal, OCR jitter of a long line, or one a fragment of the other.
 
     Jitter is bounded by length, so a short line that changes by one character ("Gate 4 is open" ->
     "Gate 5 is open") is a new line. A fragment is what the detector returns when part of a line sits
-    on a bright or busy background: a shorter reading contained in its neighbour's.
+    on a bright or busy background: a shorter reading contained in its neighbour's; where the image
+    saw a new line (`fragments=False`) it is one ("给带走" then "快点老刘给带走").
     """
     na, nb = normalise(a), normalise(b)
     if na == nb:
@@ -78,44 +98,74 @@ def same_line(a: str, b: str, settings: PostprocessSettings) -> bool:
         allowed = max(len(na), len(nb)) // settings.chars_per_jitter
         return Levenshtein.distance(na, nb) <= allowed
     short, long_ = sorted((na, nb), key=len)
-    if fuzz.partial_ratio(short, long_) >= settings.fragment_ratio:
+    if fragments and fuzz.partial_ratio(short, long_) >= settings.fragment_ratio:
         return True
     return Levenshtein.distance(na, nb) <= len(long_) // settings.chars_per_jitter
 
 
+def split_line(reads: list[list[Read]], settings: PostprocessSettings) -> list[int]:
+    """Where the reads of one on-screen line change text for good: indices where a new event starts.
+
+    The image saw one line, but a change its strokes barely show still splits when two or more frames
+    on each side all read like their side and not the other: one misread frame (A, A', A) never does.
+    """
+    n = len(reads)
+    for k in range(2, n - 1):
+        before, after = vote_text(_flat(reads[:k])), vote_text(_flat(reads[k:]))
+        if same_line(before, after, settings):
+            continue
+        b, a = normalise(before), normalise(after)
+
+        def closer(frame: list[Read], own: str, other: str) -> bool:
+            t = normalise(max(frame, key=lambda r: r[1])[0])
+            return Levenshtein.distance(t, own) < Levenshtein.distance(t, other)
+
+        if all(closer(f, b, a) for f in reads[:k]) and all(closer(f, a, b) for f in reads[k:]):
+            return [0] + [k + i for i in split_line(reads[k:], settings)]
+    return [0]
+
+
 def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
+    """Contiguous frames of one on-screen line (the keyframes' image line) are one event, their reads
+    voted; without a line id (or across two) frames join when their texts are one line (same_line)."""
     drafts: list[_Draft] = []
     current: _Draft | None = None
-    last_end: float | None = None
     for frame in sorted(frames, key=lambda f: f.start):
-        text, conf = clean_frame_text(frame, settings)
-        contiguous = last_end is not None and abs(frame.start - last_end) < 1e-6
-        last_end = frame.end
-        if not text:
-            current = None
+        reads = frame_reads(frame, settings)
+        if not reads:
             continue
-        if (
-            current is not None
-            and contiguous
-            and same_line(current.best_text(), text, settings)
-        ):
-            current.end = frame.end
+        conf = max(c for _, c in reads)
+        if current is None or abs(frame.start - current.end) > 1e-6:
+            joins = False  # a repeat after a gap, however short ("别碰我" twice), is a second event
+        elif frame.line is not None and frame.line == current.line:
+            joins = True  # the image saw the same line: its reads are voted below
         else:
-            current = _Draft(frame.start, frame.end)
+            new_line = frame.line is not None and current.line is not None
+            known = {current.best_text()} | {t for t, _ in current.reads[-1]}  # a copy may be read right
+            joins = any(same_line(k, t, settings, fragments=not new_line) for k in known for t, _ in reads)
+        if joins:
+            current.end = frame.end
+            current.line = frame.line
+        else:
+            current = _Draft(frame.start, frame.end, frame.line)
             drafts.append(current)
-        current.readings[text] += (frame.end - frame.start) * conf
+        current.reads.append([(t, (frame.end - frame.start) * c) for t, c in reads])
+        current.spans.append((frame.start, frame.end))
         current.confidences.append(conf)
     events = []
     for d in drafts:
-        text = d.best_text()
-        if d.end - d.start < settings.min_duration or len(normalise(text)) < settings.min_chars:
-            continue
-        conf = sum(d.confidences) / len(d.confidences)
-        events.append(
-            SubtitleEvent(
-                len(events) + 1, round(d.start, 3), round(d.end, 3), spaced(text, settings), round(conf, 4)
+        cuts = split_line(d.reads, settings) + [len(d.reads)]
+        for i, j in zip(cuts, cuts[1:], strict=False):
+            text = vote_text(_flat(d.reads[i:j]))
+            start, end = d.spans[i][0], d.spans[j - 1][1]
+            if end - start < settings.min_duration or len(normalise(text)) < settings.min_chars:
+                continue
+            conf = sum(d.confidences[i:j]) / (j - i)
+            events.append(
+                SubtitleEvent(
+                    len(events) + 1, round(start, 3), round(end, 3), spaced(text, settings), round(conf, 4)
+                )
             )
-        )
     return events
 
 

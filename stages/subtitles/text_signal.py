@@ -20,6 +20,10 @@ class KeyframeSettings:
     dark_level: int = 80  # outline/shadow is at most this dark
     cell: int = 4  # the signal is pooled over cell x cell pixels
     window_seconds: float = 300.0  # the flow extracts, reads and deletes strips window by window
+    line_change: float = 0.5  # a new line loses (or gains) this share of the old line's cells ...
+    line_change_other: float = 0.25  # ... and gains (loses) this share: centred lines overlap in strokes
+    character_change: float = 0.42  # ... or of one character's columns (a one-character change)
+    character_cells: int = 24  # a character's columns count when they hold this many cells before and after
 
 
 def text_signal(strip: np.ndarray, settings: KeyframeSettings) -> np.ndarray:
@@ -39,6 +43,41 @@ def text_signal(strip: np.ndarray, settings: KeyframeSettings) -> np.ndarray:
     h, w = strokes.shape[0] // c * c, strokes.shape[1] // c * c
     pooled = strokes[:h, :w].reshape(h // c, c, w // c, c).mean(axis=(1, 3))
     return pooled > 0.2
+
+
+def new_line(before: np.ndarray, after: np.ndarray, settings: KeyframeSettings) -> bool:
+    """Another line replaced this one: many of its strokes went and many of the new ones are new.
+
+    Noise moves a few cells both ways; a fade in only gains strokes and a fade out only loses them, so
+    neither is a new line, while a cut or a cross-fade to other text does both (a longer centred line
+    after a short one covers it, so one of the two shares can be small: "给带走" -> "快点老刘给带走").
+    """
+    old, new = int(np.count_nonzero(before)), int(np.count_nonzero(after))
+    if old == 0 or new == 0:
+        return old != new
+    lost = int(np.count_nonzero(before & ~after)) / old
+    gained = int(np.count_nonzero(after & ~before)) / new
+    if max(lost, gained) >= settings.line_change and min(lost, gained) >= settings.line_change_other:
+        return True
+    return _one_character_changed(before, after, settings)
+
+
+def _one_character_changed(before: np.ndarray, after: np.ndarray, settings: KeyframeSettings) -> bool:
+    """A character's worth of columns whose strokes were all replaced ("Gate 4" -> "Gate 5").
+
+    A character is about a line high: a third of a one-line band, a fifth of a two-line one. Noise
+    replaces a few cells here and there, never nearly all the strokes of one character's columns.
+    """
+    width = max(2, before.shape[0] // 5)
+    lost_cols = (before & ~after).sum(axis=0)
+    gained_cols = (after & ~before).sum(axis=0)
+    old_cols, new_cols = before.sum(axis=0), after.sum(axis=0)
+    kernel = np.ones(width)
+    old, new = np.convolve(old_cols, kernel, "valid"), np.convolve(new_cols, kernel, "valid")
+    lost = np.convolve(lost_cols, kernel, "valid") / np.maximum(old, 1)
+    gained = np.convolve(gained_cols, kernel, "valid") / np.maximum(new, 1)
+    dense = (old >= settings.character_cells) & (new >= settings.character_cells)
+    return bool(np.any(dense & (lost >= settings.character_change) & (gained >= settings.character_change)))
 
 
 def signal_change(a: np.ndarray, b: np.ndarray) -> float:

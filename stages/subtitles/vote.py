@@ -1,0 +1,64 @@
+"""Voting: the reads of one on-screen line combined character by character, weighted by confidence.
+
+A line sampled ten times is read ten times, each read with its own one or two wrong characters
+("13路末班车" as 13隐索班车, 13路患班年, 13路束班车): the read closest to all the others is the anchor,
+every read is aligned to it (Levenshtein opcodes) and each position takes the character with the most
+weight (seconds shown x confidence). Errors at different places are outvoted; the line comes out right.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rapidfuzz.distance import Levenshtein
+
+from stages.subtitles.spacing import known_word_share
+
+Read = tuple[str, float]  # text, weight
+
+
+def merged(reads: list[Read]) -> dict[str, float]:
+    """Identical reads pooled, Latin words found in the word list counting double: of "Pollce ask
+    drivers" and "Police ask drivers", the second weighs more."""
+    pooled: dict[str, float] = defaultdict(float)
+    for text, weight in reads:
+        pooled[text] += weight
+    return {text: weight * (1 + known_word_share(text)) for text, weight in pooled.items()}
+
+
+def anchor_text(pooled: dict[str, float]) -> str:
+    """The read most like all the others (weighted): the frame the alignment is built on."""
+    return max(
+        pooled,
+        key=lambda t: sum(w * Levenshtein.normalized_similarity(t, u) for u, w in pooled.items()),
+    )
+
+
+def vote_text(reads: list[Read]) -> str:
+    """One text from many reads of one line: per anchor position, the heaviest character (or none)."""
+    pooled = merged(reads)
+    if len(pooled) == 1:
+        return next(iter(pooled))
+    anchor = anchor_text(pooled)
+    chars: list[dict[str, float]] = [defaultdict(float) for _ in anchor]
+    inserts: list[dict[str, float]] = [defaultdict(float) for _ in range(len(anchor) + 1)]
+    for text, weight in pooled.items():
+        for tag, i1, i2, j1, j2 in Levenshtein.opcodes(anchor, text):
+            if tag == "insert":
+                inserts[i1][text[j1:j2]] += weight
+                continue
+            for k in range(i2 - i1):
+                j = j1 + k
+                chars[i1 + k][text[j] if tag != "delete" and j < j2 else ""] += weight
+            if tag == "replace" and j2 - j1 > i2 - i1:
+                inserts[i2][text[j1 + i2 - i1 : j2]] += weight
+    total = sum(pooled.values())
+    out = []
+    for i in range(len(anchor) + 1):
+        if inserts[i]:
+            text, weight = max(inserts[i].items(), key=lambda kv: kv[1])
+            if weight > total / 2:
+                out.append(text)
+        if i < len(anchor):
+            out.append(max(chars[i].items(), key=lambda kv: kv[1])[0])
+    return "".join(out).strip()
