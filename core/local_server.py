@@ -218,12 +218,13 @@ def ensure_started(home: Path) -> str:
         if url:
             return url
         (home / STATE_FILE).unlink(missing_ok=True)
-        seed_database(home)
+        env = {**os.environ, **SERVER_ENV, "PREFECT_HOME": str(home)}
+        if seed_database(home):  # its block types are registered already (~4.5 s saved at load 13)
+            env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
         with open(home / LOG_FILE, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "core.local_server", "serve"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                env={**os.environ, **SERVER_ENV, "PREFECT_HOME": str(home)},
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
             )  # fmt: skip
         return _wait_until_up(home, proc)
     finally:
@@ -274,17 +275,19 @@ def template_path() -> Path:
     return cache / f"prefect-{prefect.__version__}-empty.db"
 
 
-def seed_database(home: Path) -> None:
-    """A fresh PREFECT_HOME starts from the migrated template (no migrations); the first one builds it."""
+def seed_database(home: Path) -> bool:
+    """A fresh PREFECT_HOME starts from the migrated template (no migrations); the first one builds it.
+    True when it was seeded so."""
     database = _default_database(home)
     if database is None or database.exists():
-        return
+        return False
     template = template_path()
     if not template.exists():
-        return  # this first server migrates; it copies its still-empty database as the template
+        return False  # this first server migrates; it copies its still-empty database as the template
     part = database.with_suffix(".db.part")
     shutil.copyfile(template, part)
     os.replace(part, database)
+    return True
 
 
 def _save_template(home: Path) -> None:
