@@ -100,7 +100,10 @@ def test_bad_images_fail_alone_and_the_batch_is_partial(prefect_server, tmp_path
     assert "max_pixels" in failed["enhance huge.png"].message
     assert _max_overlap(task_runs) <= 2  # max_concurrency
     progress = [a for a in artifacts if a.type == "progress"]
-    assert len(progress) == 2 and all(a.data == 100.0 for a in progress)
+    batches = [a for a in progress if a.task_run_id is None]  # one per batch, and one per image read
+    images = [a for a in progress if a.task_run_id is not None]
+    assert len(batches) == 2 and all(a.data == 100.0 for a in batches)
+    assert len(images) == 4 and all(a.data == 100.0 and "done in" in a.description for a in images)
     table = next(a for a in artifacts if a.key == f"enhance-{result.run_dir.name}")  # one card per batch
     assert table.type == "table" and table.data.count('"failed"') == 2 and table.data.count('"enhanced"') == 4
     assert table.data.count('"realesr-animevideov3"') == 4 and all(

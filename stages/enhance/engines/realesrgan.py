@@ -46,14 +46,14 @@ NCNN_MODELS: dict[str, NcnnModel] = {
         ("Input1", "Eltwise4"),
         prepad=7,
         then="realesr-animevideov3",
-        cpu_s_per_mpx=9.0,
+        cpu_s_per_mpx=11.0,
     ),
     "realesr-animevideov3": NcnnModel(
-        REALESRGAN, {s: f"realesr-animevideov3-x{s}" for s in (2, 3, 4)}, cpu_s_per_mpx=10.0
+        REALESRGAN, {s: f"realesr-animevideov3-x{s}" for s in (2, 3, 4)}, cpu_s_per_mpx=21.0
     ),
-    "realesrgan-x4plus": NcnnModel(REALESRGAN, {4: "realesrgan-x4plus"}, max_tile=128, cpu_s_per_mpx=950.0),
+    "realesrgan-x4plus": NcnnModel(REALESRGAN, {4: "realesrgan-x4plus"}, max_tile=128, cpu_s_per_mpx=700.0),
     "realesrgan-x4plus-anime": NcnnModel(
-        REALESRGAN, {4: "realesrgan-x4plus-anime"}, max_tile=128, cpu_s_per_mpx=250.0
+        REALESRGAN, {4: "realesrgan-x4plus-anime"}, max_tile=128, cpu_s_per_mpx=190.0
     ),
 }
 
