@@ -1,17 +1,22 @@
 """Readable cues cut from word timestamps: line count and width (CJK by width), duration, reading speed,
-sentence breaks, one speaker per cue; on real recognised speech and on hand-made CJK words."""
+sentence breaks, one speaker per cue; on real recognised speech, a real phone call between two women, and
+on hand-made CJK words."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from core.media import probe_media
-from core.schema import SpeechSegment, SpeechWord, Transcript
+from core.schema import AudioTrack, SpeechSegment, SpeechWord, Transcript
+from samples import conversations as real
 from samples.audio import make_speech, word_error_rate
+from samples.diarization import diarization_error_rate
 from stages.speech.audio import extract_audio
 from stages.speech.cues import Cue, CueSettings, build_cues, width
+from stages.speech.diarize import assign_speakers, diarize_audio
 from stages.speech.engines import AsrSettings, load_asr_engine
 from stages.speech.transcribe import transcribe_audio
 
@@ -83,3 +88,28 @@ def test_cjk_counts_by_width_and_a_speaker_change_always_cuts():
     assert [c.speaker for c in cues].count("SPEAKER_01") == 1
     assert all("Yes." not in c.text or c.speaker == "SPEAKER_01" for c in cues)
     assert width("预算") == 4 and "我们今天" in cues[0].text.replace("\n", ""), "CJK joined without spaces"
+
+
+@pytest.mark.slow  # transcribes 60 s: ~25 s on an idle 2-core machine
+@pytest.mark.skipif(not real.available(), reason="the shared real speech (../shared/realspeech) is absent")
+def test_cues_of_a_real_phone_call_hold_one_speaker_each(media_dir):
+    """Two women on the phone (real LibriSpeech voices, 8 kHz): Whisper's segments run across turns; the
+    cues must not. Each cue's time is spoken by the speaker it is labelled with (the other woman: at most
+    the overlap of a reply, 1.3 s), on at least 85% of the cues."""
+    call = real.build(next(c for c in real.CASES if c.name == "ff-phone"), media_dir / "realspeech")
+    track = AudioTrack(call.path, call.path, 16000, max(t[2] for t in call.reference) + 0.5)
+    transcript = transcribe_audio(track, load_asr_engine(CPU), CPU)
+    diarization = diarize_audio(track, replace(CPU, diarize=True))
+    cues = build_cues(assign_speakers(transcript, diarization))
+    turns = [(t.speaker, t.start, t.end) for t in diarization.turns]
+    voice_of = {hyp: ref for ref, hyp in diarization_error_rate(call.reference, turns).mapping.items()}
+    right = 0
+    for cue in cues:
+        talk = {who: 0.0 for who in call.speakers}
+        for who, start, end in call.reference:
+            talk[who] += max(0.0, min(end, cue.end) - max(start, cue.start))
+        main, other = sorted(talk, key=talk.__getitem__, reverse=True)
+        assert talk[other] <= 1.3, f"cue {cue.index} holds both women: {talk} {cue.text!r}"
+        right += voice_of.get(cue.speaker or "") == main
+    print(f"{right} of {len(cues)} cues carry the right speaker")
+    assert right >= 0.85 * len(cues), f"{right} of {len(cues)} cues carry the right speaker"
