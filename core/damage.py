@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from core.errors import StageTimeout
+from core.cli import EXIT_OK, EXIT_PARTIAL
+from core.errors import StageTimeout, printable
 from core.media import require_tool
 from core.schema import DecodeDamage, MediaInfo
 
@@ -59,6 +61,15 @@ def damage_from_log(path: Path, lines: list[str], duration: float) -> DecodeDama
     end = duration if duration > 0 else float("inf")
     spans = tuple((max(0.0, a - MARGIN_SECONDS), min(end, b + MARGIN_SECONDS)) for a, b in ranges)
     return DecodeDamage(Path(path), len(times), spans, first)
+
+
+def exit_status(damage: DecodeDamage | None) -> int:
+    """A CLI's status once its outputs are written: 0, or 1 (partly done) after one warning line naming
+    the input, its decode errors and their time ranges."""
+    if damage is None or not damage.damaged:
+        return EXIT_OK
+    print(f"warning: {printable(damage.path)}: {damage.describe()}", file=sys.stderr)
+    return EXIT_PARTIAL
 
 
 def report_damage(damage: DecodeDamage, flow: str) -> None:

@@ -21,7 +21,6 @@ from blocks.subtitles import SubtitleConfig
 from core.caching import consume, open_work_dir
 from core.cli import (
     EPILOG,
-    EXIT_PARTIAL,
     CliParser,
     api_ready,
     positive,
@@ -29,8 +28,8 @@ from core.cli import (
     preflight_output_dir,
     run_cli,
 )
-from core.damage import decode_check_task, report_damage
-from core.errors import ConfigError, printable
+from core.damage import decode_check_task, exit_status, report_damage
+from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.progress import StageProgress
@@ -291,10 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         print(result.srt_path.read_text(encoding="utf-8"))
     print(result.srt_path)
-    if result.damage:  # written, but from a damaged input: partly done
-        print(f"warning: {printable(result.video)}: {result.damage.describe()}", file=sys.stderr)
-        return EXIT_PARTIAL
-    return 0
+    return exit_status(result.damage)  # 1 (partly done) with a warning when the input was damaged
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ from prefect.futures import PrefectFuture
 from pydantic import WithJsonSchema
 
 from blocks.presets import SEED_PRESETS, load_presets
-from core.cli import EPILOG, EXIT_PARTIAL, CliParser, api_ready, positive, preflight_output_dir, run_cli
-from core.damage import decode_check_task, report_damage
-from core.errors import MediaInputError, PartlyDone, printable
+from core.cli import EPILOG, CliParser, api_ready, positive, preflight_output_dir, run_cli
+from core.damage import decode_check_task, exit_status, report_damage
+from core.errors import MediaInputError, PartlyDone
 from core.media import check_input_file, probe_media
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, Rendition, TranscodeResult
@@ -207,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     for rendition in result.renditions:
         print(rendition.path)
     print(result.manifest_path)
-    if result.damage:  # written, but from a damaged input: partly done
-        print(f"warning: {printable(result.video)}: {result.damage.describe()}", file=sys.stderr)
-        return EXIT_PARTIAL
-    return 0
+    return exit_status(result.damage)  # 1 (partly done) with a warning when the input was damaged
 
 
 if __name__ == "__main__":
