@@ -8,8 +8,10 @@ environment settings refused in one line before any server starts.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +123,12 @@ def test_cli_calls_share_one_local_server_that_stops_when_idle(clip, tmp_path):
     assert _state(home) is None
 
 
+def _logged_before(line: str, moment: datetime.time) -> bool:
+    """A Prefect console line stamped before `moment` (written before the signal, read after it)."""
+    stamp = re.match(r"(\d\d:\d\d:\d\d\.\d{3}) \|", line)
+    return bool(stamp) and datetime.time.fromisoformat(stamp.group(1)) < moment
+
+
 def _band_code() -> str:
     """The band stage's code version, part of its cache key (core/caching.py), read afresh."""
     from core.caching import code_version
@@ -147,12 +155,12 @@ def _interrupt(video: Path, out: Path, home: Path, signum: int) -> tuple[int, fl
     while not any(Path(c.split(" ", 1)[0]).name == "ffmpeg" for c in _group(proc.pid)):
         assert time.monotonic() < deadline, "keyframes never started ffmpeg"
         time.sleep(0.05)
-    sent = time.monotonic()
+    sent, sent_at = time.monotonic(), datetime.datetime.now().time()
     if signum == signal.SIGINT:
         os.killpg(proc.pid, signum)  # a terminal's Ctrl-C: the CLI and its ffmpeg at once
     else:
         os.kill(proc.pid, signum)  # `kill PID`: the CLI alone; it must end its ffmpeg itself
-    after = proc.stdout.read().splitlines()
+    after = [line for line in proc.stdout.read().splitlines() if not _logged_before(line, sent_at)]
     code = proc.wait(timeout=60)
     return code, time.monotonic() - sent, after, proc.pid
 
