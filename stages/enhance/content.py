@@ -136,16 +136,16 @@ def keep_faces_faithful(
     reference: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inside each (feathered) face region: the network's fine texture on the colours and shapes of a
-    Lanczos upscale of `reference` (a faithful enlargement of the input, e.g. a photo network's first pass)
-    or, without one, of the input itself. `enhanced` is `factor` times the size of `source`; it is changed
-    in place and returned. Only each face's surroundings are worked on: memory follows the faces."""
+    Lanczos upscale of the input, or, given a `reference` (a faithful enlargement: the photo network's first
+    pass), that reference Lanczos-enlarged as it is. `enhanced` is `factor` times the size of `source`; it
+    is changed in place and returned. Only each face's surroundings are worked on: memory follows faces."""
     import cv2
     import numpy as np
 
     base = source if reference is None else reference
     base_factor = enhanced.shape[1] / base.shape[1]  # output pixels per pixel of the base
     height, width = enhanced.shape[:2]
-    sigma = max(1.0, factor / 2.0) if reference is None else 1.0  # after a faithful pass: finest texture only
+    sigma = max(1.0, factor / 2.0)
     for face in faces:
         grow_x, grow_y = face.width * FACE_MARGIN, face.height * FACE_MARGIN
         x0, y0 = max(0, int((face.x - grow_x) * factor)), max(0, int((face.y - grow_y) * factor))
@@ -163,7 +163,10 @@ def keep_faces_faithful(
         lanczos = cv2.resize(base[sy0:sy1, sx0:sx1], size, interpolation=cv2.INTER_LANCZOS4)
         net = crop.astype(np.float32)
         lanczos = lanczos.astype(np.float32)
-        faithful = cv2.GaussianBlur(lanczos, (0, 0), sigma) + net - cv2.GaussianBlur(net, (0, 0), sigma)
+        if reference is None:
+            faithful = cv2.GaussianBlur(lanczos, (0, 0), sigma) + net - cv2.GaussianBlur(net, (0, 0), sigma)
+        else:  # the photo network's texture is in the reference; later passes' strokes stay out of faces
+            faithful = lanczos
         mask = np.zeros(crop.shape[:2], np.float32)
         mask[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0] = 1.0
         mask = cv2.GaussianBlur(mask, (0, 0), feather)[:, :, None]
