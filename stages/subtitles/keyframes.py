@@ -3,8 +3,9 @@
 ffmpeg decodes the band's rows only (crop in the filter graph), so memory stays at one strip. The change
 signal is the subtitle text itself: bright strokes next to a dark outline or shadow, the way burned-in
 subtitles are drawn. Background motion barely moves that signal; a new line moves it a lot. Each kept
-sample stands for the span until the next kept sample; spans are shifted back by half a sampling interval,
-the expected midpoint between the last sample without a change and the first with it.
+sample stands for the span until the next kept sample. ffmpeg's fps filter gives sample n the last frame
+before (n + 0.5) / fps, so a change first seen in sample n happened, on average, at n / fps: spans start
+there (shifted back half an interval, every start and end was 0.05 s early on the real dramas).
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ def extract_keyframes(
     fps = settings.sample_fps
     if band.is_empty:
         return KeyframeSet(info.path, band, fps, info.duration, (), 0)
-    half = 0.5 / fps
     w_start, w_end = window if window is not None else (0.0, info.duration)
     first = round(w_start * fps)
     last_window = w_end >= info.duration - 1e-6
@@ -103,9 +103,9 @@ def extract_keyframes(
             path = work_dir / f"strip_{index:06d}.png"
             if has_text:
                 write_image(path, strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            kept.append((index, max(0.0, index / fps - half), path, has_text, change, line))
+            kept.append((index, index / fps, path, has_text, change, line))
             last_signal = signal
-    end_of_video = max(info.duration, (first + samples) / fps - half) if last_window else w_end - half
+    end_of_video = max(info.duration, (first + samples) / fps) if last_window else w_end
     keyframes = []
     for k, (index, start, path, has_text, change, line_id) in enumerate(kept):
         if not has_text:
