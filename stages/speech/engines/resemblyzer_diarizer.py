@@ -42,6 +42,7 @@ OVERLAP_MARGIN = 0.06  # a window this close to two speakers' centroids, at a ch
 # Silero's default 0.5 threshold missed 10-50% of telephone and far-field speech (bench/diarization.py)
 VAD = {"threshold": 0.25, "min_silence_duration_ms": 200, "speech_pad_ms": 150, "min_speech_duration_ms": 100}
 SPECTRAL_MIN_WINDOWS = 60  # fewer reliable windows (~25 s of speech): too few for the eigengap
+CLUSTER_MAX_WINDOWS = 400  # more (over ~160 s of speech): every n-th shapes the clusters, all are labelled
 MERGE_SIMILARITY = 0.88  # two clusters' centroids this alike are one voice split (real speech, 2-4 people)
 TWO_VOICES_SIMILARITY = 0.85  # one cluster found, but halves each >= 20% and less alike than this: two
 TWO_VOICES_SHARE = 0.2
@@ -120,11 +121,15 @@ def cluster_windows(
     basis = vectors[reliable] if reliable.sum() >= 2 else vectors
     if len(basis) < 2:
         return np.zeros(len(windows), int), basis[:1]
+    # every n-th window over the whole file: the eigen-decompositions grow with the cube of the windows
+    sample = basis[:: int(np.ceil(len(basis) / CLUSTER_MAX_WINDOWS))]
     if speakers is not None:  # given: exactly that many
-        k = max(1, min(speakers, len(basis)))
-        centroids = refine(basis, centroids_of(basis, ward_labels(basis, k)))
+        k = max(1, min(speakers, len(sample)))
+        centroids = refine(sample, centroids_of(sample, ward_labels(sample, k)))
     else:
-        centroids = estimate_centroids(basis, limits, same_voice)
+        centroids = estimate_centroids(sample, limits, same_voice)
+    if len(sample) < len(basis):
+        centroids = refine(basis, centroids)
     return np.argmax(vectors @ centroids.T, axis=1), centroids
 
 
