@@ -34,6 +34,7 @@ _UKRAINIAN = re.compile(r"[іїєґІЇЄҐ]")
 PROBE = "zh"  # PP-OCRv6: kana, Han (simplified and traditional), accented Latin
 CONFIDENT = 0.9  # PP-OCR's mean score on rows it really reads; look-alike Latin for Cyrillic is ~0.8
 SURER = 0.08  # PP-OCRv6's mean score above PP-OCRv4's from which it reads the Han rows (traditional)
+LATIN_READ = 0.8  # Latin said by the classifier alone needs a PP-OCR reading this sure (Thai: ~0.7)
 READS = 0.7  # a Tesseract reader's confidence x own-script share on rows it really reads (0.8-0.95)
 
 
@@ -160,6 +161,9 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
     seen = f"OSD says {script} ({confidence:.1f}), the best Tesseract reader {reader} ({best_score:.2f})"
     if script == "Cyrillic":
         return _supported(_cyrillic_language(rows), script, seen)
+    if script == "Latin" and max(score, _read(rows, replace(settings, lang=DEFAULT))[1]) < LATIN_READ:
+        why = f"the subtitles are in a script no installed model reads ({seen}; PP-OCR reads {score:.2f})"
+        return ScriptChoice(DEFAULT, None, False, why)  # Thai was called Latin on three short rows
     if script in SCRIPT_LANGUAGE:
         lang = SCRIPT_LANGUAGE[script]
         chosen = _han_language(text, rows, score, settings) if lang in ("ch", "zh") else lang
