@@ -14,6 +14,7 @@ from deployments.crash_reruns import refuse_crash_loops
 from deployments.inbox import sweep_inbox as _sweep_inbox
 from flows.enhance import enhance_images as _enhance_images
 from flows.enhance import enhance_yardstick as _enhance_yardstick
+from flows.fuse import fuse_subtitles as _fuse_subtitles
 from flows.pipeline import run_pipeline as _run_pipeline
 from flows.subtitles import extract_subtitles as _extract_subtitles
 from flows.transcode import transcode as _transcode
@@ -43,6 +44,7 @@ logging.getLogger("prefect.flow_runs").addFilter(ReturnedStateFilter())  # the w
 extract_subtitles = refuse_crash_loops(_policy.apply_to_flow(_extract_subtitles))
 enhance_images = refuse_crash_loops(_policy.apply_to_flow(_enhance_images))
 enhance_yardstick = _policy.apply_to_flow(_enhance_yardstick)
+fuse_subtitles = refuse_crash_loops(_policy.apply_to_flow(_fuse_subtitles))
 run_pipeline = refuse_crash_loops(_policy.apply_to_flow(_run_pipeline))
 transcode = refuse_crash_loops(_policy.apply_to_flow(_transcode))
 transcribe = refuse_crash_loops(_policy.apply_to_flow(_transcribe))

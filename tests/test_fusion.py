@@ -1,0 +1,141 @@
+"""Burned-in subtitles and speech fused (issue 28), on real footage with libass-burned subtitles and real
+recorded speech of the same lines (samples/fusion_material.py): the fused file reads better than either
+source, its lines start with the spoken word, and every place where the sources differ is listed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from core.schema import SubtitleEvent
+from flows.fuse import fuse_subtitles
+from runtime.naming import artifact_key
+from samples import fusion_material as material
+from samples.scoring import score_subtitles
+from stages.fusion.fuse import normalise
+
+pytestmark = pytest.mark.skipif(
+    not material.available(), reason=f"real speech folder {material.speech_root()} is absent"
+)
+SAME = next(c for c in material.FUSION_CASES if c.name == "street_en_fused")
+
+
+@pytest.fixture(scope="module")
+def fused_run(prefect_server, media_dir, tmp_path_factory):
+    video, truth = material.render_fusion_case(SAME, media_dir / "fusion")
+    out = fuse_subtitles(str(video), str(tmp_path_factory.mktemp("fused")))
+    return video, truth, out
+
+
+def _voice_lines(truth):
+    return [t for t in truth if t.shown is not None and t.voice_start is not None]
+
+
+def _matching(lines, start: float, end: float):
+    return max(lines, key=lambda line: min(end, line.end) - max(start, line.start))
+
+
+def test_fused_cer_is_below_both_sources(fused_run):
+    _, truth, out = fused_run
+    fused = score_subtitles(truth, list(out.result.lines))
+    ocr = score_subtitles(truth, list(out.subtitles.events))
+    speech = score_subtitles(truth, list(out.speech.transcript.segments))
+    figures = f"fused {fused.line()}\nOCR {ocr.line()}\nspeech {speech.line()}"
+    assert fused.cer < ocr.cer and fused.cer < speech.cer, figures
+    assert fused.recall == 1.0, figures  # the sign and the unsubtitled speech are lines too
+
+
+def test_lines_start_with_the_spoken_word(fused_run):
+    _, truth, out = fused_run
+    both = [line for line in out.result.lines if line.source == "both"]
+    for t in _voice_lines(truth):
+        line = _matching(both, t.voice_start, t.voice_end)
+        assert abs(line.start - t.voice_start) <= 0.1 + 1e-9, (t, line)
+        if t.kind == "late":  # held 1.2 s after the last word: the fused line ends with the speech
+            assert abs(line.end - t.voice_end) <= 0.3, (t, line)
+
+
+def test_shown_early_and_held_late_are_reported_not_hidden(fused_run):
+    _, truth, out = fused_run
+    for kind, flag in (("early", "shown early"), ("late", "held late")):
+        t = next(t for t in truth if t.kind == kind)
+        line = _matching(out.result.lines, t.voice_start, t.voice_end)
+        assert flag in line.timing and line.shown_start == pytest.approx(t.start, abs=0.1), line
+    plain = [t for t in truth if t.kind == "plain"]
+    assert not any(_matching(out.result.lines, t.start, t.end).timing for t in plain)
+
+
+def test_sign_and_unsubtitled_speech_are_marked(fused_run):
+    _, truth, out = fused_run
+    doc = json.loads(out.json_path.read_text(encoding="utf-8"))
+    sign = next(t for t in truth if t.kind == "sign")
+    spoken = next(t for t in truth if t.kind == "unsubtitled")
+    shown_only = [line for line in doc["lines"] if line["source"] == "subtitle_only"]
+    said_only = [line for line in doc["lines"] if line["source"] == "speech_only"]
+    detail = (sign, [(line["start"], line["text"]) for line in doc["lines"]], out.subtitles.events)
+    assert [normalise(line["text"]).replace(" ", "") for line in shown_only] == ["threedayslater"], detail
+    assert len(said_only) == 1 and normalise(said_only[0]["text"]) == normalise(spoken.spoken), detail
+    assert said_only[0]["speech_start"] == pytest.approx(spoken.voice_start, abs=0.1)
+
+
+def test_names_and_numbers_stay_as_shown(fused_run):
+    """The speech heard 'Phil' as 'sir', 'Steels' as 'steals' and 'twentieth' as '20th': the pixels win."""
+    _, _, out = fused_run
+    text = " ".join(line.text for line in out.result.lines)
+    assert "Phil." in text and "Steels" in text and "twentieth" in text, text
+
+
+def test_every_disagreement_is_in_the_table_artifact(fused_run):
+    video, truth, out = fused_run
+    with get_client(sync_client=True) as client:
+        key = artifact_key("fuse-disagreements", video.name)
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    rows = json.loads(found[0].data) if isinstance(found[0].data, str) else found[0].data
+    listed = {(r["subtitle"], r["speech"]) for r in rows}
+    for line in out.result.lines:
+        differs = normalise(line.ocr_text or "") != normalise(line.speech_text or "")
+        if differs or line.timing or line.reads:
+            assert (line.ocr_text or "", line.speech_text or "") in listed, line
+    kinds = " ".join(r["why"] for r in rows)
+    for expected in ("shown early", "held late", "subtitle only", "speech only", "OCR read it"):
+        assert expected in kinds, rows
+    hard = [t for t in truth if t.kind == "hard"]
+    assert all(any(normalise(t.spoken) == normalise(r["speech"]) for r in rows) for t in hard[1:]), rows
+
+
+def test_fragments_and_pieces_are_one_line_in_displayed_words():
+    """Pieces of one faint line (real OCR reads of the material) become one line; a name read in pieces is
+    glued with the pixels' letters."""
+    from core.schema import SpeechSegment, SpeechWord, Transcript
+    from stages.fusion.fuse import fuse
+
+    said = "Not at this particular case, Tom apologizes to Whitmore.".split()
+    words = tuple(SpeechWord(5.2 + 0.4 * i, 5.5 + 0.4 * i, w, 0.9) for i, w in enumerate(said))
+    segment = SpeechSegment(0, 5.2, 9.0, " ".join(said), words)
+    transcript = Transcript(Path("speech.wav"), "en", 1.0, 10.0, (segment,), "faster-whisper", "base", "cpu")
+    shown = [
+        SubtitleEvent(1, 4.15, 4.35, "Not at this parti", 0.93),
+        SubtitleEvent(2, 4.35, 8.75, "Not at this particular case, Tom, apologized whit te more.", 0.98),
+    ]
+    (line,) = fuse(shown, transcript).lines
+    assert line.text == "Not at this particular case, Tom, apologized Whittemore."
+    assert line.reads == ("Not at this parti",) and "shown early" in line.timing
+
+
+def test_translated_subtitles_keep_both_texts_and_the_speaker(prefect_server, media_dir, tmp_path):
+    """Chinese subtitles over English speech of two speakers: both texts per line, aligned by time, with
+    the speaker label from diarization; nothing is 'corrected' across languages."""
+    case = next(c for c in material.FUSION_CASES if c.translated)
+    video, truth = material.render_fusion_case(case, media_dir / "fusion")
+    out = fuse_subtitles(str(video), str(tmp_path), diarize=True)
+    lines = out.result.lines
+    assert out.result.translated and [line.source for line in lines] == ["translated"] * len(truth), lines
+    for t, line in zip(truth, lines, strict=True):
+        assert line.text == t.shown and line.speaker, line
+        assert normalise(line.speech_text).split()[:2] == normalise(t.spoken).split()[:2], line
+        assert abs(line.start - t.start) <= 0.1 and not line.corrections, line
+    assert "\n" in out.srt_path.read_text(encoding="utf-8")  # each cue: the subtitle, then what was said
