@@ -139,3 +139,14 @@ def test_translated_subtitles_keep_both_texts_and_the_speaker(prefect_server, me
         assert normalise(line.speech_text).split()[:2] == normalise(t.spoken).split()[:2], line
         assert abs(line.start - t.start) <= 0.1 and not line.corrections, line
     assert "\n" in out.srt_path.read_text(encoding="utf-8")  # each cue: the subtitle, then what was said
+
+
+def test_an_unsure_word_is_settled_by_the_speech_but_never_a_name_or_number():
+    from stages.fusion.fuse import FusionSettings, settle_words
+
+    unsure = SubtitleEvent(1, 0.0, 2.0, "Pollce ask drivers at Gate 4 to wait, Tom", 0.82)
+    text, notes = settle_words(unsure, "Police ask drivers at gate four to wait, Tim", FusionSettings())
+    assert text == "Police ask drivers at Gate 4 to wait, Tom", notes
+    assert [(c.ocr, c.taken) for c in notes] == [("Pollce", True), ("4", False), ("Tom", False)], notes
+    sure = SubtitleEvent(2, 0.0, 2.0, "God bless 'em", 0.98)
+    assert settle_words(sure, "God bless him.", FusionSettings())[0] == "God bless 'em"

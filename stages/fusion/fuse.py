@@ -179,6 +179,9 @@ def settle_words(
     A shown word is unsure when the event's confidence is low, the word is not a listed word, or another
     frame read it differently (`candidates`: other reads of the line); the spoken word replaces it only when
     it is a candidate read of the same glyphs (close in spelling, or one of the other frames' words)."""
+    if is_cjk(event.text):  # no spaces to align words by: per-character settling needs per-frame reads
+        same = normalise(event.text).replace(" ", "") == normalise(spoken).replace(" ", "")
+        return event.text, () if same else (Correction(event.text, spoken, False, "differs"),)
     said = spoken.split()
     shown, notes = glue_pieces(event.text.split(), said)
     keys_shown, keys_said = [normalise(w) for w in shown], [normalise(w) for w in said]
@@ -208,7 +211,8 @@ def settle_words(
 
 def glue_pieces(shown: list[str], said: list[str]) -> tuple[list[str], list[Correction]]:
     """A word the OCR read in pieces ("whit te more") glued back where the speech says it as one word and
-    not as those pieces: the letters stay the OCR's (the pixels spell names), the boundary is the speech's."""
+    none of the pieces (nor a number): the letters stay the OCR's (the pixels spell names), the boundary
+    is the speech's."""
     out, notes, i = [], [], 0
     spoken = [normalise(w) for w in said]
     while i < len(shown):
@@ -219,7 +223,8 @@ def glue_pieces(shown: list[str], said: list[str]) -> tuple[list[str], list[Corr
             match = [
                 said[k] for k, w in enumerate(spoken) if Levenshtein.normalized_similarity(key, w) >= 0.75
             ]
-            if len(pieces) == n and match and not all(normalise(p) in spoken for p in pieces):
+            whole = not any(normalise(p) in spoken or any(c.isdigit() for c in p) for p in pieces)
+            if len(pieces) == n and match and whole:
                 out.append(glued[:1].upper() + glued[1:] if match[0][:1].isupper() else glued)
                 notes.append(Correction(" ".join(pieces), glued, True, "one word read in pieces: joined"))
                 i += n
