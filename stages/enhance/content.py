@@ -161,14 +161,40 @@ def keep_faces_faithful(
         crop = enhanced[cy0:cy1, cx0:cx1]
         size = (crop.shape[1], crop.shape[0])
         lanczos = cv2.resize(base[sy0:sy1, sx0:sx1], size, interpolation=cv2.INTER_LANCZOS4)
-        net = crop.astype(np.float32)
-        lanczos = lanczos.astype(np.float32)
-        if reference is None:
-            faithful = cv2.GaussianBlur(lanczos, (0, 0), sigma) + net - cv2.GaussianBlur(net, (0, 0), sigma)
-        else:  # the photo network's texture is in the reference; later passes' strokes stay out of faces
-            faithful = lanczos
-        mask = np.zeros(crop.shape[:2], np.float32)
-        mask[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0] = 1.0
-        mask = cv2.GaussianBlur(mask, (0, 0), feather)[:, :, None]
-        crop[:] = np.clip(net * (1.0 - mask) + faithful * mask + 0.5, 0, 255).astype(np.uint8)
+        mask_at = (y0 - cy0, y1 - cy0, x0 - cx0, x1 - cx0)
+        _blend_in_bands(crop, lanczos, mask_at, feather, None if reference is not None else sigma)
     return enhanced
+
+
+BAND_ROWS = 256  # face regions are blended this many rows at a time (float copies of a band, not the face)
+
+
+def _blend_in_bands(
+    crop: np.ndarray, lanczos: np.ndarray, box: tuple[int, int, int, int], feather: float, sigma: float | None
+) -> None:
+    """`crop` (the network's face region, changed in place) blended towards `lanczos` inside `box`
+    (y0, y1, x0, x1), feathered by `feather` px; with `sigma`, the network's texture finer than it is kept.
+    The smooth mask is built 8x smaller; float copies exist for one band of rows (plus blur context) only."""
+    import cv2
+    import numpy as np
+
+    height, width = crop.shape[:2]
+    small = np.zeros((-(-height // 8), -(-width // 8)), np.float32)
+    y0, y1, x0, x1 = box
+    small[y0 // 8 : -(-y1 // 8), x0 // 8 : -(-x1 // 8)] = 1.0
+    small = cv2.GaussianBlur(small, (0, 0), max(0.5, feather / 8))
+    context = 0 if sigma is None else int(4 * sigma) + 1
+    for top in range(0, height, BAND_ROWS):
+        bottom = min(height, top + BAND_ROWS)
+        a, b = max(0, top - context), min(height, bottom + context)
+        net = crop[a:b].astype(np.float32)
+        base = lanczos[a:b].astype(np.float32)
+        if sigma is not None:
+            base = cv2.GaussianBlur(base, (0, 0), sigma) + net - cv2.GaussianBlur(net, (0, 0), sigma)
+        rows = slice(top - a, top - a + bottom - top)
+        first, last = max(0, top // 8 - 1), min(small.shape[0], -(-bottom // 8) + 1)  # a row of context
+        size = (small.shape[1] * 8, (last - first) * 8)
+        mask = cv2.resize(small[first:last], size, interpolation=cv2.INTER_LINEAR)
+        mask = mask[top - first * 8 : bottom - first * 8, :width, None]
+        blended = net[rows] * (1.0 - mask) + base[rows] * mask
+        crop[top:bottom] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
