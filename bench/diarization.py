@@ -12,6 +12,11 @@ AMI speaker with one "mm" cannot be found by voice). `--cost-minutes N` builds N
 the shared speakers and times the packaged faster-whisper base model against the diarizer on it (wall
 and CPU seconds: on a shared machine the CPU-time ratio is the steadier one). `short`: reference turns
 under 1 s that nobody overlaps, and how many of them carry the right speaker.
+Measured (2 shared cores, load average 9-14): built conversations count right 14/15 (before 12/15), mean
+DER 0.058 (0.181), missed 1.3% (14.1%), short turns 109/130 (99/130); AMI starts count 4/7 (3/7), DER
+0.35 (0.44), missed 22% (34%). Cost on 10.2 min of 4-person speech: diarization 13.5 CPU s against 66.5
+for transcription (base, int8, batched): 20% in CPU time, 23% in wall time (run outside the bench lock,
+whose queue did not clear).
 """
 
 from __future__ import annotations
