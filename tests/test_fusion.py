@@ -5,6 +5,8 @@ source, its lines start with the spoken word, and every place where the sources 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,8 @@ def test_translated_subtitles_keep_both_texts_and_the_speaker(prefect_server, me
         assert normalise(line.speech_text).split()[:2] == normalise(t.spoken).split()[:2], line
         assert abs(line.start - t.start) <= 0.1 and not line.corrections, line
     assert "\n" in out.srt_path.read_text(encoding="utf-8")  # each cue: the subtitle, then what was said
+    labels = [line.speaker for line in lines]  # aew, axb, aew in the material
+    assert labels[0] == labels[2] != labels[1], labels
 
 
 def test_an_unsure_word_is_settled_by_the_speech_but_never_a_name_or_number():
@@ -150,3 +154,18 @@ def test_an_unsure_word_is_settled_by_the_speech_but_never_a_name_or_number():
     assert [(c.ocr, c.taken) for c in notes] == [("Pollce", True), ("4", False), ("Tom", False)], notes
     sure = SubtitleEvent(2, 0.0, 2.0, "God bless 'em", 0.98)
     assert settle_words(sure, "God bless him.", FusionSettings())[0] == "God bless 'em"
+
+
+def test_a_video_without_speech_is_refused_in_one_line(media_dir, tmp_path):
+    """The CLI checks before any server starts: one line naming the input and the cause, no output."""
+    material.render_fusion_case(SAME, media_dir / "fusion")
+    (silent,) = (media_dir / "fusion" / "silent").glob(f"{SAME.name}-*.mp4")
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "flows.fuse", str(silent), "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert silent.name in lines[0] and "no audio track" in lines[0], lines
+    assert not out.exists() or not any(out.rglob("*"))
