@@ -230,10 +230,11 @@ def test_one_misread_frame_never_splits_a_line_and_a_lasting_change_does():
 
 
 def test_a_line_shown_in_two_stacked_copies_is_said_once():
-    frames = [
-        frame(0, 0.0, 1.0, "你的眼里必里\n你的眼里心里"),
-        frame(1, 1.0, 2.0, "你的眼里心里\n你的眼里心里"),
-    ]
+    copies = (
+        line("你的眼里必里", 0, 0, 100, 30, 0.93),
+        line("你的眼里心里", 0, 40, 100, 70, 0.99),
+    )  # one misread
+    frames = [FrameText(0, 0.0, 1.0, copies), frame(1, 1.0, 2.0, "你的眼里心里\n你的眼里心里")]
     assert [e.text for e in frames_to_events(frames, PostprocessSettings())] == ["你的眼里心里"]
 
 

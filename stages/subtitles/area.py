@@ -34,7 +34,7 @@ class AreaSettings:
     position_tolerance: float = 0.01  # of the frame width: "same place"
     extra_lines_above: float = 1.2  # room for a second line, in line heights
     signal_band_top: float = 0.65  # no text box found: the text signal is looked for below this height
-    max_line_height: float = 0.1  # of the frame height: taller boxes are not subtitle lines
+    max_line_height: float = 0.2  # of the frame height: taller boxes are not subtitle lines (big titles are)
     neighbour_lines: float = 1.5  # text rows this many line heights from the band's row join it
     room_below: float = 0.5  # line heights of room under the lowest line seen (a later one sits lower)
 
@@ -116,7 +116,7 @@ def split_static_boxes(
 
 
 def is_text_line(box: Box, height: int, settings: AreaSettings) -> bool:
-    """A box shaped like a subtitle line: about as wide as high or wider, at most a tenth of the frame
+    """A box shaped like a subtitle line: about as wide as high or wider, at most a fifth of the frame
     high. The detector also boxes faces and patterned cloth in generated footage (a 636 px tall box put
     the band over the whole top of a 1280 px frame) and vertical calligraphy on a wall (taller than wide).
     """

@@ -38,6 +38,7 @@ class PostprocessSettings:
     min_chars: int = 1
     spacing: str = "english"  # word spaces by language (spacing.space_words): english, keep, none (ja/zh)
     stacked_copy_ratio: float = 80.0  # a row this like the row above it is the same line shown twice
+    min_split_seconds: float = 0.5  # one frame splits a line of the image only when shown this long
 
 
 @dataclass
@@ -103,14 +104,19 @@ def same_line(a: str, b: str, settings: PostprocessSettings, fragments: bool = T
     return Levenshtein.distance(na, nb) <= len(long_) // settings.chars_per_jitter
 
 
-def split_line(reads: list[list[Read]], settings: PostprocessSettings) -> list[int]:
+def split_line(
+    reads: list[list[Read]], spans: list[tuple[float, float]], settings: PostprocessSettings
+) -> list[int]:
     """Where the reads of one on-screen line change text for good: indices where a new event starts.
 
-    The image saw one line, but a change its strokes barely show still splits when two or more frames
-    on each side all read like their side and not the other: one misread frame (A, A', A) never does.
+    The image saw one line, but a change its strokes barely show (a shadow-only "第一条字幕" ->
+    "第二条字幕") still splits when every frame on each side reads like its side and not the other, and
+    each side is two frames or one shown `min_split_seconds`: one misread frame (A, A', A) never does.
     """
     n = len(reads)
-    for k in range(2, n - 1):
+    for k in range(1, n):
+        if not (_lasting(spans[:k], settings) and _lasting(spans[k:], settings)):
+            continue
         before, after = vote_text(_flat(reads[:k])), vote_text(_flat(reads[k:]))
         if same_line(before, after, settings):
             continue
@@ -121,8 +127,12 @@ def split_line(reads: list[list[Read]], settings: PostprocessSettings) -> list[i
             return Levenshtein.distance(t, own) < Levenshtein.distance(t, other)
 
         if all(closer(f, b, a) for f in reads[:k]) and all(closer(f, a, b) for f in reads[k:]):
-            return [0] + [k + i for i in split_line(reads[k:], settings)]
+            return [0] + [k + i for i in split_line(reads[k:], spans[k:], settings)]
     return [0]
+
+
+def _lasting(spans: list[tuple[float, float]], settings: PostprocessSettings) -> bool:
+    return len(spans) >= 2 or spans[0][1] - spans[0][0] >= settings.min_split_seconds
 
 
 def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
@@ -154,7 +164,7 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
         current.confidences.append(conf)
     events = []
     for d in drafts:
-        cuts = split_line(d.reads, settings) + [len(d.reads)]
+        cuts = split_line(d.reads, d.spans, settings) + [len(d.reads)]
         for i, j in zip(cuts, cuts[1:], strict=False):
             text = vote_text(_flat(d.reads[i:j]))
             start, end = d.spans[i][0], d.spans[j - 1][1]
