@@ -25,6 +25,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -154,6 +155,7 @@ def _is_path_like(value: Path | str) -> bool:
 
 CODE_PACKAGES = ("core", "gpu", "stages")  # where a stage's code lives (flows/ and runtime/ only compose)
 ROOT = Path(__file__).resolve().parents[1]
+_SOURCE_PARSE_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=64)
@@ -167,7 +169,9 @@ def code_version(module: str, root: Path = ROOT) -> str:
         h = hashlib.sha256(version("yivideo-flows").encode())
     except PackageNotFoundError:
         h = hashlib.sha256(b"0")
-    for source in source_closure(module, root):
+    with _SOURCE_PARSE_LOCK:  # CPython 3.11's ast.parse in two threads at once can raise "AST constructor
+        sources = source_closure(module, root)  # recursion depth mismatch" (the stage runner's threads)
+    for source in sources:
         h.update(str(source.relative_to(root)).encode() + b"\0" + source.read_bytes())
     return h.hexdigest()[:16]
 
