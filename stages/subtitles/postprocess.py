@@ -39,6 +39,8 @@ class PostprocessSettings:
     spacing: str = "english"  # word spaces by language (spacing.space_words): english, keep, none (ja/zh)
     stacked_copy_ratio: float = 80.0  # a row this like the row above it is the same line shown twice
     min_split_seconds: float = 0.5  # one frame splits a line of the image only when shown this long
+    min_split_confidence: float = 0.98  # ... and read this surely (a misread glyph reads less surely)
+    max_read_seconds: float = 0.5  # a keyframe held longer is still one read of the pixels in the vote
 
 
 @dataclass
@@ -111,11 +113,12 @@ def split_line(
 
     The image saw one line, but a change its strokes barely show (a shadow-only "第一条字幕" ->
     "第二条字幕") still splits when every frame on each side reads like its side and not the other, and
-    each side is two frames or one shown `min_split_seconds`: one misread frame (A, A', A) never does.
+    each side is two frames or one shown `min_split_seconds` and read at `min_split_confidence`: one
+    misread frame (A, A', A, or A A A') never does.
     """
     n = len(reads)
     for k in range(1, n):
-        if not (_lasting(spans[:k], settings) and _lasting(spans[k:], settings)):
+        if not (_lasting(reads[:k], spans[:k], settings) and _lasting(reads[k:], spans[k:], settings)):
             continue
         before, after = vote_text(_flat(reads[:k])), vote_text(_flat(reads[k:]))
         if same_line(before, after, settings):
@@ -131,8 +134,14 @@ def split_line(
     return [0]
 
 
-def _lasting(spans: list[tuple[float, float]], settings: PostprocessSettings) -> bool:
-    return len(spans) >= 2 or spans[0][1] - spans[0][0] >= settings.min_split_seconds
+def _lasting(
+    reads: list[list[Read]], spans: list[tuple[float, float]], settings: PostprocessSettings
+) -> bool:
+    if len(spans) >= 2:
+        return True
+    (start, end), weights = spans[0], [w for _, w in reads[0]]
+    seen = min(end - start, settings.max_read_seconds)  # reads are weighted seconds x confidence
+    return end - start >= settings.min_split_seconds and max(weights) >= seen * settings.min_split_confidence
 
 
 def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
@@ -159,7 +168,8 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
         else:
             current = _Draft(frame.start, frame.end, frame.line)
             drafts.append(current)
-        current.reads.append([(t, (frame.end - frame.start) * c) for t, c in reads])
+        seen = min(frame.end - frame.start, settings.max_read_seconds)  # one keyframe is one read
+        current.reads.append([(t, seen * c) for t, c in reads])
         current.spans.append((frame.start, frame.end))
         current.confidences.append(conf)
     events = []
