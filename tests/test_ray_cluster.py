@@ -125,7 +125,9 @@ def test_stages_land_on_both_nodes_with_the_local_runners_outputs(cluster, video
     }
     assert placed["ocr"] == placed["subtitle_area"] == {"b"}, placed
     assert placed["crop"] == placed["stitch"] == {"head"}, placed
-    assert set().union(*placed.values()) == {"head", "b"} and len(placed) == 7, placed
+    assert set().union(*placed.values()) == {"head", "b"}, placed
+    # probe, decode check, band, language, keyframes, crop, stitch, OCR, postprocess: all on Ray
+    assert {"decode_check", "language"} <= set(placed) and len(placed) == 9, placed
 
 
 @pytest.mark.skipif(not can_hide_folders(), reason="needs unshare + mount (root)")
@@ -163,9 +165,10 @@ def test_warm_model_actors_serve_three_flow_runs_with_one_load(cluster, video, t
         assert servers and all(name.startswith("ocrsettings-") for name in servers), servers
         where = {name: names[ray.get(actor.where.remote())[0]] for name, actor in servers.items()}
         assert "b" in where.values(), where
-        # one OCR model per actor, for every run so far on this cluster (this test's three included)
+        # each model loaded once per actor, for every run so far on this cluster (this test's three
+        # included): the reader, plus the language probe where the language is told from the pixels
         loads = {name: ray.get(actor.model_loads.remote()) for name, actor in servers.items()}
-        assert set(loads.values()) == {1}, loads
+        assert max(loads.values()) <= 2, loads
     finally:
         ray.shutdown()
     print(f"three runs against one cluster, warm OCR actor on node B: {[round(s, 1) for s in seconds]} s")
