@@ -55,10 +55,12 @@ def test_every_deployed_parameter_is_described_and_choices_are_enums():
 
     from blocks.presets import SEED_PRESETS
     from flows.pipeline import STAGES
+    from stages.subtitles.languages import LANGUAGE_CHOICES
 
     enums = {
         ("transcode", "presets"): set(SEED_PRESETS),
         ("extract-subtitles", "ocr_engine"): {"rapidocr", "paddleocr"},
+        ("extract-subtitles", "lang"): set(LANGUAGE_CHOICES),  # auto and every language code
         ("transcribe", "engine"): {"faster-whisper", "whisperx"},
         ("enhance-images", "engine"): {"realesrgan-ncnn", "opencv-classic", "gfpgan"},
         ("enhance-images", "model"): {
