@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng chromium
 # chromium: the browser tests (tests/test_web_browser.py) drive Debian's build through Playwright
-APT_PACKAGES := ffmpeg fonts-noto-cjk espeak-ng chromium $(OCR_LANGUAGE_PACKAGES)
 # subtitles in other scripts (stages/subtitles/languages.py): Tesseract's data (OSD script classifier with
 # tesseract-ocr) and the fonts the language corpus renders with (samples/footage_languages.py)
 OCR_LANGUAGE_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-rus tesseract-ocr-ukr tesseract-ocr-vie \
 	tesseract-ocr-ara fonts-noto-core
+# defined above APT_PACKAGES: ':=' expands at once, so a later definition left the list without them
+APT_PACKAGES := ffmpeg fonts-noto-cjk espeak-ng chromium $(OCR_LANGUAGE_PACKAGES)
 
 .PHONY: setup system-deps demo test test-fast lint bench clean
 
