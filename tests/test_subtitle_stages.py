@@ -229,6 +229,25 @@ def test_one_misread_frame_never_splits_a_line_and_a_lasting_change_does():
     ]
 
 
+def test_one_long_keyframe_per_side_splits_on_other_text_but_not_on_a_near_misread():
+    """The demo's small text: the 4-px stroke cells saw '欢迎使用 YiVideo' -> 'Subtitles from pixels' as one
+    line, each shown 2 s in one keyframe; the English read at 0.975 (below the 0.98 a near text needs)."""
+
+    def two(a, b, conf_b):
+        return [
+            FrameText(0, 0.5, 2.5, frame(0, 0, 0, a, 0.997).lines, line=1),
+            FrameText(1, 2.5, 4.5, frame(1, 0, 0, b, conf_b).lines, line=1),
+        ]
+
+    events = frames_to_events(two("欢迎使用YiVideo", "Subtitles from pixels", 0.975), PostprocessSettings())
+    assert [(e.start, e.end, e.text) for e in events] == [
+        (0.5, 2.5, "欢迎使用YiVideo"),
+        (2.5, 4.5, "Subtitles from pixels"),
+    ]
+    events = frames_to_events(two("伸个懒腰吧", "申个懒腰吧", 0.956), PostprocessSettings())
+    assert len(events) == 1  # one glyph apart, read less surely: a misread, not a second line
+
+
 def test_a_line_shown_in_two_stacked_copies_is_said_once():
     copies = (
         line("你的眼里必里", 0, 0, 100, 30, 0.93),

@@ -40,6 +40,7 @@ class PostprocessSettings:
     stacked_copy_ratio: float = 80.0  # a row this like the row above it is the same line shown twice
     min_split_seconds: float = 0.5  # one frame splits a line of the image only when shown this long
     min_split_confidence: float = 0.98  # ... and read this surely (a misread glyph reads less surely)
+    other_text_similarity: float = 0.5  # texts less alike than this are two lines, not a misread of one
     max_read_seconds: float = 0.5  # a keyframe held longer is still one read of the pixels in the vote
 
 
@@ -113,17 +114,22 @@ def split_line(
 
     The image saw one line, but a change its strokes barely show (a shadow-only "第一条字幕" ->
     "第二条字幕") still splits when every frame on each side reads like its side and not the other, and
-    each side is two frames or one shown `min_split_seconds` and read at `min_split_confidence`: one
-    misread frame (A, A', A, or A A A') never does.
+    each side is two frames or one shown `min_split_seconds` and, unless the texts are wholly other
+    ("欢迎使用 YiVideo" -> "Subtitles from pixels", small text the 4-px cells barely tell apart), read at
+    `min_split_confidence`: one misread frame (A, A', A, or A A A') never does.
     """
     n = len(reads)
     for k in range(1, n):
-        if not (_lasting(reads[:k], spans[:k], settings) and _lasting(reads[k:], spans[k:], settings)):
-            continue
         before, after = vote_text(_flat(reads[:k])), vote_text(_flat(reads[k:]))
         if same_line(before, after, settings):
             continue
         b, a = normalise(before), normalise(after)
+        other_text = Levenshtein.normalized_similarity(b, a) < settings.other_text_similarity
+        if not (
+            _lasting(reads[:k], spans[:k], settings, other_text)
+            and _lasting(reads[k:], spans[k:], settings, other_text)
+        ):
+            continue
 
         def closer(frame: list[Read], own: str, other: str) -> bool:
             t = normalise(max(frame, key=lambda r: r[1])[0])
@@ -135,13 +141,17 @@ def split_line(
 
 
 def _lasting(
-    reads: list[list[Read]], spans: list[tuple[float, float]], settings: PostprocessSettings
+    reads: list[list[Read]], spans: list[tuple[float, float]], settings: PostprocessSettings, other_text: bool
 ) -> bool:
+    """Enough frames on one side of a split. A single frame must be shown long enough and, where the
+    other side's text is near its own (a glyph or two apart, which a misread also gives), read surely."""
     if len(spans) >= 2:
         return True
     (start, end), weights = spans[0], [w for _, w in reads[0]]
+    if end - start < settings.min_split_seconds:
+        return False
     seen = min(end - start, settings.max_read_seconds)  # reads are weighted seconds x confidence
-    return end - start >= settings.min_split_seconds and max(weights) >= seen * settings.min_split_confidence
+    return other_text or max(weights) >= seen * settings.min_split_confidence
 
 
 def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
