@@ -264,13 +264,17 @@ _LIMIT_WORDS = {"greater_than_equal": "at least", "less_than_equal": "at most", 
 def allowed_by(model: type, name: str, kind: Callable[[str], float] = float) -> Callable[[str], float]:
     """argparse type: a number above 0 that the settings model accepts for field `name` (its own limits, so
     `--scale 100` or `--speakers 0` is refused in one line before anything starts, not by the flow after
-    the server started, as a pydantic dump)."""
-    from typing import Annotated
+    the server started, as a pydantic dump). `model`: a pydantic model, or a settings dataclass whose
+    fields carry their limits as `Annotated[..., Field(...)]`."""
+    from typing import Annotated, get_type_hints
 
     from pydantic import TypeAdapter, ValidationError
 
-    field = model.model_fields[name]  # type: ignore[attr-defined]
-    adapter = TypeAdapter(Annotated[field.annotation, *field.metadata])
+    if hasattr(model, "model_fields"):
+        field = model.model_fields[name]
+        adapter = TypeAdapter(Annotated[field.annotation, *field.metadata])
+    else:
+        adapter = TypeAdapter(get_type_hints(model, include_extras=True)[name])
     above_zero = positive(kind)
 
     def parse(text: str) -> float:

@@ -58,10 +58,10 @@ def transcribe(
     if speakers and diarize is None:  # giving the count asks for speaker labels
         diarize = True
     block = load_block(
-        AsrConfig, settings_block, language=language, engine=engine, model=model, diarize=diarize,
-        speakers=speakers,
+        AsrConfig, settings_block, asr__language=language, asr__engine=engine, asr__model=model,
+        asr__diarize=diarize, asr__speakers=speakers,
     )  # fmt: skip
-    asr = block.to_settings()
+    asr = block.asr
     stages = Stages()
     diarization: Diarization | None = None
     (media,), output_dir = stages.shared([media], output_dir)
@@ -87,8 +87,8 @@ def label_speakers(
 ) -> TranscriptResult:
     """The diarize stage on a finished transcription (the pipeline's `diarize`): speaker labels on its
     words, segments and cues, `<stem>.rttm` and the `speakers` table; its files are rewritten in place."""
-    block = load_block(AsrConfig, settings_block, diarize=True, speakers=speakers)
-    asr = block.to_settings()
+    block = load_block(AsrConfig, settings_block, asr__diarize=True, asr__speakers=speakers)
+    asr = block.asr
     stages = Stages()
     info = require_audio(stages.run(probe_task, str(result.media), "video", "audio"))
     work = _work_dir(output_dir)
@@ -111,9 +111,7 @@ def _publish(
 ) -> TranscriptResult:
     """Write SRT/VTT/JSON (+ RTTM), the manifest and the transcript artifact."""
     run_dir = run_output_dir(output_dir, "transcribe", media)
-    files = stages.run(
-        write_transcript_task, transcript, run_dir, safe_stem(media), block.to_cue_settings(), diarization
-    )
+    files = stages.run(write_transcript_task, transcript, run_dir, safe_stem(media), block.cues, diarization)
     write_manifest(
         run_dir,
         flow="transcribe",
@@ -190,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         "--diarize", action="store_true", default=None, help="speaker labels (offline resemblyzer by default)"
     )
     parser.add_argument(
-        "--speakers", type=allowed_by(AsrConfig, "speakers", int), default=None, help="the number of speakers"
+        "--speakers",
+        type=allowed_by(AsrSettings, "speakers", int),
+        default=None,
+        help="the number of speakers",
     )
     parser.add_argument("--settings-block", default=None, help="name of a saved YiVideo ASR Engine block")
     add_runner_arguments(parser)

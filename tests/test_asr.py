@@ -174,10 +174,11 @@ def test_block_settings_become_stage_settings():
     from blocks.asr import AsrConfig
 
     block = AsrConfig(
-        engine="whisperx", model="/models/whisper", language="de", align_models={"de": "/models/w2v-de"}
-    )
-    settings = block.to_settings()
+        asr=AsrSettings(engine="whisperx", model="/models/whisper", language="de",
+                        align_models=(("de", "/models/w2v-de"),))
+    )  # fmt: skip
+    settings = AsrConfig.model_validate(block.model_dump(mode="json")).asr  # as saved and loaded
     assert isinstance(settings, AsrSettings) and settings.engine == "whisperx" and settings.language == "de"
     assert settings.align_models == (("de", "/models/w2v-de"),) and settings.device == "auto"
     with pytest.raises(ValueError, match="device"):
-        AsrConfig(device="tpu")
+        AsrConfig(asr={"device": "tpu"})

@@ -12,6 +12,7 @@ from blocks.asr import AsrConfig
 from blocks.loader import load_block
 from blocks.subtitles import RUNTIME_ONLY, SubtitleConfig
 from core.errors import ConfigError
+from stages.speech.cues import CueSettings
 from stages.speech.engines import AsrSettings
 
 SUBTITLE_STAGES = {
@@ -39,8 +40,12 @@ def another(value: object, annotation: object = None) -> object:
 
 @pytest.mark.parametrize(
     ("part", "name"),
-    [(part, f.name) for part, cls in SUBTITLE_STAGES.items() for f in fields(cls)
-     if f.name not in RUNTIME_ONLY.get(part, ())],  # fmt: skip
+    [
+        (part, f.name)
+        for part, cls in SUBTITLE_STAGES.items()
+        for f in fields(cls)
+        if f.name not in RUNTIME_ONLY.get(part, ())
+    ],  # fmt: skip
 )
 def test_every_subtitle_stage_setting_is_reachable_from_the_block(part, name):
     """KeyframeSettings, AreaSettings and OCR's det_max_side/cpu_threads were unreachable before."""
@@ -53,20 +58,41 @@ def test_every_subtitle_stage_setting_is_reachable_from_the_block(part, name):
     assert type(getattr(saved, part)) is SUBTITLE_STAGES[part]
 
 
-@pytest.mark.parametrize("name", [f.name for f in fields(AsrSettings)])
-def test_every_asr_setting_is_reachable_from_the_block(name):
-    assert name in AsrConfig.model_fields, f"the ASR block has no {name}"
-    default = AsrConfig.model_fields[name].get_default(call_default_factory=True)
-    value = "cpu" if name == "device" else another(default, AsrConfig.model_fields[name].annotation)
-    settings = AsrConfig.model_validate({name: value}).to_settings()
-    assert getattr(settings, name) != getattr(AsrConfig().to_settings(), name)
+ASR_PARTS = {"asr": AsrSettings, "cues": CueSettings}
+
+
+@pytest.mark.parametrize(
+    ("part", "name"), [(part, f.name) for part, cls in ASR_PARTS.items() for f in fields(cls)]
+)
+def test_every_asr_setting_is_reachable_from_the_block(part, name):
+    """The ASR block embeds the engine's and the cue cutter's settings types: nothing copied by hand."""
+    default = getattr(getattr(AsrConfig(), part), name)
+    hints = typing.get_type_hints(ASR_PARTS[part], include_extras=True)
+    value = "cpu" if name == "device" else another(default, typing.get_args(hints[name])[0])
+    block = load_block(AsrConfig, None, **{f"{part}__{name}": value})
+    assert getattr(getattr(block, part), name) == value
+    saved = AsrConfig.model_validate(block.model_dump(mode="json"))  # what save + load do
+    assert getattr(getattr(saved, part), name) == value and type(getattr(saved, part)) is ASR_PARTS[part]
+
+
+def test_a_flat_asr_document_saved_before_the_grouping_still_loads():
+    old = {"engine": "whisperx", "beam_size": 5, "max_cue_seconds": 3.0, "align_models": {"de": "/m/de"}}
+    block = AsrConfig.model_validate(old)
+    assert (block.asr.engine, block.asr.beam_size, block.asr.align_models) == (
+        "whisperx",
+        5,
+        (("de", "/m/de"),),
+    )
+    assert block.cues.max_seconds == 3.0 and block.cues.max_lines == CueSettings().max_lines
+    with pytest.raises(ValueError, match="max_lines"):
+        AsrConfig.model_validate({"max_lines": 9})  # the cue limits still hold (1-4)
 
 
 def test_the_loader_applies_only_given_overrides_and_names_bad_ones():
     block = load_block(SubtitleConfig, None, keyframes__sample_fps=None, band=(0.0, 0.7, 1.0, 1.0))
     assert block.keyframes == SubtitleConfig().keyframes and block.band == (0.0, 0.7, 1.0, 1.0)
     with pytest.raises(ConfigError, match="bad YiVideo ASR Engine settings"):
-        load_block(AsrConfig, None, engine="tesseract")
+        load_block(AsrConfig, None, asr__engine="tesseract")
     with pytest.raises(ConfigError, match="bad YiVideo Subtitle Settings settings"):
         load_block(SubtitleConfig, None, keyframes__no_such_setting=1)
 

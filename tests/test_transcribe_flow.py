@@ -18,6 +18,7 @@ from core.errors import MediaInputError
 from core.models import evict, load_count, resident_keys
 from flows.transcribe import transcribe
 from samples.audio import make_silence, make_speech, make_video_with_audio, word_error_rate
+from stages.speech.engines import AsrSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def test_model_loads_once_across_runs(prefect_server, short_clip, tmp_path):
     for key in resident_keys():
         if key.capability == "asr":
             evict(key)
-    AsrConfig(language="en", beam_size=2).save("test-asr-greedier", overwrite=True)
+    AsrConfig(asr=AsrSettings(language="en", beam_size=2)).save("test-asr-greedier", overwrite=True)
     before = load_count("asr")
     texts = [transcribe(str(short_clip.path), str(tmp_path / f"run{i}"), language="en") for i in range(2)]
     texts.append(transcribe(str(short_clip.path), str(tmp_path / "run2"), settings_block="test-asr-greedier"))

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 from core.schema import SpeechWord, Transcript
 
@@ -20,11 +23,20 @@ PAUSE_BREAK = 1.0  # a silence this long always starts a new cue
 
 @dataclass(frozen=True)
 class CueSettings:
-    max_lines: int = 2
-    max_line_width: int = 42  # columns; a CJK character takes two
-    max_seconds: float = 7.0
-    max_cps: float = 20.0  # characters per second a viewer can read
-    min_seconds: float = 0.8  # shortest display, where the next cue leaves room
+    """How SRT/VTT cues are cut (the JSON keeps the full segments); pydantic reads the constraints where a
+    block embeds it (blocks/asr.py)."""
+
+    max_lines: Annotated[int, Field(ge=1, le=4, description="lines at most")] = 2
+    max_line_width: Annotated[
+        int, Field(ge=10, le=200, description="columns per line at most (a CJK character takes two)")
+    ] = 42
+    max_seconds: Annotated[float, Field(gt=0, description="seconds a cue is shown at most")] = 7.0
+    max_cps: Annotated[
+        float, Field(gt=0, description="characters per second a viewer can read: short cues are held longer")
+    ] = 20.0
+    min_seconds: Annotated[
+        float, Field(gt=0, description="shortest display, where the next cue leaves room")
+    ] = 0.8
 
 
 @dataclass(frozen=True)

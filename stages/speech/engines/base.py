@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from core.errors import ConfigError
 from core.packaged_models import PACKAGED_MODEL, packaged_model_dir
@@ -34,32 +35,83 @@ def resolve_model(name: str) -> str:
 
 @dataclass(frozen=True)
 class AsrSettings:
-    """Engine choice, model and decoding options; `device` is "auto", "cpu" or "cuda[:N]"."""
+    """Engine choice, model and decoding options; `device` is "auto", "cpu" or "cuda[:N]".
 
-    engine: str = "faster-whisper"
-    model: str = PACKAGED_MODEL  # "base" (packaged, offline), a faster-whisper name, or a local folder
-    device: str = "auto"
-    compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
-    cpu_threads: int = 0  # 0: the cores this process may use
-    beam_size: int = 3  # bench/asr.py: beam 3 batched decodes ~1.8x faster than beam 5 at the same WER
-    batch_size: int = 16  # batched pipeline on CUDA (faster-whisper) / whisperx batches
-    batched_cpu: bool = True  # faster-whisper's batched pipeline on the CPU too (bench/asr.py: faster)
-    vad: bool = True  # Silero VAD (faster-whisper's bundled ONNX) drops non-speech before decoding
-    vad_min_silence_ms: int = 500
-    language: str | None = None  # None: detected
-    word_timestamps: bool = True
-    window_seconds: float = 600.0  # audio held in memory at once
-    diarize: bool = False
-    diarize_engine: str = "resemblyzer"  # offline default; "pyannote" needs a local pipeline (diarize_model)
-    speakers: int | None = None  # the number of speakers when known; None: estimated
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-    diarize_threads: int = 1  # torch threads of the speaker encoder (0: every core); 1 keeps beside ASR
-    speaker_similarity: float = 0.84  # count on short speech (< ~25 s): Ward clusters this alike: one voice
+    The constraints and descriptions are read by pydantic where the settings sit in a Prefect block
+    (blocks/asr.py embeds this type: the UI form, validation and overrides come from here, once)."""
+
+    engine: Annotated[
+        Literal["faster-whisper", "whisperx"],
+        Field(description="faster-whisper (offline default) or whisperx (local models needed)"),
+    ] = "faster-whisper"
+    model: Annotated[
+        str,
+        Field(
+            description="'base' is the packaged offline model; else a faster-whisper model name or a local "
+            "CTranslate2 Whisper folder (whisperx: a local folder)"
+        ),
+    ] = PACKAGED_MODEL
+    device: Annotated[
+        str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto takes CUDA when present")
+    ] = "auto"
+    compute_type: Annotated[
+        str, Field(description="CTranslate2 compute type: auto (int8 on CPU, float16 on CUDA), int8, float16")
+    ] = "auto"
+    cpu_threads: Annotated[int, Field(ge=0, description="0: every core this worker may use")] = 0
+    # bench/asr.py: beam 3 batched decodes ~1.8x faster than beam 5 at the same WER
+    beam_size: Annotated[
+        int, Field(ge=1, le=20, description="beams searched: more is slower, a bit better")
+    ] = 3
+    batch_size: Annotated[int, Field(ge=1, le=256, description="batched pipeline / whisperx batches")] = 16
+    batched_cpu: Annotated[
+        bool, Field(description="faster-whisper's batched pipeline on the CPU too (faster at the same WER)")
+    ] = True
+    vad: Annotated[bool, Field(description="Silero VAD drops non-speech before decoding")] = True
+    vad_min_silence_ms: Annotated[
+        int, Field(ge=0, description="VAD: a pause this long (ms) ends a speech chunk")
+    ] = 500
+    language: Annotated[str | None, Field(description="ISO code such as en, zh, de; None detects it")] = None
+    word_timestamps: Annotated[bool, Field(description="word start/end times in the JSON")] = True
+    window_seconds: Annotated[
+        float, Field(ge=60, description="audio held in memory at once (long files)")
+    ] = 600.0
+    diarize: Annotated[bool, Field(description="speaker labels, an RTTM file and a speakers table")] = False
+    diarize_engine: Annotated[
+        Literal["resemblyzer", "pyannote"],
+        Field(
+            description="resemblyzer (offline: Silero VAD + GE2E voice embeddings, clustered) or pyannote "
+            "(needs whisperx and a local pipeline in diarize_model)"
+        ),
+    ] = "resemblyzer"
+    speakers: Annotated[
+        int | None, Field(ge=1, description="the number of speakers when known; else estimated")
+    ] = None
+    min_speakers: Annotated[
+        int | None, Field(ge=1, description="diarization: at least this many speakers")
+    ] = None
+    max_speakers: Annotated[
+        int | None, Field(ge=1, description="diarization: at most this many speakers")
+    ] = None
+    # 1 keeps the speaker encoder beside ASR
+    diarize_threads: Annotated[
+        int, Field(ge=0, description="torch threads of the speaker encoder (0: every core)")
+    ] = 1
+    # count on short speech (< ~25 s): Ward clusters this alike are one voice
+    speaker_similarity: Annotated[
+        float, Field(gt=0, description="estimating the speaker count: voices this alike (cosine) are one")
+    ] = 0.84
     # whisperx: local folders (it would otherwise download from the Hugging Face Hub)
-    align_models: tuple[tuple[str, str], ...] = ()  # (language, wav2vec2 folder) pairs
-    diarize_model: str | None = None  # pyannote pipeline folder (with config.yaml) or config.yaml
-    vad_model: str | None = None  # pyannote segmentation checkpoint; None: whisperx's bundled one
+    align_models: Annotated[
+        tuple[tuple[str, str], ...],
+        Field(description="whisperx: (language code, local wav2vec2 model folder) pairs"),
+    ] = ()
+    diarize_model: Annotated[
+        str | None, Field(description="pyannote diarization: local pipeline folder (config.yaml inside)")
+    ] = None
+    vad_model: Annotated[
+        str | None,
+        Field(description="whisperx: local pyannote segmentation checkpoint (default: the bundled one)"),
+    ] = None
 
 
 def uses_batched(settings: AsrSettings) -> bool:
