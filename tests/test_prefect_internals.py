@@ -216,3 +216,21 @@ def test_every_private_prefect_part_the_product_uses_is_listed_in_the_readme():
         if where not in listed or what not in listed
     )  # fmt: skip
     assert not missing, f"private Prefect parts in use but not listed in the README section: {missing}"
+
+
+def test_a_flow_runs_sigterm_bridge_is_the_handler_we_stand_in():
+    """`capture_sigterm` (every flow run enters it) installs `engine._prefect_sigterm_handler`, looked
+    up when it installs: inside `stop_on_signals` that is ours, so a CLI's SIGTERM silences the console,
+    ends ffmpeg and is not retried; outside, Prefect's own again."""
+    import signal
+
+    import prefect.utilities.engine as engine
+
+    from core.interrupt import _on_signal, stop_on_signals
+
+    prefects = engine._prefect_sigterm_handler
+    with stop_on_signals(), engine.capture_sigterm():
+        assert signal.getsignal(signal.SIGTERM) is _on_signal
+    assert engine._prefect_sigterm_handler is prefects
+    with engine.capture_sigterm():
+        assert signal.getsignal(signal.SIGTERM) is prefects
