@@ -21,7 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CANDIDATES = {"pp-ocrv4": "ch", "pp-ocrv6-small": "zh"}  # a language code that loads each ppocr model
+# a language code that loads each ppocr model; PP-OCRv4's recogniser is no language's any more (its figures
+# are in the README's table, measured while it read ch and en)
+CANDIDATES = {"pp-ocrv6-small": "zh"}
 
 
 def _rss_mb() -> float:

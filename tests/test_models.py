@@ -43,9 +43,16 @@ def test_model_key_takes_every_field_unless_told_and_rejects_unknown_names():
 def test_every_ocr_setting_keys_the_engine(name):
     """The bug: det_max_side, cpu_threads, lang and cls_model_dir were left out of the key."""
     base = OcrSettings()
-    value = "ja" if name == "lang" else changed(getattr(base, name))  # lang takes a code it knows
+    value = "ko" if name == "lang" else changed(getattr(base, name))  # a code another recogniser reads
     other = replace(base, **{name: value})
     assert ocr_model_key(other) != ocr_model_key(base)
+
+
+def test_languages_one_recogniser_reads_share_one_engine():
+    """auto (the band and the language probe), ch, zh, ja and en all read with PP-OCRv6: one load a video."""
+    keys = {ocr_model_key(OcrSettings(lang=code)) for code in ("auto", "ch", "zh", "ja", "en", "fr")}
+    assert len(keys) == 1
+    assert ocr_model_key(OcrSettings(lang="ko")) not in keys
 
 
 def test_two_ocr_settings_load_two_engines_built_with_their_own_settings():

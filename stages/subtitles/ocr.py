@@ -36,7 +36,7 @@ class OcrSettings:
     rec_model_dir: str | None = None
     cls_model_dir: str | None = None
     lang: str = AUTO  # auto: the script is told from the pixels once per video (stages/subtitles/script.py);
-    # or a code of stages/subtitles/languages.py: ch (PP-OCRv4 Chinese+English), en, zh, ja, ko, ru, uk, fr...
+    # or a code of stages/subtitles/languages.py: ch (Chinese+English), en, zh, ja, ko, ru, uk, fr...
     box_threshold: float = 0.5
     min_text_score: float = 0.5
     det_max_side: int = 1440  # detector input long side: stitched batches (<= 1400 px) are never shrunk;
@@ -88,7 +88,7 @@ def upscale_line(crop: np.ndarray, min_height: int) -> np.ndarray:
 
 
 class RapidOcrEngine:
-    """PP-OCRv4 through rapidocr-onnxruntime's own det and rec sessions.
+    """PP-OCR through rapidocr-onnxruntime: its PP-OCRv4 detector, the language's recogniser.
 
     Detection runs on a copy shrunk to `det_max_side` (subtitle text stays far above the detector's
     minimum size), recognition on full-resolution line crops: detection is most of the cost on a CPU.
@@ -227,7 +227,7 @@ def recogniser_for(settings: OcrSettings) -> Recogniser:
 
 def ocr_model_key(settings: OcrSettings) -> ModelKey:
     """Every OCR setting shapes the engine built from it (thresholds, sizes, threads, models); languages
-    read by one recogniser share one engine (auto, ch and en all load PP-OCRv4)."""
+    read by one recogniser share one engine (auto, ch, zh, ja, en all load PP-OCRv6)."""
     if settings.engine not in ENGINES:
         raise ConfigError(f"unknown OCR engine {settings.engine!r}; known: {', '.join(sorted(ENGINES))}")
     if settings.engine == "paddleocr":

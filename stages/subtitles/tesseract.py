@@ -18,6 +18,9 @@ from core.packaged_models import tessdata_dir, tesseract_languages
 
 ROW_HEIGHT = 80
 FILL_SHARE = 0.85
+# A sliver of outline at a detector box's edge binarises to a thin column that Tesseract reads as a bar
+# ("| أين المحطة"); subtitles never start or end with one.
+EDGE_BARS = " |¦│"
 
 
 def binarise_line(crop: np.ndarray, height: int = ROW_HEIGHT) -> np.ndarray:
@@ -59,7 +62,7 @@ class TesseractReader:
 
         with self._lock:
             self._api.SetImage(Image.fromarray(binarise_line(crop)))
-            text = " ".join(self._api.GetUTF8Text().split())
+            text = " ".join(self._api.GetUTF8Text().split()).strip(EDGE_BARS)
             return text, max(0.0, self._api.MeanTextConf() / 100.0)
 
     def close(self) -> None:
