@@ -56,4 +56,4 @@ def test_every_drama_keeps_its_lines_one_event_each(real_scores, stem):
 
 def test_the_scattered_meme_edit_holds_its_measured_bound(real_scores):
     score = real_scores[SCATTERED]  # measured: 8 of 25 lines, those inside the band; not the gate
-    assert score.recall >= 0.3 and score.precision >= 0.7, score.line()
+    assert score.recall >= 0.3 and score.precision >= 0.85, score.line()  # 8 of 9 events (emoji rows out)

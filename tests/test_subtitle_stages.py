@@ -248,6 +248,16 @@ def test_one_long_keyframe_per_side_splits_on_other_text_but_not_on_a_near_misre
     assert len(events) == 1  # one glyph apart, read less surely: a misread, not a second line
 
 
+def test_a_row_of_emoji_read_as_one_glyph_repeated_is_no_subtitle():
+    """The meme edit (…405) shows rows of crying emoji that PP-OCRv6 reads as '3 3 3 30 3' at 0.99."""
+    frames = [
+        frame(0, 0.0, 1.0, "3 3 3 30 3"),
+        frame(1, 1.0, 2.0, "人都喝醉了"),
+        frame(2, 2.0, 3.0, "哈 哈 哈"),
+    ]
+    assert [e.text for e in frames_to_events(frames, PostprocessSettings())] == ["人都喝醉了", "哈 哈 哈"]
+
+
 def test_a_line_shown_in_two_stacked_copies_is_said_once():
     copies = (
         line("你的眼里必里", 0, 0, 100, 30, 0.93),

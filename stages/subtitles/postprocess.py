@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,16 @@ def normalise(text: str) -> str:
     return _NOISE.sub("", text).lower().translate(_CONFUSABLE)
 
 
+def icon_row(text: str) -> bool:
+    """A row of emoji or icons, which the recogniser reads as one glyph repeated ("😭😭😭😭😭" as
+    "3 3 3 30 3"): three or more tokens, most of them one and the same short token with no letter in it."""
+    tokens = text.split()
+    if len(tokens) < 3:
+        return False
+    token, count = Counter(tokens).most_common(1)[0]
+    return count >= 0.6 * len(tokens) and len(token) <= 2 and not any(c.isalpha() for c in token)
+
+
 def frame_reads(frame: FrameText, settings: PostprocessSettings) -> list[Read]:
     """The frame's confident rows as reads (text, confidence). A line burned in twice, in two stacked
     copies, is said once, each copy one more read of it for the vote (a copy can hold a typo or a
@@ -74,7 +85,7 @@ def frame_reads(frame: FrameText, settings: PostprocessSettings) -> list[Read]:
     rows: list[list[Read]] = []  # each row with its stacked copies
     for ln in frame.lines:
         key = normalise(ln.text)
-        if ln.confidence < settings.min_confidence or not key:
+        if ln.confidence < settings.min_confidence or not key or icon_row(ln.text):
             continue
         for copies in rows:
             if fuzz.ratio(key, normalise(copies[0][0])) >= settings.stacked_copy_ratio:
