@@ -1,8 +1,9 @@
 """Fault bench, user side: the cases of issue 29 a user meets at the command line, as rows of exit code,
 seconds, stderr lines and what was left on disk, so a checkout can be compared with an earlier one.
 
-flock /tmp/bench.lock python bench/faults_cli.py [--repo DIR] [--only ROW,ROW]
-    rows: corrupt-middle, apng, animated-gif, two-runs-one-folder, resume-after-cleanup (default: all)
+flock /tmp/heavy.lock python bench/faults_cli.py [--repo DIR] [--only ROW,ROW]
+    rows: corrupt-middle, apng, animated-gif, two-runs-one-folder, resume-after-cleanup, corrupt-audio,
+    pipeline-corrupt-middle, kill-9-in-ocr (default: all)
     --repo: the checkout whose CLI runs (default: this one), e.g. an earlier commit's `git archive`
 
 Inputs are real: a short drama from /work/shared/realvideo (the corrupt one is that encode with 60 kB of
@@ -28,12 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 REAL = Path("/work/shared/realvideo")
 DRAMA = REAL / "douyin_7625472985927237489_zh.mp4"  # 38 s, 960x720
 SHORT = REAL / "douyin_7625253704698556297_zh.mp4"  # 10 s, 540x940, small subtitles
-ROWS = ("corrupt-middle", "apng", "animated-gif", "two-runs-one-folder", "resume-after-cleanup")
+ROWS = ("corrupt-middle", "apng", "animated-gif", "two-runs-one-folder", "resume-after-cleanup",
+        "corrupt-audio", "pipeline-corrupt-middle", "kill-9-in-ocr")  # fmt: skip
 
 
-def cli(repo: Path, flow: str, *args: str, timeout: float = 900) -> tuple[int, float, list[str], str]:
+def cli(
+    repo: Path, flow: str, *args: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> tuple[int, float, list[str], str]:
     """Exit code, seconds, stderr lines and stdout of `python -m flows.<flow> ARGS` in `repo`."""
-    env = {**os.environ, "PYTHONPATH": str(repo), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env = {**os.environ, "PYTHONPATH": str(repo), "PREFECT_LOGGING_LEVEL": "WARNING", **(env or {})}
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", f"flows.{flow}", *args], cwd=repo, env=env, capture_output=True, text=True,
@@ -111,6 +115,52 @@ def row_resume_after_cleanup(repo: Path, tmp: Path) -> dict[str, object]:
     return {"exit": code, "seconds": took, "lines": len(err), "said": _last(err), "left": left(out)}
 
 
+def row_corrupt_audio(repo: Path, tmp: Path) -> dict[str, object]:
+    """The drama's speech alone (AAC, 12 s), 6 kB of its middle overwritten: transcribe."""
+    clean = tmp / "speech.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(DRAMA), "-vn", "-c:a", "copy", "-t", "12",
+                    str(clean)], check=True)  # fmt: skip
+    data = bytearray(clean.read_bytes())
+    middle = len(data) * 45 // 100
+    data[middle : middle + 6000] = os.urandom(6000)
+    (tmp / "damaged.m4a").write_bytes(bytes(data))
+    code, took, err, _ = cli(repo, "transcribe", "--language", "zh", "--output-dir", str(tmp / "out"),
+                             str(tmp / "damaged.m4a"))  # fmt: skip
+    return {"exit": code, "seconds": took, "lines": len(err), "said": _last(err), "left": left(tmp / "out")}
+
+
+def row_pipeline_corrupt_middle(repo: Path, tmp: Path) -> dict[str, object]:
+    video = corrupt_copy(SHORT, tmp / "damaged.mp4")
+    code, took, err, _ = cli(repo, "pipeline", "--chain", "subtitle_area", "--output-dir", str(tmp / "out"),
+                             str(video))  # fmt: skip
+    return {"exit": code, "seconds": took, "lines": len(err), "said": _last(err), "left": left(tmp / "out")}
+
+
+def row_kill_9_in_ocr(repo: Path, tmp: Path) -> dict[str, object]:
+    """kill -9 as OCR starts (the runtime's test-only hook says when), then the same command again: its
+    seconds against a run from scratch, and what the killed run left that the re-run did not clean."""
+    out, results = tmp / "out", {"PREFECT_LOCAL_STORAGE_PATH": str(tmp / "results")}  # no earlier run's
+    env = {**os.environ, **results, "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1",
+           "YIVIDEO_TEST_INTERRUPT_AT": "ocr:announce"}  # fmt: skip
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.subtitles", str(SHORT), "--output-dir", str(out)], cwd=repo, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "stage ocr started" in line:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = time.monotonic() - started
+    code, took, err, _ = cli(repo, "subtitles", str(SHORT), "--output-dir", str(out), env=results)
+    _, scratch, _, _ = cli(repo, "subtitles", str(SHORT), "--output-dir", str(tmp / "scratch"),
+                           env={"YIVIDEO_STAGE_CACHE": "0"})  # fmt: skip
+    said = f"killed after {killed_after:.1f} s; re-run {took:.1f} s vs {scratch:.1f} s from scratch"
+    return {"exit": code, "seconds": took, "lines": len(err), "said": said, "left": left(out)}
+
+
 def _last(lines: list[str]) -> str:
     said = [line for line in lines if line.startswith(("error:", "warning:", "failed:"))] or lines[-1:]
     return said[-1][:160] if said else ""
@@ -122,6 +172,9 @@ CASES: dict[str, Callable[[Path, Path], dict[str, object]]] = {
     "animated-gif": row_animated_gif,
     "two-runs-one-folder": row_two_runs_one_folder,
     "resume-after-cleanup": row_resume_after_cleanup,
+    "corrupt-audio": row_corrupt_audio,
+    "pipeline-corrupt-middle": row_pipeline_corrupt_middle,
+    "kill-9-in-ocr": row_kill_9_in_ocr,
 }
 
 

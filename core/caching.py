@@ -64,6 +64,18 @@ def open_work_dir(work: Path) -> Path:
     return work
 
 
+def close_work_dir(work: Path, stopped_by: BaseException | None = None) -> None:
+    """Remove a flow's scratch folder as its run ends, unless the user stopped the run (Ctrl-C, SIGTERM):
+    then it stays, with its token, so the re-run into the same folder reuses the stages that finished
+    (their results point into it), as it does after a kill -9. The finished re-run removes it."""
+    import shutil
+
+    from prefect.exceptions import TerminationSignal
+
+    if not isinstance(stopped_by, KeyboardInterrupt | TerminationSignal):
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def consume(folder: Path) -> None:
     """Delete a finished part of a work folder (a window's strips and crops) and note it, so the results
     pointing into it stay reusable: a re-run skips the part instead of redoing it for files nobody reads."""

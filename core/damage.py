@@ -2,9 +2,11 @@
 with errors (ffmpeg conceals them: frozen or smeared frames, lost subtitles) yet exits 0, so without this
 a run that lost content to them reads as a clean success.
 
-One decoding pass (`ffmpeg -f null`, the decoders' own error reports interleaved with its progress, so
-each error gets the media time it happened at) gives the number of errors and their time ranges; a flow
-puts them in its artifact, warns on stderr and exits 1 ("partly done") when any were found.
+One decoding pass (ffmpeg's framecrc muxer: a line per decoded frame with its timestamp, flushed as it
+goes, the decoders' own error reports interleaved, so each error gets the media time it happened at) gives
+the number of errors and their time ranges; a flow puts them in its artifact, warns on stderr and exits 1
+("partly done") when any were found. Dating errors by frames, not by progress reports (every 0.25 s of wall
+time), keeps the times right where decoding is faster than that: a short clip, an audio track.
 """
 
 from __future__ import annotations
@@ -23,16 +25,22 @@ from core.media import require_tool
 from core.schema import DecodeDamage, MediaInfo
 
 JOIN_SECONDS = 1.0  # errors closer than this are one damaged range
-MARGIN_SECONDS = 0.5  # progress is reported every 0.25 s: a range is widened by about that much
-_PROGRESS = re.compile(r"^[a-z_0-9]+=")  # progress lines; errors start otherwise
+MARGIN_SECONDS = 0.5  # an error follows its frame's line by a few frames (frame threads): a range is widened
+_PROGRESS = re.compile(r"^[a-z_0-9]+=")  # progress lines (`-progress`); errors start otherwise
+_FRAME = re.compile(r"^(\d+),\s*-?\d+,\s*(-?\d+),")  # framecrc: stream, dts, pts, duration, size, crc
+_TIME_BASE = re.compile(r"^#tb (\d+): (\d+)/(\d+)")  # framecrc's header: each stream's time base
 
 
-def scan_decode_errors(info: MediaInfo, timeout: float | None = None) -> DecodeDamage:
-    """Decode every stream of `info.path` once and collect the decoders' errors with their media times."""
+def scan_decode_errors(
+    info: MediaInfo, timeout: float | None = None, audio_only: bool = False
+) -> DecodeDamage:
+    """Decode every stream of `info.path` once (only its audio with `audio_only`: what speech recognition
+    reads; damaged pictures lose it nothing) and collect the decoders' errors with their media times."""
     limit = timeout if timeout is not None else 60.0 + 2.0 * max(info.duration, 0.0)
     cmd = [require_tool("ffmpeg"), "-v", "error", "-nostdin", "-nostats", "-i", str(info.path)]
-    cmd += ["-f", "null", "-progress", "pipe:1", "-stats_period", "0.25", "-"]
-    try:  # stderr into stdout: the error lines arrive between the progress reports that date them
+    cmd += ["-vn", "-sn", "-dn"] if audio_only else []
+    cmd += ["-f", "framecrc", "-flush_packets", "1", "pipe:1"]
+    try:  # stderr into stdout: the error lines arrive between the frame lines that date them
         proc = subprocess.run(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=limit, check=False
         )  # fmt: skip
@@ -42,14 +50,20 @@ def scan_decode_errors(info: MediaInfo, timeout: float | None = None) -> DecodeD
 
 
 def damage_from_log(path: Path, lines: list[str], duration: float) -> DecodeDamage:
-    """Errors and their time ranges from ffmpeg's interleaved progress (`out_time_us=`) and error lines."""
+    """Errors and their time ranges from ffmpeg's interleaved frame lines (framecrc) or progress reports
+    (`out_time_us=`) and error lines: an error is dated by the last time seen before it."""
     now, times, first = 0.0, [], ""
+    bases: dict[int, float] = {}
     for line in lines:
         line = line.strip()
-        if line.startswith("out_time_us="):
+        if (frame := _FRAME.match(line)) is not None:
+            now = int(frame[2]) * bases.get(int(frame[1]), 0.0)
+        elif (base := _TIME_BASE.match(line)) is not None:
+            bases[int(base[1])] = int(base[2]) / max(1, int(base[3]))
+        elif line.startswith("out_time_us="):
             value = line.partition("=")[2]
             now = int(value) / 1e6 if value.lstrip("-").isdigit() else now
-        elif line and not _PROGRESS.match(line):
+        elif line and not line.startswith("#") and not _PROGRESS.match(line):
             times.append(max(now, 0.0))
             first = first or re.sub(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*", "", line)
     ranges: list[list[float]] = []
@@ -92,5 +106,5 @@ def report_damage(damage: DecodeDamage, flow: str) -> None:
 
 
 @task(name="decode-check", task_run_name="check {info.path.name} decodes", cache_policy=NONE)
-def decode_check_task(info: MediaInfo) -> DecodeDamage:
-    return scan_decode_errors(info)
+def decode_check_task(info: MediaInfo, audio_only: bool = False) -> DecodeDamage:
+    return scan_decode_errors(info, audio_only=audio_only)

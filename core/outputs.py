@@ -2,16 +2,20 @@
 
 Each run writes into `<output_root>/<flow>/<stem>-<short input hash>/`. Files are written to a
 temporary name in the same folder and renamed into place, so a reader or a crash never sees half a file.
+A temporary name carries its writer's host and pid: what a killed writer (kill -9) left is removed by the
+next write of the same file, never a live writer's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,12 +55,44 @@ def run_output_dir(output_root: str | Path, flow: str, input_path: str | Path) -
     return out
 
 
+def owner_tag() -> str:
+    """`<host>-<pid>-`: starts the name of this process's temporary files and folders (see remove_orphans)."""
+    return f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:32]}-{os.getpid()}-"
+
+
+def remove_orphans(folder: Path, prefix: str) -> None:
+    """Remove the entries of `folder` named `<prefix><owner_tag>...` whose process (on this host) is gone:
+    the temporary files and work folders of a run killed with -9, which nothing else would clean."""
+    host = owner_tag().split("-", 1)[0]
+    for entry in folder.glob(f"{glob.escape(prefix)}{host}-*"):
+        pid = entry.name[len(prefix) + len(host) + 1 :].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `final`; rename it into place only if the block succeeds."""
+    """Yield a temp path beside `final`; rename it into place only if the block succeeds. A temp file of the
+    same `final` left by a killed writer is removed first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    prefix = f".{final.stem}."
+    remove_orphans(final.parent, prefix)
+    suffix = f".part{final.suffix}"
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix + owner_tag(), suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

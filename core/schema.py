@@ -165,6 +165,7 @@ class PipelineResult:
     stages: tuple[StageOutcome, ...]
     events: tuple[SubtitleEvent, ...] = ()
     manifest_path: Path | None = None
+    damage: DecodeDamage | None = None  # decode errors inside the video (core/damage.py): partly done
 
 
 # ---------------------------------------------------------------- photo enhancement
@@ -320,6 +321,7 @@ class TranscriptResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     diarization: Diarization | None = None
     rttm_path: Path | None = None
+    damage: DecodeDamage | None = None  # decode errors in the audio (core/damage.py): partly done
 
 
 # ---------------------------------------------------------------- damage inside an input

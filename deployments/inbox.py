@@ -7,7 +7,9 @@ A file is complete when the writer closed it (inotify IN_CLOSE_WRITE) or moved i
 mtime then stay put for `settle` seconds, and no process holds it open for writing where /proc shows it;
 a file still open for writing waits for its close (at most `open_wait` seconds, for writers that never
 close and that /proc cannot see, e.g. on network shares). A writer that appends in bursts, reopening the
-file each time, is told from a finished upload by time alone: once the watcher has seen a file written
+file each time, is told from a finished upload by the file itself where its container can tell (an MP4/MOV
+whose boxes run past its end or that has no `moov` yet, a WAV shorter than its RIFF header says: it waits,
+at most `open_wait`, however long the writer pauses), else by time: once the watcher has seen a file written
 again after a close, files wait twice the longest such pause (at most `open_wait`) before they count as
 finished, and a file that grows after it was announced is logged as such (announced again when it settles).
 Media files emit `yivideo.media.uploaded` with the kind in a resource label, which prefect.yaml's
@@ -25,12 +27,14 @@ import os
 import queue
 import re
 import signal
+import struct
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from prefect import flow, get_run_logger
 
@@ -98,6 +102,41 @@ def open_for_writing(path: Path) -> bool:
 
 
 _FLAGS = re.compile(r"^flags:\s*([0-7]+)", re.MULTILINE)
+MAX_BOXES = 10_000  # top-level MP4 boxes read before a file counts as "not boxes": time decides then
+
+
+def container_incomplete(path: Path) -> bool:
+    """Whether the file's own container says bytes are still to come: an MP4/MOV/M4A (ISO boxes) whose last
+    box runs past the end of the file or without its `moov` (a recorder writes it last), or a WAV shorter
+    than its RIFF header says. Then a writer's pause, however long, is not its end. Other formats: False."""
+    try:
+        with open(path, "rb") as f:
+            head, size = f.read(12), os.fstat(f.fileno()).st_size
+            if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+                return struct.unpack("<I", head[4:8])[0] + 8 > size
+            return head[4:8] == b"ftyp" and _boxes_incomplete(f, size)
+    except OSError:
+        return False
+
+
+def _boxes_incomplete(f: BinaryIO, size: int) -> bool:
+    pos, moov = 0, False
+    for _ in range(MAX_BOXES):
+        if pos >= size:
+            return pos > size or not moov
+        f.seek(pos)
+        header = f.read(16)
+        if len(header) < 8 or (header[:4] == b"\0\0\0\1" and len(header) < 16):
+            return True  # the file ends inside a box header
+        length, kind = struct.unpack(">I4s", header[:8])
+        if length == 1:
+            length = struct.unpack(">Q", header[8:16])[0]
+        elif length == 0:  # "to the end of the file": how a muxer still writing may leave its last box
+            length = size - pos
+        if length < 8:
+            return False  # not ISO boxes after all
+        moov, pos = moov or kind == b"moov", pos + length
+    return False
 
 
 def media_event(path: Path, key: FileKey) -> tuple[dict[str, object], Outcome]:
@@ -243,6 +282,8 @@ class InboxWatcher:
                 if open_for_writing(path):  # still held by its writer: wait for the close, however long
                     p.closed = False
                     continue
+                if now - p.since < self.open_wait and container_incomplete(path):
+                    continue  # its container says more is coming: a writer's pause, not its end
                 del self.pending[path]
                 self.announced[path] = (st.st_size, st.st_mtime_ns)
                 yield path

@@ -10,7 +10,6 @@ first); the plan that ran is in the manifest and the results table. Unknown name
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -25,8 +24,9 @@ from pydantic import WithJsonSchema
 
 from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
-from core.caching import open_work_dir
+from core.caching import close_work_dir, open_work_dir
 from core.cli import EPILOG, CliParser, api_ready, preflight_media, preflight_output_dir, run_cli
+from core.damage import decode_check_task, exit_status, report_damage
 from core.errors import ConfigError, PartlyDone
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
@@ -68,6 +68,7 @@ STAGES: dict[str, ChainStage] = {
     "diarize": ChainStage(("transcribe",), "who spoke when: speaker labels on the transcript, RTTM"),
     "transcode": ChainStage((), "renditions and thumbnails (the transcode flow, as a sub-flow)"),
 }
+SUBFLOW_STEPS = ("transcribe", "diarize", "transcode")  # run as the transcribe and transcode flows
 # The seeds' default chain, in the seeds' order (keyframes first): the plan puts subtitle_area ahead of it.
 SEED_CHAIN = ("keyframes", "subtitle_area", "crop", "stitch", "ocr", "postprocess")
 # The UI and the server's parameter check offer the known names; plan_chain says what is wrong otherwise.
@@ -176,6 +177,10 @@ def run_pipeline(
     stages = Stages()
     (video,), output_dir = stages.shared([video], output_dir)
     info = stages.run(probe_task, video, "video")
+    damage = None  # the steps run as sub-flows check the input themselves
+    if any(name not in SUBFLOW_STEPS for name in plan):  # the subtitle steps: a corrupt middle loses lines
+        damage = stages.run(decode_check_task, info)
+        report_damage(damage, "pipeline")
     run_dir = run_output_dir(output_dir, "pipeline", info.path)
     settings = load_block(SubtitleConfig, settings_block)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
@@ -218,15 +223,15 @@ def run_pipeline(
         manifest = write_manifest(
             run_dir, flow="pipeline", input_path=info.path, outputs=log.outputs,
             extra={"workflow_chain": list(workflow_chain), "plan": plan, "stages": log.outcomes,
-                   "failed": log.failed},
+                   "failed": log.failed, "decode_errors": damage},
         )  # fmt: skip
         step = log.failed[0] if log.failed else "a stage"
         kept = f"{len(log.outputs)} outputs kept, listed in {manifest}"
         raise PartlyDone("pipeline", info.path, f"{step} failed ({exc}); {kept}") from exc
     finally:
         _report(info, plan, log.outcomes, log.failed)
-        if not keep_intermediates:
-            shutil.rmtree(work, ignore_errors=True)
+        if not keep_intermediates:  # kept when the user stopped the run: the re-run resumes from it
+            close_work_dir(work, sys.exc_info()[1])
     manifest = write_manifest(
         run_dir,
         flow="pipeline",
@@ -237,11 +242,13 @@ def run_pipeline(
             "plan": plan,
             "stages": log.outcomes,
             "events": len(events),
+            "decode_errors": damage,
         },
     )
     return PipelineResult(
-        info.path, tuple(workflow_chain), tuple(plan), run_dir, tuple(log.outcomes), tuple(events), manifest
-    )
+        info.path, tuple(workflow_chain), tuple(plan), run_dir, tuple(log.outcomes), tuple(events), manifest,
+        damage if damage is not None and damage.damaged else None,
+    )  # fmt: skip
 
 
 def _subtitle_files(
@@ -354,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted({p for o in result.stages for p in o.outputs.values()}):
         print(path)
     print(result.manifest_path)
-    return 0
+    return exit_status(result.damage)  # 1 (partly done) with a warning when the video was damaged
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ python -m flows.subtitles --demo --output-dir DIR     # on a generated sample vi
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from prefect.states import Completed
 
 from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
-from core.caching import consume, open_work_dir
+from core.caching import close_work_dir, consume, open_work_dir
 from core.cli import (
     EPILOG,
     CliParser,
@@ -198,11 +197,11 @@ def extract_subtitles(
             events, run_dir, safe_stem(info.path), video=info.path, band=subtitle_band,
             sample_fps=settings.sample_fps,
         )  # fmt: skip
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+    except BaseException as exc:
+        close_work_dir(work, exc)  # kept when the user stopped the run: the re-run resumes from it
         discard_if_empty(run_dir, output_dir)  # a failed run leaves no empty folder behind
         raise
-    shutil.rmtree(work, ignore_errors=True)
+    close_work_dir(work)
     write_manifest(
         run_dir,
         flow="subtitles",

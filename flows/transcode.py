@@ -31,6 +31,7 @@ from core.schema import MediaInfo, Rendition, TranscodeResult
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
 from runtime.stage import Stages
+from stages.transcode.command import timeout_from_environment
 from stages.transcode.presets import TranscodePreset, resolve_presets
 from stages.transcode.transcode import transcode_task
 
@@ -86,8 +87,10 @@ def transcode(
         output_dir: folder under which `transcode/<stem>-<hash>/` is written
         presets_block: name of a saved YiVideo Transcode Presets block (adds or replaces presets)
         custom_presets: presets given in full, by name (code; they replace shipped ones of the same name)
-        timeout_seconds: ffmpeg time limit per preset (default 120 s + 20 s per second of video)
+        timeout_seconds: ffmpeg time limit per preset (default: $YIVIDEO_TRANSCODE_TIMEOUT_S, else 120 s +
+            20 s per second of video)
     """
+    timeout_seconds = timeout_seconds or timeout_from_environment()  # checked here, not in each stage
     library = load_presets(presets_block)
     chosen = resolve_presets(presets or library.default_presets, library.known(custom_presets))
     stages = Stages()

@@ -18,9 +18,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from blocks.asr import AsrConfig
 from blocks.loader import load_block
 from core.cli import EPILOG, CliParser, allowed_by, api_ready, preflight_media, preflight_output_dir, run_cli
+from core.damage import decode_check_task, exit_status, report_damage
 from core.media import probe_task
-from core.outputs import run_output_dir, safe_stem, write_manifest
-from core.schema import Diarization, Transcript, TranscriptResult
+from core.outputs import owner_tag, remove_orphans, run_output_dir, safe_stem, write_manifest
+from core.schema import DecodeDamage, Diarization, Transcript, TranscriptResult
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.placement import GpuUse
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
@@ -66,6 +67,8 @@ def transcribe(
     diarization: Diarization | None = None
     (media,), output_dir = stages.shared([media], output_dir)
     info = require_audio(stages.run(probe_task, media, "video", "audio"))
+    damage = stages.run(decode_check_task, info, True)  # a corrupt stretch of audio is speech lost
+    report_damage(damage, "transcribe")
     work = _work_dir(output_dir)  # beside the outputs: stages on other (Ray) workers see it too
     try:
         audio = stages.run(extract_audio_task, info, work)
@@ -79,7 +82,7 @@ def transcribe(
             transcript, diarization = stages.run(diarize_task, audio, transcript, asr, gpu=_gpu_use(asr))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _publish(info.path, output_dir, transcript, diarization, block, stages)
+    return _publish(info.path, output_dir, transcript, diarization, block, stages, damage)
 
 
 def label_speakers(
@@ -98,7 +101,7 @@ def label_speakers(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     stages.timings = {**result.stage_seconds, **stages.timings}
-    return _publish(info.path, output_dir, transcript, diarization, block, stages)
+    return _publish(info.path, output_dir, transcript, diarization, block, stages, result.damage)
 
 
 def _publish(
@@ -108,6 +111,7 @@ def _publish(
     diarization: Diarization | None,
     block: AsrConfig,
     stages: Stages,
+    damage: DecodeDamage | None = None,
 ) -> TranscriptResult:
     """Write SRT/VTT/JSON (+ RTTM), the manifest and the transcript artifact."""
     run_dir = run_output_dir(output_dir, "transcribe", media)
@@ -124,6 +128,7 @@ def _publish(
             "engine": transcript.engine,
             "speakers": list(diarization.speakers) if diarization else None,
             "stage_seconds": stages.timings,
+            "decode_errors": damage,
         },
     )
     _report(media.name, transcript, files["srt"])
@@ -135,14 +140,16 @@ def _publish(
     stage_timing_table("transcribe", media, stages.timings)
     return TranscriptResult(
         media, transcript, files["srt"], files["vtt"], files["json"], stages.timings, diarization,
-        files.get("rttm"),
+        files.get("rttm"), damage if damage is not None and damage.damaged else None,
     )  # fmt: skip
 
 
 def _work_dir(output_dir: str) -> Path:
+    """This run's scratch folder; a killed run's (kill -9: no cleanup ran) is removed first."""
     parent = Path(output_dir) / "transcribe"
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".work-", dir=parent))
+    remove_orphans(parent, ".work-")
+    return Path(tempfile.mkdtemp(prefix=".work-" + owner_tag(), dir=parent))
 
 
 def _gpu_use(asr: AsrSettings) -> GpuUse:
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result.vtt_path)
     print(result.json_path)
     print(result.srt_path)
-    return 0
+    return exit_status(result.damage)  # 1 (partly done) with a warning when the audio was damaged
 
 
 if __name__ == "__main__":

@@ -12,10 +12,17 @@ Retries and the timeout come from the `RunPolicy` block (retrying only what `cor
 allows; the stage timeout only where Prefect can enforce it: `placement.timeouts_enforced`); where the
 stage runs comes from the flow's runner (runtime/placement.py: threads, Ray task, or a warm Ray actor).
 Every flow uses this; flows/ only compose stages and hold their command lines.
+
+Test-only, off by default: YIVIDEO_TEST_INTERRUPT_AT=<stage name> stops a run as that stage starts, the
+stages before it finished (tests/test_resume.py interrupts each stage of each flow, then re-runs): a
+KeyboardInterrupt in the flow's thread, as a Ctrl-C arriving then would. `<stage>:announce` instead prints
+one line to stderr once the stage is submitted and lets the run go on (the test SIGKILLs it meanwhile).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +35,19 @@ from blocks.policy import RunPolicy, current_run_policy
 from runtime.placement import GpuUse, placed, runs_on_gpu, shared_paths, timeouts_enforced, with_gpu_tag
 
 R = TypeVar("R")
+INTERRUPT_ENV = "YIVIDEO_TEST_INTERRUPT_AT"  # test-only: see the module's docstring
+ANNOUNCE = "announce"
+
+
+def _interrupt_hook(task: Task, submitted: bool) -> None:
+    """The test-only interruption named by YIVIDEO_TEST_INTERRUPT_AT, when `task` is the named stage."""
+    stage, _, mode = os.environ.get(INTERRUPT_ENV, "").partition(":")
+    if stage != task.name:
+        return
+    if mode == ANNOUNCE and submitted:
+        print(f"{INTERRUPT_ENV}: stage {stage} started", file=sys.stderr, flush=True)
+    elif not mode and not submitted:
+        raise KeyboardInterrupt(f"{INTERRUPT_ENV}={stage}")
 
 
 class Stages:
@@ -90,8 +110,11 @@ class Stages:
         """Start one stage without waiting. `gpu`: may it use a GPU (None: its "gpu-capable" tag; "required":
         its settings pin CUDA); `model`: the engine settings of a model stage (served warm on Ray)."""
         prepared = self.prepare(task, min_timeout, gpu)
+        _interrupt_hook(task, submitted=False)
         with placed(prepared, gpu, model):
-            return prepared.submit(*args)
+            future = prepared.submit(*args)
+        _interrupt_hook(task, submitted=True)
+        return future
 
     def map(
         self, task: Task[..., R], *iterables: Any, min_timeout: float = 0.0, gpu: GpuUse = None,
@@ -99,8 +122,11 @@ class Stages:
     ) -> PrefectFutureList[PrefectFuture[R]]:  # fmt: skip
         """One run of the stage per item (Prefect's `Task.map`), each placed like `submit`."""
         prepared = self.prepare(task, min_timeout, gpu)
+        _interrupt_hook(task, submitted=False)
         with placed(prepared, gpu, model):
-            return prepared.map(*iterables)
+            futures = prepared.map(*iterables)
+        _interrupt_hook(task, submitted=True)
+        return futures
 
 
 def run_stage(task: Task[..., R], *args: Any, gpu: GpuUse = None, model: object | None = None) -> R:

@@ -433,6 +433,67 @@ def test_damage_inside_a_video_is_reported_and_exits_1(prefect_server, tmp_path,
     assert 5.0 < start < end < 33.0, "the damage is in the middle, not at the ends"
 
 
+SHORT_VIDEO = Path("/work/shared/realvideo/douyin_7625253704698556297_zh.mp4")  # 10 s drama, 540x940
+
+
+def _corrupt_audio(out: Path) -> Path:
+    """The real drama's speech alone (AAC, 12 s, the index last as ffmpeg writes it), 6 kB of its middle
+    overwritten: it probes and decodes to its end; only the AAC decoder's errors tell."""
+    audio = out.with_name("clean-" + out.name)
+    _ffmpeg("-i", str(REAL_VIDEO), "-vn", "-c:a", "copy", "-t", "12", str(audio))
+    data = bytearray(audio.read_bytes())
+    middle = len(data) * 45 // 100
+    data[middle : middle + 6000] = os.urandom(6000)
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flow", ["transcribe", "pipeline"])
+def test_damage_is_reported_by_transcribe_and_the_pipeline(prefect_server, flow, tmp_path, capsys):
+    """Issue 29 point 4 beyond transcode and subtitles: a damaged stretch of speech (transcribe checks the
+    audio it reads) and a corrupt middle under the pipeline's own subtitle stages: counted, one warning with
+    the time ranges, the ranges in the manifest, exit 1 (partly done)."""
+    import json
+
+    if not REAL_VIDEO.is_file():
+        pytest.skip(f"real footage not here: {REAL_VIDEO.parent} (see its README)")
+    out = tmp_path / "out"
+    if flow == "transcribe":
+        damaged = _corrupt_audio(tmp_path / "damaged speech.m4a")
+        argv = ["--language", "zh", "--output-dir", str(out), str(damaged)]
+    else:
+        damaged = _corrupt_middle(SHORT_VIDEO, tmp_path / "damaged.mp4")
+        argv = ["--chain", "subtitle_area", "--output-dir", str(out), str(damaged)]
+    code, _, err = _run(flow, argv, capsys)
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 1, err[-3000:]
+    assert len(warnings) == 1 and str(damaged) in warnings[0] and " decode errors at " in warnings[0], err
+    (manifest,) = out.rglob("manifest.json")
+    damage = json.loads(manifest.read_text(encoding="utf-8"))["decode_errors"]
+    assert damage["errors"] > 0 and damage["ranges"], damage
+    start, end = damage["ranges"][0]
+    assert 0.5 < start < end < 11.5, "the damage is in the middle, not at the ends"
+
+
+def test_a_transcode_timeout_in_the_environment_reaches_the_stage_as_its_setting(
+    prefect_server, bad, tmp_path, monkeypatch
+):
+    """YIVIDEO_TRANSCODE_TIMEOUT_S on a worker: read and checked once as the flow starts (a bad value fails
+    the run there, naming the variable, before any stage: nothing retried), never inside the stage."""
+    from flows.transcode import transcode
+    from stages.transcode.command import default_timeout, timeout_from_environment
+
+    monkeypatch.setenv("YIVIDEO_TRANSCODE_TIMEOUT_S", "10m")
+    assert default_timeout(1.0) == 140.0, "the stage's own default ignores the environment"
+    started = time.monotonic()
+    state = transcode(str(bad["mute"]), ["thumbnail"], str(tmp_path / "out"), return_state=True)
+    assert state.is_failed() and "YIVIDEO_TRANSCODE_TIMEOUT_S: '10m' is not a number" in state.message, state
+    assert time.monotonic() - started < 20 and not (tmp_path / "out").exists(), "failed before any stage"
+    monkeypatch.setenv("YIVIDEO_TRANSCODE_TIMEOUT_S", "45")
+    assert timeout_from_environment() == 45.0
+
+
 def test_decode_errors_are_dated_by_the_progress_between_them():
     from core.damage import damage_from_log
 
@@ -445,6 +506,15 @@ def test_decode_errors_are_dated_by_the_progress_between_them():
     assert damage.errors == 4 and damage.first_error == "error while decoding MB 57 32, bytestream 3153"
     assert damage.ranges == ((14.5, 16.0), (29.5, 30.2))
     assert not damage_from_log(Path("b.mp4"), ["out_time_us=5", "speed=N/A", "progress=end"], 1.0).damaged
+    # framecrc (what the scan runs): each frame's pts in its stream's time base; the header is not an error
+    frames = ["#software: Lavf59.27.100", "#tb 0: 1/44100", "#tb 1: 1/25", "#media_type 0: audio",
+              "0,     237568,     237568,     1024,     4096, 0x32601502", "1,  134,  134,  1,  460800, 0x1",
+              "0,     238592,     238592,     1024,     4096, 0x47be43b8",
+              "[aac @ 0x55c2396e08c0] Number of bands (68) exceeds limit (42).",
+              "Error while decoding stream #0:0: Invalid data found when processing input"]  # fmt: skip
+    damage = damage_from_log(Path("c.m4a"), frames, duration=12.0)
+    assert damage.errors == 2 and damage.first_error.startswith("Number of bands"), damage
+    assert damage.ranges == ((238592 / 44100 - 0.5, 238592 / 44100 + 0.5),), damage.ranges
 
 
 @pytest.mark.slow

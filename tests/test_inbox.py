@@ -18,6 +18,7 @@ from deployments.inbox import (
     FileKey,
     InboxWatcher,
     Ledger,
+    container_incomplete,
     is_candidate,
     open_for_writing,
     sweep_inbox,
@@ -295,9 +296,9 @@ def _announced(running: RunningWatcher, name: str, whole: int = 0, timeout: floa
 
 
 def test_a_writer_that_reopens_the_file_for_each_burst_is_announced_once_complete(prefect_server, tmp_path):
-    """Pauses shorter than the quiet time: one announcement, of the whole file. Pauses longer than it: the
-    first pause cannot be told from the end (an early announcement, logged when the file grows); from then
-    on the watcher waits twice the pause, so that file and the writer's next one are announced once, whole.
+    """Pauses shorter than the quiet time: one announcement, of the whole file. Pauses longer than it, the
+    first one too: an MP4 says itself that it is not whole yet (its boxes run past its end), so it waits;
+    the watcher also learns the pause, so a file no container tells about waits twice as long.
     (Margins are wide: on a loaded host a writer's 0.8 s sleep can last well over a second.)"""
     data = _real_video()
     inbox = tmp_path / "inbox"
@@ -307,12 +308,44 @@ def test_a_writer_that_reopens_the_file_for_each_burst_is_announced_once_complet
         assert _announced(running, "short-pauses.mp4", len(data)) == [len(data)]
 
         _append_in_bursts(inbox / "long-pauses.mp4", data, bursts=4, pause=1.6)
-        sizes = _announced(running, "long-pauses.mp4", len(data))
-        assert sizes[-1] == len(data) and len(sizes) <= 2, sizes  # at most one early, then the whole file
+        assert _announced(running, "long-pauses.mp4", len(data)) == [len(data)], "once, whole"
         assert running.watcher.quiet_needed() >= 3.0
 
         _append_in_bursts(inbox / "next-recording.mp4", data, bursts=4, pause=0.8)
         assert _announced(running, "next-recording.mp4", len(data)) == [len(data)]
+
+
+def test_the_container_tells_a_partial_file(tmp_path):
+    """Cut anywhere, a real MP4 (moov first or last) and a WAV say they are partial; whole ones do not."""
+    data = _real_video()
+    moov_last = tmp_path / "moov-last.mp4"  # how a recorder writes: the index after the media
+    _ffmpeg("-i", str(REAL_VIDEO), "-c", "copy", "-t", "3", str(moov_last))
+    wav = tmp_path / "tone.wav"
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000", "-t", "1", str(wav))
+    for name, whole in (("moov-first.mp4", data), ("moov-last.mp4", moov_last.read_bytes()),
+                        ("tone.wav", wav.read_bytes())):  # fmt: skip
+        part = tmp_path / f"part-{name}"
+        for cut in (len(whole) // 7, len(whole) // 2, len(whole) - 1):
+            part.write_bytes(whole[:cut])
+            assert container_incomplete(part), (name, cut)
+        part.write_bytes(whole)
+        assert not container_incomplete(part), name
+    (tmp_path / "notes.txt").write_text("no container\n", encoding="utf-8")
+    assert not container_incomplete(tmp_path / "notes.txt")
+
+
+def test_a_partial_file_whose_writer_never_returns_is_announced_after_open_wait(prefect_server, tmp_path):
+    """The container's word holds for `open_wait` at most: an upload cut off for good is still announced
+    (its run then reports the damage)."""
+    data = _real_video()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with RunningWatcher(inbox, settle=0.3, open_wait=2.5) as running:
+        started = time.monotonic()
+        (inbox / "cut.mp4").write_bytes(data[: len(data) // 2])
+        sizes = _announced(running, "cut.mp4", len(data) // 2, timeout=15)
+        took = time.monotonic() - started
+    assert sizes == [len(data) // 2] and took >= 2.5, (sizes, took)
 
 
 def test_a_file_its_writer_holds_open_waits_past_open_wait(prefect_server, tmp_path):

@@ -148,7 +148,8 @@ def _subtitles_cli(video: Path, out: Path, env: dict[str, str]) -> subprocess.Po
 
 @pytest.mark.slow
 def test_kill_9_in_the_last_stage_then_the_rerun_resumes(prefect_server, storage, video, tmp_path):
-    """The demonstration: kill -9 while OCR runs; the re-run reuses area, keyframes, crop and stitch."""
+    """The demonstration: kill -9 while OCR runs; the re-run reuses the stages before OCR (and its batches
+    that finished)."""
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": str(PREFECT_API_URL.value()),
@@ -177,7 +178,7 @@ def test_kill_9_in_the_last_stage_then_the_rerun_resumes(prefect_server, storage
     print(f"\nkilled in OCR after {killed_after:.1f} s; re-run took {rerun_took:.1f} s; stages {seconds}")
     # the stages before OCR come from the cache; so do OCR batches that finished before the kill (per batch)
     cached = _stages(out, "Cached")
-    before_ocr = {"subtitle_area", "keyframes", "crop", "stitch"}
+    before_ocr = {"subtitle_area", "keyframes", "crop", "stitch", "language"}
     assert before_ocr <= cached <= before_ocr | {"ocr"}, cached
     assert not work.exists(), "the finished run removes the work folder"
 
@@ -255,3 +256,147 @@ def test_killed_after_keyframes_its_strips_deleted_the_rerun_recomputes(prefect_
     assert srt.read_text(encoding="utf-8").strip(), "subtitles read from the recomputed keyframes"
     cached = _stages(out, "Cached")
     assert "subtitle_area" in cached and "keyframes" not in cached, cached
+
+
+# ---------------------------------------------------------------- stop each stage of each flow, run again
+# Every flow, stopped at each of its stages and run again into the same folder: the re-run ends as an
+# uninterrupted run does, reuses the stages that finished before the stop and leaves nothing half-written.
+# One stage per flow is stopped by a real SIGKILL of a CLI process while the stage runs (the runtime's
+# test-only hook announces the stage's start; the test kills the process group at that line); the others by
+# the hook's in-process KeyboardInterrupt as the stage starts (a Ctrl-C arriving then: the flow's own
+# cleanup runs, and keeps the scratch folder for the re-run). Names: the stages' functions (task keys).
+SUBTITLE_STAGES = ("subtitle_area", "keyframes", "crop", "stitch", "language", "ocr", "postprocess")
+TRANSCRIBE_STAGES = ("extract_audio", "transcribe", "write_transcript")
+RESUMABLE = {*SUBTITLE_STAGES, "transcribe"}  # core.caching.resumable(); the rest are cheap and run again
+TASK_NAMES = {"language": "subtitle-language", "enhance_image": "enhance-image"}  # otherwise the same
+KILLED = {"ocr", "transcribe", "transcode", "enhance_image"}  # one per flow: SIGKILL of a CLI process
+CASES = [("subtitles", s) for s in SUBTITLE_STAGES] + [("transcribe", s) for s in TRANSCRIBE_STAGES]
+CASES += [("transcode", "transcode"), ("enhance", "enhance_image")]
+PRESETS = ("mp4_standard", "thumbnail")
+
+
+@pytest.fixture(scope="module")
+def stop_inputs(media_dir) -> dict[str, list[Path]]:
+    """Tiny inputs: a 6 s subtitled clip (two lines, one window), one spoken sentence, two small faces."""
+    from samples.audio import make_speech
+    from samples.images import make_face_set
+
+    cues = [Cue(0.4, 2.6, "停下再来"), Cue(3.2, 5.6, "Stop and start again")]
+    clip = make_subtitled_video(media_dir / "stop-clip.mp4", cues, duration=6.0, size=(640, 360))
+    speech = make_speech(media_dir / "stop-speech.wav", "en", ("Stop it and start it again.",)).path
+    faces = make_face_set(media_dir / "stop-faces", 2, size=(96, 96))
+    return {"subtitles": [clip], "transcribe": [speech], "transcode": [clip], "enhance": faces}
+
+
+def _run_flow(flow: str, inputs: list[Path], out: Path):
+    """One in-process run of `flow` on `inputs` into `out`: its final state."""
+    if flow == "subtitles":
+        from flows.subtitles import extract_subtitles
+
+        return extract_subtitles(str(inputs[0]), str(out), return_state=True)
+    if flow == "transcribe":
+        from flows.transcribe import transcribe
+
+        return transcribe(str(inputs[0]), str(out), "en", return_state=True)  # no language detection pass
+    if flow == "transcode":
+        from flows.transcode import transcode
+
+        return transcode(str(inputs[0]), list(PRESETS), str(out), return_state=True)
+    from flows.enhance import enhance_images
+
+    return enhance_images([str(p) for p in inputs], str(out), return_state=True)
+
+
+def _cli(flow: str, inputs: list[Path], out: Path) -> list[str]:
+    """The command line a user would type for the same run."""
+    args = [str(p) for p in inputs] + ["--output-dir", str(out)]
+    if flow == "transcode":
+        args += [arg for preset in PRESETS for arg in ("--preset", preset)]
+    elif flow == "transcribe":
+        args += ["--language", "en"]
+    return [sys.executable, "-m", f"flows.{flow}", *args]
+
+
+def _outputs(out: Path) -> dict[str, bytes | tuple]:
+    """What a run left under `out`, by relative path: text outputs by content, media by what a probe sees
+    (an encode's bytes may differ from run to run), images by size and mean; manifests by their outputs."""
+    from core.media import probe_media
+
+    found: dict[str, bytes | tuple] = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = str(path.relative_to(out))
+        if path.suffix in (".srt", ".vtt", ".txt"):
+            found[rel] = path.read_bytes()
+        elif path.name == "manifest.json":
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            found[rel] = tuple(sorted(manifest.get("outputs") or manifest))  # enhance: its own layout
+        elif path.suffix in (".mp4", ".jpg", ".png"):
+            info = probe_media(path)
+            found[rel] = (info.kind, info.width, info.height, round(info.duration, 1))
+        else:
+            found[rel] = ()
+    return found
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(prefect_server, stop_inputs, tmp_path_factory) -> dict[str, dict[str, bytes | tuple]]:
+    """Each flow's outputs from one run that nobody stopped (results stored apart: no case reuses them)."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    found = {}
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: root / "storage"}):
+        for flow, inputs in stop_inputs.items():
+            assert _run_flow(flow, inputs, root / flow).is_completed(), flow
+            found[flow] = _outputs(root / flow)
+    return found
+
+
+def _stop(flow: str, stage: str, inputs: list[Path], out: Path, storage: Path, monkeypatch) -> None:
+    """Run `flow` and stop it at `stage`: SIGKILL of its CLI while the stage runs, or a KeyboardInterrupt."""
+    from prefect.settings import PREFECT_API_URL
+
+    name = TASK_NAMES.get(stage, stage)
+    if stage not in KILLED:
+        monkeypatch.setenv("YIVIDEO_TEST_INTERRUPT_AT", name)
+        with pytest.raises(KeyboardInterrupt):
+            _run_flow(flow, inputs, out)
+        monkeypatch.delenv("YIVIDEO_TEST_INTERRUPT_AT")
+        return
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+           "PREFECT_LOCAL_STORAGE_PATH": str(storage), "PYTHONUNBUFFERED": "1",
+           "YIVIDEO_TEST_INTERRUPT_AT": f"{name}:announce"}  # fmt: skip
+    proc = subprocess.Popen(_cli(flow, inputs, out), cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)  # fmt: skip
+    seen = _read_until(proc, f"stage {name} started", timeout=300)
+    if flow == "transcode":  # ffmpeg is writing its temporary file: killed half-written
+        deadline = time.monotonic() + 20
+        while not any(".part" in p.name for p in out.rglob("*")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert f"stage {name} started" in seen, seen[-3000:]
+    assert not list(out.rglob("manifest.json")), "killed before the run finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("flow", "stage"), CASES, ids=[f"{f}-{s}" for f, s in CASES])
+def test_stopped_at_each_stage_the_rerun_resumes(
+    flow, stage, stop_inputs, uninterrupted, storage, tmp_path, monkeypatch
+):
+    from tests.conftest import assert_no_partial_outputs
+
+    out, inputs = tmp_path / "out", stop_inputs[flow]
+    _stop(flow, stage, inputs, out, storage, monkeypatch)
+    state = _run_flow(flow, inputs, out)
+    assert state.is_completed(), state.message
+    assert _outputs(out) == uninterrupted[flow], "the re-run's outputs are an uninterrupted run's"
+    assert_no_partial_outputs(out)
+    assert not [p for p in out.rglob(".work*")], "no scratch folder left"
+    order = SUBTITLE_STAGES if flow == "subtitles" else TRANSCRIBE_STAGES if flow == "transcribe" else ()
+    finished = {s for s in order[: order.index(stage)] if s in RESUMABLE} if stage in order else set()
+    cached = _cached(state)
+    if stage in KILLED and stage in RESUMABLE:  # killed mid-stage: its parts that finished (OCR batches) too
+        assert finished <= cached <= finished | {stage}, cached
+    else:
+        assert cached == finished, cached

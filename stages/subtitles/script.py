@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from prefect import get_run_logger, task
 
+from core.caching import resumable
 from core.errors import MediaInputError
 from core.packaged_models import tesseract_languages
 from core.schema import OcrLine, StitchedBatch
@@ -237,7 +238,12 @@ def resolve_language(batches: list[StitchedBatch], settings: OcrSettings, video:
     return choose_language(subtitle_rows([i for i in images if i is not None], settings), settings)
 
 
-@task(name="subtitle-language", task_run_name="tell the subtitle language", tags=[GPU_CAPABLE_TAG])
+@task(
+    name="subtitle-language",
+    task_run_name="tell the subtitle language",
+    **resumable(),  # the probe model costs seconds: a re-run after OCR was stopped does not pay it again
+    tags=[GPU_CAPABLE_TAG],
+)
 def language_task(batches: list[StitchedBatch], settings: OcrSettings, video: str) -> OcrSettings:
     """The OCR settings with the language the subtitles are in (once per video); an unreadable script
     fails the run here, before any OCR, with one line naming the script and what to install."""

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from core.environment import check_environment
 from core.errors import StageError, StageTimeout
 from core.media import require_tool
 from core.outputs import full_disk_error
@@ -122,9 +123,19 @@ def _video_options(preset: TranscodePreset, encoder: str) -> dict[str, object]:
 
 
 def default_timeout(duration: float) -> float:
-    """Generous wall-time limit for one run: YIVIDEO_TRANSCODE_TIMEOUT_S, else 120 s + 20 s per second."""
+    """Generous wall-time limit for one run when none was given: 120 s + 20 s per second of output."""
+    return 120.0 + 20.0 * max(duration, 0.0)
+
+
+def timeout_from_environment() -> float | None:
+    """A deployment's ffmpeg time limit per preset (YIVIDEO_TRANSCODE_TIMEOUT_S), read and checked once as
+    a run starts (a bad value: ConfigError naming the variable, before any stage), then given to each
+    stage as its `timeout` like the flow's parameter; None when unset. Stages never read it themselves."""
     raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    return float(raw) if raw else 120.0 + 20.0 * max(duration, 0.0)
+    if not raw:
+        return None
+    check_environment({TIMEOUT_ENV: raw})
+    return float(raw)
 
 
 def run_ffmpeg(
