@@ -26,8 +26,8 @@ _policy = current_run_policy()
 class ReturnedStateFilter(logging.Filter):
     """Drops Prefect's "Engine execution exited with unexpected exception" record when the exception is
     Prefect resolving the flow's own returned Failed state (raised in prefect/states.py), e.g. a partial
-    enhance batch: "TypeError: Unexpected result for failed state: EnhanceBatchResult ...". The run's log
-    already ends "Finished in state Failed('partially completed: ...')"; that traceback told nothing more."""
+    enhance batch's EnhanceBatchFailed. The run's log already ends "Finished in state Failed('partially
+    completed: ...')"; a traceback after it told nothing more about an expected failure."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.exc_info or record.msg != "Engine execution exited with unexpected exception":

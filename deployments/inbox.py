@@ -42,6 +42,7 @@ from core.errors import MediaInputError, printable
 from core.media import probe_media
 from core.outputs import file_digest
 from deployments.inbox_ledger import STATE_DIR_NAME, FileKey, Ledger
+from runtime.naming import run_named_after
 
 UPLOADED = "yivideo.media.uploaded"
 SKIPPED = "yivideo.media.skipped"
@@ -374,7 +375,7 @@ class InboxWatcher:
             observer.join(timeout=5)
 
 
-@flow(name="sweep-inbox")
+@flow(name="sweep-inbox", flow_run_name=run_named_after("sweep", "inbox_dir"))
 def sweep_inbox(inbox_dir: str, settle_seconds: float = 60.0) -> dict[str, int]:
     """Announce what the watcher missed (it was down, or files came through a path inotify cannot see).
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
-from typing import Literal, get_args
 
 from prefect import flow, unmapped
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -25,7 +25,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
 
-from blocks.enhance import EnhanceConfig, EnhanceModel, FaceMode
+from blocks.enhance import EnhanceConfig
 from blocks.loader import load_block
 from blocks.runner import RunnerConfig
 from core.cli import (
@@ -38,9 +38,10 @@ from core.cli import (
     preflight_output_dir,
     run_cli,
 )
-from core.errors import ConfigError, OutputError
+from core.errors import ConfigError, OutputError, YiVideoError
 from core.outputs import write_failure
 from core.schema import EnhanceBatchResult, EnhancedImage, ImageFailure
+from runtime.forms import choice, choices
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments, runner_settings_from_env
 from runtime.stage import Stages
@@ -52,38 +53,47 @@ from stages.enhance.batch import (
     output_failure,
     plan_outputs,
 )
-from stages.enhance.engines import engine_class
-from stages.enhance.enhance import check_settings, enhance_image_task
+from stages.enhance.engines import ENGINES, engine_class
+from stages.enhance.engines.realesrgan import NCNN_MODELS
+from stages.enhance.enhance import FACE_MODES, check_settings, enhance_image_task
 from stages.enhance.settings import EnhanceSettings
 from stages.enhance.yardstick import METHODS, QualityScore, format_table, score_photo_task, table_rows
+
+# The Run form's dropdowns, from the registries (empty: the settings block's value)
+EnhanceEngineName = choice(ENGINES)
+EnhanceModelName = choice(NCNN_MODELS)
+FaceModeName = choice(FACE_MODES)
+YardstickMethods = choices(METHODS)
 
 
 @flow(name="enhance-images", flow_run_name=run_named_after("enhance", "images"), task_runner=StageRunner())
 def enhance_images(
     images: list[str],
     output_dir: str = "output",
-    engine: Literal["realesrgan-ncnn", "opencv-classic", "gfpgan"] | None = None,
+    engine: EnhanceEngineName = None,
     scale: float | None = None,
-    model: EnhanceModel | None = None,
-    faces: FaceMode | None = None,
+    model: EnhanceModelName = None,
+    faces: FaceModeName = None,
     settings_block: str | None = None,
     max_concurrency: int | None = None,
     batch_size: int | None = None,
 ) -> State:
     """Enhance `images` into `<output_dir>/enhance/batch-<hash>/` (+ enhanced.zip); bad images fail alone.
 
-    The final state carries an EnhanceBatchResult. A partial batch ends Failed, so a direct call raises;
-    call with `return_state=True` and read `state.result(raise_on_failure=False)` to get the partial result.
+    The final state carries an EnhanceBatchResult. A batch with failed images ends Failed: a direct call
+    raises EnhanceBatchFailed, which names them and is the partial result too (`.enhanced`, `.zip_path`);
+    with `return_state=True`, `state.result(raise_on_failure=False)` returns it without raising.
 
     Args:
         images: paths of the image files (as the worker sees them)
         output_dir: folder under which `enhance/batch-<hash>/` is written
-        engine: realesrgan-ncnn (learned, shipped), opencv-classic (no model) or gfpgan (faces, local weights)
+        engine: realesrgan-ncnn (learned, shipped), opencv-classic (no model) or gfpgan (faces, local
+            weights); empty: the block's (realesrgan-ncnn)
         scale: output size / input size, 1 to 4 (default 2)
-        model: realesrgan-ncnn network; empty: chosen per image (waifu2x-photo for photographs,
-            realesr-animevideov3 for drawn or animated pictures)
-        faces: faithful (default): faces found keep the input's colours and shapes under the network's
-            texture; off: the network alone
+        model: realesrgan-ncnn network; empty: the block's, else chosen per image (waifu2x-photo for
+            photographs, realesr-animevideov3 for drawn or animated pictures)
+        faces: faithful (the block's default): faces found keep the input's colours and shapes under the
+            network's texture; off: the network alone
         settings_block: name of a saved YiVideo Enhance Config block (defaults for everything here)
         max_concurrency: images processed at once (default 3)
         batch_size: images per child batch run, each with its own progress (default 20)
@@ -169,15 +179,37 @@ def enhance_batch(
     return results
 
 
+class EnhanceBatchFailed(EnhanceBatchResult, YiVideoError):
+    """A batch in which images failed: the one exception a direct `enhance_images(...)` call raises, naming
+    them, and the partial result itself (`.enhanced`, `.failed`, `.zip_path`).
+
+    Prefect turns a Failed state into an exception from its data, and only an exception will do: with a
+    plain EnhanceBatchResult there, a direct call raised "TypeError: Unexpected result for failed state".
+    """
+
+    @classmethod
+    def of(cls, result: EnhanceBatchResult) -> EnhanceBatchFailed:
+        return cls(**{f.name: getattr(result, f.name) for f in fields(result)})
+
+    def __str__(self) -> str:
+        ok, total = len(self.enhanced), self.total
+        reasons = "; ".join(f"{f.source.name}: {f.reason}" for f in self.failed[:5])
+        more = f" (+{len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
+        head = f"partially completed: {ok} of {total} images enhanced"
+        if not ok:
+            head = f"failed: 0 of {total} images"
+        return f"{head}; failed: {reasons}{more}"
+
+    def __reduce__(self):  # picklable (results, process boundaries) by its fields, not Exception's args
+        return type(self), tuple(getattr(self, f.name) for f in fields(self))
+
+
 def final_state(result: EnhanceBatchResult) -> State:
     """Completed when every image succeeded; otherwise Failed, saying how many did and why the rest not."""
-    ok, total = len(result.enhanced), result.total
     if result.complete:
-        return Completed(message=f"enhanced {ok} of {total} images", data=result)
-    reasons = "; ".join(f"{f.source.name}: {f.reason}" for f in result.failed[:5])
-    more = f" (+{len(result.failed) - 5} more)" if len(result.failed) > 5 else ""
-    head = f"partially completed: {ok} of {total} images enhanced" if ok else f"failed: 0 of {total} images"
-    return Failed(message=f"{head}; failed: {reasons}{more}", data=result)
+        return Completed(message=f"enhanced {len(result.enhanced)} of {result.total} images", data=result)
+    failed = EnhanceBatchFailed.of(result)
+    return Failed(message=str(failed), data=failed)
 
 
 def _batch_runner(max_concurrency: int) -> StageRunner:
@@ -224,7 +256,7 @@ def _report(result: EnhanceBatchResult) -> None:
 def enhance_yardstick(
     photos: list[str] | None = None,
     output_dir: str = "output",
-    methods: list[str] | None = None,
+    methods: YardstickMethods = None,
     scale: int = 4,
 ) -> list[QualityScore]:
     """Shrink real photos `scale` times, enhance them back with every method and compare with the originals
@@ -270,18 +302,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="*", help="image files (omit with --demo)")
     parser.add_argument("--output-dir", default="output")
     parser.add_argument("--demo", action="store_true", help="generate sample faces plus one corrupt file")
-    parser.add_argument("--engine", default=None, choices=["realesrgan-ncnn", "opencv-classic", "gfpgan"])
+    parser.add_argument("--engine", default=None, choices=list(ENGINES))
     parser.add_argument(
         "--scale", type=allowed_by(EnhanceConfig, "scale"), help="1 to 4 (default 2; --yardstick: 4)"
     )
     parser.add_argument(
         "--model",
         default=None,
-        choices=["auto", *get_args(EnhanceModel)],
+        choices=["auto", *NCNN_MODELS],
         help="realesrgan-ncnn network (default auto: the photo model for photographs, the anime model for "
         "drawn/animated pictures)",
     )
-    parser.add_argument("--faces", default=None, choices=get_args(FaceMode), help="default faithful")
+    parser.add_argument("--faces", default=None, choices=FACE_MODES, help="default faithful")
     parser.add_argument(
         "--yardstick",
         action="store_true",
@@ -320,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         return_state=True,
     )
     result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):  # the run itself failed (settings, the output disk): one line
-        raise result
+    if isinstance(result, BaseException) and not isinstance(result, EnhanceBatchResult):
+        raise result  # the run itself failed (settings, the output disk): one line
     if not isinstance(result, EnhanceBatchResult):
         print(f"error: {state.message}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import SubtitleResult
 from flows.subtitles import extract_subtitles
-from flows.transcribe import transcribe
+from flows.transcribe import SpeechLanguage, transcribe
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
 from runtime.stage import Stages
@@ -33,7 +33,7 @@ from stages.speech.audio import extract_audio_task, require_audio
 def fuse_subtitles(
     video: str,
     output_dir: str = "output",
-    language: str | None = None,
+    language: SpeechLanguage = None,
     diarize: bool | None = None,
 ) -> FusedOutput:
     """Read the burned-in subtitles and transcribe the speech of `video`, then fuse them into
@@ -42,7 +42,7 @@ def fuse_subtitles(
     Args:
         video: path of the video file (as the worker sees it)
         output_dir: folder under which subtitles/, transcribe/ and fuse/ are written
-        language: the speech's ISO code (en, zh, ...); empty: detected
+        language: the speech's Whisper code (en, zh, ...); empty: detected
         diarize: speaker labels on the spoken side (kept per line beside translated subtitles)
     """
     shown = extract_subtitles(video, output_dir)

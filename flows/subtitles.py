@@ -41,19 +41,22 @@ from core.schema import (
     SubtitleEvent,
     SubtitleResult,
 )
+from runtime.forms import choice
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
 from runtime.stage import Stages
 from stages.subtitles.area import describe_band, signal_settings, subtitle_area_task
 from stages.subtitles.crop import crop_task
 from stages.subtitles.keyframes import keyframes_task, video_windows
-from stages.subtitles.languages import AUTO, LANGUAGE_CHOICES, LangCode, spacing_of
-from stages.subtitles.ocr import OcrSettings, batch_keyframes, ocr_task
+from stages.subtitles.languages import AUTO, LANGUAGE_CHOICES, spacing_of
+from stages.subtitles.ocr import ENGINES, OcrSettings, batch_keyframes, ocr_task
 from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
 from stages.subtitles.script import language_task
 from stages.subtitles.stitch import stitch_task
 
 WindowStage = Literal["keyframes", "crop", "stitch", "ocr"]
+OcrEngineName = choice(ENGINES)  # the Run form's dropdowns (empty: the settings block's value)
+SubtitleLanguage = choice(LANGUAGE_CHOICES)
 WINDOW_STAGES: tuple[WindowStage, ...] = ("keyframes", "crop", "stitch", "ocr")
 
 
@@ -156,9 +159,9 @@ def extract_subtitles(
     output_dir: str = "output",
     sample_fps: float | None = None,
     band: tuple[float, float, float, float] | None = None,
-    ocr_engine: Literal["rapidocr", "paddleocr"] | None = None,
+    ocr_engine: OcrEngineName = None,
     settings_block: str | None = None,
-    lang: LangCode | None = None,
+    lang: SubtitleLanguage = None,
 ) -> SubtitleResult:
     """Read the burned-in subtitles of `video` into `<output_dir>/subtitles/<stem>-<hash>/<stem>.srt`.
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 import mimetypes
 import sys
 from pathlib import Path
-from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.futures import PrefectFuture
-from pydantic import WithJsonSchema
 
 from blocks.presets import SEED_PRESETS, load_presets
 from core.cli import EPILOG, CliParser, api_ready, positive, preflight_output_dir, run_cli
@@ -28,6 +26,7 @@ from core.errors import MediaInputError, PartlyDone
 from core.media import check_input_file, probe_media
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, Rendition, TranscodeResult
+from runtime.forms import choices
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
 from runtime.stage import Stages
@@ -38,11 +37,7 @@ from stages.transcode.transcode import transcode_task
 FLOW = "transcode"
 # The Run form offers the shipped presets as a multi-select (a typo cannot be submitted); Python callers may
 # still name presets of a saved block or `custom_presets`, which are checked when the run starts.
-PresetNames = Annotated[
-    list[str] | None,
-    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "string", "enum": list(SEED_PRESETS)}},
-                              {"type": "null"}]}),  # fmt: skip
-]
+PresetNames = choices(SEED_PRESETS)
 
 
 def video_or_skip_reason(video: str | Path) -> tuple[MediaInfo | None, str | None]:

@@ -10,7 +10,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -22,23 +21,29 @@ from core.damage import decode_check_task, exit_status, report_damage
 from core.media import probe_task
 from core.outputs import owner_tag, remove_orphans, run_output_dir, safe_stem, write_manifest
 from core.schema import DecodeDamage, Diarization, Transcript, TranscriptResult
+from runtime.forms import choice
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.placement import GpuUse
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
 from runtime.stage import Stages
 from stages.speech.audio import extract_audio_task, require_audio
 from stages.speech.diarize import diarize_task, speaker_table
-from stages.speech.engines import AsrSettings
+from stages.speech.engines import ENGINES, AsrSettings
+from stages.speech.languages import WHISPER_LANGUAGES
 from stages.speech.transcribe import transcribe_task
 from stages.speech.transcript import cue_text, write_transcript_task
+
+# The Run form's dropdowns, from the registries (empty: the settings block's value)
+SpeechLanguage = choice(WHISPER_LANGUAGES)
+AsrEngineName = choice(ENGINES)
 
 
 @flow(name="transcribe", flow_run_name=run_named_after("transcribe", "media"), task_runner=StageRunner())
 def transcribe(
     media: str,
     output_dir: str = "output",
-    language: str | None = None,
-    engine: Literal["faster-whisper", "whisperx"] | None = None,
+    language: SpeechLanguage = None,
+    engine: AsrEngineName = None,
     model: str | None = None,
     diarize: bool | None = None,
     settings_block: str | None = None,
@@ -49,8 +54,8 @@ def transcribe(
     Args:
         media: path of the video or audio file (as the worker sees it)
         output_dir: folder under which `transcribe/<stem>-<hash>/` is written
-        language: ISO code such as en, zh, de; empty: detected
-        engine: faster-whisper (offline default) or whisperx (installed, local models)
+        language: Whisper's code of the speech, such as en, zh, de; empty: detected (or the block's)
+        engine: faster-whisper (offline default) or whisperx (installed, local models); empty: the block's
         model: Whisper model: `base` (packaged), a model name or a local CTranslate2 folder
         diarize: label speakers (offline resemblyzer by default): labelled cues, RTTM, speakers table
         settings_block: name of a saved YiVideo ASR Engine block (defaults for everything above)
@@ -184,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("media", help="video or audio file")
     parser.add_argument("--output-dir", default="output")
-    parser.add_argument("--language", default=None, help="ISO code (en, zh, de, ...); default: detected")
-    parser.add_argument("--engine", default=None, choices=["faster-whisper", "whisperx"])
+    parser.add_argument(
+        "--language", default=None, choices=WHISPER_LANGUAGES, metavar="CODE",
+        help="Whisper's code (en, zh, de, ...); default: detected",
+    )  # fmt: skip
+    parser.add_argument("--engine", default=None, choices=list(ENGINES))
     parser.add_argument(
         "--model",
         default=None,

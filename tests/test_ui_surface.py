@@ -46,41 +46,152 @@ def test_every_block_field_is_described():
 def _deployed_flows():
     from deployments import entrypoints
 
-    names = ("extract_subtitles", "transcode", "transcribe", "enhance_images", "run_pipeline", "sweep_inbox")
+    names = (
+        "extract_subtitles", "transcode", "transcribe", "enhance_images", "enhance_yardstick", "run_pipeline",
+        "fuse_subtitles", "sweep_inbox",
+    )  # fmt: skip
     return [getattr(entrypoints, name) for name in names]
 
 
-def test_every_deployed_parameter_is_described_and_choices_are_enums():
+def _form_schema(flow) -> dict:
+    """The parameter schema `prefect deploy` stores for `flow`, from which the UI draws its Run form."""
     from prefect.utilities.callables import parameter_schema
 
-    from blocks.presets import SEED_PRESETS
-    from flows.pipeline import STAGES
-    from stages.subtitles.languages import LANGUAGE_CHOICES
+    return parameter_schema(flow).model_dump()
 
-    enums = {
-        ("transcode", "presets"): set(SEED_PRESETS),
-        ("extract-subtitles", "ocr_engine"): {"rapidocr", "paddleocr"},
-        ("extract-subtitles", "lang"): set(LANGUAGE_CHOICES),  # auto and every language code
-        ("transcribe", "engine"): {"faster-whisper", "whisperx"},
-        ("enhance-images", "engine"): {"realesrgan-ncnn", "opencv-classic", "gfpgan"},
-        ("enhance-images", "model"): {
-            "waifu2x-photo", "realesrgan-x4plus", "realesr-animevideov3", "realesrgan-x4plus-anime"
-        },
-        ("enhance-images", "faces"): {"faithful", "off"},
-        ("run-pipeline", "workflow_chain"): set(STAGES),
+
+def _enum(prop: dict) -> list | None:
+    for option in [prop, *prop.get("anyOf", [])]:
+        values = option.get("enum") or option.get("items", {}).get("enum")
+        if values:
+            return values
+    return None
+
+
+def test_every_deployed_parameter_is_described():
+    for flow in _deployed_flows():
+        properties = _form_schema(flow)["properties"]
+        undescribed = [name for name, prop in properties.items() if not prop.get("description")]
+        assert not undescribed, f"{flow.name}: parameters without a description: {undescribed}"
+
+
+def test_every_choice_is_a_list_the_run_form_shows_at_once():
+    """Each choice comes from its registry; none hides behind an "| None" toggle (an `anyOf` with null,
+    drawn as tabs with None picked) and none has a null default (the form fills it in, then refuses it)."""
+    from blocks.presets import SEED_PRESETS
+    from flows.pipeline import SEED_CHAIN, STAGES
+    from stages.enhance.engines import ENGINES as ENHANCE_ENGINES
+    from stages.enhance.engines.realesrgan import NCNN_MODELS
+    from stages.enhance.enhance import FACE_MODES
+    from stages.enhance.yardstick import METHODS
+    from stages.speech.engines import ENGINES as ASR_ENGINES
+    from stages.speech.languages import WHISPER_LANGUAGES
+    from stages.subtitles.languages import LANGUAGE_CHOICES
+    from stages.subtitles.ocr import ENGINES as OCR_ENGINES
+
+    expected = {  # "" first: not chosen, the settings block decides
+        ("extract-subtitles", "ocr_engine"): ["", *OCR_ENGINES],
+        ("extract-subtitles", "lang"): ["", *LANGUAGE_CHOICES],
+        ("transcode", "presets"): list(SEED_PRESETS),
+        ("transcribe", "language"): ["", *WHISPER_LANGUAGES],
+        ("transcribe", "engine"): ["", *ASR_ENGINES],
+        ("enhance-images", "engine"): ["", *ENHANCE_ENGINES],
+        ("enhance-images", "model"): ["", *NCNN_MODELS],
+        ("enhance-images", "faces"): ["", *FACE_MODES],
+        ("enhance-yardstick", "methods"): list(METHODS),
+        ("run-pipeline", "workflow_chain"): list(STAGES),
+        ("fuse-subtitles", "language"): ["", *WHISPER_LANGUAGES],
     }
     found = {}
     for flow in _deployed_flows():
-        properties = parameter_schema(flow.fn).model_dump()["properties"]
-        undescribed = [name for name, prop in properties.items() if not prop.get("description")]
-        assert not undescribed, f"{flow.name}: parameters without a description: {undescribed}"
-        for name, prop in properties.items():
-            options = [prop, *prop.get("anyOf", [])]
-            for option in options:
-                values = option.get("enum") or option.get("items", {}).get("enum")
-                if values:
-                    found[(flow.name, name)] = set(values)
-    assert found == enums
+        for name, prop in _form_schema(flow)["properties"].items():
+            if (values := _enum(prop)) is not None:
+                found[(flow.name, name)] = values
+                assert "anyOf" not in prop, f"{flow.name}.{name}: its choices hide behind a toggle: {prop}"
+                assert prop.get("default") is not None, f"{flow.name}.{name}: a null default: {prop}"
+                assert prop["default"] in ("", [], list(SEED_CHAIN)), (flow.name, name, prop["default"])
+    assert found == expected
+
+
+def test_not_chosen_reaches_the_flow_as_none_and_a_typo_is_refused():
+    """What the form sends, checked as the server checks it (the deployment's schema), then as the flow's
+    own parameter validation takes it: "" (not chosen) arrives as None, so the settings block decides."""
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    from deployments.entrypoints import enhance_images, transcode, transcribe
+
+    form = {"media": "talk.wav", "engine": "", "language": "", "output_dir": "out"}
+    validate(form, _form_schema(transcribe), raise_on_error=True)
+    validated = transcribe.validate_parameters(form)
+    assert (validated["engine"], validated["language"], validated["media"]) == (None, None, "talk.wav")
+    validate({"video": "clip.mp4", "presets": []}, _form_schema(transcode), raise_on_error=True)
+    chosen = {"images": ["a.jpg"], "engine": "opencv-classic", "model": "", "faces": "off"}
+    validate(chosen, _form_schema(enhance_images), raise_on_error=True)
+    assert enhance_images.validate_parameters(chosen)["model"] is None
+    for flow, typo in [
+        (transcribe, {"media": "talk.wav", "language": "english"}),
+        (transcode, {"video": "clip.mp4", "presets": ["mp4_standrad"]}),
+        (enhance_images, {"images": ["a.jpg"], "engine": "waifu9000"}),
+    ]:
+        with pytest.raises(ValidationError):
+            validate(typo, _form_schema(flow), raise_on_error=True)
+    with pytest.raises(ParameterTypeError, match="engine: Input should be 'realesrgan-ncnn'"):  # Python too
+        enhance_images.validate_parameters({"images": ["a.jpg"], "engine": "waifu9000"})
+
+
+def test_the_blocks_and_the_page_offer_what_the_registries_hold():
+    """The blocks' and the upload page's own lists of engines, models and languages cannot drift away from
+    the registries the Run form reads."""
+    from typing import get_args, get_type_hints
+
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    from blocks.enhance import EnhanceConfig, EnhanceModel, FaceMode
+    from deployments.web import choices
+    from stages.enhance.engines import ENGINES as ENHANCE_ENGINES
+    from stages.enhance.engines.realesrgan import NCNN_MODELS
+    from stages.enhance.enhance import FACE_MODES
+    from stages.speech.engines import ENGINES as ASR_ENGINES
+    from stages.speech.engines import AsrSettings
+    from stages.speech.languages import WHISPER_LANGUAGES
+
+    assert WHISPER_LANGUAGES == _LANGUAGE_CODES  # the copy of Whisper's tokenizer's list
+    asr_engine = get_args(get_type_hints(AsrSettings, include_extras=True)["engine"])[0]  # Annotated[Literal]
+    assert set(get_args(asr_engine)) == set(ASR_ENGINES)
+    assert set(get_args(EnhanceConfig.model_fields["engine"].annotation)) == set(ENHANCE_ENGINES)
+    assert set(get_args(EnhanceModel)) == set(NCNN_MODELS)
+    assert set(get_args(FaceMode)) == set(FACE_MODES)
+    assert set(choices.ENGINES) == set(ENHANCE_ENGINES)
+    assert set(choices.LANGUAGES) <= set(WHISPER_LANGUAGES)
+
+
+def test_every_deployed_flow_names_its_runs():
+    unnamed = [flow.name for flow in _deployed_flows() if not flow.flow_run_name]
+    assert not unnamed, f"runs of {unnamed} would keep Prefect's random words"
+
+
+def test_a_run_from_the_run_form_is_renamed_after_its_input(prefect_server, tmp_path):
+    """The Run form pre-fills Prefect's random words as the run's name; the run takes its readable name when
+    it starts, as a worker's flow process starts it (`run_flow` on the flow run the deployment created)."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    from deployments.entrypoints import sweep_inbox
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with get_client(sync_client=True) as client:
+        deployment_id = client.create_deployment(
+            flow_id=client.create_flow(sweep_inbox), name="run-names", enforce_parameter_schema=True,
+            parameter_openapi_schema=_form_schema(sweep_inbox),
+        )  # fmt: skip
+        given = {"inbox_dir": str(inbox), "settle_seconds": 0}
+        run = client.create_flow_run_from_deployment(deployment_id, parameters=given, name="arboreal-dragon")
+        assert run.name == "arboreal-dragon"
+        counts = run_flow(sweep_inbox, flow_run=run, parameters=run.parameters)
+        assert counts == {"emitted": 0, "skipped": 0, "seen": 0}
+        assert client.read_flow_run(run.id).name == "sweep · inbox"
 
 
 def test_runs_are_named_after_their_input(prefect_server):
