@@ -23,6 +23,7 @@ from runtime.naming import input_label
 WEB_TAG = "yivideo-web"
 PAGE_TAG = "web-page:"
 USER_TAG = "web-user:"
+JOB_TAG = "web-job:"  # the job a run does: its deployment's own tags may name other jobs (fuse: subtitles)
 DEPLOYMENTS = {
     "subtitles": "extract-subtitles/subtitles",
     "transcode": "transcode/transcode",
@@ -122,7 +123,7 @@ async def start_runs(runs: list[PlannedRun], tags: list[str]) -> list[str]:
             parameters=run.parameters,
             flow_run_name=run.name,
             timeout=0,
-            tags=[WEB_TAG, *tags, run.job],
+            tags=[WEB_TAG, *tags, run.job, f"{JOB_TAG}{run.job}"],
             as_subflow=False,
         )
         ids.append(str(flow_run.id))

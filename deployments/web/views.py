@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from core.outputs import safe_stem
-from deployments.web.jobs import DEPLOYMENTS, PAGE_TAG, USER_TAG
+from deployments.web.jobs import DEPLOYMENTS, JOB_TAG, PAGE_TAG, USER_TAG
 
 HIDDEN_OUTPUTS = {"manifest.json"}
 SRT_PREVIEW_BYTES = 64 * 1024
@@ -103,7 +103,8 @@ def job_outputs(run_dir: Path, root: Path, url_prefix: str, job: str, params: di
 def describe_run(flow_run, outputs_root: Path, uploads_root: Path, ui_url: str | None) -> dict[str, Any]:
     """What the page shows of one run: state, error in plain words, inputs, outputs, ZIP, SRT, previews."""
     params = flow_run.parameters or {}
-    job = next((t for t in flow_run.tags if t in DEPLOYMENTS), "")
+    job = next((t.removeprefix(JOB_TAG) for t in flow_run.tags if t.startswith(JOB_TAG)), "")
+    job = job or next((t for t in flow_run.tags if t in DEPLOYMENTS), "")  # runs started before JOB_TAG
     given = params.get("images") or [params.get("video") or params.get("media") or ""]
     inputs = [Path(p) for p in given if p]
     run_dir = Path(params.get("output_dir", ""))
