@@ -4,9 +4,9 @@ For each case of samples/fusion_material.py (real footage, libass-burned subtitl
 CER of the OCR's events, of the speech's segments and of the fused lines against the lines a viewer should
 get (shown text, or the spoken words where nothing is shown), and the start error against the voice's
 measured onset (median / max over the lines both show and say). Then the cost: the fused flow against the
-subtitles flow plus the transcribe flow, stage cache off, models warm, best of `--repeat`.
+subtitles flow plus the transcribe flow, stage cache off, models warm, best and median of `--repeat`.
 
-    flock /tmp/bench.lock .venv/bin/python bench/fusion.py [--cache DIR] [--repeat 2] [--cost-case NAME]
+    flock /tmp/bench.lock .venv/bin/python bench/fusion.py [--cache DIR] [--repeat 3] [--cost-case NAME]
         [--no-quality]
 """
 
@@ -86,15 +86,18 @@ def cost(cache: Path, out: Path, case_name: str, repeat: int, warm: bool) -> Non
         t = time.perf_counter()
         fuse_subtitles(video, str(out))
         fused.append(time.perf_counter() - t)
-    print(f"cost on {case_name} ({case.duration:.0f} s), best of {repeat}: subtitles + transcribe "
-          f"{min(both):.1f} s, fused {min(fused):.1f} s: {min(fused) / min(both) - 1:+.1%} "
+    mid_both, mid_fused = statistics.median(both), statistics.median(fused)
+    print(f"cost on {case_name} ({case.duration:.0f} s), {repeat} runs each: subtitles + transcribe "
+          f"best {min(both):.1f} s / median {mid_both:.1f} s, fused best {min(fused):.1f} s / median "
+          f"{mid_fused:.1f} s: {min(fused) / min(both) - 1:+.1%} best, "
+          f"{mid_fused / mid_both - 1:+.1%} median "
           f"(all runs: {[round(x, 1) for x in both]} / {[round(x, 1) for x in fused]})")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=None, help="folder keeping the rendered material between runs")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cost-case", default="street_en_fused", help="case timed; empty: no cost run")
     parser.add_argument("--no-quality", action="store_true", help="only the cost (CER table skipped)")
     args = parser.parse_args()

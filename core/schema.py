@@ -131,6 +131,9 @@ class SubtitleEvent:
     end: float
     text: str
     confidence: float
+    # the other texts frames read for this event (voted out; most weight first): candidates a second
+    # source, the speech (stages/fusion), may settle a word by; never in the SRT
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 python -m flows.fuse VIDEO --output-dir DIR              # prints the fused SRT path last
 python -m flows.fuse VIDEO --diarize                     # speaker labels on the spoken side
+python -m flows.fuse VIDEO --lang ja --language ja       # the subtitles' language, the speech's language
+
+The pipeline flow runs the same fusion as its `fuse` step (`fuse_into`), on the events and the transcript
+its own steps made.
 """
 
 from __future__ import annotations
@@ -18,15 +22,16 @@ from prefect.states import State
 from core.cli import EPILOG, CliParser, api_ready, preflight_media, preflight_output_dir, run_cli
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
-from core.schema import SubtitleResult
+from core.schema import MediaInfo, SubtitleEvent, SubtitleResult, TranscriptResult
 from flows.subtitles import extract_subtitles
 from flows.transcribe import SpeechLanguage, transcribe
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
 from runtime.stage import Stages
 from stages.fusion.files import FusedOutput, disagreement_rows, write_fused_files_task
-from stages.fusion.fuse import fuse_task
+from stages.fusion.fuse import FusionResult, fuse_task
 from stages.speech.audio import extract_audio_task, require_audio
+from stages.subtitles.languages import LANGUAGE_CHOICES, LangCode
 
 
 @flow(name="fuse-subtitles", flow_run_name=run_named_after("fuse", "video"), task_runner=StageRunner())
@@ -35,6 +40,7 @@ def fuse_subtitles(
     output_dir: str = "output",
     language: SpeechLanguage = None,
     diarize: bool | None = None,
+    lang: LangCode | None = None,
 ) -> FusedOutput:
     """Read the burned-in subtitles and transcribe the speech of `video`, then fuse them into
     `<output_dir>/fuse/<stem>-<hash>/<stem>.fused.srt/.vtt/.json` and a disagreement table.
@@ -44,33 +50,44 @@ def fuse_subtitles(
         output_dir: folder under which subtitles/, transcribe/ and fuse/ are written
         language: the speech's Whisper code (en, zh, ...); empty: detected
         diarize: speaker labels on the spoken side (kept per line beside translated subtitles)
+        lang: the subtitles' language: auto (told from the pixels) or ch, en, zh, ja, ko, ru, fr, es, de...
     """
-    shown = extract_subtitles(video, output_dir)
+    shown = extract_subtitles(video, output_dir, lang=lang)
     shown = shown.result() if isinstance(shown, State) else shown  # "no subtitles found" is a Completed state
     heard = transcribe(video, output_dir, language=language, diarize=diarize)
     stages = Stages()
-    work = Path(tempfile.mkdtemp(prefix=".work-", dir=run_output_dir(output_dir, "fuse", shown.video)))
-    try:  # the speech track again (the transcribe flow keeps none): lines are timed by the voice's onset
-        audio = stages.run(extract_audio_task, stages.run(probe_task, str(shown.video), "video"), work)
-        fused = stages.run(fuse_task, list(shown.events), heard.transcript, audio)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    info = stages.run(probe_task, str(shown.video), "video")
     run_dir = run_output_dir(output_dir, "fuse", shown.video)
-    files = stages.run(write_fused_files_task, fused, run_dir, safe_stem(shown.video))
+    fused, files = fuse_into(run_dir, info, list(shown.events), heard, stages)
     write_manifest(
         run_dir, flow="fuse", input_path=shown.video, outputs=files,
         extra={"subtitles": shown.json_path, "transcript": heard.json_path, "lines": len(fused.lines),
                "disagreements": len(fused.disagreements), "stage_seconds": _seconds(shown, heard, stages)},
     )  # fmt: skip
-    create_table_artifact(
-        disagreement_rows(fused), key=artifact_key("fuse-disagreements", shown.video.name),
-        description=f"{len(fused.disagreements)} lines of {shown.video.name} where the subtitles and the "
-        "speech differ: both texts and times",
-    )  # fmt: skip
     return FusedOutput(fused, files["srt"], files["vtt"], files["json"], shown, heard)
 
 
-def _seconds(shown: SubtitleResult, heard, stages: Stages) -> dict[str, float]:
+def fuse_into(
+    run_dir: Path, info: MediaInfo, events: list[SubtitleEvent], heard: TranscriptResult, stages: Stages
+) -> tuple[FusionResult, dict[str, Path]]:
+    """The events and the transcript of one video fused into `run_dir`/<stem>.fused.srt/.vtt/.json, with
+    the disagreement table as an artifact; the fuse flow and the pipeline's `fuse` step both run this."""
+    work = Path(tempfile.mkdtemp(prefix=".work-", dir=run_dir))
+    try:  # the speech track again (the transcribe flow keeps none): lines are timed by the voice's onset
+        audio = stages.run(extract_audio_task, info, work)
+        fused = stages.run(fuse_task, events, heard.transcript, audio)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    files = stages.run(write_fused_files_task, fused, run_dir, safe_stem(info.path))
+    create_table_artifact(
+        disagreement_rows(fused), key=artifact_key("fuse-disagreements", info.path.name),
+        description=f"{len(fused.disagreements)} lines of {info.path.name} where the subtitles and the "
+        "speech differ: both texts and times",
+    )  # fmt: skip
+    return fused, files
+
+
+def _seconds(shown: SubtitleResult, heard: TranscriptResult, stages: Stages) -> dict[str, float]:
     return {**{f"subtitles.{k}": v for k, v in shown.stage_seconds.items()},
             **{f"transcribe.{k}": v for k, v in heard.stage_seconds.items()}, **stages.timings}  # fmt: skip
 
@@ -85,13 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         "--language", default=None, help="the speech's ISO code (en, zh, ...); default: detected"
     )
     parser.add_argument("--diarize", action="store_true", default=None, help="speaker labels on the speech")
+    parser.add_argument(
+        "--lang", choices=LANGUAGE_CHOICES, help="the subtitles' language (default auto: from the pixels)"
+    )
     add_runner_arguments(parser)
     args = parser.parse_args(argv)
     preflight_output_dir(args.output_dir)
     require_audio(preflight_media(args.video, "video"))
     api_ready()
     result = runner_from_arguments(fuse_subtitles, args)(
-        args.video, args.output_dir, args.language, args.diarize
+        args.video, args.output_dir, args.language, args.diarize, args.lang
     )
     fused = result.result
     print(f"{len(fused.lines)} lines, {len(fused.disagreements)} where subtitles and speech differ")

@@ -1,11 +1,13 @@
 """An ordered `workflow_chain` of stages on one video: the seeds' workflow API as one Prefect flow.
 
 python -m flows.pipeline VIDEO --chain keyframes subtitle_area crop stitch ocr postprocess transcode
+python -m flows.pipeline VIDEO --chain fuse            # subtitles + speech, fused into one SRT/VTT/JSON
 python -m flows.pipeline --list                        # the known stages and what each needs
 
 Stages run in the order given. A stage whose input no earlier stage produced pulls its prerequisite in
 ahead of it (keyframes are sampled inside the subtitle band, so `keyframes` pulls `subtitle_area` in
-first); the plan that ran is in the manifest and the results table. Unknown names fail before anything runs.
+first; `fuse` pulls the subtitle stages and `transcribe`, and runs after `diarize` when the chain has it);
+the plan that ran is in the manifest and the results table. Unknown names fail before anything runs.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ChainStage:
-    """A stage a chain may name: the stages it reads from, and what it does (`--list`)."""
+    """A stage a chain may name: the stages it reads from, and what it does (`--list`); `after`: stages
+    it is not pulled in by but runs after when the chain names them (fusion takes diarize's speakers)."""
 
     needs: tuple[str, ...]
     about: str
+    after: tuple[str, ...] = ()
 
 
 STAGES: dict[str, ChainStage] = {
@@ -67,6 +71,11 @@ STAGES: dict[str, ChainStage] = {
     "transcribe": ChainStage((), "speech to SRT/VTT/JSON (the transcribe flow, as a sub-flow)"),
     "diarize": ChainStage(("transcribe",), "who spoke when: speaker labels on the transcript, RTTM"),
     "transcode": ChainStage((), "renditions and thumbnails (the transcode flow, as a sub-flow)"),
+    "fuse": ChainStage(
+        ("postprocess", "transcribe"),
+        "subtitles and speech fused: one SRT/VTT/JSON, a disagreement table",
+        after=("diarize",),
+    ),
 }
 SUBFLOW_STEPS = ("transcribe", "diarize", "transcode")  # run as the transcribe and transcode flows
 # The seeds' default chain, in the seeds' order (keyframes first): the plan puts subtitle_area ahead of it.
@@ -96,7 +105,7 @@ def plan_chain(chain: Sequence[str]) -> list[str]:
 
     def add(name: str) -> None:
         if name not in plan:
-            for need in STAGES[name].needs:
+            for need in STAGES[name].needs + tuple(n for n in STAGES[name].after if n in chain):
                 add(need)
             plan.append(name)
 
@@ -214,6 +223,8 @@ def run_pipeline(
                 elif name == "diarize":
                     speech = _diarize(_made(speech, name), output_dir)
                     log.done(name, *_speakers(speech))
+                elif name == "fuse":
+                    log.done(name, *_fused(run_dir, info, events, _made(speech, name), stages))
                 else:
                     log.done(name, *_transcode(info, output_dir))
     except Exception as exc:
@@ -285,6 +296,16 @@ def _speakers(result: TranscriptResult) -> tuple[str, dict[str, Path]]:
     summary = f"{len(turns.speakers)} speakers, {len(turns.turns)} turns" if turns else "no speakers"
     files = {"speech_srt": result.srt_path, "speech_rttm": result.rttm_path}
     return summary, {kind: path for kind, path in files.items() if path is not None}
+
+
+def _fused(
+    run_dir: Path, info: MediaInfo, events: list[SubtitleEvent], speech: TranscriptResult, stages: Stages
+) -> tuple[str, dict[str, Path]]:
+    from flows.fuse import fuse_into
+
+    fused, files = fuse_into(run_dir, info, events, speech, stages)
+    summary = f"{len(fused.lines)} fused lines, {len(fused.disagreements)} where subtitles and speech differ"
+    return summary, {f"fused_{kind}": path for kind, path in files.items()}
 
 
 def _transcode(info: MediaInfo, output_dir: str) -> tuple[str, dict[str, Path]]:

@@ -169,3 +169,75 @@ def test_a_video_without_speech_is_refused_in_one_line(media_dir, tmp_path):
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert silent.name in lines[0] and "no audio track" in lines[0], lines
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_fuse_is_a_step_of_the_workflow_chain():
+    """`fuse` pulls in the subtitle stages and transcribe, and runs after diarize where the chain has it."""
+    from flows.pipeline import plan_chain
+
+    subtitles = ["subtitle_area", "keyframes", "crop", "stitch", "ocr", "postprocess"]
+    assert plan_chain(["fuse"]) == [*subtitles, "transcribe", "fuse"]
+    assert plan_chain(["fuse", "diarize"]) == [*subtitles, "transcribe", "diarize", "fuse"]
+    assert plan_chain(["transcode", "fuse"])[0] == "transcode"
+
+
+@pytest.mark.slow
+def test_the_pipeline_fuse_step_is_the_fuse_flow_on_the_chain_s_own_results(fused_run, tmp_path):
+    """workflow_chain ["fuse"] on the real material: the fused SRT/VTT/JSON in the pipeline's folder and
+    manifest, the same lines as the fuse flow (the chain's events carry the frames' other reads too)."""
+    from flows.pipeline import run_pipeline
+
+    video, _, flow_run = fused_run
+    result = run_pipeline(str(video), ("fuse",), str(tmp_path))
+    assert result.plan[-2:] == ("transcribe", "fuse")
+    assert [o.stage for o in result.stages] == list(result.plan)
+    step = result.stages[-1]
+    assert set(step.outputs) == {"fused_srt", "fused_vtt", "fused_json"}, step
+    assert all(path.parent == result.run_dir for path in step.outputs.values())
+    manifest = json.loads(result.manifest_path.read_text(encoding="utf-8"))
+    assert {"fused_srt", "fused_json", "subtitles_srt", "speech_srt"} <= set(manifest["outputs"]), manifest
+    doc = json.loads(step.outputs["fused_json"].read_text(encoding="utf-8"))
+    flow_doc = json.loads(flow_run.json_path.read_text(encoding="utf-8"))
+    assert [line["text"] for line in doc["lines"]] == [line["text"] for line in flow_doc["lines"]]
+    srt = step.outputs["fused_srt"].read_text(encoding="utf-8")
+    assert srt == flow_run.srt_path.read_text(encoding="utf-8")
+    assert f"{len(doc['lines'])} fused lines, {doc['disagreements']} where" in step.summary, step.summary
+    assert any(event.reads for event in result.events), "the chain's events publish their other reads"
+
+
+def test_a_frame_misread_is_settled_only_where_the_speech_agrees_and_never_a_name(fused_run):
+    """Each event publishes the other texts its keyframes read (`reads`, in the subtitles JSON too; real
+    ones here, e.g. "Lord, but Img i ad to see you again, Phil."). Had a one-glyph misread won the vote
+    ("clad"), the real speech settles it only to a word another read has in its place, and never a name.
+    Real reads and the real transcript of the material; the winning text is swapped for the misread (its
+    keyframes re-read a line only when its strokes change, so no one-glyph misread won a vote there)."""
+    from dataclasses import replace
+
+    from stages.fusion.fuse import fuse
+
+    _, _, out = fused_run
+    events = list(out.subtitles.events)
+    doc = json.loads(out.subtitles.json_path.read_text(encoding="utf-8"))
+    assert [tuple(e["reads"]) for e in doc["events"]] == [e.reads for e in events]
+    assert any(e.reads for e in events), events
+    real = next(e for e in events if e.text.startswith("Lord, but"))
+    misread = real.text.replace("glad", "clad")
+
+    def fused_text(event) -> tuple[str, list]:
+        others = [e for e in events if e.index != event.index]
+        line = next(
+            x for x in fuse([*others, event], out.speech.transcript).lines if x.ocr_text == event.text
+        )
+        return line.text, [(c.ocr, c.speech, c.taken) for c in line.corrections]
+
+    text, notes = fused_text(replace(real, text=misread, reads=(real.text, *real.reads)))
+    assert "I'm glad to see" in text and ("clad", "glad", True) in notes, (text, notes)
+    assert "Phil." in text, "the speech said 'sir': a name stays as shown"
+    text, notes = fused_text(replace(real, text=misread, reads=()))
+    assert "I'm clad to see" in text, "no frame read 'glad': the OCR was sure of a listed word"
+    text, _ = fused_text(replace(real, text=misread, reads=(misread.replace("clad", "slad"),)))
+    assert "I'm clad to see" in text, "the speech is not what another frame read there"
+    author = next(e for e in events if e.text.startswith("Author"))
+    steals = author.text.replace("Steels", "Steals")  # a frame that read the name as the speech hears it
+    text, notes = fused_text(replace(author, reads=(steals,)))
+    assert "Philip Steels" in text and ("Steels,", "steals,", False) in notes, (text, notes)

@@ -221,7 +221,7 @@ def test_options_offer_only_what_runs_here(tmp_path):
     assert options["scale"]["min"] == 1 and options["scale"]["max"] == 4
     takes = {j["name"]: j["takes"] for j in options["jobs"]}
     assert takes == {"subtitles": ["video"], "transcode": ["video"], "transcribe": ["audio", "video"],
-                     "enhance": ["image"]}  # fmt: skip
+                     "fuse": ["video"], "enhance": ["image"]}  # fmt: skip
     assert options["user"].startswith("guest-") and options["page"]
 
 
@@ -291,3 +291,63 @@ def test_errors_are_told_in_plain_words():
     assert plain_error(message) == "clip.mp4: file does not exist"
     partial = "partially completed: 2 of 3 images enhanced"
     assert plain_error(partial) == partial
+
+
+def test_a_video_row_may_ask_for_subtitles_and_speech_fused_with_the_text_language(tmp_path):
+    """The fused job runs the fuse deployment; the subtitle language (auto or a code of the subtitles flow's
+    own list) goes to the subtitles and fuse runs as `lang`, the speech's as `language`."""
+    from stages.subtitles.languages import LANGUAGE_CHOICES
+
+    client = _client(tmp_path)
+    options = client.get("/api/options").json()
+    assert [x["code"] for x in options["subtitle_languages"]] == LANGUAGE_CHOICES, "auto, then every code"
+    assert {j["name"]: j["takes"] for j in options["jobs"]}["fuse"] == ["video"]
+    video = tmp_path / "clip.mp4"
+    runs, refused = plan_runs(
+        [[(JobChoice(upload="1", job="subtitles", subtitle_lang="ja"), video, "video"),
+          (JobChoice(upload="1", job="fuse", subtitle_lang="auto", language="en", diarize=True), video,
+           "video")]],
+        tmp_path / "outputs",
+        set(),
+    )  # fmt: skip
+    assert not refused and [(r.job, r.deployment) for r in runs] == [
+        ("subtitles", "extract-subtitles/subtitles"), ("fuse", "fuse-subtitles/fuse")
+    ]  # fmt: skip
+    out = [r.parameters["output_dir"] for r in runs]
+    assert runs[0].parameters == {"video": str(video), "lang": "ja", "output_dir": out[0]}
+    assert runs[1].parameters == {"video": str(video), "lang": "auto", "language": "en", "diarize": True,
+                                  "output_dir": out[1]}  # fmt: skip
+    refused = _check(client, [
+        [{"name": "a.mp4", "job": "subtitles", "subtitle_lang": "xx"}],
+        [{"name": "b.mp4", "job": "fuse", "subtitle_lang": "ko", "language": "ko"}],
+        [{"name": "c.wav", "job": "fuse"}],
+        [{"name": "d.mp4", "job": "fuse", "speakers": 2}],
+        [{"name": "e.mp4", "job": "fuse", "language": "xx"}],
+    ])  # fmt: skip
+    assert refused == {
+        0: "a.mp4: subtitle language 'xx' is not offered; leave it on auto",
+        2: "c.wav is an audio file: subtitles + speech fused needs a video",
+        3: "d.mp4: the fused job takes no number of speakers; tick speaker labels to have them counted",
+        4: "e.mp4: language 'xx' is not offered; leave it on detect",
+    }
+
+
+def test_a_fused_run_offers_its_two_sources_apart_and_shows_the_fused_srt(tmp_path):
+    from deployments.web.views import _settings, _srt_text
+
+    root = tmp_path / "outputs"
+    run = root / "k"
+    for folder, names in {"fuse/clip-1": ["clip.fused.srt", "clip.fused.vtt", "clip.fused.json"],
+                          "subtitles/clip-1": ["clip.srt", "clip.json"],
+                          "transcribe/clip-1": ["clip.srt", "clip.vtt"]}.items():  # fmt: skip
+        (run / folder).mkdir(parents=True)
+        for name in names:
+            (run / folder / name).write_text(f"{folder} {name}", encoding="utf-8")
+    listed = job_outputs(run, root, "/files/outputs", "fuse", {})
+    assert sorted(o["name"] for o in listed) == [
+        "clip.fused.json", "clip.fused.srt", "clip.fused.vtt", "clip.speech.srt", "clip.speech.vtt",
+        "clip.subtitles.json", "clip.subtitles.srt",
+    ]  # fmt: skip
+    assert _srt_text(listed) == "fuse/clip-1 clip.fused.srt"
+    assert _settings("fuse", {"lang": "ch", "diarize": True}) == "text ch, speech detected, speaker labels"
+    assert _settings("subtitles", {"lang": "ja"}) == "text ja"

@@ -4,7 +4,8 @@ A Prefect server on a fresh PostgreSQL database (tests/pg_server.py, UI on), boo
 --all`, a worker per pool and `python -m deployments.web`, all as subprocesses. Then, as a person would:
 three photos and one corrupt file -> the corrupt one refused with its reason, three enhanced, a ZIP of three;
 a video with two presets ticked -> both renditions; a subtitled video -> its SRT shown inline; a 200 MB
-video uploaded (throughput and time from drop to first progress printed). Screenshots of the page and of
+video uploaded (throughput and time from drop to first progress printed); real footage with libass subtitles
+over real speech, subtitles + speech fused, its fused SRT downloaded. Screenshots of the page and of
 the Prefect UI go to $YIVIDEO_SCREENSHOTS (the README's come from docs/screenshots) or a temp folder.
 """
 
@@ -269,14 +270,15 @@ def test_several_jobs_per_file_rows_checked_before_upload_and_each_user_sees_the
     _pick(page, [DRAMA, photo, bad, huge])
     video, one, nine, big = (page.locator("[data-testid=pending-row]").nth(i) for i in range(4))
     offered = [b.get_attribute("value") for b in video.locator(".jobs > .job > label input").all()]
-    assert offered == ["subtitles", "transcode", "transcribe"], "a video is offered the jobs a video takes"
+    assert offered == ["subtitles", "transcode", "transcribe", "fuse"], "the jobs a video takes"
     video.locator("[data-testid=job-transcribe]").check()
     for box in video.locator(".preset input").all():
         box.set_checked(box.get_attribute("value") in {"mp4_smooth", "thumbnail"})
     assert video.locator(".preset .desc").first.is_visible(), "preset descriptions are on the page"
-    video.locator("[data-testid=diarize]").check()
-    video.locator("[data-testid=speakers]").fill("2")
-    video.locator("[data-testid=language]").select_option("zh")
+    transcribe = video.locator(".job[data-job=transcribe]")
+    transcribe.locator("[data-testid=diarize]").check()
+    transcribe.locator("[data-testid=speakers]").fill("2")
+    transcribe.locator("[data-testid=language]").select_option("zh")
     one.locator("[data-testid=engine]").select_option("opencv-classic")
     one.locator("[data-testid=add-setting]").click()
     second = one.locator("[data-testid=enhance-setting]").nth(1)
@@ -468,3 +470,48 @@ def test_a_200_mb_video_upload(web, browser, media_dir):
           f"drop to first run progress: {(first - timings['dropAt']) / 1000:.1f} s")  # fmt: skip
     page.close()
     assert shutil.which("ffprobe")
+
+
+def test_a_video_fused_through_the_page_and_its_fused_srt_downloaded(web, browser, media_dir):
+    """Real footage with libass subtitles over real recorded speech (the translated fusion case, 14 s): its
+    row picks "subtitles + speech fused" with the text's and the speech's language; the card shows the fused
+    SRT (each cue: the subtitle, then what was said), the two sources apart, and the fused SRT downloads."""
+    import srt
+
+    from samples import fusion_material as material
+    from stages.subtitles.languages import LANGUAGE_CHOICES
+
+    if not material.available():
+        pytest.skip(f"real speech folder {material.speech_root()} is absent")
+    case = next(c for c in material.FUSION_CASES if c.translated)
+    video, truth = material.render_fusion_case(case, media_dir / "fusion")
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(web["url"])
+    page.wait_for_selector("body[data-ready=true]")
+    _pick(page, [video])
+    row = page.locator("[data-testid=pending-row]").first
+    _only_jobs(row, "fuse")
+    fuse = row.locator(".job[data-job=fuse]")
+    offered = fuse.locator("[data-testid=subtitle-lang] option").evaluate_all("os => os.map(o => o.value)")
+    assert offered == LANGUAGE_CHOICES, "auto and the subtitles flow's codes"
+    fuse.locator("[data-testid=subtitle-lang]").select_option("ch")
+    fuse.locator("[data-testid=language]").select_option("en")
+    page.click("[data-testid=start]")
+
+    card = _card(page, "fuse", video.name)
+    assert _wait_final(page, card, web["procs"]) == "COMPLETED", card.inner_text() + web["procs"].tails()
+    assert card.locator("[data-testid=job-settings]").inner_text() == "text ch, speech en"
+    names = card.locator("[data-testid=outputs] a").all_inner_texts()
+    stem = video.stem
+    assert {f"{stem}.fused.srt", f"{stem}.subtitles.srt", f"{stem}.speech.srt"} <= set(names), names
+    with page.expect_download() as download:
+        card.locator("[data-testid=outputs] a", has_text=f"{stem}.fused.srt").click()
+    saved = web["root"] / "fused.srt"
+    download.value.save_as(saved)
+    fused = saved.read_text(encoding="utf-8")
+    assert download.value.suggested_filename == f"{stem}.fused.srt"
+    cues = list(srt.parse(fused))
+    assert [c.content.split("\n")[0] for c in cues] == [t.shown for t in truth], fused
+    assert all(len(c.content.split("\n")) == 2 for c in cues), "each cue: the subtitle, then what was said"
+    assert fused.strip() == card.locator("[data-testid=srt]").inner_text().strip(), "the fused SRT is shown"
+    page.close()

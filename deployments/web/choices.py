@@ -15,10 +15,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from stages.subtitles.languages import AUTO
+from stages.subtitles.languages import LANGUAGES as SUBTITLE_LANGUAGES
+
 JOBS: dict[str, tuple[str, set[str], str]] = {  # job -> (label, kinds it takes, what it makes)
     "subtitles": ("burned-in subtitles", {"video"}, "reads the text burned into the picture: SRT, TXT, JSON"),
     "transcode": ("renditions", {"video"}, "the ticked renditions (MP4s, a thumbnail)"),
     "transcribe": ("transcript of the speech", {"video", "audio"}, "Whisper: SRT, VTT, JSON (+ speakers)"),
+    "fuse": (
+        "subtitles + speech fused",
+        {"video"},
+        "the burned-in text checked against the speech: one SRT, VTT, JSON and what they disagree on",
+    ),
     "enhance": ("enhance photo", {"image"}, "a sharper, larger photo and a ZIP of the batch"),
 }
 AUTOMATIC = {"video": ["subtitles", "transcode"], "audio": ["transcribe"], "image": ["enhance"]}
@@ -51,6 +59,7 @@ class JobChoice(BaseModel):
     diarize: bool | None = None
     speakers: int | None = None
     language: str | None = None
+    subtitle_lang: str | None = Field(None, description="the burned-in text's language: auto or a code")
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,8 @@ def options(presets: dict[str, str], default_presets: list[str]) -> dict[str, An
         "scale": SCALE,
         "speakers": SPEAKERS,
         "languages": [{"code": c, "name": n} for c, n in LANGUAGES.items()],
+        "subtitle_languages": [{"code": AUTO, "name": "told from the pixels"}]
+        + [{"code": c, "name": lang.name} for c, lang in SUBTITLE_LANGUAGES.items()],
         "presets": [{"name": n, "description": d} for n, d in presets.items()],
         "default_presets": default_presets,
     }
@@ -140,7 +151,14 @@ def _check_values(choice: JobChoice, name: str, known_presets: set[str]) -> None
         unknown = sorted(set(choice.presets) - known_presets)
         if unknown:
             raise JobRefused(f"{name}: no rendition called {', '.join(unknown)}")
-    if choice.job == "transcribe":
+    if choice.job in ("subtitles", "fuse") and choice.subtitle_lang:
+        if choice.subtitle_lang != AUTO and choice.subtitle_lang not in SUBTITLE_LANGUAGES:
+            raise JobRefused(f"{name}: subtitle language {choice.subtitle_lang!r} is not offered; "
+                             "leave it on auto")  # fmt: skip
+    if choice.job == "fuse" and choice.speakers is not None:
+        raise JobRefused(f"{name}: the fused job takes no number of speakers; tick speaker labels to have "
+                         "them counted")  # fmt: skip
+    if choice.job in ("transcribe", "fuse"):
         low, high = SPEAKERS["min"], SPEAKERS["max"]
         if choice.speakers is not None and not low <= choice.speakers <= high:
             raise JobRefused(f"{name}: {choice.speakers} speakers is out of range: give {low} to {high}, "

@@ -1,10 +1,11 @@
 """Jobs: what each upload asks for, and the flow runs that do it, tagged with who started them and where.
 
 A job is one flow run of a deployment, started with `run_deployment` (parameters, a name after its input,
-tags). A file may ask for several jobs (subtitles, renditions and a transcript of one video; a photo
-enhanced with two settings): each is its own run on the one upload. Enhance jobs group the photos of one
-start that share engine and scale into one batch run, as the photo service did (one ZIP). Rows are
-checked one at a time (`choices.check_choice`): a refused row starts nothing, the others start.
+tags). A file may ask for several jobs (subtitles, renditions, a transcript, subtitles and speech fused,
+of one video; a photo enhanced with two settings): each is its own run on the one upload. Enhance jobs
+group the photos of one start that share engine and scale into one batch run, as the photo service did
+(one ZIP). Rows are checked one at a time (`choices.check_choice`): a refused row starts nothing, the
+others start.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from runtime.naming import input_label
 WEB_TAG = "yivideo-web"
 PAGE_TAG = "web-page:"
 USER_TAG = "web-user:"
+JOB_TAG = "web-job:"  # the job a run does: its deployment's own tags may name other jobs (fuse: subtitles)
 DEPLOYMENTS = {
     "subtitles": "extract-subtitles/subtitles",
     "transcode": "transcode/transcode",
     "transcribe": "transcribe/transcribe",
+    "fuse": "fuse-subtitles/fuse",
     "enhance": "enhance-images/enhance",
 }
 _USER = re.compile(r"[^a-z0-9._-]+")
@@ -91,13 +94,15 @@ def _parameters(job: str, choice: JobChoice, path: Path) -> dict[str, Any]:
     params: dict[str, Any] = {"media" if job == "transcribe" else "video": str(path)}
     if job == "transcode" and choice.presets:
         params["presets"] = list(dict.fromkeys(choice.presets))
-    if job == "transcribe":
+    if job in ("subtitles", "fuse") and choice.subtitle_lang:
+        params["lang"] = choice.subtitle_lang  # auto too: the page's choice, not the settings block's
+    if job in ("transcribe", "fuse"):
         if choice.language:
             params["language"] = choice.language
         if choice.diarize or choice.speakers:
             params["diarize"] = True
-        if choice.speakers:
-            params["speakers"] = choice.speakers
+    if job == "transcribe" and choice.speakers:
+        params["speakers"] = choice.speakers
     return params
 
 
@@ -118,7 +123,7 @@ async def start_runs(runs: list[PlannedRun], tags: list[str]) -> list[str]:
             parameters=run.parameters,
             flow_run_name=run.name,
             timeout=0,
-            tags=[WEB_TAG, *tags, run.job],
+            tags=[WEB_TAG, *tags, run.job, f"{JOB_TAG}{run.job}"],
             as_subflow=False,
         )
         ids.append(str(flow_run.id))

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from core.outputs import safe_stem
-from deployments.web.jobs import DEPLOYMENTS, PAGE_TAG, USER_TAG
+from deployments.web.jobs import DEPLOYMENTS, JOB_TAG, PAGE_TAG, USER_TAG
 
 HIDDEN_OUTPUTS = {"manifest.json"}
 SRT_PREVIEW_BYTES = 64 * 1024
@@ -60,9 +60,15 @@ async def progress_of(client, run_ids: list[uuid.UUID]) -> tuple[float | None, l
     return sum(values) / len(values), lines
 
 
-def display_name(name: str, job: str, params: dict[str, Any]) -> str:
-    """A download's name: the result marked (`photo.x2.png`), no double extension (`clip.smooth.mp4`)."""
+FUSE_PARTS = {"subtitles": "subtitles", "transcribe": "speech"}  # a fuse run's sub-flow folder -> its mark
+
+
+def display_name(name: str, job: str, params: dict[str, Any], folder: str = "") -> str:
+    """A download's name: the result marked (`photo.x2.png`), no double extension (`clip.smooth.mp4`);
+    a fuse run's two sources apart from its fused files (`clip.subtitles.srt`, `clip.speech.srt`)."""
     path = Path(name)
+    if job == "fuse" and folder in FUSE_PARTS:
+        return f"{path.stem}.{FUSE_PARTS[folder]}{path.suffix}"
     if job == "enhance" and path.suffix.lower() in PREVIEWABLE:
         scale = float(params.get("scale") or 2.0)
         return f"{path.stem}.x{scale:g}{path.suffix}"
@@ -86,7 +92,7 @@ def job_outputs(run_dir: Path, root: Path, url_prefix: str, job: str, params: di
         size = path.stat().st_size
         if size == 0:  # a video without subtitles writes empty .srt/.txt: nothing to download
             continue
-        shown = display_name(path.name, job, params)
+        shown = display_name(path.name, job, params, rel.parts[0] if len(rel.parts) > 1 else "")
         url = f"{url_prefix}/{path.relative_to(root).as_posix()}"
         if shown != path.name:
             url += f"?as={quote(shown)}"
@@ -97,7 +103,8 @@ def job_outputs(run_dir: Path, root: Path, url_prefix: str, job: str, params: di
 def describe_run(flow_run, outputs_root: Path, uploads_root: Path, ui_url: str | None) -> dict[str, Any]:
     """What the page shows of one run: state, error in plain words, inputs, outputs, ZIP, SRT, previews."""
     params = flow_run.parameters or {}
-    job = next((t for t in flow_run.tags if t in DEPLOYMENTS), "")
+    job = next((t.removeprefix(JOB_TAG) for t in flow_run.tags if t.startswith(JOB_TAG)), "")
+    job = job or next((t for t in flow_run.tags if t in DEPLOYMENTS), "")  # runs started before JOB_TAG
     given = params.get("images") or [params.get("video") or params.get("media") or ""]
     inputs = [Path(p) for p in given if p]
     run_dir = Path(params.get("output_dir", ""))
@@ -134,6 +141,12 @@ def _settings(job: str, params: dict[str, Any]) -> str:
         return f"{params.get('engine') or 'default engine'}, x{float(params.get('scale') or 2.0):g}"
     if job == "transcode":
         return ", ".join(params.get("presets") or ["default renditions"])
+    if job == "fuse":
+        speech = f"speech {params.get('language') or 'detected'}"
+        labels = "speaker labels" if params.get("diarize") else ""
+        return ", ".join(x for x in (f"text {params.get('lang') or 'auto'}", speech, labels) if x)
+    if job == "subtitles":
+        return f"text {params['lang']}" if params.get("lang") else ""
     if job == "transcribe":
         language = params.get("language") or "language detected"
         speakers = params.get("speakers")
@@ -162,7 +175,9 @@ def _input_view(
 
 
 def _srt_text(outputs: list[dict[str, Any]]) -> str | None:
-    srt = next((o["path"] for o in outputs if o["file"].endswith(".srt")), None)
+    """The SRT shown inline: a fuse run's fused one, else the run's only one."""
+    srts = [o["path"] for o in outputs if o["file"].endswith(".srt")]
+    srt = next((p for p in srts if p.name.endswith(".fused.srt")), srts[0] if srts else None)
     if srt is None:
         return None
     with open(srt, encoding="utf-8", errors="replace") as f:

@@ -4,9 +4,10 @@ what the OCR was unsure of.
 Each speech word goes to the nearest subtitle event in time; the run of those words most like the event's
 text is what was said for it. Where the speech says the same words (same language, similar text), the line
 keeps the displayed text, its start and end are tightened to the spoken words (a line shown early or held
-late is reported) and a word the OCR is unsure of (low confidence, not a listed word) is replaced by the
-spoken word when that is a plausible read of the same glyphs; names and numbers are never taken from the
-speech, which cannot spell them. Translated subtitles keep both texts, aligned by time, with the speaker.
+late is reported) and a word the OCR is unsure of (low confidence, not a listed word, or read otherwise by
+another frame: the event's `reads`) is replaced by the spoken word when that is a plausible read of the same
+glyphs (close in spelling, or what another frame read in its place); names and numbers are never taken from
+the speech, which cannot spell them. Translated subtitles keep both texts, aligned by time, with the speaker.
 Subtitles with no speech and speech with no subtitle stay, marked by `source`.
 """
 
@@ -75,7 +76,8 @@ class FusedLine:
     similarity: float | None = None  # of the shown and spoken words (same language only)
     timing: tuple[str, ...] = ()  # "shown early", "held late"
     corrections: tuple[Correction, ...] = ()
-    reads: tuple[str, ...] = ()  # the OCR's other reads of this line (frames that read it differently)
+    reads: tuple[str, ...] = ()  # other events read as pieces of this line; the speech chose this one
+    candidates: tuple[str, ...] = ()  # what other frames read for the chosen event (SubtitleEvent.reads)
 
     @property
     def disagrees(self) -> bool:
@@ -177,15 +179,15 @@ def settle_words(
     """The shown text with the words the OCR was unsure of settled by the speech, and every difference.
 
     A shown word is unsure when the event's confidence is low, the word is not a listed word, or another
-    frame read it differently (`candidates`: other reads of the line); the spoken word replaces it only when
-    it is a candidate read of the same glyphs (close in spelling, or one of the other frames' words)."""
-    if is_cjk(event.text):  # no spaces to align words by: per-character settling needs per-frame reads
-        same = normalise(event.text).replace(" ", "") == normalise(spoken).replace(" ", "")
-        return event.text, () if same else (Correction(event.text, spoken, False, "differs"),)
+    read of the line (`candidates`: other frames, other pieces) has another word in its place; the spoken
+    word replaces it only when it is a candidate read of the same glyphs: close in spelling, or the word
+    another read has in its place (the speech chooses among the pixels' reads, it does not spell)."""
+    if is_cjk(event.text):  # no spaces to align words by: character by character
+        return settle_characters(event.text, spoken, candidates)
     said = spoken.split()
     shown, notes = glue_pieces(event.text.split(), said)
     keys_shown, keys_said = [normalise(w) for w in shown], [normalise(w) for w in said]
-    other_reads = {normalise(w) for c in candidates for w in c.split()}
+    read_as = read_in_place(keys_shown, candidates)
     out = list(shown)
     for tag, i1, i2, j1, j2 in Levenshtein.opcodes(keys_shown, keys_said):
         if tag != "replace":
@@ -205,8 +207,54 @@ def settle_words(
                                     "same letters, other spacing" if glued else "differs"))  # fmt: skip
             continue
         for i, j in zip(range(i1, i2), range(j1, j2), strict=True):
-            notes.append(_settle(shown[i], said[j], i == 0, event.confidence, other_reads, settings, out, i))
+            notes.append(_settle(shown[i], said[j], i == 0, event.confidence, read_as[i], settings, out, i))
     return " ".join(w for w in out if w), tuple(notes)
+
+
+def _letters(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if c.isalnum())
+
+
+def settle_characters(
+    text: str, spoken: str, candidates: tuple[str, ...] = ()
+) -> tuple[str, tuple[Correction, ...]]:
+    """CJK text: the shown and spoken characters aligned one by one (punctuation aside). A shown character
+    takes the spoken one only where another read of the pixels has the spoken one in its place (a
+    homophone the speech heard is no read of the glyphs); digits and Latin letters (numbers, names) stay."""
+    at = [k for k, c in enumerate(text) if _letters(c)]
+    shown, said = "".join(_letters(text[k]) for k in at), _letters(spoken)
+    if len(shown) != len(at):  # NFKC changed a character's length: nothing can be placed safely
+        return text, () if shown == said else (Correction(text, spoken, False, "differs"),)
+    read_as = read_in_place(list(shown), tuple(" ".join(_letters(c)) for c in candidates))
+    out, notes = list(text), []
+    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(shown, said):
+        if tag == "equal":
+            continue
+        if tag != "replace" or i2 - i1 != j2 - j1:
+            notes.append(Correction(shown[i1:i2], said[j1:j2], False, "differs"))
+            continue
+        for i, j in zip(range(i1, i2), range(j1, j2), strict=True):
+            if shown[i].isascii() or said[j].isascii():
+                notes.append(Correction(shown[i], said[j], False, "name or number: kept as shown"))
+            elif said[j] in read_as[i]:
+                out[at[i]] = said[j]
+                notes.append(Correction(shown[i], said[j], True, "another frame read it so"))
+            else:
+                notes.append(Correction(shown[i], said[j], False, "speech is not a candidate read"))
+    return "".join(out), tuple(notes)
+
+
+def read_in_place(keys: list[str], candidates: tuple[str, ...]) -> list[set[str]]:
+    """Per shown word (normalised), the words the other reads have in its place: each read aligned to the
+    shown words, one for one where both have as many words there."""
+    found: list[set[str]] = [set() for _ in keys]
+    for read in candidates:
+        other = [normalise(w) for w in read.split()]
+        for tag, i1, i2, j1, j2 in Levenshtein.opcodes(keys, other):
+            if tag == "replace" and i2 - i1 == j2 - j1:
+                for i, j in zip(range(i1, i2), range(j1, j2), strict=True):
+                    found[i].add(other[j])
+    return found
 
 
 def glue_pieces(shown: list[str], said: list[str]) -> tuple[list[str], list[Correction]]:
@@ -236,17 +284,19 @@ def glue_pieces(shown: list[str], said: list[str]) -> tuple[list[str], list[Corr
 
 
 def _settle(
-    shown: str, said: str, first: bool, confidence: float, others: set[str], settings: FusionSettings,
+    shown: str, said: str, first: bool, confidence: float, read_as: set[str], settings: FusionSettings,
     out: list[str], i: int,
 ) -> Correction:  # fmt: skip
     a, b = normalise(shown), normalise(said)
     if _protected(shown, first) or _protected(said, first):
         return Correction(shown, said, False, "name or number: kept as shown")
-    unsure = confidence < settings.unsure_confidence or known_word_share(a) < 1 or b in others
-    candidate = b in others or Levenshtein.normalized_similarity(a, b) >= settings.misread
+    framed = b in read_as  # another read of the pixels has the spoken word here
+    unsure = confidence < settings.unsure_confidence or known_word_share(a) < 1 or framed
+    candidate = framed or Levenshtein.normalized_similarity(a, b) >= settings.misread
     if unsure and candidate:
         out[i] = _respelled(shown, said.strip(".,!?;:\"'"))
-        return Correction(shown, said, True, "OCR unsure; the speech agrees with a candidate read")
+        why = "another frame read it so" if framed else "OCR unsure; the speech agrees with a close read"
+        return Correction(shown, said, True, why)
     return Correction(shown, said, False, "OCR sure" if not unsure else "speech is not a candidate read")
 
 
@@ -254,14 +304,13 @@ def fuse(
     events: list[SubtitleEvent],
     transcript: Transcript,
     settings: FusionSettings | None = None,
-    reads: dict[int, tuple[str, ...]] | None = None,
     levels: VoiceLevels | None = None,
 ) -> FusionResult:
-    """One list of lines from the subtitle events and the transcript. `reads`: other per-frame reads of an
-    event, by event index, where the OCR kept them; `levels`: the speech track's, to time words by the
-    voice. Events that are fragments of one shown line (a faint line read piece by piece) become one line
-    whose other reads are the OCR's candidates."""
-    settings, reads = settings or FusionSettings(), reads or {}
+    """One list of lines from the subtitle events and the transcript. An event's `reads` (what its other
+    frames read) are the candidates the speech may settle a word by; `levels`: the speech track's, to time
+    words by the voice. Events that are fragments of one shown line (a faint line read piece by piece)
+    become one line whose other pieces are candidates too."""
+    settings = settings or FusionSettings()
     events = sorted(events, key=lambda e: e.start)
     words = speech_words(transcript)
     spoken_cjk = (transcript.language or "") in CJK_LANGUAGES
@@ -283,12 +332,12 @@ def fuse(
         span = SubtitleEvent(first.index, first.start, events[group[-1]].end, first.text, first.confidence)
         free = [k for k in near(span, words, settings) if k not in used]
         shown, others = _chosen_read(events, group, words, free)
-        span = SubtitleEvent(shown.index, span.start, span.end, shown.text, shown.confidence)
+        span = SubtitleEvent(shown.index, span.start, span.end, shown.text, shown.confidence, shown.reads)
         run, score = best_run(shown.text, words, free)
         run = run if score >= settings.same_text else []
         used.update(run)
         said = [words[k] for k in run]
-        lines.append(_line(span, said, score, False, settings, others + reads.get(shown.index, ()), levels))
+        lines.append(_line(span, said, score, False, settings, others, levels))
     lines += _speech_only(words, used, settings, levels)
     lines.sort(key=lambda line: line.start)
     lines = [_renumbered(line, n) for n, line in enumerate(lines, 1)]
@@ -353,7 +402,7 @@ def _line(
     settings: FusionSettings, reads: tuple[str, ...], levels: VoiceLevels | None = None,
 ) -> FusedLine:  # fmt: skip
     base = dict(shown_start=event.start, shown_end=event.end, ocr_text=event.text,
-                ocr_confidence=event.confidence, similarity=score)  # fmt: skip
+                ocr_confidence=event.confidence, similarity=score, candidates=event.reads)  # fmt: skip
     if not run:
         return FusedLine(
             event.index, event.start, event.end, event.text, "subtitle_only", **base, reads=reads
@@ -369,7 +418,7 @@ def _line(
         + (("shown late",) if event.start - said_from > settings.late else ())
         + (("held late",) if event.end - said_to > settings.late else ())
     )
-    text, notes = settle_words(event, spoken, settings, reads)
+    text, notes = settle_words(event, spoken, settings, reads + event.reads)
     # the words' start, unless the text came well after them (then the pixels, reported as shown late)
     start = event.start if "shown late" in timing else said_from
     end = said_to if "held late" in timing else event.end

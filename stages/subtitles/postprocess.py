@@ -27,6 +27,7 @@ from stages.subtitles.vote import Read, vote_text
 
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 _CONFUSABLE = str.maketrans({"i": "l", "1": "l", "|": "l", "0": "o"})
+MAX_OTHER_READS = 8  # an event's other reads kept as candidates (a long jittery line reads many ways)
 
 
 @dataclass(frozen=True)
@@ -202,12 +203,31 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
             if end - start < settings.min_duration or len(normalise(text)) < settings.min_chars:
                 continue
             conf = sum(d.confidences[i:j]) / (j - i)
+            shown = spaced(text, settings)
             events.append(
                 SubtitleEvent(
-                    len(events) + 1, round(start, 3), round(end, 3), spaced(text, settings), round(conf, 4)
+                    len(events) + 1, round(start, 3), round(end, 3), shown, round(conf, 4),
+                    other_reads(d.reads[i:j], shown, settings),
                 )
-            )
+            )  # fmt: skip
     return events
+
+
+def other_reads(per_frame: list[list[Read]], shown: str, settings: PostprocessSettings) -> tuple[str, ...]:
+    """The texts frames read other than the event's (the vote's), heaviest first and at most
+    `MAX_OTHER_READS`: published beside the event so the speech can settle a word the frames disagreed
+    on (stages/fusion); the vote and the SRT do not change."""
+    weights: dict[str, float] = {}
+    for text, weight in _flat(per_frame):
+        weights[text] = weights.get(text, 0.0) + weight
+    kept: list[str] = []
+    for text in sorted(weights, key=weights.__getitem__, reverse=True):
+        read = spaced(text, settings)
+        if read != shown and read not in kept:
+            kept.append(read)
+            if len(kept) == MAX_OTHER_READS:
+                break
+    return tuple(kept)
 
 
 def to_srt(events: list[SubtitleEvent]) -> str:
@@ -221,7 +241,8 @@ def to_srt(events: list[SubtitleEvent]) -> str:
 def write_subtitle_files(
     events: list[SubtitleEvent], run_dir: Path, stem: str, *, video: Path, band: Band, sample_fps: float
 ) -> dict[str, Path]:
-    """<stem>.srt, .json (events with start, end, text, confidence) and .txt, each written atomically."""
+    """<stem>.srt, .json (events with start, end, text, confidence, the frames' other reads) and .txt,
+    each written atomically."""
     srt_path = write_text_atomic(run_dir / f"{stem}.srt", to_srt(events))
     json_path = write_json_atomic(
         run_dir / f"{stem}.json",

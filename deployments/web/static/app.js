@@ -3,7 +3,7 @@
 // PUT once as a raw body (upload progress from XHR), then one POST starts every job of every row as its own
 // run; the run cards (cards.js) poll /api/jobs, which reads Prefect back.
 "use strict";
-let options = { jobs: [], automatic: {}, presets: [], default_presets: [], engines: [], max_upload_bytes: Infinity };
+let options = { jobs: [], automatic: {}, presets: [], default_presets: [], engines: [], languages: [], subtitle_languages: [], max_upload_bytes: Infinity };
 const pending = [];            // {file, row}
 const KINDS = { video: /\.(mp4|mkv|mov|avi|webm|flv|ts|m4v|wmv)$/i, audio: /\.(wav|mp3|m4a|flac|ogg|opus|aac)$/i,
   image: /\.(jpe?g|png|webp|bmp|tiff?|gif)$/i };
@@ -44,6 +44,19 @@ function enhanceSetting(list) {
   list.append(setting);
 }
 
+// The language selects: the burned-in text's (auto: told from the pixels) and the speech's (empty: detected).
+function subtitleLanguage() {
+  const select = el("select", { "data-testid": "subtitle-lang" });
+  for (const l of options.subtitle_languages) select.append(el("option", { value: l.code, text: l.code === "auto" ? `auto (${l.name})` : `${l.name} (${l.code})` }));
+  return el("label", {}, " text language ", select);
+}
+function speechLanguage() {
+  const select = el("select", { "data-testid": "language" }, el("option", { value: "", text: "detect" }));
+  for (const l of options.languages) select.append(el("option", { value: l.code, text: `${l.name} (${l.code})` }));
+  return el("label", {}, " speech language ", select);
+}
+const speakerLabels = () => el("label", {}, el("input", { type: "checkbox", class: "diarize", "data-testid": "diarize" }), " speaker labels");
+
 function jobOptions(name) {
   const box = el("div", { class: "opts", hidden: "" });
   if (name === "enhance") {
@@ -62,16 +75,15 @@ function jobOptions(name) {
       box.append(el("label", { class: "preset" }, tick, " ", el("b", { text: p.name }), el("span", { class: "desc", text: ` ${p.description}` })));
     }
   }
+  if (name === "subtitles") box.append(subtitleLanguage());
   if (name === "transcribe") {
     const sp = options.speakers;
-    const language = el("select", { "data-testid": "language" }, el("option", { value: "", text: "detect" }));
-    for (const l of options.languages) language.append(el("option", { value: l.code, text: `${l.name} (${l.code})` }));
-    box.append(
-      el("label", {}, el("input", { type: "checkbox", class: "diarize", "data-testid": "diarize" }), " speaker labels"),
+    box.append(speakerLabels(),
       el("label", {}, " speakers ", el("input", { type: "number", class: "speakers", "data-testid": "speakers", min: sp.min, max: sp.max, placeholder: "counted" }),
         el("span", { class: "range", text: ` (${sp.min}–${sp.max}; empty: counted)` })),
-      el("label", {}, " language ", language));
+      speechLanguage());
   }
+  if (name === "fuse") box.append(subtitleLanguage(), speechLanguage(), speakerLabels());
   return box;
 }
 
@@ -127,6 +139,11 @@ function choicesOf(entry) {
       const speakers = parseInt($(".speakers", job).value, 10);
       items.push({ ...base, job: name, diarize: $(".diarize", job).checked,
         speakers: Number.isNaN(speakers) ? null : speakers, language: $("[data-testid=language]", job).value || null });
+    } else if (name === "fuse") {
+      items.push({ ...base, job: name, subtitle_lang: $("[data-testid=subtitle-lang]", job).value,
+        diarize: $(".diarize", job).checked, language: $("[data-testid=language]", job).value || null });
+    } else if (name === "subtitles") {
+      items.push({ ...base, job: name, subtitle_lang: $("[data-testid=subtitle-lang]", job).value });
     } else items.push({ ...base, job: name });
   }
   return items;
