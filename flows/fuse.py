@@ -23,7 +23,7 @@ from core.cli import EPILOG, CliParser, api_ready, preflight_media, preflight_ou
 from core.media import probe_task
 from core.outputs import run_output_dir, safe_stem, write_manifest
 from core.schema import MediaInfo, SubtitleEvent, SubtitleResult, TranscriptResult
-from flows.subtitles import extract_subtitles
+from flows.subtitles import SubtitleLanguage, extract_subtitles
 from flows.transcribe import SpeechLanguage, transcribe
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
@@ -31,7 +31,7 @@ from runtime.stage import Stages
 from stages.fusion.files import FusedOutput, disagreement_rows, write_fused_files_task
 from stages.fusion.fuse import FusionResult, fuse_task
 from stages.speech.audio import extract_audio_task, require_audio
-from stages.subtitles.languages import LANGUAGE_CHOICES, LangCode
+from stages.subtitles.languages import LANGUAGE_CHOICES
 
 
 @flow(name="fuse-subtitles", flow_run_name=run_named_after("fuse", "video"), task_runner=StageRunner())
@@ -40,7 +40,7 @@ def fuse_subtitles(
     output_dir: str = "output",
     language: SpeechLanguage = None,
     diarize: bool | None = None,
-    lang: LangCode | None = None,
+    lang: SubtitleLanguage = None,
 ) -> FusedOutput:
     """Read the burned-in subtitles and transcribe the speech of `video`, then fuse them into
     `<output_dir>/fuse/<stem>-<hash>/<stem>.fused.srt/.vtt/.json` and a disagreement table.

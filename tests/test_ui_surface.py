@@ -101,6 +101,7 @@ def test_every_choice_is_a_list_the_run_form_shows_at_once():
         ("enhance-yardstick", "methods"): list(METHODS),
         ("run-pipeline", "workflow_chain"): list(STAGES),
         ("fuse-subtitles", "language"): ["", *WHISPER_LANGUAGES],
+        ("fuse-subtitles", "lang"): ["", *LANGUAGE_CHOICES],
     }
     found = {}
     for flow in _deployed_flows():
