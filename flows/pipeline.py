@@ -41,7 +41,7 @@ from core.schema import (
     SubtitleEvent,
     TranscriptResult,
 )
-from flows.subtitles import WINDOW_STAGES, find_band, read_band_texts
+from flows.subtitles import WINDOW_STAGES, find_band, read_band_texts, spaced_for
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner
 from runtime.stage import Stages
@@ -215,7 +215,7 @@ def run_pipeline(
                     for step in windowed:
                         log.done(step, reading.summary(step))
                 elif name == "postprocess":
-                    events = stages.run(postprocess_task, _made(texts, name), settings.postprocess)
+                    events = stages.run(postprocess_task, _made(texts, name), spaced_for(reading, settings))
                     log.done(name, *_subtitle_files(events, _made(band, name), info, run_dir, settings))
                 elif name == "transcribe":
                     speech = _transcribe(info, output_dir)

@@ -50,7 +50,7 @@ from stages.subtitles.crop import crop_task
 from stages.subtitles.keyframes import keyframes_task, video_windows
 from stages.subtitles.languages import AUTO, LANGUAGE_CHOICES, spacing_of
 from stages.subtitles.ocr import ENGINES, OcrSettings, batch_keyframes, ocr_task
-from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
+from stages.subtitles.postprocess import PostprocessSettings, postprocess_task, write_subtitle_files
 from stages.subtitles.script import language_task
 from stages.subtitles.stitch import stitch_task
 
@@ -151,6 +151,12 @@ def read_batches(
     return [text for texts in per_batch for text in texts]
 
 
+def spaced_for(reading: BandTexts, settings: SubtitleConfig) -> PostprocessSettings:
+    """The user's postprocess settings with the word spaces of the language read: the English repair only
+    for ch/en, none for ja/zh, the words as read elsewhere."""
+    return replace(settings.postprocess, spacing=spacing_of(reading.lang))
+
+
 @flow(
     name="extract-subtitles", flow_run_name=run_named_after("subtitles", "video"), task_runner=StageRunner()
 )
@@ -194,8 +200,7 @@ def extract_subtitles(
     try:
         subtitle_band = find_band(info, settings, stages)  # `band`, the parameter, is the user's fractions
         reading = read_band_texts(info, subtitle_band, settings, stages, work)
-        post = replace(settings.postprocess, spacing=spacing_of(reading.lang))  # English repair only for en
-        events = stages.run(postprocess_task, reading.texts, post)
+        events = stages.run(postprocess_task, reading.texts, spaced_for(reading, settings))
         files = write_subtitle_files(
             events, run_dir, safe_stem(info.path), video=info.path, band=subtitle_band,
             sample_fps=settings.sample_fps,
