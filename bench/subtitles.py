@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/subtitles.py                  # corpus: CER, WER, recall, precision, timing,
                                                          # realtime factor per case and stage by stage
+    .venv/bin/python bench/subtitles.py --cases A B      # those corpus cases only (samples/footage.py)
     .venv/bin/python bench/subtitles.py --speed          # 60 s 720p, ~20 lines (goal: >= 10x realtime)
     .venv/bin/python bench/subtitles.py --hour           # one hour, a line every 3 s (2.2 s shown):
                                                          # time, peak memory, peak temporary disk
@@ -31,15 +32,20 @@ def _stages_line(stages: dict[str, float], video_seconds: float) -> str:
     )
 
 
-def run_corpus(tmp: Path, cache: Path) -> None:
+def run_corpus(tmp: Path, cache: Path, names: list[str] | None = None) -> None:
     from flows.subtitles import extract_subtitles
     from samples.footage import FOOTAGE_CASES, render_case
 
+    known = {case.name for case in FOOTAGE_CASES}
+    if names and not set(names) <= known:
+        raise SystemExit(
+            f"unknown corpus case(s) {sorted(set(names) - known)}; known: {', '.join(sorted(known))}"
+        )
     scores: list[SubtitleScore] = []
     totals: dict[str, float] = {}
     video_total = wall_total = 0.0
     print(f"{'case':<26} {'metrics':<118} realtime")
-    for case in FOOTAGE_CASES:
+    for case in (c for c in FOOTAGE_CASES if not names or c.name in names):
         video = render_case(case, cache)
         started = time.perf_counter()
         result = extract_subtitles(str(video), str(tmp / "corpus"))
@@ -50,9 +56,9 @@ def run_corpus(tmp: Path, cache: Path) -> None:
         wall_total += wall
         for name, seconds in result.stage_seconds.items():
             totals[name] = totals.get(name, 0.0) + seconds
-        print(f"{case.name:<26} {score.line():<118} {case.duration / wall:.1f}x")
+        print(f"{case.name:<26} {score.line():<118} {case.duration / wall:.1f}x ({wall:.1f} s)")
         print(f"{'':<26} stages: {_stages_line(result.stage_seconds, case.duration)}")
-    print(f"{'ALL':<26} {pooled(scores).line():<118} {video_total / wall_total:.1f}x")
+    print(f"{'ALL':<26} {pooled(scores).line():<118} {video_total / wall_total:.1f}x ({wall_total:.1f} s)")
     print(f"{'':<26} stages: {_stages_line(totals, video_total)}")
 
 
@@ -154,6 +160,7 @@ def main() -> int:
     parser.add_argument("--size", default=None, help="WxH (speed: 1280x720, hour: 640x360)")
     parser.add_argument("--runs", type=int, default=2, help="speed runs; the first also loads the models")
     parser.add_argument("--cache", default=None, help="folder keeping rendered videos between runs")
+    parser.add_argument("--cases", nargs="+", default=None, help="corpus mode: only these cases (names)")
     args = parser.parse_args()
     from prefect.testing.utilities import prefect_test_harness
 
@@ -164,7 +171,7 @@ def main() -> int:
         elif args.hour:
             run_hour(Path(tmp), cache, args.duration or 3600.0, args.size or "640x360")
         else:
-            run_corpus(Path(tmp), cache)
+            run_corpus(Path(tmp), cache, args.cases)
     return 0
 
 

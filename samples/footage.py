@@ -8,8 +8,20 @@ scaled, cropped or letter-boxed to 360p-1080p. Each case writes an ASS script (o
 box, `\\fad`, italics, `\\N` two-line events, top-of-frame signs, 16-72 px, Chinese/English/mixed,
 yellow/white), burns it in with ffmpeg's `ass` filter and keeps the ground truth from the ASS events.
 
-Top-of-frame signs (`\\an8`) are typesetting, not dialogue: like scene text they are not in the ground
-truth and the flow must keep them out of the subtitle band.
+The issue-21 cases add what short-drama creators publish: 9:16 frames (720x1280), a line at 63% of the
+height on a half see-through box (BorderStyle 4 or 3, the box in an alpha colour), lines at the top, a 16:9
+picture letter-boxed in a 9:16 frame with the line under the picture, a glowing serif font (`\\blur` over
+a coloured `\\bord`) with slow fades and cross-fades (overlapping events on two layers, so libass does not
+stack them), and 20 px lines beside 40 px ones. No colour emoji font is installed here (no Noto Color
+Emoji in `fc-list`), so there is no emoji case.
+
+Fades: a line is in the ground truth from the middle of its fade in to the middle of its fade out
+(`legible_span`): at half opacity white strokes over footage first pass the text signal's brightness
+and their outline its darkness, and a viewer reads the line; the event's own start is still invisible.
+
+A top-of-frame sign (`\\an8`) beside dialogue at the bottom is typesetting: like scene text it is not in
+the ground truth and the flow must keep it out of the subtitle band. Where every line is at the top
+(top_lines_960x540), the top is the band.
 """
 
 from __future__ import annotations
@@ -30,6 +42,8 @@ ASS_STYLE_FIELDS = (
     "MarginL, MarginR, MarginV, Encoding"
 )
 WHITE, YELLOW, BLACK, HALF_BLACK = "&H00FFFFFF", "&H0000FFFF", "&H00000000", "&H80000000"
+DEEP_BLUE = "&H00C04000"  # BGR: a glow colour dark enough for an outline
+SANS, SERIF = "Noto Sans CJK SC", "Noto Serif CJK SC"
 
 
 @dataclass(frozen=True)
@@ -39,17 +53,25 @@ class AssStyle:
     colour: str = WHITE
     outline: float = 2.0
     shadow: float = 1.0
-    box: bool = False  # BorderStyle 3: an opaque box behind the text
+    box: bool = False  # BorderStyle 3: an opaque box behind each line, in box_colour
     italic: bool = False
     margin_v: int = 20
     top: bool = False  # \an8 placement: a sign at the top of the frame
+    font: str = SANS
+    box_colour: str = "&H40000000"  # alpha 0x40: nearly opaque; HALF_BLACK: half see-through
+    event_box: bool = False  # BorderStyle 4 (libass): one box behind the whole event, in box_colour
+    outline_colour: str = BLACK
 
     def line(self) -> str:
-        back = HALF_BLACK if not self.box else "&H60000000"
-        outline_colour = BLACK if not self.box else "&H40000000"
+        if self.event_box:  # the box is the BackColour; the glyphs keep their outline
+            border, outline_colour, back = 4, self.outline_colour, self.box_colour
+        elif self.box:  # the box is the OutlineColour, its shadow the BackColour
+            border, outline_colour, back = 3, self.box_colour, "&H60000000"
+        else:
+            border, outline_colour, back = 1, self.outline_colour, HALF_BLACK
         return (
-            f"Style: {self.name},Noto Sans CJK SC,{self.size},{self.colour},{self.colour},{outline_colour},"
-            f"{back},0,{-1 if self.italic else 0},0,0,100,100,0,0,{3 if self.box else 1},"
+            f"Style: {self.name},{self.font},{self.size},{self.colour},{self.colour},{outline_colour},"
+            f"{back},0,{-1 if self.italic else 0},0,0,100,100,0,0,{border},"
             f"{self.outline},{self.shadow},{8 if self.top else 2},20,20,{self.margin_v},1"
         )
 
@@ -61,6 +83,7 @@ class AssEvent:
     text: str  # ASS text: override tags {...} and \N allowed
     style: str = "Default"
     dialogue: bool = True  # False: a sign (not in the ground truth)
+    layer: int = 0  # libass moves overlapping events of one layer apart: a cross-fade needs two layers
 
 
 @dataclass(frozen=True)
@@ -86,11 +109,27 @@ class FootageCase:
     vfr: bool = False
     extra: dict = field(default_factory=dict)
 
-    def truth(self) -> list[Truth]:
-        return [Truth(e.start, e.end, ass_plain_text(e.text)) for e in self.events if e.dialogue]
+    def truth(self, style: str | None = None) -> list[Truth]:
+        """The dialogue a viewer reads (of one style only, where given: 20 px lines beside 40 px ones)."""
+        return [
+            Truth(*legible_span(e), ass_plain_text(e.text))
+            for e in self.events
+            if e.dialogue and style in (None, e.style)
+        ]
 
 
 _TAGS = re.compile(r"\{[^}]*\}")
+_FAD = re.compile(r"\\fad\(\s*(\d+)\s*,\s*(\d+)\s*\)")
+
+
+def legible_span(event: AssEvent) -> tuple[float, float]:
+    """When a viewer can read the event: a `\\fad(in,out)` line from half opacity, halfway through its
+    fade in, to halfway through its fade out; a line without a fade from its start to its end."""
+    fade = _FAD.search(event.text)
+    if fade is None:
+        return event.start, event.end
+    fade_in, fade_out = (int(v) / 1000 for v in fade.groups())
+    return round(event.start + fade_in / 2, 3), round(event.end - fade_out / 2, 3)
 
 
 def ass_plain_text(text: str) -> str:
@@ -128,7 +167,9 @@ def ass_script(case: FootageCase) -> str:
         "[Events]",
         "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
     ]
-    lines += [f"Dialogue: 0,{_ts(e.start)},{_ts(e.end)},{e.style},,0,0,0,,{e.text}" for e in case.events]
+    lines += [
+        f"Dialogue: {e.layer},{_ts(e.start)},{_ts(e.end)},{e.style},,0,0,0,,{e.text}" for e in case.events
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -177,9 +218,106 @@ def render_case(case: FootageCase, out_dir: str | Path) -> Path:
     return out
 
 
-def _e(start: float, end: float, text: str, style: str = "Default", dialogue: bool = True) -> AssEvent:
-    return AssEvent(start, end, text, style, dialogue)
+def _e(
+    start: float, end: float, text: str, style: str = "Default", dialogue: bool = True, layer: int = 0
+) -> AssEvent:
+    return AssEvent(start, end, text, style, dialogue, layer)
 
+
+GLOW = "{\\blur4\\fad(600,600)}"  # a soft glow (the coloured outline blurred) fading slowly in and out
+
+ISSUE_21_CASES: tuple[FootageCase, ...] = (
+    FootageCase(
+        "vertical_box_mid_720x1280",
+        "bigbuckbunny.mp4",
+        (720, 1280),
+        12.0,
+        (
+            AssStyle("Default", 34, outline=8, shadow=0, event_box=True, box_colour=HALF_BLACK, margin_v=470),
+            AssStyle("LineBox", 34, outline=6, shadow=0, box=True, box_colour=HALF_BLACK, margin_v=470),
+        ),
+        (
+            _e(0.5, 2.6, "13路末班车"),
+            _e(2.6, 4.8, "你也要去终点站吗"),  # back to back
+            _e(5.1, 7.3, "我每天都坐这趟车", "LineBox"),
+            _e(7.3, 9.4, "今晚的司机好像换人了", "LineBox"),  # back to back
+            _e(9.8, 11.6, "别回头，快下车"),
+        ),
+        "9:16 film, 34 px white text on a half see-through dark box at 63% of the height, the way "
+        "short dramas set their lines: one box per event with outlined glyphs (BorderStyle 4), one box "
+        "per line and no outline (BorderStyle 3); back-to-back lines",
+        fit="crop",
+    ),
+    FootageCase(
+        "vertical_small_720x1280",
+        "bikes.mp4",
+        (720, 1280),
+        13.0,
+        (
+            AssStyle("Small", 20, outline=1.5, shadow=0.5, margin_v=160),
+            AssStyle("Large", 40, outline=2.5, shadow=1, margin_v=160),
+        ),
+        (
+            _e(0.4, 2.2, "他说明天早上八点出发", "Small"),
+            _e(2.6, 4.4, "那我们在车站见", "Large"),
+            _e(4.8, 6.6, "I've missed the last bus", "Small"),
+            _e(7.0, 8.8, "Yes, I know", "Large"),
+            _e(9.2, 11.0, "记得带上你的身份证", "Small"),
+            _e(11.4, 12.8, "放心吧，我不会忘的", "Large"),
+        ),
+        "20 px lines beside 40 px ones at the same place in a 9:16 frame over an upscaled street "
+        "(small text, a first letter that must not be cut)",
+        fit="crop",
+    ),
+    FootageCase(
+        "letterbox_9x16_720x1280",
+        "bigbuckbunny.mp4",
+        (720, 1280),
+        10.0,
+        (AssStyle("Default", 36, outline=2, shadow=1, margin_v=380),),
+        (
+            _e(0.5, 2.5, "兔子在草地上睡觉"),
+            _e(2.9, 4.9, "一只蝴蝶飞了过来"),
+            _e(5.3, 7.3, "它慢慢睁开了眼睛"),
+            _e(7.7, 9.6, "今天天气真好"),
+        ),
+        "a 16:9 film letter-boxed in a 9:16 frame (picture from 34% to 66% of the height), the line "
+        "in the black bar under the picture",
+        fit="pad",
+    ),
+    FootageCase(
+        "top_lines_960x540",
+        "bikes.mp4",
+        (960, 540),
+        9.0,
+        (AssStyle("Default", 32, outline=2, shadow=1, margin_v=24, top=True),),
+        (
+            _e(0.4, 2.4, "Where is everyone going?"),
+            _e(2.8, 4.8, "比赛马上就要开始了"),
+            _e(5.2, 7.0, "Stay on the left side"),
+            _e(7.4, 8.8, "出发！"),
+        ),
+        "dialogue at the top of the frame (no line at the bottom) over a street",
+        fit="crop",
+    ),
+    FootageCase(
+        "glow_serif_fades_720x1280",
+        "bigbuckbunny.mp4",
+        (720, 1280),
+        14.0,
+        (AssStyle("Default", 46, outline=4, shadow=0, margin_v=300, font=SERIF, outline_colour=DEEP_BLUE),),
+        (
+            _e(0.3, 3.0, f"{GLOW}除了你"),
+            _e(3.4, 6.0, f"{GLOW}没有人知道这个秘密"),
+            _e(6.3, 9.0, f"{GLOW}我们明天再说吧"),
+            _e(8.4, 11.0, f"{GLOW}可是已经来不及了", layer=1),  # cross-fades with the line before ...
+            _e(10.4, 13.2, f"{GLOW}再见"),  # ... and the one after
+        ),
+        "a glowing serif font (Noto Serif CJK, blurred blue outline) in a 9:16 film, 0.6 s fades in "
+        "and out, and two 0.6 s cross-fades (the next line fades in while the last fades out)",
+        fit="crop",
+    ),
+)
 
 FOOTAGE_CASES: tuple[FootageCase, ...] = (
     FootageCase(
@@ -282,6 +420,7 @@ FOOTAGE_CASES: tuple[FootageCase, ...] = (
         fit="scale",
         vfr=True,
     ),
+    *ISSUE_21_CASES,
 )
 
 
