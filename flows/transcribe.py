@@ -20,7 +20,7 @@ from core.cli import EPILOG, CliParser, allowed_by, api_ready, preflight_media, 
 from core.damage import decode_check_task, exit_status, report_damage
 from core.media import probe_task
 from core.outputs import owner_tag, remove_orphans, run_output_dir, safe_stem, write_manifest
-from core.schema import DecodeDamage, Diarization, Transcript, TranscriptResult
+from core.schema import DecodeDamage, Diarization, SpeechSegment, Transcript, TranscriptResult
 from runtime.forms import choice
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.placement import GpuUse
@@ -31,7 +31,7 @@ from stages.speech.diarize import diarize_task, speaker_table
 from stages.speech.engines import ENGINES, AsrSettings
 from stages.speech.languages import WHISPER_LANGUAGES
 from stages.speech.transcribe import transcribe_task
-from stages.speech.transcript import cue_text, write_transcript_task
+from stages.speech.transcript import write_transcript_task
 
 # The Run form's dropdowns, from the registries (empty: the settings block's value)
 SpeechLanguage = choice(WHISPER_LANGUAGES)
@@ -164,11 +164,18 @@ def _gpu_use(asr: AsrSettings) -> GpuUse:
     return "required" if asr.device.startswith("cuda") else True
 
 
+def _cells(segment: SpeechSegment, diarized: bool) -> list[str]:
+    speaker = [segment.speaker or ""] if diarized else []
+    text = segment.text.replace("|", "/")
+    return [str(segment.index), f"{segment.start:.2f}", f"{segment.end:.2f}", *speaker, text]
+
+
 def _report(name: str, transcript: Transcript, srt_path: Path) -> None:
-    rows = "\n".join(
-        f"| {s.index} | {s.start:.2f} | {s.end:.2f} | {cue_text(s).replace('|', '/')} |"
-        for s in transcript.segments[:15]
-    )
+    """The first segments as a table; a diarized transcript gets a speaker column."""
+    diarized = any(s.speaker for s in transcript.segments)
+    columns = ["#", "start", "end", *(["speaker"] if diarized else []), "text"]
+    head = f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}"
+    rows = "\n".join("| " + " | ".join(_cells(s, diarized)) + " |" for s in transcript.segments[:15])
     language = (
         f"language **{transcript.language}** (p={transcript.language_probability:.2f})"
         if transcript.language
@@ -178,7 +185,7 @@ def _report(name: str, transcript: Transcript, srt_path: Path) -> None:
         key=artifact_key("transcript", name),
         markdown=f"## Speech in {name}\n\n{language}, {transcript.engine} on {transcript.device}\n\n"
         f"{len(transcript.segments)} segments → {srt_path.name} in `{srt_path.parent}`\n\n"
-        f"| # | start | end | text |\n|---|---|---|---|\n{rows}\n",
+        f"{head}\n{rows}\n",
         description=f"first segments of {name}",
     )
 

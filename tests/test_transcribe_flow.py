@@ -163,3 +163,6 @@ def test_diarized_conversation_gives_speaker_cues_rttm_and_a_table(prefect_serve
 
     table = Artifact.get("speakers-flow-talk-m4a")
     assert table is not None and "SPEAKER_00" in str(table.data) and "talk_seconds" in str(table.data)
+    transcript = Artifact.get("transcript-flow-talk-m4a")  # the first segments, a speaker column each
+    assert transcript is not None and "| speaker | text |" in str(transcript.data)
+    assert "| SPEAKER_0" in str(transcript.data)
