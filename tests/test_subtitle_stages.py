@@ -299,3 +299,15 @@ def test_an_apostrophe_small_text_drops_in_half_its_reads_is_kept():
     assert vote_text(reads) == "I've missed the last bus"
     assert vote_text([("I've missed", 0.2), ("Ive missed", 1.0)]) == "Ive missed"  # one stray read
     assert vote_text([("'Ive' missed", 1.0), ("Ive missed", 2.0)]) == "Ive missed"  # quotes at edges
+
+
+def test_chinese_with_english_words_is_told_chinese():
+    """The corpus's reading (Chinese lines with English ones and words) counted Han characters against
+    Latin letters and came out English; in a loaded full suite OSD then called it Cyrillic and the run read
+    nothing. A Han character weighs as much as a Latin word."""
+    from stages.subtitles.script import han_share
+
+    mixed = "今天我们去北京 Hello world, this is a test 第一行字幕 Second line here Mixed 中英文 subtitles"
+    assert han_share(mixed) >= 0.5
+    assert han_share("The quick brown fox jumps over the lazy dog 中") < 0.2  # a stray glyph is no Chinese
+    assert han_share("これはペンです") == 1.0 and han_share("") == 0.0

@@ -69,6 +69,8 @@ def test_corpus_meets_accuracy_targets(prefect_server, corpus_video, tmp_path):
     payload = json.loads(result.json_path.read_text(encoding="utf-8"))
     assert [e["text"] for e in payload["events"]] == [e.text for e in result.events]
     assert {"start", "end", "text", "confidence"} <= set(payload["events"][0])
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["lang"] == "ch", "Chinese with English words (it was told English, once Cyrillic)"
     assert_no_partial_outputs(tmp_path)
 
 

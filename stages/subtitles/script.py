@@ -31,6 +31,7 @@ MAX_ROWS = 12
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _VIET = re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9]")  # letters only Vietnamese uses
+_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+")
 _UKRAINIAN = re.compile(r"[іїєґІЇЄҐ]")
 PROBE = "zh"  # PP-OCRv6: kana, Han (simplified and traditional), accented Latin
 CONFIDENT = 0.9  # PP-OCR's mean score on rows it really reads; look-alike Latin for Cyrillic is ~0.8
@@ -82,6 +83,15 @@ def _read(rows: list[np.ndarray], settings: OcrSettings) -> tuple[str, float]:
             texts.append(line.text)
             scores.append(line.confidence)
     return " ".join(texts), float(np.mean(scores)) if scores else 0.0
+
+
+def han_share(text: str) -> float:
+    """The share of Han/kana in a reading, a character against a Latin word (each carries a word's
+    meaning): "第一行字幕 Second line here" is Chinese with English, 5 against 3, where counting letters
+    (5 against 14) called the main case of this product, Chinese subtitles with English words, English."""
+    han = len(_HAN.findall(text)) + len(_KANA.findall(text))
+    words = len(_LATIN_WORD.findall(text))
+    return han / max(1, han + words)
 
 
 def _han_language(text: str, rows: list[np.ndarray], score: float, settings: OcrSettings) -> str:
@@ -147,8 +157,7 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
     finally:
         classifier.close()
     text, score = _read(rows, replace(settings, lang=PROBE))
-    han = len(_HAN.findall(text)) + len(_KANA.findall(text))
-    if score >= CONFIDENT and han >= 0.5 * max(1, len(text.replace(" ", ""))):
+    if score >= CONFIDENT and han_share(text) >= 0.5:
         return _supported(
             _han_language(text, rows, score, settings),
             script or "Han",
