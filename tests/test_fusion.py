@@ -18,7 +18,7 @@ from flows.fuse import fuse_subtitles
 from runtime.naming import artifact_key
 from samples import fusion_material as material
 from samples.scoring import score_subtitles
-from stages.fusion.fuse import normalise
+from stages.fusion.settle import normalise
 
 pytestmark = pytest.mark.skipif(
     not material.available(), reason=f"real speech folder {material.speech_root()} is absent"
@@ -146,7 +146,7 @@ def test_translated_subtitles_keep_both_texts_and_the_speaker(prefect_server, me
 
 
 def test_an_unsure_word_is_settled_by_the_speech_but_never_a_name_or_number():
-    from stages.fusion.fuse import FusionSettings, settle_words
+    from stages.fusion.settle import FusionSettings, settle_words
 
     unsure = SubtitleEvent(1, 0.0, 2.0, "Pollce ask drivers at Gate 4 to wait, Tom", 0.82)
     text, notes = settle_words(unsure, "Police ask drivers at gate four to wait, Tim", FusionSettings())
