@@ -98,17 +98,7 @@ def row_two_runs_one_folder(repo: Path, tmp: Path) -> dict[str, object]:
 def row_resume_after_cleanup(repo: Path, tmp: Path) -> dict[str, object]:
     """Killed once `crop` starts (keyframes finished and cached), its strips deleted, run again."""
     out = tmp / "out"
-    env = {**os.environ, "PYTHONPATH": str(repo), "PREFECT_LOGGING_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.subtitles", str(SHORT), "--output-dir", str(out)], cwd=repo, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "Task run 'crop band" in line:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_subtitles_at(repo, out, "Task run 'crop band", {"PREFECT_LOGGING_LEVEL": "INFO"})
     for strip in out.rglob(".work/**/*.png"):
         strip.unlink()
     code, took, err, _ = cli(repo, "subtitles", str(SHORT), "--output-dir", str(out))
@@ -140,25 +130,30 @@ def row_kill_9_in_ocr(repo: Path, tmp: Path) -> dict[str, object]:
     """kill -9 as OCR starts (the runtime's test-only hook says when), then the same command again: its
     seconds against a run from scratch, and what the killed run left that the re-run did not clean."""
     out, results = tmp / "out", {"PREFECT_LOCAL_STORAGE_PATH": str(tmp / "results")}  # no earlier run's
-    env = {**os.environ, **results, "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1",
-           "YIVIDEO_TEST_INTERRUPT_AT": "ocr:announce"}  # fmt: skip
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.subtitles", str(SHORT), "--output-dir", str(out)], cwd=repo, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "stage ocr started" in line:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    hook = {"YIVIDEO_TEST_INTERRUPT_AT": "ocr:announce"}  # the runtime's test-only hook says when OCR starts
+    kill_subtitles_at(repo, out, "stage ocr started", {**results, **hook})
     killed_after = time.monotonic() - started
     code, took, err, _ = cli(repo, "subtitles", str(SHORT), "--output-dir", str(out), env=results)
     _, scratch, _, _ = cli(repo, "subtitles", str(SHORT), "--output-dir", str(tmp / "scratch"),
                            env={"YIVIDEO_STAGE_CACHE": "0"})  # fmt: skip
     said = f"killed after {killed_after:.1f} s; re-run {took:.1f} s vs {scratch:.1f} s from scratch"
     return {"exit": code, "seconds": took, "lines": len(err), "said": said, "left": left(out)}
+
+
+def kill_subtitles_at(repo: Path, out: Path, marker: str, env: dict[str, str]) -> None:
+    """The subtitles CLI on SHORT, killed with -9 (its whole process group) once it prints `marker`."""
+    env = {**os.environ, **env, "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.subtitles", str(SHORT), "--output-dir", str(out)], cwd=repo, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if marker in line:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _last(lines: list[str]) -> str:

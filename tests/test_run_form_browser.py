@@ -8,32 +8,19 @@ folder.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from pg_server import prefect_postgres_server
-from test_web_browser import BIN, Procs, _shot, browser, shots  # noqa: F401  (fixtures)
+from test_web_browser import _shot, browser, deployed_stack, shots  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("run-form")
-    with prefect_postgres_server("yivideo_run_form_test", env_extra={"PREFECT_UI_ENABLED": "true"}) as url:
-        env = {
-            **os.environ,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PREFECT_API_URL": url,
-            "PREFECT_HOME": str(root / "prefect-home"),
-        }
-        procs = Procs(root, env)
-        procs.run(str(BIN / "python"), "-m", "deployments.bootstrap", "--output-root", str(root / "out"),
-                  "--inbox", str(root / "inbox"))  # fmt: skip
-        procs.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+    with deployed_stack(tmp_path_factory.mktemp("run-form"), "yivideo_run_form_test") as (url, _):
         yield url
 
 

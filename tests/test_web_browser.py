@@ -11,6 +11,7 @@ the Prefect UI go to $YIVIDEO_SCREENSHOTS (the README's come from docs/screensho
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -75,35 +76,43 @@ class Procs:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def web(tmp_path_factory) -> Iterator[dict]:
-    if not CHROMIUM.exists():
-        pytest.fail("chromium is missing: apt-get install -y chromium (make system-deps does it)")
-    root = tmp_path_factory.mktemp("web-e2e")
-    with prefect_postgres_server("yivideo_web_test", env_extra={"PREFECT_UI_ENABLED": "true"}) as api:
+@contextlib.contextmanager
+def deployed_stack(root: Path, database: str, **env_extra: str) -> Iterator[tuple[str, Procs]]:
+    """A Prefect server (UI on) on a fresh PostgreSQL database, bootstrapped and `prefect deploy --all`
+    run as the README says; yields its API URL and the Procs to start workers with (stopped on exit)."""
+    with prefect_postgres_server(database, env_extra={"PREFECT_UI_ENABLED": "true"}) as api:
         env = {
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PREFECT_API_URL": api,
             "PREFECT_HOME": str(root / "prefect-home"),
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_LOGGING_LEVEL": "INFO",
+            **env_extra,
         }
         procs = Procs(root, env)
-        port = free_port()
         try:
             procs.run(str(BIN / "python"), "-m", "deployments.bootstrap", "--output-root", str(root / "out"),
                       "--inbox", str(root / "inbox"))  # fmt: skip
             procs.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
-            procs.start("worker-cpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "cpu")
-            procs.start("worker-gpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "gpu")
-            procs.start("web", str(BIN / "python"), "-m", "deployments.web", "--port", str(port),
-                        "--data-dir", str(root / "web-data"), "--max-upload-mb", "300")  # fmt: skip
-            _wait_http(f"http://127.0.0.1:{port}/health", procs)
-            url = f"http://127.0.0.1:{port}"
-            yield {"url": url, "ui": api.removesuffix("/api"), "root": root, "procs": procs}
+            yield api, procs
         finally:
             procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory) -> Iterator[dict]:
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is missing: apt-get install -y chromium (make system-deps does it)")
+    root = tmp_path_factory.mktemp("web-e2e")
+    extra = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    with deployed_stack(root, "yivideo_web_test", **extra) as (api, procs):
+        port = free_port()
+        procs.start("worker-cpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "cpu")
+        procs.start("worker-gpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "gpu")
+        procs.start("web", str(BIN / "python"), "-m", "deployments.web", "--port", str(port),
+                    "--data-dir", str(root / "web-data"), "--max-upload-mb", "300")  # fmt: skip
+        _wait_http(f"http://127.0.0.1:{port}/health", procs)
+        url = f"http://127.0.0.1:{port}"
+        yield {"url": url, "ui": api.removesuffix("/api"), "root": root, "procs": procs}
 
 
 def _wait_http(url: str, procs: Procs, timeout: float = 60) -> None:
