@@ -46,6 +46,7 @@ _SIMPLIFIED_ONLY = frozenset(
 )
 LATIN_READ = 0.8  # Latin said by the classifier alone needs a PP-OCR reading this sure (Thai: ~0.7)
 READS = 0.7  # a Tesseract reader's confidence x own-script share on rows it really reads (0.8-0.95)
+AGREES = 0.5  # ... enough where OSD named its script too (ar 0.60, ru on Ukrainian 0.63; wrong ones <= 0.3)
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
     if score >= CONFIDENT and latin >= 0.8 * max(1, len(letters)):  # Latin whatever OSD said (small
         # English text was called Hebrew); Cyrillic read as Latin look-alikes scores ~0.8, below this
         return _supported(_latin_language(text, rows), "Latin", f"PP-OCRv6 reads Latin at {score:.2f}")
-    best, best_score = _best_tesseract(rows)
+    best, best_score = _best_tesseract(rows, script)
     if best is not None and best_score >= READS and (script is None or best.script != script):
         script = best.script  # a reader that really reads the rows outvotes the classifier (Korean as Hebrew)
     if script is None:
@@ -196,30 +197,38 @@ _SCRIPT_RANGES = {
 }  # fmt: skip
 
 
-def _best_tesseract(rows: list[np.ndarray]) -> tuple[Language | None, float]:
+def _best_tesseract(rows: list[np.ndarray], said: str | None = None) -> tuple[Language | None, float]:
     """The installed Tesseract reader of a non-Latin script that reads the rows best: mean confidence
-    times the share of its output in its own script (a wrong reader gives low scores or other letters)."""
+    times the share of its output in its own script (a wrong reader gives low scores or other letters).
+    The reader of the script the classifier `said` is tried first; one that really reads the rows, or
+    agrees with the classifier, ends the search (Russian and Arabic load one reader, where each of kor,
+    rus and ara was loaded to score)."""
     installed = tesseract_languages()
-    best, best_score = None, 0.0
-    seen: set[str] = set()
+    readers = {}  # one reader a script, in the order of LANGUAGES
     for spec in LANGUAGES.values():
-        model = spec.recogniser.model
-        if spec.recogniser.engine != "tesseract" or spec.script not in _SCRIPT_RANGES or spec.script in seen:
-            continue
-        if model not in installed:
-            continue
-        seen.add(spec.script)
-        reader = TesseractReader(model, spec.debian)
-        try:
-            reads = [reader.read_line(row) for row in rows[:6]]
-        finally:
-            reader.close()
-        text = "".join(t for t, _ in reads).replace(" ", "")
-        own = len(re.findall(_SCRIPT_RANGES[spec.script], text)) / max(1, len(text))
-        score = float(np.mean([c for _, c in reads])) * own if reads else 0.0
+        rec = spec.recogniser
+        if rec.engine == "tesseract" and spec.script in _SCRIPT_RANGES and rec.model in installed:
+            readers.setdefault(spec.script, spec)
+    order = sorted(readers.values(), key=lambda spec: spec.script != said)
+    best, best_score = None, 0.0
+    for spec in order:
+        score = _reader_score(spec, rows)
         if score > best_score:
             best, best_score = spec, score
+        if score >= READS or (spec.script == said and score >= AGREES):
+            break
     return best, best_score
+
+
+def _reader_score(spec: Language, rows: list[np.ndarray]) -> float:
+    reader = TesseractReader(spec.recogniser.model, spec.debian)
+    try:
+        reads = [reader.read_line(row) for row in rows[:6]]
+    finally:
+        reader.close()
+    text = "".join(t for t, _ in reads).replace(" ", "")
+    own = len(re.findall(_SCRIPT_RANGES[spec.script], text)) / max(1, len(text))
+    return float(np.mean([c for _, c in reads])) * own if reads else 0.0
 
 
 def _supported(lang: str, script: str, why: str) -> ScriptChoice:
