@@ -47,7 +47,7 @@ lint: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20  # the 20 longest tests, for the suite-time work (issue 26)
 
 # The edit loop (<= 90 s of pytest on 2 cores): pure stage functions, the pure GPU scheduler, blocks, the
 # upload app and structure checks, in process; no Prefect server (marker `server`), no slow end-to-end runs.
