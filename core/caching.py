@@ -33,6 +33,8 @@ from typing import Any
 
 from prefect.cache_policies import NONE, CachePolicy
 
+from core.digests import STORED_FROM, store_digest, stored_digest
+
 CACHE_ENV = "YIVIDEO_STAGE_CACHE"
 WORK_TOKEN = ".resume-token"
 CONSUMED = ".consumed"  # in a work folder: the sub-folders a flow finished with and deleted, one a line
@@ -41,18 +43,27 @@ EXPIRATION = timedelta(days=7)
 
 
 @functools.lru_cache(maxsize=4096)
-def _content_hash(path: str, size: int, mtime_ns: int) -> str:
+def _content_hash(version: str) -> str:
+    path = version.split("\0", 1)[0]
+    if (known := stored_digest(version)) is not None:
+        return known
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if os.path.getsize(path) >= STORED_FROM:
+        store_digest(version, digest)
+    return digest
 
 
 def content_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes, computed once per (path, size, mtime) in this process."""
+    """sha256 of a file's bytes, computed once per file version (path, size, mtime, ctime, inode) on this
+    host: in this process, and through the digest store (core/digests.py) in the next process too (a
+    deployed run, a re-run, the inbox and the flow it starts), so a 2 GB film is read once, not per run."""
     st = os.stat(path)
-    return _content_hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    resolved = str(Path(path).resolve())
+    return _content_hash(f"{resolved}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}")
 
 
 def open_work_dir(work: Path) -> Path:

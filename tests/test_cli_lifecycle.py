@@ -9,6 +9,7 @@ environment settings refused in one line before any server starts.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -274,6 +275,36 @@ def test_an_input_is_probed_and_hashed_once_per_version(clip, tmp_path):
     os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert probe_media(copy) is not first and probe_media(copy) == first  # same content, probed anew
     assert file_digest(copy) == digest and _content_hash.cache_info().misses == hashed + 2
+
+
+def test_a_digest_is_read_once_per_host_not_once_per_process(tmp_path):
+    """Each run of a process worker is a new process: the second one gets a 4 MB file's sha256 from the
+    digest store without reading the file (bytes read, /proc/self/io); a rewrite with the old size and
+    mtime put back (a new ctime) is hashed again, right."""
+    data = tmp_path / "input.bin"
+    data.write_bytes(os.urandom(4 << 20))
+    script = (
+        "import re, sys\n"
+        "from core.caching import content_hash\n"
+        "read = lambda: int(re.search(r'rchar: (\\d+)', open('/proc/self/io').read()).group(1))\n"
+        "before = read(); digest = content_hash(sys.argv[1]); print(digest, read() - before)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "YIVIDEO_DIGEST_STORE": str(tmp_path / "digests.sqlite3")}
+
+    def hash_in_a_new_process() -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", script, str(data)], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+        return out[0], int(out[1])
+
+    first, read_first = hash_in_a_new_process()
+    second, read_second = hash_in_a_new_process()
+    assert first == second == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert read_first >= 4 << 20 and read_second < 1 << 20, (read_first, read_second)
+    stat = data.stat()
+    data.write_bytes(os.urandom(4 << 20))
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    third, read_third = hash_in_a_new_process()
+    assert third == hashlib.sha256(data.read_bytes()).hexdigest() != first and read_third >= 4 << 20
 
 
 @pytest.mark.slow
