@@ -42,7 +42,8 @@ class PostprocessSettings:
     stacked_copy_ratio: float = 80.0  # a row this like the row above it is the same line shown twice
     min_split_seconds: float = 0.5  # one frame splits a line of the image only when shown this long
     min_split_confidence: float = 0.98  # ... and read this surely (a misread glyph reads less surely)
-    other_text_similarity: float = 0.5  # texts less alike than this are two lines, not a misread of one
+    other_text_similarity: float = 0.5  # texts less alike than this are two lines, not a misread of one,
+    other_text_edits: int = 3  # ... and this many characters apart (a 1-3 character line misread is not)
     max_read_seconds: float = 0.5  # a keyframe held longer is still one read of the pixels in the vote
 
 
@@ -136,7 +137,10 @@ def split_line(
         if same_line(before, after, settings):
             continue
         b, a = normalise(before), normalise(after)
-        other_text = Levenshtein.normalized_similarity(b, a) < settings.other_text_similarity
+        other_text = (
+            Levenshtein.normalized_similarity(b, a) < settings.other_text_similarity
+            and Levenshtein.distance(b, a) >= settings.other_text_edits
+        )
         if not (
             _lasting(reads[:k], spans[:k], settings, other_text)
             and _lasting(reads[k:], spans[k:], settings, other_text)
