@@ -12,7 +12,7 @@ from stages.subtitles.area import AreaSettings, choose_band, split_static_boxes
 from stages.subtitles.band import band_from_fractions
 from stages.subtitles.crop import crop_band, trim_to_text
 from stages.subtitles.ocr import lines_to_rows
-from stages.subtitles.postprocess import PostprocessSettings, frames_to_events, to_srt
+from stages.subtitles.postprocess import PostprocessSettings, frames_to_events, split_line, to_srt
 from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal
 from stages.subtitles.vote import vote_text
 
@@ -246,6 +246,9 @@ def test_one_long_keyframe_per_side_splits_on_other_text_but_not_on_a_near_misre
     ]
     events = frames_to_events(two("伸个懒腰吧", "申个懒腰吧", 0.956), PostprocessSettings())
     assert len(events) == 1  # one glyph apart, read less surely: a misread, not a second line
+    for shown, misread in (("嗯", "恩"), ("好的啊", "好地呀")):  # short lines: one or two glyphs are "most"
+        reads = [[(shown, 0.1)], [(shown, 0.1)], [(misread, 0.3)]]  # the misread held 0.6 s, read at 0.5
+        assert split_line(reads, [(0, 0.1), (0.1, 0.2), (0.2, 0.8)], PostprocessSettings()) == [0], misread
 
 
 def test_a_row_of_emoji_read_as_one_glyph_repeated_is_no_subtitle():
@@ -299,6 +302,7 @@ def test_an_apostrophe_small_text_drops_in_half_its_reads_is_kept():
     assert vote_text(reads) == "I've missed the last bus"
     assert vote_text([("I've missed", 0.2), ("Ive missed", 1.0)]) == "Ive missed"  # one stray read
     assert vote_text([("'Ive' missed", 1.0), ("Ive missed", 2.0)]) == "Ive missed"  # quotes at edges
+    assert vote_text([("xyzw qq", 0.7), ("x'zw qq", 0.3)]) == "xyzw qq"  # a letter the majority read stays
 
 
 def test_chinese_with_english_words_is_told_chinese():

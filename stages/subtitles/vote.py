@@ -68,11 +68,9 @@ def vote_text(reads: list[Read]) -> str:
             elif mark and _between_letters(anchor, i - 1, i):
                 out.append(mark)
         if i < len(anchor):
-            mark = _mark_seen(chars[i], total)
-            if mark and _between_letters(anchor, i - 1, i + 1):
-                out.append(mark)
-            else:
-                out.append(max(chars[i].items(), key=lambda kv: kv[1])[0])
+            mark, heaviest = _mark_seen(chars[i], total), max(chars[i].items(), key=lambda kv: kv[1])[0]
+            kept = anchor[i] in DROPPED_MARKS or not heaviest  # a mark some frames lost, never a letter
+            out.append(mark if mark and kept and _between_letters(anchor, i - 1, i + 1) else heaviest)
     return "".join(out).strip()
 
 
