@@ -56,21 +56,38 @@ def run_output_dir(output_root: str | Path, flow: str, input_path: str | Path) -
 
 
 def owner_tag() -> str:
-    """`<host>-<pid>-`: starts the name of this process's temporary files and folders (see remove_orphans)."""
-    return f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:32]}-{os.getpid()}-"
+    """`<host>-<pid>-<pid namespace>-`: starts the name of this process's temporary files and folders (see
+    remove_orphans). The namespace tells two containers that share a hostname (host networking) apart."""
+    return f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:32]}-{os.getpid()}-{_pid_namespace()}-"
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
 
 
 def remove_orphans(folder: Path, prefix: str) -> None:
-    """Remove the entries of `folder` named `<prefix><owner_tag>...` whose process (on this host) is gone:
-    the temporary files and work folders of a run killed with -9, which nothing else would clean."""
-    host = owner_tag().split("-", 1)[0]
+    """Remove the entries of `folder` named `<prefix><owner_tag>...` whose process is gone: the temporary
+    files and work folders of a run killed with -9, which nothing else would clean. Only this host's and
+    this PID namespace's entries are judged (a pid means nothing in another container)."""
+    host, _, namespace, _ = owner_tag().split("-")
     for entry in folder.glob(f"{glob.escape(prefix)}{host}-*"):
-        pid = entry.name[len(prefix) + len(host) + 1 :].split("-", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        pid, _, rest = entry.name[len(prefix) + len(host) + 1 :].partition("-")
+        if pid.isdigit() and rest.startswith(namespace + "-") and not _process_alive(int(pid)):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+
+
+def scratch_dir(parent: Path) -> Path:
+    """A run's scratch folder in `parent`, named by its owner; a killed run's (kill -9: no cleanup ran) is
+    removed first."""
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(parent, ".work-")
+    return Path(tempfile.mkdtemp(prefix=".work-" + owner_tag(), dir=parent))
 
 
 def _process_alive(pid: int) -> bool:

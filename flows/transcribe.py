@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from prefect import flow
@@ -19,7 +18,7 @@ from blocks.loader import load_block
 from core.cli import EPILOG, CliParser, allowed_by, api_ready, preflight_media, preflight_output_dir, run_cli
 from core.damage import decode_check_task, exit_status, report_damage
 from core.media import probe_task
-from core.outputs import owner_tag, remove_orphans, run_output_dir, safe_stem, write_manifest
+from core.outputs import run_output_dir, safe_stem, scratch_dir, write_manifest
 from core.schema import DecodeDamage, Diarization, SpeechSegment, Transcript, TranscriptResult
 from runtime.forms import choice
 from runtime.naming import artifact_key, run_named_after, stage_timing_table
@@ -74,7 +73,7 @@ def transcribe(
     info = require_audio(stages.run(probe_task, media, "video", "audio"))
     damage = stages.run(decode_check_task, info, True)  # a corrupt stretch of audio is speech lost
     report_damage(damage, "transcribe")
-    work = _work_dir(output_dir)  # beside the outputs: stages on other (Ray) workers see it too
+    work = scratch_dir(Path(output_dir) / "transcribe")  # beside the outputs: other (Ray) workers see it
     try:
         audio = stages.run(extract_audio_task, info, work)
         # long audio runs long: the stage may take twice the audio's duration before it counts as hung;
@@ -99,7 +98,7 @@ def label_speakers(
     asr = block.asr
     stages = Stages()
     info = require_audio(stages.run(probe_task, str(result.media), "video", "audio"))
-    work = _work_dir(output_dir)
+    work = scratch_dir(Path(output_dir) / "transcribe")
     try:
         audio = stages.run(extract_audio_task, info, work)
         transcript, diarization = stages.run(diarize_task, audio, result.transcript, asr, gpu=_gpu_use(asr))
@@ -147,14 +146,6 @@ def _publish(
         media, transcript, files["srt"], files["vtt"], files["json"], stages.timings, diarization,
         files.get("rttm"), damage if damage is not None and damage.damaged else None,
     )  # fmt: skip
-
-
-def _work_dir(output_dir: str) -> Path:
-    """This run's scratch folder; a killed run's (kill -9: no cleanup ran) is removed first."""
-    parent = Path(output_dir) / "transcribe"
-    parent.mkdir(parents=True, exist_ok=True)
-    remove_orphans(parent, ".work-")
-    return Path(tempfile.mkdtemp(prefix=".work-" + owner_tag(), dir=parent))
 
 
 def _gpu_use(asr: AsrSettings) -> GpuUse:

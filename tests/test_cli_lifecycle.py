@@ -22,8 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from samples.realvideo import realvideo_dir
+
 REPO = Path(__file__).resolve().parents[1]
-REALVIDEO = Path(os.environ.get("YIVIDEO_REALVIDEO", "/work/shared/realvideo"))
+REALVIDEO = realvideo_dir()
 STOP_SECONDS = 5.0  # the promise: the CLI is gone this soon after the signal
 
 
@@ -330,3 +332,28 @@ def test_a_notebook_uses_the_shared_local_server(clip, tmp_path):
         assert [r["state_type"] for r in _runs(state["url"])] == ["COMPLETED"]
     finally:
         _stop_server(home)
+
+
+def test_a_killed_writer_s_temp_files_go_but_no_live_or_foreign_one(tmp_path):
+    """remove_orphans judges only this host's and this PID namespace's entries: a dead writer's temp file
+    and work folder go; a live writer's stay, and so do those of another container sharing the hostname
+    (its pid means nothing here)."""
+    from core.outputs import owner_tag, remove_orphans, scratch_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    host, pid, namespace, _ = owner_tag().split("-")
+    names = {
+        "dead": f".clip.{host}-{dead}-{namespace}-x.part.srt",
+        "live": f".clip.{host}-{pid}-{namespace}-x.part.srt",
+        "other container": f".clip.{host}-{dead}-{int(namespace) + 1}-x.part.srt",
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("partial")
+    (tmp_path / f".work-{host}-{dead}-{namespace}-abc").mkdir()
+    remove_orphans(tmp_path, ".clip.")
+    left = sorted(p.name for p in tmp_path.glob(".clip.*"))
+    assert left == sorted([names["live"], names["other container"]])
+    mine = scratch_dir(tmp_path)  # removes the dead run's work folder, makes this run's
+    assert [p.name for p in tmp_path.glob(".work-*")] == [mine.name]
+    assert mine.name.startswith(".work-" + owner_tag())
