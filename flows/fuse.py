@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from prefect import flow
@@ -20,8 +19,9 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import State
 
 from core.cli import EPILOG, CliParser, api_ready, preflight_media, preflight_output_dir, run_cli
+from core.damage import exit_status
 from core.media import probe_task
-from core.outputs import run_output_dir, safe_stem, write_manifest
+from core.outputs import run_output_dir, safe_stem, scratch_dir, write_manifest
 from core.schema import MediaInfo, SubtitleEvent, SubtitleResult, TranscriptResult
 from flows.subtitles import SubtitleLanguage, extract_subtitles
 from flows.transcribe import SpeechLanguage, transcribe
@@ -31,6 +31,7 @@ from runtime.stage import Stages
 from stages.fusion.files import FusedOutput, disagreement_rows, write_fused_files_task
 from stages.fusion.fuse import FusionResult, fuse_task
 from stages.speech.audio import extract_audio_task, require_audio
+from stages.speech.languages import WHISPER_LANGUAGES
 from stages.subtitles.languages import LANGUAGE_CHOICES
 
 
@@ -52,11 +53,11 @@ def fuse_subtitles(
         diarize: speaker labels on the spoken side (kept per line beside translated subtitles)
         lang: the subtitles' language: auto (told from the pixels) or ch, en, zh, ja, ko, ru, fr, es, de...
     """
+    stages = Stages()
+    info = require_audio(stages.run(probe_task, video, "video"))  # a silent video fails before any OCR
     shown = extract_subtitles(video, output_dir, lang=lang)
     shown = shown.result() if isinstance(shown, State) else shown  # "no subtitles found" is a Completed state
     heard = transcribe(video, output_dir, language=language, diarize=diarize)
-    stages = Stages()
-    info = stages.run(probe_task, str(shown.video), "video")
     run_dir = run_output_dir(output_dir, "fuse", shown.video)
     fused, files = fuse_into(run_dir, info, list(shown.events), heard, stages)
     write_manifest(
@@ -72,7 +73,7 @@ def fuse_into(
 ) -> tuple[FusionResult, dict[str, Path]]:
     """The events and the transcript of one video fused into `run_dir`/<stem>.fused.srt/.vtt/.json, with
     the disagreement table as an artifact; the fuse flow and the pipeline's `fuse` step both run this."""
-    work = Path(tempfile.mkdtemp(prefix=".work-", dir=run_dir))
+    work = scratch_dir(run_dir)  # removed below; a killed run's by the next run here
     try:  # the speech track again (the transcribe flow keeps none): lines are timed by the voice's onset
         audio = stages.run(extract_audio_task, info, work)
         fused = stages.run(fuse_task, events, heard.transcript, audio)
@@ -99,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("video", help="video file with burned-in subtitles and a soundtrack")
     parser.add_argument("--output-dir", default="output")
     parser.add_argument(
-        "--language", default=None, help="the speech's ISO code (en, zh, ...); default: detected"
-    )
+        "--language", default=None, choices=WHISPER_LANGUAGES, metavar="CODE",
+        help="the speech's Whisper code (en, zh, ...); default: detected",
+    )  # fmt: skip
     parser.add_argument("--diarize", action="store_true", default=None, help="speaker labels on the speech")
     parser.add_argument(
         "--lang", choices=LANGUAGE_CHOICES, help="the subtitles' language (default auto: from the pixels)"
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result.vtt_path)
     print(result.json_path)
     print(result.srt_path)
-    return 0
+    return exit_status(result.subtitles.damage or result.speech.damage)  # 1 with a warning: damaged input
 
 
 if __name__ == "__main__":

@@ -171,6 +171,18 @@ def test_a_video_without_speech_is_refused_in_one_line(media_dir, tmp_path):
     assert not out.exists() or not any(out.rglob("*"))
 
 
+def test_a_deployed_fuse_run_on_a_silent_video_fails_before_any_ocr(prefect_server, media_dir, tmp_path):
+    """The upload page and the Run form call the flow, not the CLI: the flow checks the audio first (it
+    ran the whole subtitle pass, then failed in transcribe)."""
+    from flows.fuse import fuse_subtitles
+
+    material.render_fusion_case(SAME, media_dir / "fusion")
+    (silent,) = (media_dir / "fusion" / "silent").glob(f"{SAME.name}-*.mp4")
+    state = fuse_subtitles(str(silent), str(tmp_path / "out"), return_state=True)
+    assert state.is_failed() and "no audio track" in state.message, state.message
+    assert not (tmp_path / "out" / "subtitles").exists(), "no subtitle pass ran"
+
+
 def test_fuse_is_a_step_of_the_workflow_chain():
     """`fuse` pulls in the subtitle stages and transcribe, and runs after diarize where the chain has it."""
     from flows.pipeline import plan_chain
