@@ -39,6 +39,7 @@ from core.schema import (
     PipelineResult,
     StageOutcome,
     SubtitleEvent,
+    TranscodeResult,
     TranscriptResult,
 )
 from flows.subtitles import WINDOW_STAGES, find_band, read_band_texts, spaced_for
@@ -186,12 +187,12 @@ def run_pipeline(
     stages = Stages()
     (video,), output_dir = stages.shared([video], output_dir)
     info = stages.run(probe_task, video, "video")
-    damage = None  # the steps run as sub-flows check the input themselves
+    settings = load_block(SubtitleConfig, settings_block)  # a wrong block name fails before the decode check
+    damage = None  # the steps run as sub-flows check the input themselves (their damage is taken below)
     if any(name not in SUBFLOW_STEPS for name in plan):  # the subtitle steps: a corrupt middle loses lines
         damage = stages.run(decode_check_task, info)
         report_damage(damage, "pipeline")
     run_dir = run_output_dir(output_dir, "pipeline", info.path)
-    settings = load_block(SubtitleConfig, settings_block)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
     windowed = [name for name in plan if name in WINDOW_STAGES]
     log = StepLog(plan, info, stages)
@@ -199,6 +200,7 @@ def run_pipeline(
     texts: list[FrameText] | None = None
     events: list[SubtitleEvent] = []
     speech: TranscriptResult | None = None
+    stopped: BaseException | None = None
     try:
         for name in plan:
             if name in windowed[1:]:
@@ -219,6 +221,7 @@ def run_pipeline(
                     log.done(name, *_subtitle_files(events, _made(band, name), info, run_dir, settings))
                 elif name == "transcribe":
                     speech = _transcribe(info, output_dir)
+                    damage = damage or speech.damage
                     log.done(name, *_heard(speech))
                 elif name == "diarize":
                     speech = _diarize(_made(speech, name), output_dir)
@@ -226,8 +229,11 @@ def run_pipeline(
                 elif name == "fuse":
                     log.done(name, *_fused(run_dir, info, events, _made(speech, name), stages))
                 else:
-                    log.done(name, *_transcode(info, output_dir))
+                    rendered = _transcode(info, output_dir)
+                    damage = damage or rendered.damage
+                    log.done(name, *_renditions(rendered))
     except Exception as exc:
+        stopped = exc
         if not log.outputs:  # nothing published: no empty run folder left, the error as it is
             discard_if_empty(run_dir, output_dir)
             raise
@@ -239,10 +245,13 @@ def run_pipeline(
         step = log.failed[0] if log.failed else "a stage"
         kept = f"{len(log.outputs)} outputs kept, listed in {manifest}"
         raise PartlyDone("pipeline", info.path, f"{step} failed ({exc}); {kept}") from exc
+    except BaseException as exc:  # Ctrl-C, SIGTERM
+        stopped = exc
+        raise
     finally:
         _report(info, plan, log.outcomes, log.failed)
         if not keep_intermediates:  # kept when the user stopped the run: the re-run resumes from it
-            close_work_dir(work, sys.exc_info()[1])
+            close_work_dir(work, stopped)
     manifest = write_manifest(
         run_dir,
         flow="pipeline",
@@ -308,10 +317,13 @@ def _fused(
     return summary, {f"fused_{kind}": path for kind, path in files.items()}
 
 
-def _transcode(info: MediaInfo, output_dir: str) -> tuple[str, dict[str, Path]]:
+def _transcode(info: MediaInfo, output_dir: str) -> TranscodeResult:
     from flows.transcode import transcode
 
-    result = transcode(str(info.path), output_dir=output_dir)
+    return transcode(str(info.path), output_dir=output_dir)
+
+
+def _renditions(result: TranscodeResult) -> tuple[str, dict[str, Path]]:
     outputs = {f"rendition_{r.preset}": r.path for r in result.renditions}
     return f"{len(result.renditions)} renditions: " + ", ".join(
         f"{r.preset} {r.width}x{r.height}" for r in result.renditions
