@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from prefect import task
@@ -34,22 +36,35 @@ _TIME_BASE = re.compile(r"^#tb (\d+): (\d+)/(\d+)")  # framecrc's header: each s
 def scan_decode_errors(
     info: MediaInfo, timeout: float | None = None, audio_only: bool = False
 ) -> DecodeDamage:
-    """Decode every stream of `info.path` once (only its audio with `audio_only`: what speech recognition
-    reads; damaged pictures lose it nothing) and collect the decoders' errors with their media times."""
+    """Decode `info.path` once (the video and the audio stream ffmpeg picks, one of each; only the audio
+    with `audio_only`: what speech recognition reads, damaged pictures lose it nothing) and collect the
+    decoders' errors with their media times. The log is read as it comes: a line per frame, millions
+    for a long recording, is never held whole."""
     limit = timeout if timeout is not None else 60.0 + 2.0 * max(info.duration, 0.0)
     cmd = [require_tool("ffmpeg"), "-v", "error", "-nostdin", "-nostats", "-i", str(info.path)]
     cmd += ["-vn", "-sn", "-dn"] if audio_only else []
     cmd += ["-f", "framecrc", "-flush_packets", "1", "pipe:1"]
-    try:  # stderr into stdout: the error lines arrive between the frame lines that date them
-        proc = subprocess.run(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=limit, check=False
-        )  # fmt: skip
-    except subprocess.TimeoutExpired as exc:
-        raise StageTimeout("decode-check", info.path, f"ffmpeg decode timed out after {limit:.0f} s") from exc
-    return damage_from_log(info.path, proc.stdout.decode("utf-8", "replace").splitlines(), info.duration)
+    # stderr into stdout: the error lines arrive between the frame lines that date them
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    expired = threading.Event()
+    timer = threading.Timer(limit, lambda: (expired.set(), proc.kill()))
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        damage = damage_from_log(
+            info.path, (raw.decode("utf-8", "replace") for raw in proc.stdout), info.duration
+        )
+    finally:
+        timer.cancel()
+        if proc.poll() is None:  # stopped early (an error in the reading): no ffmpeg left behind
+            proc.kill()
+        proc.wait()
+    if expired.is_set():
+        raise StageTimeout("decode-check", info.path, f"ffmpeg decode timed out after {limit:.0f} s")
+    return damage
 
 
-def damage_from_log(path: Path, lines: list[str], duration: float) -> DecodeDamage:
+def damage_from_log(path: Path, lines: Iterable[str], duration: float) -> DecodeDamage:
     """Errors and their time ranges from ffmpeg's interleaved frame lines (framecrc) or progress reports
     (`out_time_us=`) and error lines: an error is dated by the last time seen before it."""
     now, times, first = 0.0, [], ""
