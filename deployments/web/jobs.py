@@ -95,7 +95,7 @@ def _parameters(job: str, choice: JobChoice, path: Path) -> dict[str, Any]:
     if job == "transcode" and choice.presets:
         params["presets"] = list(dict.fromkeys(choice.presets))
     if job in ("subtitles", "fuse") and choice.subtitle_lang:
-        params["lang"] = choice.subtitle_lang  # auto too: the page's choice, not the settings block's
+        params["lang"] = choice.subtitle_lang  # chosen on the page (auto too); none: the settings block's
     if job in ("transcribe", "fuse"):
         if choice.language:
             params["language"] = choice.language

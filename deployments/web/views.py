@@ -144,7 +144,7 @@ def _settings(job: str, params: dict[str, Any]) -> str:
     if job == "fuse":
         speech = f"speech {params.get('language') or 'detected'}"
         labels = "speaker labels" if params.get("diarize") else ""
-        return ", ".join(x for x in (f"text {params.get('lang') or 'auto'}", speech, labels) if x)
+        return ", ".join(x for x in (f"text {params.get('lang') or 'as set'}", speech, labels) if x)
     if job == "subtitles":
         return f"text {params['lang']}" if params.get("lang") else ""
     if job == "transcribe":

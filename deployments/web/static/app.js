@@ -44,9 +44,10 @@ function enhanceSetting(list) {
   list.append(setting);
 }
 
-// The language selects: the burned-in text's (auto: told from the pixels) and the speech's (empty: detected).
+// The language selects: the burned-in text's (empty: the deployment's settings block decides, auto by default;
+// auto: told from the pixels) and the speech's (empty: detected).
 function subtitleLanguage() {
-  const select = el("select", { "data-testid": "subtitle-lang" });
+  const select = el("select", { "data-testid": "subtitle-lang" }, el("option", { value: "", text: "as the settings say" }));
   for (const l of options.subtitle_languages) select.append(el("option", { value: l.code, text: l.code === "auto" ? `auto (${l.name})` : `${l.name} (${l.code})` }));
   return el("label", {}, " text language ", select);
 }
