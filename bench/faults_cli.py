@@ -26,7 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = Path("/work/shared/realvideo")
+sys.path.insert(0, str(REPO))
+from samples.realvideo import realvideo_dir  # noqa: E402
+
+REAL = realvideo_dir()
 DRAMA = REAL / "douyin_7625472985927237489_zh.mp4"  # 38 s, 960x720
 SHORT = REAL / "douyin_7625253704698556297_zh.mp4"  # 10 s, 540x940, small subtitles
 ROWS = ("corrupt-middle", "apng", "animated-gif", "two-runs-one-folder", "resume-after-cleanup",

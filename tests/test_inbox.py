@@ -23,6 +23,7 @@ from deployments.inbox import (
     open_for_writing,
     sweep_inbox,
 )
+from samples.realvideo import realvideo_dir
 from samples.video import make_subtitled_video
 
 
@@ -268,7 +269,7 @@ def test_a_restart_announces_the_dead_watchers_claims_first_and_once(prefect_ser
     assert len(read_events(keys)) == 3
 
 
-REAL_VIDEO = Path("/work/shared/realvideo/douyin_7625253704698556297_zh.mp4")
+REAL_VIDEO = realvideo_dir() / "douyin_7625253704698556297_zh.mp4"
 
 
 def _real_video() -> bytes:

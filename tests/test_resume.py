@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from core.caching import WORK_TOKEN, code_version, consume, fingerprint, open_work_dir, source_closure
+from samples.realvideo import realvideo_dir
 from samples.video import Cue, make_subtitled_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -222,7 +223,7 @@ def test_a_cached_result_whose_files_are_gone_is_computed_again(prefect_server, 
     assert len(runs) == 2
 
 
-REAL_VIDEO = Path("/work/shared/realvideo/douyin_7625253704698556297_zh.mp4")  # 10 s, 540x940, small text
+REAL_VIDEO = realvideo_dir() / "douyin_7625253704698556297_zh.mp4"  # 10 s, 540x940, small text
 
 
 @pytest.mark.slow
