@@ -78,7 +78,7 @@ STAGES: dict[str, ChainStage] = {
         after=("diarize",),
     ),
 }
-SUBFLOW_STEPS = ("transcribe", "diarize", "transcode")  # run as the transcribe and transcode flows
+SUBFLOW_STEPS = ("transcribe", "diarize", "transcode")  # the flows (and label_speakers) check their input
 # The seeds' default chain, in the seeds' order (keyframes first): the plan puts subtitle_area ahead of it.
 SEED_CHAIN = ("keyframes", "subtitle_area", "crop", "stitch", "ocr", "postprocess")
 # The UI and the server's parameter check offer the known names; plan_chain says what is wrong otherwise.

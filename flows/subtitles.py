@@ -176,7 +176,7 @@ def extract_subtitles(
         output_dir: folder under which `subtitles/<stem>-<hash>/` is written
         sample_fps: frames per second sampled for subtitle changes (default 10; more finds shorter lines)
         band: subtitle band as fractions of the frame [x0, y0, x1, y1]; empty: detected
-        ocr_engine: rapidocr (PP-OCRv4 ONNX, offline) or paddleocr (installed, local model folders)
+        ocr_engine: rapidocr (PP-OCR ONNX in the wheels, offline) or paddleocr (installed, local models)
         settings_block: name of a saved YiVideo Subtitle Settings block (defaults for everything above)
         lang: subtitle language: auto (told from the pixels) or ch, en, zh, ja, ko, ru, uk, fr, es, de, vi...
     """

@@ -1,9 +1,10 @@
 """OCR engines behind one small interface, chosen by configuration.
 
 `rapidocr` (PaddleOCR's PP-OCRv4 detector as ONNX, shipped in the wheel) is the offline default; its
-recogniser is the one the subtitle language needs (stages/subtitles/languages.py: PP-OCRv4, PP-OCRv6 or
-Tesseract with a Debian language pack). `paddleocr` is used where that package is installed and pointed at
-local model directories. Both return OcrLine boxes in the coordinates of the image they were given.
+recogniser is the one the subtitle language needs (stages/subtitles/languages.py: PP-OCRv6 for Han, kana
+and Latin, or Tesseract with a Debian language pack). `paddleocr` is used where that package is installed
+and pointed at local model directories. Both return OcrLine boxes in the coordinates of the image they were
+given.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def han_share(text: str) -> float:
     return han / max(1, han + words)
 
 
-def _han_language(text: str, rows: list[np.ndarray], score: float, settings: OcrSettings) -> str:
+def _han_language(text: str) -> str:
     """ja where kana is read; zh where the Han read is traditional (more traditional-only than
     simplified-only characters among the common ones); else ch. One recogniser (PP-OCRv6) reads all three:
     the choice names the language and its word spaces, and loads nothing more."""
@@ -137,30 +137,29 @@ def _cyrillic_language(rows: list[np.ndarray]) -> str:
 
 def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
     """The language to read these subtitle rows in, or why none installed reads them. A refusal needs
-    every reader to fail: where today's reader (PP-OCRv4) reads the rows confidently, it reads them."""
-    choice = _choose(rows, settings)
-    if choice.supported:
-        return choice
-    _, v4_score = _read(rows, replace(settings, lang=DEFAULT))
-    if v4_score >= CONFIDENT:
-        why = f"{choice.script} said by the classifier, but PP-OCRv4 reads the rows at {v4_score:.2f}"
-        return ScriptChoice(DEFAULT, choice.script, True, why)
-    return choice
-
-
-def _choose(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
+    every reader to fail: where PP-OCRv6 (the default reader) reads the rows confidently, it reads them."""
     if not rows:
         why = f"no subtitle rows to tell the script from: read as {DEFAULT}"
         return ScriptChoice(DEFAULT, None, True, why)
+    text, score = _read(rows, replace(settings, lang=PROBE))
+    choice = _choose(rows, text, score)
+    if choice.supported or score < CONFIDENT:
+        return choice
+    why = f"{choice.script} said by the classifier, but PP-OCRv6 reads the rows at {score:.2f}"
+    return ScriptChoice(DEFAULT, choice.script, True, why)
+
+
+def _choose(rows: list[np.ndarray], text: str, score: float) -> ScriptChoice:
+    """The choice from the classifier (OSD), the probe's reading (`text` at mean confidence `score`) and,
+    for other scripts, the Tesseract readers."""
     classifier = ScriptClassifier()
     try:
         script, confidence = classifier.script(rows)
     finally:
         classifier.close()
-    text, score = _read(rows, replace(settings, lang=PROBE))
     if score >= CONFIDENT and han_share(text) >= 0.5:
         return _supported(
-            _han_language(text, rows, score, settings),
+            _han_language(text),
             script or "Han",
             f"PP-OCRv6 reads Han/kana at {score:.2f}",
         )
@@ -178,12 +177,12 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
     seen = f"OSD says {script} ({confidence:.1f}), the best Tesseract reader {reader} ({best_score:.2f})"
     if script == "Cyrillic":
         return _supported(_cyrillic_language(rows), script, seen)
-    if script == "Latin" and max(score, _read(rows, replace(settings, lang=DEFAULT))[1]) < LATIN_READ:
+    if script == "Latin" and score < LATIN_READ:
         why = f"the subtitles are in a script no installed model reads ({seen}; PP-OCR reads {score:.2f})"
         return ScriptChoice(DEFAULT, None, False, why)  # Thai was called Latin on three short rows
     if script in SCRIPT_LANGUAGE:
         lang = SCRIPT_LANGUAGE[script]
-        chosen = _han_language(text, rows, score, settings) if lang in ("ch", "zh") else lang
+        chosen = _han_language(text) if lang in ("ch", "zh") else lang
         return _supported(chosen, script, seen)
     return ScriptChoice(
         DEFAULT, script, False, f"the subtitles look like {script} script; no installed model reads it"
