@@ -76,6 +76,23 @@ def test_real_meeting_two_men():
     assert score.der <= 0.3, score  # measured 0.24: far-field speech is missed (see bench/diarization.py)
 
 
+@needs_real_speech
+def test_real_meeting_where_a_man_talks_over_a_woman_is_two():
+    """AMI EN2009b: he talks 10 of the 30 s, mostly over her; never one speaker (issue 25)."""
+    meeting = next(r for r in real.meetings() if r.name == "ami_EN2009b")
+    diarization = diarize_audio(_track(meeting), CPU)
+    assert len(diarization.speakers) == 2, diarization.speakers
+
+
+@needs_real_speech
+@pytest.mark.parametrize("speaker,channel", [("2414", "clean"), ("3080", "phone"), ("533", "room")])
+def test_one_real_voice_is_one_speaker(media_dir, speaker, channel):
+    """One LibriSpeech reader for 30 s (the check on the rule that finds a second voice with 10%)."""
+    wav = real.single_voice(speaker, channel, 30.0, media_dir / "realspeech")
+    diarization = diarize_audio(AudioTrack(wav, wav, 16000, 30.0), CPU)
+    assert diarization.speakers == ("SPEAKER_00",), diarization.turns
+
+
 @pytest.fixture(scope="module", params=sorted(CONVERSATIONS))
 def conversation(request, media_dir, tmp_path_factory):
     turns, voices = CONVERSATIONS[request.param]
