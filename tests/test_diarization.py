@@ -150,6 +150,7 @@ def test_der_scoring_counts_each_error_kind():
     assert swapped.confusion == pytest.approx(10.0) and swapped.der == pytest.approx(0.5)
     missed = diarization_error_rate(ref, [("x", 0.0, 10.0)], collar=0.0)
     assert missed.missed == pytest.approx(10.0) and missed.false_alarm == 0.0
+    assert missed.unheard == pytest.approx(10.0), "no label at all there: unheard, not overlap"
     extra = diarization_error_rate(ref, [*ref, ("c", 20.0, 25.0)], collar=0.0)
     assert extra.false_alarm == pytest.approx(5.0) and extra.der == pytest.approx(0.25)
     collared = diarization_error_rate(ref, [("x", 0.2, 10.2), ("y", 10.2, 20.0)], collar=0.25)
@@ -165,6 +166,7 @@ def test_der_counts_overlap_by_hand():
     13.5-14 = 0.5 s. Mapping a->x, b->y leaves c (14-15) on x: 1 s confused. (2 + 0.5 + 1) / 15."""
     score = diarization_error_rate(OVERLAP_REF, OVERLAP_HYP, collar=0.0)
     assert (score.missed, score.false_alarm, score.confusion, score.scored) == (2.0, 0.5, 1.0, 15.0)
+    assert score.unheard == 0.0, "the 2 s missed are the overlap's second voice"
     assert score.der == pytest.approx(3.5 / 15, abs=1e-4)
 
 
