@@ -251,6 +251,16 @@ def build(case: Case, folder: Path) -> Recording:
     return Recording(case.name, _kind(case.name), wav, tuple(reference), case.held_out)
 
 
+def single_voice(speaker: str, channel: str, seconds: float, folder: Path) -> Path:
+    """The first `seconds` of one LibriSpeech speaker's utterances, over `channel`: one real voice."""
+    wav = folder / f"single-{speaker}-{channel}-{seconds:g}.wav"
+    if not wav.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        audio = np.concatenate([_read(f) for f in _voice_files(speaker)])[: int(seconds * RATE)]
+        _write_wav(wav, apply_channel(audio, channel, np.random.default_rng(int(speaker))))
+    return wav
+
+
 def apply_channel(mix: np.ndarray, channel: str, rng: np.random.Generator) -> np.ndarray:
     """clean: as is; phone: 300-3400 Hz at 8 kHz, mu-law, line hiss; room: reverberation + room noise."""
     from scipy.signal import butter, fftconvolve, resample_poly, sosfilt

@@ -24,6 +24,7 @@ class DerScore:
     confusion: float
     scored: float  # reference speech seconds scored (outside the collars)
     mapping: dict[str, str]  # reference speaker -> hypothesis speaker
+    unheard: float = 0.0  # the part of `missed` where no hypothesis speaker talks (the rest: overlap)
 
 
 def _activity(turns: Iterable[tuple[str, float, float]], speakers: list[str], frames: int) -> np.ndarray:
@@ -63,13 +64,14 @@ def diarization_error_rate(
             matched += r[i] & h[j]
     n_ref, n_hyp = r.sum(axis=0), h.sum(axis=0)
     missed = np.maximum(n_ref - n_hyp, 0).sum() * STEP
+    unheard = n_ref[n_hyp == 0].sum() * STEP
     false_alarm = np.maximum(n_hyp - n_ref, 0).sum() * STEP
     confusion = (np.minimum(n_ref, n_hyp) - matched).sum() * STEP
     total = n_ref.sum() * STEP
     der = (missed + false_alarm + confusion) / total if total else float(false_alarm > 0)
     return DerScore(
         round(float(der), 4), round(float(missed), 2), round(float(false_alarm), 2),
-        round(float(confusion), 2), round(float(total), 2), mapping,
+        round(float(confusion), 2), round(float(total), 2), mapping, round(float(unheard), 2),
     )  # fmt: skip
 
 

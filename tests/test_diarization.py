@@ -76,6 +76,23 @@ def test_real_meeting_two_men():
     assert score.der <= 0.3, score  # measured 0.24: far-field speech is missed (see bench/diarization.py)
 
 
+@needs_real_speech
+def test_real_meeting_where_a_man_talks_over_a_woman_is_two():
+    """AMI EN2009b: he talks 10 of the 30 s, mostly over her; never one speaker (issue 25)."""
+    meeting = next(r for r in real.meetings() if r.name == "ami_EN2009b")
+    diarization = diarize_audio(_track(meeting), CPU)
+    assert len(diarization.speakers) == 2, diarization.speakers
+
+
+@needs_real_speech
+@pytest.mark.parametrize("speaker,channel", [("2414", "clean"), ("3080", "phone"), ("533", "room")])
+def test_one_real_voice_is_one_speaker(media_dir, speaker, channel):
+    """One LibriSpeech reader for 30 s (the check on the rule that finds a second voice with 10%)."""
+    wav = real.single_voice(speaker, channel, 30.0, media_dir / "realspeech")
+    diarization = diarize_audio(AudioTrack(wav, wav, 16000, 30.0), CPU)
+    assert diarization.speakers == ("SPEAKER_00",), diarization.turns
+
+
 @pytest.fixture(scope="module", params=sorted(CONVERSATIONS))
 def conversation(request, media_dir, tmp_path_factory):
     turns, voices = CONVERSATIONS[request.param]
@@ -133,6 +150,7 @@ def test_der_scoring_counts_each_error_kind():
     assert swapped.confusion == pytest.approx(10.0) and swapped.der == pytest.approx(0.5)
     missed = diarization_error_rate(ref, [("x", 0.0, 10.0)], collar=0.0)
     assert missed.missed == pytest.approx(10.0) and missed.false_alarm == 0.0
+    assert missed.unheard == pytest.approx(10.0), "no label at all there: unheard, not overlap"
     extra = diarization_error_rate(ref, [*ref, ("c", 20.0, 25.0)], collar=0.0)
     assert extra.false_alarm == pytest.approx(5.0) and extra.der == pytest.approx(0.25)
     collared = diarization_error_rate(ref, [("x", 0.2, 10.2), ("y", 10.2, 20.0)], collar=0.25)
@@ -148,6 +166,7 @@ def test_der_counts_overlap_by_hand():
     13.5-14 = 0.5 s. Mapping a->x, b->y leaves c (14-15) on x: 1 s confused. (2 + 0.5 + 1) / 15."""
     score = diarization_error_rate(OVERLAP_REF, OVERLAP_HYP, collar=0.0)
     assert (score.missed, score.false_alarm, score.confusion, score.scored) == (2.0, 0.5, 1.0, 15.0)
+    assert score.unheard == 0.0, "the 2 s missed are the overlap's second voice"
     assert score.der == pytest.approx(3.5 / 15, abs=1e-4)
 
 

@@ -5,7 +5,7 @@ from the eigengap of a k-nearest-neighbour affinity's Laplacian, the neighbourho
 recording by the smallest ratio of pruning to gap (NME-SC, Park et al. 2019, the method NeMo's clustering
 diarizer uses), then clusters whose centroids are as alike as two halves of one voice are merged. With
 few windows the eigengap is unreliable; there the most Ward clusters whose centroids all differ are taken.
-A single cluster is checked once more: two halves each holding >= 20% and clearly apart are two people.
+A single cluster is checked once more: two halves each holding a share (10%) and clearly apart are two.
 Thresholds are calibrated on real speech in bench/diarization.py, not on synthetic voices.
 """
 
