@@ -77,21 +77,34 @@ def cost(cache: Path, out: Path, case_name: str, repeat: int, warm: bool) -> Non
     video = str(material.render_fusion_case(case, cache)[0])
     if not warm:
         fuse_subtitles(video, str(out))  # both models loaded once per process, like a worker
-    both, fused = [], []
+    both, fused, own = [], [], []
     for _ in range(repeat):
         t = time.perf_counter()
         extract_subtitles(video, str(out))
         transcribe(video, str(out))
         both.append(time.perf_counter() - t)
         t = time.perf_counter()
-        fuse_subtitles(video, str(out))
+        result = fuse_subtitles(video, str(out))
         fused.append(time.perf_counter() - t)
+        own.append(_fusion_seconds(result.srt_path.parent / "manifest.json"))
     mid_both, mid_fused = statistics.median(both), statistics.median(fused)
     print(f"cost on {case_name} ({case.duration:.0f} s), {repeat} runs each: subtitles + transcribe "
           f"best {min(both):.1f} s / median {mid_both:.1f} s, fused best {min(fused):.1f} s / median "
           f"{mid_fused:.1f} s: {min(fused) / min(both) - 1:+.1%} best, "
           f"{mid_fused / mid_both - 1:+.1%} median "
           f"(all runs: {[round(x, 1) for x in both]} / {[round(x, 1) for x in fused]})")  # fmt: skip
+    share = [o / f for o, f in zip(own, fused, strict=True)]
+    print(f"fusion's own stages (probe, speech track, fuse, files) inside the fused runs: "
+          f"{[round(x, 2) for x in own]} s, {max(share):.1%} of a run at most: what fusing adds to running "
+          "both flows, whatever the load does to the flows' own time")  # fmt: skip
+
+
+def _fusion_seconds(manifest: Path) -> float:
+    """Seconds of the fused run's own stages (those not prefixed by the subtitles or transcribe flow)."""
+    import json
+
+    seconds = json.loads(manifest.read_text(encoding="utf-8"))["stage_seconds"]
+    return sum(v for k, v in seconds.items() if not k.startswith(("subtitles.", "transcribe.")))
 
 
 def main() -> None:
