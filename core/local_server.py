@@ -70,14 +70,15 @@ def wanted() -> bool:
     return not get_current_settings().api.url
 
 
-def idle_seconds() -> float:
-    text = os.environ.get(IDLE_ENV, "").strip()
+def idle_seconds(env: str = IDLE_ENV, default: float = IDLE_SECONDS) -> float:
+    """Seconds from the environment variable `env` (the model service reads its own the same way)."""
+    text = os.environ.get(env, "").strip()
     try:
-        return float(text) if text else IDLE_SECONDS
+        return float(text) if text else default
     except ValueError:
         from core.errors import ConfigError
 
-        raise ConfigError(f"{IDLE_ENV}: {text!r} is not a number of seconds") from None
+        raise ConfigError(f"{env}: {text!r} is not a number of seconds") from None
 
 
 def prefect_home() -> Path:
@@ -239,18 +240,18 @@ def _wait_until_up(home: Path, proc: subprocess.Popen) -> str:
             return state["url"]
         if proc.poll() is not None:
             raise LocalServerError(
-                f"the local Prefect API exited at start ({proc.returncode}): {_log_tail(home)}"
+                f"the local Prefect API exited at start ({proc.returncode}): {log_tail(home)}"
             )
         time.sleep(0.05)
     proc.terminate()
     raise LocalServerError(
-        f"the local Prefect API did not answer in {STARTUP_SECONDS:.0f} s: {_log_tail(home)}"
+        f"the local Prefect API did not answer in {STARTUP_SECONDS:.0f} s: {log_tail(home)}"
     )
 
 
-def _log_tail(home: Path) -> str:
+def log_tail(home: Path, name: str = LOG_FILE) -> str:
     with contextlib.suppress(OSError):
-        lines = (home / LOG_FILE).read_text(errors="replace").strip().splitlines()
+        lines = (home / name).read_text(errors="replace").strip().splitlines()
         return lines[-1] if lines else "(no log)"
     return "(no log)"
 

@@ -20,7 +20,8 @@ from prefect import task
 
 from core.caching import resumable
 from core.errors import ConfigError
-from core.models import ModelKey, model_key, resident_model
+from core.model_service import served_model
+from core.models import ModelKey, model_key
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
@@ -237,8 +238,9 @@ def ocr_model_key(settings: OcrSettings) -> ModelKey:
 
 
 def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
-    """The resident engine for these settings (loaded once per process)."""
-    return resident_model(ocr_model_key(settings), lambda: ENGINES[settings.engine](settings))
+    """The resident engine for these settings: the host's model service's in a deployed run (loaded once per
+    host), else this process's (loaded once per process)."""
+    return served_model(ocr_model_key(settings), ENGINES[settings.engine], settings)
 
 
 # ---------------------------------------------------------------- the OCR stage over stitched batches
