@@ -35,6 +35,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +50,7 @@ S = TypeVar("S")
 MODE_ENV = "YIVIDEO_MODEL_SERVICE"  # auto | on | off
 IDLE_ENV, IDLE_SECONDS = "YIVIDEO_MODEL_SERVICE_IDLE_S", 600.0  # the service exits after this long unused
 MODEL_IDLE_ENV, MODEL_IDLE_SECONDS = "YIVIDEO_MODEL_IDLE_S", 300.0  # a model unused this long is unloaded
+COPIES_ENV = "YIVIDEO_MODEL_COPIES"  # copies of one CPU model for runs calling it at once
 STARTUP_SECONDS = 60.0
 START_LOCK, LOG_FILE = "yivideo-models.start", "yivideo-models.log"
 CODE_ROOT = Path(__file__).resolve().parents[1]
@@ -235,22 +238,53 @@ def ensure_started(home: Path) -> str:
 
 
 # ---------------------------------------------------------------- the service process
+class Copy:
+    """One copy of a model with the one thread that loads and calls it (OpenMP pools, CUDA contexts and
+    per-call state are per thread: calls from a new thread each time made faster-whisper 2-3x slower)."""
+
+    def __init__(self, key: ModelKey) -> None:
+        self.key, self.busy, self.used = key, False, time.monotonic()
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"{key.capability}-{key.engine}")
+
+    def call(self, build: Callable[[Any], Any], settings: Any, method: str, args: tuple, kwargs: dict) -> Any:
+        model = resident_model(self.key, lambda: build(settings))
+        return getattr(model, method)(*args, **kwargs)
+
+
 class Service:
-    """Answers one request a connection, each in its own thread; one call at a time per model."""
+    """Answers one request a connection, each in its own thread; each copy of a model serves one call at a
+    time, on its own thread. A CPU model gets up to YIVIDEO_MODEL_COPIES copies (default: the cores, at most
+    4) for runs that call it at once; a GPU model one (the runs' GPU slots decide what runs there)."""
 
     def __init__(self, addr: str) -> None:
         self.addr = addr
         self.idle = idle_seconds(IDLE_ENV, IDLE_SECONDS)
         self.model_idle = idle_seconds(MODEL_IDLE_ENV, MODEL_IDLE_SECONDS)
-        self.guard = threading.Lock()
-        self.locks: dict[ModelKey, threading.Lock] = {}
-        self.used: dict[ModelKey, float] = {}
+        self.cpu_copies = max(1, int(os.environ.get(COPIES_ENV, "") or min(4, os.cpu_count() or 1)))
+        self.free = threading.Condition()
+        self.copies: dict[ModelKey, Copy] = {}
         self.active, self.requests, self.last = 0, 0, time.monotonic()
         self.started, self.stopping = time.time(), False
 
-    def lock_for(self, key: ModelKey) -> threading.Lock:
-        with self.guard:
-            return self.locks.setdefault(key, threading.Lock())
+    def take(self, key: ModelKey) -> Copy:
+        """An idle copy of the model (a new one while fewer than allowed are loaded), waiting for one."""
+        count = self.cpu_copies if key.device == "cpu" else 1
+        names = [key] + [replace(key, options=(*key.options, ("copy", i))) for i in range(1, count)]
+        with self.free:
+            while True:
+                for name in names:
+                    copy = self.copies.get(name)
+                    if copy is None:
+                        copy = self.copies[name] = Copy(name)
+                    if not copy.busy:
+                        copy.busy = True
+                        return copy
+                self.free.wait()
+
+    def give_back(self, copy: Copy) -> None:
+        with self.free:
+            copy.busy, copy.used = False, time.monotonic()
+            self.free.notify_all()
 
     def answer(self, message: tuple) -> tuple[bool, Any]:
         if message[0] == "status":
@@ -259,12 +293,11 @@ class Service:
             self.stopping = True
             return True, None
         _, key, build, settings, method, args, kwargs = message
-        with self.lock_for(key):
-            model = resident_model(key, lambda: build(settings))
-            self.used[key] = time.monotonic()
-            result = getattr(model, method)(*args, **kwargs)
-            self.used[key] = time.monotonic()
-        return True, result
+        copy = self.take(key)
+        try:
+            return True, copy.thread.submit(copy.call, build, settings, method, args, kwargs).result()
+        finally:
+            self.give_back(copy)
 
     def handle(self, conn: socket.socket) -> None:
         try:
@@ -281,7 +314,7 @@ class Service:
                     except (pickle.PicklingError, TypeError, AttributeError) as exc:
                         send(conn, (False, RemoteError(f"{type(reply[1]).__name__}: {reply[1]} ({exc})")))
         finally:
-            with self.guard:
+            with self.free:
                 self.active -= 1
                 self.requests += 1
                 self.last = time.monotonic()
@@ -297,17 +330,18 @@ class Service:
         }
 
     def unload_idle(self) -> None:
-        now = time.monotonic()
-        for key in resident_keys():
-            lock = self.lock_for(key)
-            if now - self.used.get(key, now) >= self.model_idle and lock.acquire(blocking=False):
-                try:
-                    evict(key)
-                finally:
-                    lock.release()
+        """Unload each copy unused for YIVIDEO_MODEL_IDLE_S (its thread goes with it)."""
+        with self.free:
+            now = time.monotonic()
+            idle = [c for c in self.copies.values() if not c.busy and now - c.used >= self.model_idle]
+            for copy in idle:
+                del self.copies[copy.key]
+        for copy in idle:
+            evict(copy.key)
+            copy.thread.shutdown(wait=False)
 
     def idle_now(self) -> bool:
-        with self.guard:
+        with self.free:
             return self.stopping or (self.active == 0 and time.monotonic() - self.last >= self.idle)
 
     def serve(self) -> None:
@@ -327,7 +361,7 @@ class Service:
                         return
                     continue
                 conn.settimeout(None)
-                with self.guard:
+                with self.free:
                     self.active += 1
                 threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
