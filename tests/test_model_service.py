@@ -118,11 +118,10 @@ def test_a_service_killed_under_a_call_loses_no_run(home, frame, expected) -> No
 
 
 def test_the_service_outlives_a_run_killed_under_a_call(home, frame, expected) -> None:
-    run(RUN, home, frame)  # the service is up, the model loaded
+    run(RUN, home, frame, YIVIDEO_MODEL_COPIES="1")  # the service is up with one copy of the model
     environ = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
     environ["YIVIDEO_MODEL_SERVICE"] = "on"
     big = "import cv2, numpy, sys; cv2.imwrite(sys.argv[1], numpy.tile(cv2.imread(sys.argv[2]), (4, 4, 1)))"
-
     tiled = frame.parent / "tiled.png"
     subprocess.run([sys.executable, "-c", big, str(tiled), str(frame)], check=True)
     victim = subprocess.Popen([sys.executable, "-c", RUN, str(tiled)], env=environ, stdout=subprocess.PIPE)
@@ -130,5 +129,5 @@ def test_the_service_outlives_a_run_killed_under_a_call(home, frame, expected) -
     time.sleep(0.3)  # the service reads the 3840x2880 image (seconds)
     victim.kill()
     victim.wait()
-    assert run(RUN, home, frame)[:3] == ("ServedModel", 0, expected)
+    assert run(RUN, home, frame)[:3] == ("ServedModel", 0, expected), "served once the victim's call ended"
     assert status(address(home))["loads"] == 1
