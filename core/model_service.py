@@ -16,7 +16,8 @@ model, and holds no slot of its own.
 YIVIDEO_MODEL_SERVICE: `auto` (default) uses the service in processes a worker started for one flow run
 (PREFECT__FLOW_RUN_ID set), `on` everywhere, `off` never. Where it cannot start, or dies under a call, the run
 loads the model itself and carries on with identical results (one warning line in the run's log).
-The service of a host is keyed by PREFECT_HOME, this code tree, the interpreter and CUDA_VISIBLE_DEVICES.
+The service of a host is keyed by PREFECT_HOME, this code tree (and its files' stamps), the interpreter and
+CUDA_VISIBLE_DEVICES.
 `python -m core.model_service status|stop` shows or stops it.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -78,8 +80,17 @@ def wanted() -> bool:
 
 def address(home: Path) -> str:
     """The service's abstract Unix socket (Linux: no file to go stale when it is killed)."""
-    what = f"{home.resolve()}|{CODE_ROOT}|{sys.executable}|{os.environ.get('CUDA_VISIBLE_DEVICES', '')}"
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    what = f"{home.resolve()}|{CODE_ROOT}|{_code_stamp()}|{sys.executable}|{devices}"
     return f"\0yivideo-models-{os.getuid()}-{hashlib.sha256(what.encode()).hexdigest()[:16]}"
+
+
+@functools.lru_cache(maxsize=1)
+def _code_stamp() -> str:
+    """Changed engine code (a deploy into the same tree) gets a service of its own; the old one idles out."""
+    files = sorted(p for package in ("core", "stages") for p in (CODE_ROOT / package).rglob("*.py"))
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(repr(stats).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- the wire: length-prefixed pickles

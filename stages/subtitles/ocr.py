@@ -343,7 +343,8 @@ def ocr_task(
     batch: StitchedBatch, keyframes: KeyframeSet, settings: OcrSettings, number: int = 1, total: int = 1
 ) -> list[FrameText]:
     """One stitched batch and its keyframes (`batch_keyframes`). GPU-capable: the resident engine (loaded
-    once per process) runs on the slot's device, inside the slot, which is held for this batch only."""
+    once per process, or held by the host's model service in a deployed run) runs on the slot's device,
+    inside the slot this run holds for this batch only."""
     from dataclasses import replace
 
     from gpu.slot import gpu_slot
