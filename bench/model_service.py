@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,18 +83,24 @@ def main() -> None:
     subprocess.run([*cmd, str(frame)], check=True)
     extra = [str(MEETING)] if args.asr else []
     print(f"load: {os.getloadavg()[0]:.1f}")
-    print("| mode | run | loads in the run | start -> first OCR result (s) | start -> ASR result (s) | "
-          "run peak RSS (MB) | text |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("| run | mode | loads in the run | start -> first OCR result (s) | start -> ASR result (s) | "
+          "run peak RSS (MB) | load | text |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     texts: dict[str, set[str]] = {}
-    for mode in ("off", "auto"):
-        for run in range(1, args.runs + 1):
+    later: dict[str, list[float]] = {"off": [], "auto": []}  # runs after the first: the service is up
+    for run in range(1, args.runs + 1):
+        for mode in ("off", "auto"):  # interleaved: the others' load falls on both alike
             start, out = child(RUN, [str(frame), *extra], home, mode)
             asr = f"{out['asr_at'] - start:.2f}" if "asr_at" in out else "-"
             texts.setdefault(mode, set()).add(out["text"] + out.get("asr", ""))
             first, label = out["ocr_at"] - start, "service" if mode == "auto" else "off"
-            rss, text = out["peak_rss_mb"], out["text"]
-            print(f"| {label} | {run} | {out['loads']} | {first:.2f} | {asr} | {rss} | {text} |")
+            later[mode] += [first] if run > 1 else []
+            rss, text, load = out["peak_rss_mb"], out["text"], os.getloadavg()[0]
+            print(f"| {run} | {label} | {out['loads']} | {first:.2f} | {asr} | {rss} | {load:.1f} | {text} |")
+    if args.runs > 1:  # the first run with the service starts it
+        off, served = (statistics.median(later[m]) for m in ("off", "auto"))
+        runs = f"runs 2-{args.runs}"
+        print(f"\nmedian start -> first OCR result, {runs}: off {off:.2f} s, service {served:.2f} s")
     found = status(address(home)) or {}
     print(f"\nservice: RSS {found.get('rss_mb')} MB, loads {found.get('loads')}, {found.get('models')}")
     print(f"identical results with and without the service: {texts['off'] == texts['auto']}")
