@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from core.errors import YiVideoError
@@ -373,21 +373,30 @@ def stop(home: Path) -> bool:
     return True
 
 
-def _command(argv: list[str]) -> int:
-    what = argv[0] if argv else "status"
-    if what == "serve":
+def service_command(
+    argv: list[str], module: str, what: str, serve: Callable[[], None], stop: Callable[[Path], bool],
+    find: Callable[[Path], object],
+) -> int:  # fmt: skip
+    """`python -m <module> status|stop|serve` of a background service of this PREFECT_HOME (this server, the
+    model service): status prints what `find` says (exit 1 when none runs)."""
+    command = argv[0] if argv else "status"
+    if command == "serve":
         serve()
         return 0
     home = prefect_home()
-    if what == "stop":
-        print("stopped" if stop(home) else "no local Prefect API running")
+    if command == "stop":
+        print("stopped" if stop(home) else f"no {what} running")
         return 0
-    if what == "status":
-        url = find(home)
-        print(url or "no local Prefect API running")
-        return 0 if url else 1
-    print("usage: python -m core.local_server [status|stop|serve]", file=sys.stderr)
+    if command == "status":
+        found = find(home)
+        print(found or f"no {what} running")
+        return 0 if found else 1
+    print(f"usage: python -m {module} [status|stop|serve]", file=sys.stderr)
     return 2
+
+
+def _command(argv: list[str]) -> int:
+    return service_command(argv, "core.local_server", "local Prefect API", serve, stop, find)
 
 
 if __name__ == "__main__":

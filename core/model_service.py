@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.errors import YiVideoError
-from core.local_server import idle_seconds, log_tail, prefect_home
+from core.local_server import idle_seconds, log_tail, prefect_home, service_command
 from core.models import ModelKey, evict, load_count, resident_keys, resident_model
 
 T = TypeVar("T")
@@ -391,22 +391,14 @@ def stop(home: Path) -> bool:
     return False
 
 
+def serve() -> None:
+    os.environ[MODE_ENV] = "off"  # what it loads, it loads in itself
+    Service(address(prefect_home())).serve()
+
+
 def _command(argv: list[str]) -> int:
-    what = argv[0] if argv else "status"
-    home = prefect_home()
-    if what == "serve":
-        os.environ[MODE_ENV] = "off"
-        Service(address(home)).serve()
-        return 0
-    if what == "stop":
-        print("stopped" if stop(home) else "no model service running")
-        return 0
-    if what == "status":
-        found = status(address(home))
-        print(found or "no model service running")
-        return 0 if found else 1
-    print("usage: python -m core.model_service [status|stop|serve]", file=sys.stderr)
-    return 2
+    find = lambda home: status(address(home))  # noqa: E731
+    return service_command(argv, "core.model_service", "model service", serve, stop, find)
 
 
 if __name__ == "__main__":
