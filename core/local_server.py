@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from core.errors import YiVideoError
@@ -70,14 +70,15 @@ def wanted() -> bool:
     return not get_current_settings().api.url
 
 
-def idle_seconds() -> float:
-    text = os.environ.get(IDLE_ENV, "").strip()
+def idle_seconds(env: str = IDLE_ENV, default: float = IDLE_SECONDS) -> float:
+    """Seconds from the environment variable `env` (the model service reads its own the same way)."""
+    text = os.environ.get(env, "").strip()
     try:
-        return float(text) if text else IDLE_SECONDS
+        return float(text) if text else default
     except ValueError:
         from core.errors import ConfigError
 
-        raise ConfigError(f"{IDLE_ENV}: {text!r} is not a number of seconds") from None
+        raise ConfigError(f"{env}: {text!r} is not a number of seconds") from None
 
 
 def prefect_home() -> Path:
@@ -239,18 +240,18 @@ def _wait_until_up(home: Path, proc: subprocess.Popen) -> str:
             return state["url"]
         if proc.poll() is not None:
             raise LocalServerError(
-                f"the local Prefect API exited at start ({proc.returncode}): {_log_tail(home)}"
+                f"the local Prefect API exited at start ({proc.returncode}): {log_tail(home)}"
             )
         time.sleep(0.05)
     proc.terminate()
     raise LocalServerError(
-        f"the local Prefect API did not answer in {STARTUP_SECONDS:.0f} s: {_log_tail(home)}"
+        f"the local Prefect API did not answer in {STARTUP_SECONDS:.0f} s: {log_tail(home)}"
     )
 
 
-def _log_tail(home: Path) -> str:
+def log_tail(home: Path, name: str = LOG_FILE) -> str:
     with contextlib.suppress(OSError):
-        lines = (home / LOG_FILE).read_text(errors="replace").strip().splitlines()
+        lines = (home / name).read_text(errors="replace").strip().splitlines()
         return lines[-1] if lines else "(no log)"
     return "(no log)"
 
@@ -372,21 +373,30 @@ def stop(home: Path) -> bool:
     return True
 
 
-def _command(argv: list[str]) -> int:
-    what = argv[0] if argv else "status"
-    if what == "serve":
+def service_command(
+    argv: list[str], module: str, what: str, serve: Callable[[], None], stop: Callable[[Path], bool],
+    find: Callable[[Path], object],
+) -> int:  # fmt: skip
+    """`python -m <module> status|stop|serve` of a background service of this PREFECT_HOME (this server, the
+    model service): status prints what `find` says (exit 1 when none runs)."""
+    command = argv[0] if argv else "status"
+    if command == "serve":
         serve()
         return 0
     home = prefect_home()
-    if what == "stop":
-        print("stopped" if stop(home) else "no local Prefect API running")
+    if command == "stop":
+        print("stopped" if stop(home) else f"no {what} running")
         return 0
-    if what == "status":
-        url = find(home)
-        print(url or "no local Prefect API running")
-        return 0 if url else 1
-    print("usage: python -m core.local_server [status|stop|serve]", file=sys.stderr)
+    if command == "status":
+        found = find(home)
+        print(found or f"no {what} running")
+        return 0 if found else 1
+    print(f"usage: python -m {module} [status|stop|serve]", file=sys.stderr)
     return 2
+
+
+def _command(argv: list[str]) -> int:
+    return service_command(argv, "core.local_server", "local Prefect API", serve, stop, find)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("YIVIDEO_GPU_GATE", "auto")
 os.environ.setdefault("YIVIDEO_LOCAL_SERVER_IDLE_S", "5")  # a CLI test's shared local server stops soon
+os.environ.setdefault("YIVIDEO_MODEL_SERVICE_IDLE_S", "20")  # so does a deployed run's model service
 
 
 @pytest.fixture(scope="session")

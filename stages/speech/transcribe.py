@@ -93,7 +93,8 @@ def _resolve_device(settings: AsrSettings, granted: str) -> AsrSettings:
 
 @task(name="transcribe", task_run_name="speech recognition", **resumable(), tags=[GPU_CAPABLE_TAG])
 def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
-    """GPU-capable: a GPU slot only when the engine runs on CUDA; the model stays resident in this process."""
+    """GPU-capable: a GPU slot only when the engine runs on CUDA; the model stays resident in this process
+    (in the host's model service in a deployed run, called inside this run's slot)."""
     from prefect import get_run_logger
 
     from core.progress import StageProgress

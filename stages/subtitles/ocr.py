@@ -21,7 +21,8 @@ from prefect import task
 
 from core.caching import resumable
 from core.errors import ConfigError
-from core.models import ModelKey, model_key, resident_model
+from core.model_service import served_model
+from core.models import ModelKey, model_key
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
@@ -238,8 +239,9 @@ def ocr_model_key(settings: OcrSettings) -> ModelKey:
 
 
 def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
-    """The resident engine for these settings (loaded once per process)."""
-    return resident_model(ocr_model_key(settings), lambda: ENGINES[settings.engine](settings))
+    """The resident engine for these settings: the host's model service's in a deployed run (loaded once per
+    host), else this process's (loaded once per process)."""
+    return served_model(ocr_model_key(settings), ENGINES[settings.engine], settings)
 
 
 # ---------------------------------------------------------------- the OCR stage over stitched batches
@@ -342,7 +344,8 @@ def ocr_task(
     batch: StitchedBatch, keyframes: KeyframeSet, settings: OcrSettings, number: int = 1, total: int = 1
 ) -> list[FrameText]:
     """One stitched batch and its keyframes (`batch_keyframes`). GPU-capable: the resident engine (loaded
-    once per process) runs on the slot's device, inside the slot, which is held for this batch only."""
+    once per process, or held by the host's model service in a deployed run) runs on the slot's device,
+    inside the slot this run holds for this batch only."""
     from dataclasses import replace
 
     from gpu.slot import gpu_slot

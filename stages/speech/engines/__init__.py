@@ -1,6 +1,6 @@
 """ASR engines and diarization engines, each behind one interface, chosen by name in the same settings.
 
-Each loads once per process (core/models.py) and serves every later run there.
+Each loads once per process (core/models.py), or once per host in deployed runs (core/model_service.py).
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import ConfigError
-from core.models import ModelKey, model_key, resident_model
+from core.model_service import served_model
+from core.models import ModelKey, model_key
 from stages.speech.engines.base import (
     AsrEngine,
     AsrSettings,
@@ -47,7 +48,7 @@ def load_asr_engine(settings: AsrSettings) -> AsrEngine:
     """The resident engine for these settings: loaded once per process, reused by every later run."""
     if settings.device == "auto":
         raise ConfigError("resolve the ASR device (cpu or cuda:N) before loading: use gpu_slot()'s device")
-    return resident_model(asr_model_key(settings), lambda: ENGINES[settings.engine](settings))
+    return served_model(asr_model_key(settings), ENGINES[settings.engine], settings)
 
 
 DIARIZERS: dict[str, type] = {"resemblyzer": ResemblyzerDiarizer, "pyannote": PyannoteDiarizer}
@@ -68,7 +69,7 @@ def load_diarizer(settings: AsrSettings) -> Diarizer:
     """The resident diarizer for these settings: loaded once per process."""
     if settings.device == "auto":
         raise ConfigError("resolve the diarization device (cpu or cuda:N) before loading")
-    return resident_model(diarizer_model_key(settings), lambda: DIARIZERS[settings.diarize_engine](settings))
+    return served_model(diarizer_model_key(settings), DIARIZERS[settings.diarize_engine], settings)
 
 
 __all__ = [

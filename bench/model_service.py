@@ -1,0 +1,130 @@
+"""Model loads per flow-run process and time to its first OCR result, with the host's model service or not.
+
+    .venv/bin/python bench/model_service.py [--runs 3] [--asr] [--flow STEM]
+
+Each run is a fresh process, as a process worker starts one per flow run (PREFECT__FLOW_RUN_ID set: the
+service's `auto` mode), that reads a subtitle frame of a real video with PP-OCR (`--asr`: and transcribes the
+first 30 s of a real meeting with the packaged Whisper): the models loaded in it, the seconds from its start
+to the first OCR result, its RSS. Then the service's own RSS with the models resident. `--flow STEM` runs the
+subtitles flow on that real video `--runs` times a mode, each in its own process, stage cache off: OCR loads
+in each run's process, wall, and whether the SRTs are identical across modes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from core.model_service import address, status, stop  # noqa: E402
+from samples.realvideo import realvideo_dir, realvideo_path  # noqa: E402
+
+VIDEO = "douyin_7625472985927237489_zh"  # a short drama; its frame at 5 s has one subtitle line
+MEETING = realvideo_dir().parent / "realspeech" / "meetings" / "ami_EN2001a_0-30s.wav"
+RUN = """
+import json, sys, time, cv2
+from core.models import load_count
+from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+lines = load_ocr_engine(OcrSettings()).read(cv2.imread(sys.argv[1]))
+out = {"ocr_at": time.time(), "text": "|".join(line.text for line in lines)}
+if len(sys.argv) > 2:
+    from stages.speech.audio import iter_audio_windows
+    from stages.speech.engines import AsrSettings, load_asr_engine
+    settings = AsrSettings(device="cpu")
+    _, samples = next(iter_audio_windows(sys.argv[2]))
+    window = load_asr_engine(settings).transcribe(samples, None, settings)
+    out.update(asr_at=time.time(), asr=" ".join(s.text for s in window.segments)[:60])
+rss = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({**out, "loads": load_count(), "peak_rss_mb": int(rss) // 1024}))
+"""
+FLOW = """
+import hashlib, json, sys, time
+from core.local_server import use_local_api
+use_local_api()
+from core.models import load_count
+from flows.subtitles import extract_subtitles
+result = extract_subtitles(sys.argv[1], sys.argv[2])
+digest = hashlib.sha256(result.srt_path.read_bytes()).hexdigest()[:12]
+print(json.dumps({"loads": load_count("ocr"), "srt": digest, "done_at": time.time()}))
+"""
+
+
+def child(script: str, args: list[str], home: Path, mode: str) -> tuple[float, dict]:
+    env = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO), "YIVIDEO_MODEL_SERVICE": mode}
+    env.update(PREFECT__FLOW_RUN_ID=str(uuid.uuid4()), YIVIDEO_STAGE_CACHE="0")
+    start = time.time()
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    return start, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--asr", action="store_true")
+    parser.add_argument("--flow", metavar="STEM")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="model-service-"))
+    home = work / "home"
+    home.mkdir()
+    frame = work / "frame.png"
+    cmd = ["ffmpeg", "-loglevel", "error", "-ss", "5", "-i", str(realvideo_path(VIDEO)), "-frames:v", "1"]
+    subprocess.run([*cmd, str(frame)], check=True)
+    extra = [str(MEETING)] if args.asr else []
+    print(f"load: {os.getloadavg()[0]:.1f}")
+    print("| run | mode | loads in the run | start -> first OCR result (s) | start -> ASR result (s) | "
+          "run peak RSS (MB) | load | text |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    texts: dict[str, set[str]] = {}
+    later: dict[str, list[float]] = {"off": [], "auto": []}  # runs after the first: the service is up
+    for run in range(1, args.runs + 1):
+        for mode in ("off", "auto"):  # interleaved: the others' load falls on both alike
+            start, out = child(RUN, [str(frame), *extra], home, mode)
+            asr = f"{out['asr_at'] - start:.2f}" if "asr_at" in out else "-"
+            texts.setdefault(mode, set()).add(out["text"] + out.get("asr", ""))
+            first, label = out["ocr_at"] - start, "service" if mode == "auto" else "off"
+            later[mode] += [first] if run > 1 else []
+            rss, text, load = out["peak_rss_mb"], out["text"], os.getloadavg()[0]
+            print(f"| {run} | {label} | {out['loads']} | {first:.2f} | {asr} | {rss} | {load:.1f} | {text} |")
+    if args.runs > 1:  # the first run with the service starts it
+        off, served = (statistics.median(later[m]) for m in ("off", "auto"))
+        runs = f"runs 2-{args.runs}"
+        print(f"\nmedian start -> first OCR result, {runs}: off {off:.2f} s, service {served:.2f} s")
+    found = status(address(home)) or {}
+    print(f"\nservice: RSS {found.get('rss_mb')} MB, loads {found.get('loads')}, {found.get('models')}")
+    print(f"identical results with and without the service: {texts['off'] == texts['auto']}")
+    if args.flow:
+        flow(args.flow, args.runs, work, home)
+    stop(home)
+
+
+def flow(stem: str, runs: int, work: Path, home: Path) -> None:
+    from core.local_server import ensure_started
+
+    ensure_started(home)  # the shared local Prefect API, up before the first run as on a worker's host
+    print("\n| mode | run | OCR loads in the run | wall (s) | SRT sha256 |\n|---|---|---|---|---|")
+    digests: dict[str, set[str]] = {}
+    for mode in ("off", "auto"):
+        for run in range(1, runs + 1):
+            out_dir = work / f"out-{mode}-{run}"
+            start, out = child(FLOW, [str(realvideo_path(stem)), str(out_dir)], home, mode)
+            digests.setdefault(mode, set()).add(out["srt"])
+            label = "service" if mode == "auto" else "off"
+            print(f"| {label} | {run} | {out['loads']} | {out['done_at'] - start:.1f} | {out['srt']} |")
+    same = len(digests["off"] | digests["auto"]) == 1
+    print(f"SRTs identical across all runs and modes: {same}; service: {status(address(home))}")
+
+
+if __name__ == "__main__":
+    main()

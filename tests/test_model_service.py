@@ -1,0 +1,133 @@
+"""The host's model service (core/model_service.py): separate flow-run processes share one OCR load, a run
+loads in itself when the service is off or cannot start, and a service killed under a call loses no run.
+
+Real processes throughout: each "run" is a fresh Python process, as a process worker starts one per flow
+run (PREFECT__FLOW_RUN_ID set, the service's `auto` mode), reading a real frame with the real PP-OCR model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from core.model_service import address, status, stop
+from samples.realvideo import REALVIDEO_MISSING, realvideo_available, realvideo_path
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not realvideo_available(), reason=REALVIDEO_MISSING)]
+
+REPO = Path(__file__).resolve().parents[1]
+# one run's OCR: its engine (a handle on the service, or loaded here), the loads in this process, the text
+RUN = """
+import sys, cv2
+from core.models import load_count
+from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+engine = load_ocr_engine(OcrSettings())
+image = cv2.imread(sys.argv[1])
+print("calling", flush=True)
+lines = engine.read(image)
+print(type(engine).__name__, load_count(), "|".join(line.text for line in lines))
+"""
+# the same, with the service SIGKILLed while it loads the model for this run's first call
+KILLED = """
+import os, signal, sys, threading, time, cv2
+from core.model_service import address, status
+from core.models import load_count
+from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+from prefect.settings import get_current_settings
+engine = load_ocr_engine(OcrSettings())
+pid = status(address(__import__("pathlib").Path(get_current_settings().home)))["pid"]
+threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+lines = engine.read(cv2.imread(sys.argv[1]))
+print(type(engine).__name__, load_count(), "|".join(line.text for line in lines))
+"""
+
+
+@pytest.fixture(scope="module")
+def frame(tmp_path_factory) -> Path:
+    """A frame of a real short drama with a burned-in subtitle line."""
+    path = tmp_path_factory.mktemp("frame") / "frame.png"
+    video = realvideo_path("douyin_7625472985927237489_zh")
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-ss", "5", "-i", str(video), "-frames:v", "1", str(path)],
+        check=True,
+    )
+    return path
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """A PREFECT_HOME of its own: its own service, stopped after the test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    yield home
+    stop(home)
+
+
+def run(script: str, home: Path, frame: Path, **env: str) -> tuple[str, int, str, str]:
+    """One flow-run-like process: (engine type, loads in it, text read, its stderr)."""
+    environ = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
+    environ.update({"PREFECT__FLOW_RUN_ID": str(uuid.uuid4()), **env})
+    environ.pop("YIVIDEO_MODEL_SERVICE", None) if "YIVIDEO_MODEL_SERVICE" not in env else None
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(frame)], env=environ, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    kind, loads, text = done.stdout.strip().splitlines()[-1].split(" ", 2)
+    return kind, int(loads), text, done.stderr
+
+
+@pytest.fixture(scope="module")
+def expected(frame, tmp_path_factory) -> str:
+    """What the model reads in a process of its own, no service."""
+    home = tmp_path_factory.mktemp("alone")
+    kind, loads, text, _ = run(RUN, home, frame, YIVIDEO_MODEL_SERVICE="off")
+    assert (kind, loads) == ("RapidOcrEngine", 1) and text, "the frame has a subtitle line"
+    assert status(address(home)) is None, "off: no service started"
+    return text
+
+
+def test_two_runs_share_one_load(home, frame, expected) -> None:
+    first = run(RUN, home, frame)
+    second = run(RUN, home, frame)
+    assert first[:3] == second[:3] == ("ServedModel", 0, expected), "no load in either run, same text"
+    found = status(address(home))
+    assert found is not None and found["loads"] == 1, found
+    assert found["models"] == ["ocr:rapidocr:pp-ocrv4-det@cpu"]
+
+
+def test_a_run_loads_itself_when_the_service_cannot_start(home, frame, expected) -> None:
+    kind, loads, text, stderr = run(RUN, home, frame, YIVIDEO_MODEL_SERVICE_IDLE_S="soon")
+    assert (kind, loads, text) == ("RapidOcrEngine", 1, expected), "the service refused its bad setting"
+    warned = [line for line in stderr.splitlines() if "model service unavailable" in line]
+    assert len(warned) == 1 and "is not a number of seconds" in warned[0], stderr[-2000:]
+
+
+def test_a_service_killed_under_a_call_loses_no_run(home, frame, expected) -> None:
+    kind, loads, text, stderr = run(KILLED, home, frame)
+    assert (kind, loads, text) == ("ServedModel", 1, expected), "the call ran here, once loaded, same text"
+    lost = [line for line in stderr.splitlines() if "model service lost" in line]
+    assert len(lost) == 1, stderr[-2000:]
+    assert status(address(home)) is None
+    assert run(RUN, home, frame)[:3] == ("ServedModel", 0, expected), "the next run starts a new service"
+
+
+def test_the_service_outlives_a_run_killed_under_a_call(home, frame, expected) -> None:
+    run(RUN, home, frame, YIVIDEO_MODEL_COPIES="1")  # the service is up with one copy of the model
+    environ = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
+    environ["YIVIDEO_MODEL_SERVICE"] = "on"
+    big = "import cv2, numpy, sys; cv2.imwrite(sys.argv[1], numpy.tile(cv2.imread(sys.argv[2]), (4, 4, 1)))"
+    tiled = frame.parent / "tiled.png"
+    subprocess.run([sys.executable, "-c", big, str(tiled), str(frame)], check=True)
+    victim = subprocess.Popen([sys.executable, "-c", RUN, str(tiled)], env=environ, stdout=subprocess.PIPE)
+    assert victim.stdout.readline().strip() == b"calling"
+    time.sleep(0.3)  # the service reads the 3840x2880 image (seconds)
+    victim.kill()
+    victim.wait()
+    assert run(RUN, home, frame)[:3] == ("ServedModel", 0, expected), "served once the victim's call ended"
+    assert status(address(home))["loads"] == 1
