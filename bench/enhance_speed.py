@@ -2,17 +2,21 @@
 
     flock /tmp/bench.lock .venv/bin/python bench/enhance_speed.py [--sizes 256,512,1024,2048] [--scales 2,4]
         [--engines default,realesrgan-ncnn:waifu2x-photo,...] [--budget 300] [--tile 256] [--no-quality]
+        [--memory-probe TILES]
 
 Every measurement runs in a fresh process (so its peak memory is its own): the engine is loaded and warmed up
 on a 32 px image first, then one square crop of scikit-image's astronaut photo, resized to SIZE px, is
-enhanced SCALE times. `default` is the stage as a user gets it (model chosen by content, faces kept
-faithful); the others are raw engines (faces off). Columns: wall and CPU seconds (all threads), megapixels
-out per second, the process's peak resident memory, and how far the image pushed that peak above the loaded
-engine's; then the yardstick's quality at that scale (stages/enhance/yardstick.py: scikit-image's astronaut,
-chelsea and coffee shrunk SCALE times and enhanced back; mean PSNR, SSIM and NIQE, and bicubic's for
-comparison), measured once per engine and scale. A size is skipped (and said so) when the previous size's
-time x 4 would pass `--budget` seconds. The load average is printed first and last: wall seconds on a shared
-machine are inflated by it, CPU seconds much less.
+enhanced SCALE times. `default` is the stage as a user gets it (model chosen by content, faces kept faithful);
+the others are raw engines (faces off). Columns: wall and CPU seconds (all threads), megapixels out per
+second, the process's peak resident memory, and how far the image pushed that peak above the loaded engine's;
+then the yardstick's quality at that scale (stages/enhance/yardstick.py: scikit-image's astronaut, chelsea and
+coffee shrunk SCALE times and enhanced back; mean PSNR, SSIM and NIQE, and bicubic's for comparison), measured
+once per engine and scale. A size is skipped (and said so) when the previous size's time x 4 would pass
+`--budget` seconds. `--memory-probe N` measures peak memory alone where a whole run would take hours (the RRDB
+networks at 4096 px): the network runs on the first N tiles of each pass (the first row: full-size tiles with
+context), the other tiles are Lanczos copies, so every buffer of the real run is held (input, output, faces)
+and the network's working set is its largest tile's; its wall and CPU columns are not the model's. The load
+average is printed first and last: wall seconds on a shared machine are inflated by it, CPU seconds much less.
 """
 
 from __future__ import annotations
@@ -44,7 +48,27 @@ def _peak_mb() -> float:
     return int(status.split("VmHWM:")[1].split()[0]) / 1024.0
 
 
-def measure_one(engine_spec: str, size: int, scale: int, tile: int) -> dict:
+def network_tiles_only(count: int) -> None:
+    """--memory-probe: the ncnn engine runs its network on `count` tiles of the largest shape (a tile with
+    context on every side, where the working set peaks); every other tile is a Lanczos copy."""
+    import cv2
+
+    from stages.enhance.engines.realesrgan import RealEsrganNcnnEngine
+
+    network, done = RealEsrganNcnnEngine._tile, [0]
+
+    def tile(self, piece, net, step):
+        side = self._tile_side(step, self.settings) + 2 * self.settings.tile_pad
+        if done[0] < count and piece.shape[:2] == (side, side):
+            done[0] += 1
+            return network(self, piece, net, step)
+        size = (piece.shape[1] * step.native, piece.shape[0] * step.native)
+        return cv2.resize(piece, size, interpolation=cv2.INTER_LANCZOS4)
+
+    RealEsrganNcnnEngine._tile = tile
+
+
+def measure_one(engine_spec: str, size: int, scale: int, tile: int, probe: int = 0) -> dict:
     """In this process: load + warm the engine, then time one SIZE px photo at SCALE."""
     import cv2
 
@@ -52,11 +76,15 @@ def measure_one(engine_spec: str, size: int, scale: int, tile: int) -> dict:
     from stages.enhance.enhance import enhance_array
     from stages.enhance.yardstick import method_settings
 
-    settings = replace(method_settings(engine_spec, scale), tile=tile)
+    method, _, faces = engine_spec.partition("+")  # realesrgan-ncnn:MODEL+faces: with faithful faces
+    settings = replace(method_settings(method, scale), tile=tile)
+    settings = replace(settings, faces="faithful") if faces else settings
     photo = real_photo("astronaut")
     image = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
     enhance_array(cv2.resize(photo, (32, 32), interpolation=cv2.INTER_AREA), settings)
     loaded = _peak_mb()
+    if probe:
+        network_tiles_only(probe)
     started, started_cpu = time.perf_counter(), time.process_time()
     out, used = enhance_array(image, settings)
     wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
@@ -111,19 +139,24 @@ def main() -> int:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--budget", type=float, default=300.0, help="seconds one measurement may take")
     parser.add_argument("--no-quality", action="store_true", help="skip the yardstick columns")
-    parser.add_argument("--one", nargs=4, metavar=("ENGINE", "SIZE", "SCALE", "TILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-probe", type=int, default=0, metavar="TILES", help="peak memory only")
+    parser.add_argument(
+        "--one", nargs=5, metavar=("ENGINE", "SIZE", "SCALE", "TILE", "P"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--quality-of", nargs=2, metavar=("ENGINE", "SCALE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        engine, size, scale, tile = args.one
-        print(json.dumps(measure_one(engine, int(size), int(scale), int(tile))))
+        engine, size, scale, tile, probe = args.one
+        print(json.dumps(measure_one(engine, int(size), int(scale), int(tile), int(probe))))
         return 0
     if args.quality_of:
         print(json.dumps(quality_one(args.quality_of[0], int(args.quality_of[1]))))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
+    probe = f", MEMORY PROBE: the network on {args.memory_probe} tiles only" if args.memory_probe else ""
     print(
-        f"astronaut crops, CPU ({os.cpu_count()} cores), tile {args.tile}, fresh process each; {load_line()}"
+        f"astronaut crops, CPU ({os.cpu_count()} cores), tile {args.tile}, fresh process each{probe}; "
+        f"{load_line()}"
     )
     print(
         f"{'engine':38} {'size':>5} {'x':>2} {'out':>10} {'wall s':>8} {'cpu s':>8} {'MPx/s':>7} "
@@ -136,10 +169,10 @@ def main() -> int:
             last, largest = None, 0
             for size in sizes:
                 estimate = last * (size / largest) ** 2 if last is not None else 0.0
-                if estimate > args.budget:
+                if estimate > args.budget and not args.memory_probe:
                     print(f"{engine:38} {size:5d} {scale:2d} skipped: ~{estimate:.0f} s > {args.budget:g} s")
                     continue
-                r = run_child("--one", engine, str(size), str(scale), str(args.tile))
+                r = run_child("--one", engine, str(size), str(scale), str(args.tile), str(args.memory_probe))
                 print(
                     f"{engine:38} {size:5d} {scale:2d} {r['out']:>10} {r['wall']:8.2f} {r['cpu']:8.2f} "
                     f"{r['mpx_s']:7.3f} {r['peak_mb']:8.0f} {r['image_mb']:8.0f} | {quality}",

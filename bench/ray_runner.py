@@ -74,9 +74,7 @@ def cluster_facts(address: str) -> tuple[dict[str, str], int]:
         ray.shutdown()
 
 
-def run_mode(
-    label: str, settings: RunnerConfig, clips: list[Path], out: Path, rows: list[list[str]]
-) -> str:
+def run_mode(label: str, settings: RunnerConfig, clips: list[Path], out: Path, rows: list[list[str]]) -> str:
     """Each clip through the flow on `settings`; a table row per run; the SRTs, to compare modes."""
     from flows.subtitles import extract_subtitles
     from runtime.runner import with_runner

@@ -93,7 +93,10 @@ async def ensure_pools(
         except ObjectNotFound:
             await client.create_work_pool(
                 WorkPoolCreate(
-                    name=name, type="process", description=description, base_job_template=template,
+                    name=name,
+                    type="process",
+                    description=description,
+                    base_job_template=template,
                     concurrency_limit=limit,
                 )  # fmt: skip
             )
@@ -222,9 +225,13 @@ def alert_automations(rules: AlertRules, notify_block_id=None) -> list:
     hold = rules.gpu_hold_hard_timeout_seconds
     silence = rules.heartbeat_grace_seconds
     # A "Do nothing" action looks broken in the UI unless the description says why it is there.
-    quiet = "" if notify_block_id else (
-        " No notification block is set (AlertRules.notification_block), so a firing only shows in the"
-        " event feed and this automation's history."
+    quiet = (
+        ""
+        if notify_block_id
+        else (
+            " No notification block is set (AlertRules.notification_block), so a firing only shows in the"
+            " event feed and this automation's history."
+        )
     )
     return [
         AutomationCore(
@@ -261,8 +268,10 @@ def alert_automations(rules: AlertRules, notify_block_id=None) -> list:
                 within=timedelta(seconds=silence),
             ),
             actions=[
-                ChangeFlowRunState(state=StateType.CRASHED, message=f"{NO_HEARTBEAT} for {silence:.0f} s: "
-                                   "the worker or its machine died"),
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message=f"{NO_HEARTBEAT} for {silence:.0f} s: the worker or its machine died",
+                ),
             ],  # fmt: skip
         ),
         AutomationCore(
@@ -274,8 +283,10 @@ def alert_automations(rules: AlertRules, notify_block_id=None) -> list:
             ),
             trigger=EventTrigger(
                 posture=Posture.Reactive,
-                match={"prefect.resource.id": "prefect.flow-run.*",
-                       "prefect.state-message": f"{NO_HEARTBEAT}*"},
+                match={
+                    "prefect.resource.id": "prefect.flow-run.*",
+                    "prefect.state-message": f"{NO_HEARTBEAT}*",
+                },
                 expect={"prefect.flow-run.Crashed"},
                 for_each={"prefect.resource.id"},
                 threshold=1,

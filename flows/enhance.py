@@ -103,10 +103,10 @@ def enhance_images(
     config = load_block(
         EnhanceConfig,
         settings_block,
-        engine=engine,
-        scale=scale,
-        model=model,
-        faces=faces,
+        enhance__engine=engine,
+        enhance__scale=scale,
+        enhance__model=model,
+        enhance__faces=faces,
         max_concurrency=max_concurrency,
         batch_size=batch_size,
     )
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="generate sample faces plus one corrupt file")
     parser.add_argument("--engine", default=None, choices=list(ENGINES))
     parser.add_argument(
-        "--scale", type=allowed_by(EnhanceConfig, "scale"), help="1 to 4 (default 2; --yardstick: 4)"
+        "--scale", type=allowed_by(EnhanceSettings, "scale"), help="1 to 4 (default 2; --yardstick: 4)"
     )
     parser.add_argument(
         "--model",

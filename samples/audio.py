@@ -274,8 +274,11 @@ MEETING = (
     Turn("ben", "Let us start with the budget for next year, because it changed quite a bit since spring."),
     Turn("amy", "Right.", gap=0.3),
     Turn("ben", "The travel costs went up, and the office rent is higher too.", gap=0.3),
-    Turn("amy", "I saw the numbers last week. The rent is the bigger problem, and we should look for a "
-         "smaller office before the end of the year."),
+    Turn(
+        "amy",
+        "I saw the numbers last week. The rent is the bigger problem, and we should look for a "
+        "smaller office before the end of the year.",
+    ),
     Turn("ben", "That is a very good idea.", overlap=0.8),
     Turn("amy", "I can send you a list of places tomorrow morning."),
     Turn("ben", "Please do. And what about the new laptops for the team?"),
@@ -288,8 +291,11 @@ PANEL = (
     Turn("ben", "I agree, but the tickets are far too expensive for most families."),
     Turn("carl", "Yes.", gap=0.3),
     Turn("ben", "A return ticket costs more than a full tank of petrol.", gap=0.3),
-    Turn("amy", "That is true for now. The new lines will be cheaper to run, and the prices should "
-         "come down within a few years."),
+    Turn(
+        "amy",
+        "That is true for now. The new lines will be cheaper to run, and the prices should "
+        "come down within a few years.",
+    ),
     Turn("carl", "How many years are we talking about?", overlap=0.7),
     Turn("amy", "Maybe five."),
     Turn("ben", "Five years is a long time to wait when you need to get to work every morning."),

@@ -148,11 +148,11 @@ def test_the_blocks_and_the_page_offer_what_the_registries_hold():
 
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-    from blocks.enhance import EnhanceConfig, EnhanceModel, FaceMode
     from deployments.web import choices
     from stages.enhance.engines import ENGINES as ENHANCE_ENGINES
     from stages.enhance.engines.realesrgan import NCNN_MODELS
     from stages.enhance.enhance import FACE_MODES
+    from stages.enhance.settings import EngineName, EnhanceModel, FaceMode
     from stages.speech.engines import ENGINES as ASR_ENGINES
     from stages.speech.engines import AsrSettings
     from stages.speech.languages import WHISPER_LANGUAGES
@@ -160,7 +160,7 @@ def test_the_blocks_and_the_page_offer_what_the_registries_hold():
     assert WHISPER_LANGUAGES == _LANGUAGE_CODES  # the copy of Whisper's tokenizer's list
     asr_engine = get_args(get_type_hints(AsrSettings, include_extras=True)["engine"])[0]  # Annotated[Literal]
     assert set(get_args(asr_engine)) == set(ASR_ENGINES)
-    assert set(get_args(EnhanceConfig.model_fields["engine"].annotation)) == set(ENHANCE_ENGINES)
+    assert set(get_args(EngineName)) == set(ENHANCE_ENGINES)
     assert set(get_args(EnhanceModel)) == set(NCNN_MODELS)
     assert set(get_args(FaceMode)) == set(FACE_MODES)
     assert set(choices.ENGINES) == set(ENHANCE_ENGINES)

@@ -32,7 +32,9 @@ class NcnnModel:
     blobs: tuple[str, str] = ("data", "output")  # input and output blob names in the .param
     prepad: int = 0  # pixels the network's unpadded convolutions eat on every side (replicated back)
     then: str | None = None  # model of the passes after the first where one pass is not enough (else itself)
-    max_tile: int = 512  # largest tile side: RRDB networks hold ~3 GB per 256 px tile, so they get 128
+    # largest tile side: an RRDB network's working set grows with the padded tile's area (its x4 end); with
+    # 128 px tiles x4plus peaked at 1941 MB on a 4096 px photo (bench --memory-probe), 96 px 1375, 80 px 1181
+    max_tile: int = 512
     cpu_s_per_mpx: float = 10.0  # CPU seconds per input megapixel of one pass (bench/enhance_speed.py)
 
 
@@ -51,9 +53,9 @@ NCNN_MODELS: dict[str, NcnnModel] = {
     "realesr-animevideov3": NcnnModel(
         REALESRGAN, {s: f"realesr-animevideov3-x{s}" for s in (2, 3, 4)}, cpu_s_per_mpx=21.0
     ),
-    "realesrgan-x4plus": NcnnModel(REALESRGAN, {4: "realesrgan-x4plus"}, max_tile=128, cpu_s_per_mpx=700.0),
+    "realesrgan-x4plus": NcnnModel(REALESRGAN, {4: "realesrgan-x4plus"}, max_tile=80, cpu_s_per_mpx=880.0),
     "realesrgan-x4plus-anime": NcnnModel(
-        REALESRGAN, {4: "realesrgan-x4plus-anime"}, max_tile=128, cpu_s_per_mpx=190.0
+        REALESRGAN, {4: "realesrgan-x4plus-anime"}, max_tile=80, cpu_s_per_mpx=240.0
     ),
 }
 
