@@ -46,6 +46,7 @@ from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
 from runtime.stage import Stages
 from stages.subtitles.area import describe_band, signal_settings, subtitle_area_task
+from stages.subtitles.band import WHOLE_FRAME
 from stages.subtitles.crop import crop_task
 from stages.subtitles.keyframes import keyframes_task, video_windows
 from stages.subtitles.languages import AUTO, LANGUAGE_CHOICES, spacing_of
@@ -200,7 +201,8 @@ def extract_subtitles(
     try:
         subtitle_band = find_band(info, settings, stages)  # `band`, the parameter, is the user's fractions
         reading = read_band_texts(info, subtitle_band, settings, stages, work)
-        events = stages.run(postprocess_task, reading.texts, spaced_for(reading, settings))
+        by_position = subtitle_band.source == WHOLE_FRAME  # lines all over the frame: events per position
+        events = stages.run(postprocess_task, reading.texts, spaced_for(reading, settings), by_position)
         files = write_subtitle_files(
             events, run_dir, safe_stem(info.path), video=info.path, band=subtitle_band,
             sample_fps=settings.sample_fps,

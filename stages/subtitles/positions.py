@@ -3,15 +3,14 @@
 A meme edit puts each caption under its picture, two or three at once, each with its own start and end.
 The whole frame is read at every keyframe; its rows are grouped by where they sit (a row continues the
 position whose last row it overlaps), and each position becomes its own stream of keyframe texts, made
-into events as a band's are. The events of all positions are merged in time order.
+into events as a band's are (stages/subtitles/postprocess.py merges them in time order).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from core.schema import FrameText, OcrLine, SubtitleEvent
-from stages.subtitles.postprocess import PostprocessSettings, frames_to_events
+from core.schema import FrameText, OcrLine
 
 
 @dataclass
@@ -52,10 +51,3 @@ def split_by_position(frames: list[FrameText]) -> list[list[FrameText]]:
         ]
         for p in positions
     ]
-
-
-def events_by_position(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
-    """Each position's events, all in time order and numbered."""
-    events = [e for stream in split_by_position(frames) for e in frames_to_events(stream, settings)]
-    events.sort(key=lambda e: (e.start, e.end))
-    return [replace(e, index=i) for i, e in enumerate(events, start=1)]

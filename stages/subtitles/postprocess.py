@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import srt
@@ -22,6 +22,7 @@ from rapidfuzz.distance import Levenshtein
 from core.caching import resumable
 from core.outputs import write_json_atomic, write_text_atomic
 from core.schema import Band, FrameText, SubtitleEvent
+from stages.subtitles.positions import split_by_position
 from stages.subtitles.spacing import spaced
 from stages.subtitles.vote import Read, vote_text
 
@@ -252,6 +253,29 @@ def write_subtitle_files(
     return {"srt": srt_path, "json": json_path, "txt": txt_path}
 
 
+def events_by_position(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
+    """Whole-frame reading (lines all over the frame): each position's events, in time order. One glyph
+    read somewhere in a picture is texture, not a caption; the same text at two places at once (a zoom
+    that moved the row) is one line."""
+    settings = replace(settings, min_chars=max(2, settings.min_chars))
+    events: list[SubtitleEvent] = []
+    for event in sorted(
+        (e for stream in split_by_position(frames) for e in frames_to_events(stream, settings)),
+        key=lambda e: (e.start, -e.end),
+    ):
+        twin = next(
+            (e for e in events if e.end >= event.start and normalise(e.text) == normalise(event.text)), None
+        )
+        if twin is None:
+            events.append(event)
+        elif event.end > twin.end:
+            events[events.index(twin)] = replace(twin, end=event.end)
+    return [replace(e, index=i) for i, e in enumerate(events, start=1)]
+
+
 @task(name="postprocess", task_run_name="postprocess", **resumable())
-def postprocess_task(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
-    return frames_to_events(frames, settings)
+def postprocess_task(
+    frames: list[FrameText], settings: PostprocessSettings, by_position: bool = False
+) -> list[SubtitleEvent]:
+    """`by_position`: the frames were read whole (band source WHOLE_FRAME), lines all over them."""
+    return events_by_position(frames, settings) if by_position else frames_to_events(frames, settings)
