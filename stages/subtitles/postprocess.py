@@ -261,7 +261,7 @@ def events_by_position(frames: list[FrameText], settings: PostprocessSettings) -
     events: list[SubtitleEvent] = []
     for event in sorted(
         (e for stream in split_by_position(frames) for e in frames_to_events(stream, settings)),
-        key=lambda e: (e.start, -e.end),
+        key=lambda e: (e.start, e.end),
     ):
         twin = next(
             (e for e in events if e.end >= event.start and normalise(e.text) == normalise(event.text)), None
