@@ -70,6 +70,15 @@ def normalise(text: str) -> str:
     return _NOISE.sub("", text).lower().translate(_CONFUSABLE)
 
 
+_ELLIPSIS = re.compile(r"(?<=[\u3400-\u9fff])(?:\s*…+|(?:\s*[oO。.·]){3,})\s*$")
+
+
+def chinese_ellipsis(text: str) -> str:
+    """A Chinese line's closing "……" as written: PP-OCR reads its six mid-height dots as "ooo ooo",
+    "。。。" or a single "…" (the meme edit's "这是她真心的么ooo ooo")."""
+    return _ELLIPSIS.sub("……", text)
+
+
 def icon_row(text: str) -> bool:
     """A row of emoji or icons, which the recogniser reads as one glyph repeated ("😭😭😭😭😭" as
     "3 3 3 30 3"): three or more tokens, most of them one and the same short token with no letter in it."""
@@ -86,15 +95,16 @@ def frame_reads(frame: FrameText, settings: PostprocessSettings) -> list[Read]:
     misread the other has not); other rows are joined into one multi-line read."""
     rows: list[list[Read]] = []  # each row with its stacked copies
     for ln in frame.lines:
-        key = normalise(ln.text)
-        if ln.confidence < settings.min_confidence or not key or icon_row(ln.text):
+        text = chinese_ellipsis(ln.text)
+        key = normalise(text)
+        if ln.confidence < settings.min_confidence or not key or icon_row(text):
             continue
         for copies in rows:
             if fuzz.ratio(key, normalise(copies[0][0])) >= settings.stacked_copy_ratio:
-                copies.append((ln.text, ln.confidence))
+                copies.append((text, ln.confidence))
                 break
         else:
-            rows.append([(ln.text, ln.confidence)])
+            rows.append([(text, ln.confidence)])
     if len(rows) == 1:
         return rows[0]
     return [("\n".join(r[0][0] for r in rows), min(r[0][1] for r in rows))] if rows else []
