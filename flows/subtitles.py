@@ -154,8 +154,8 @@ def read_batches(
 
 def spaced_for(reading: BandTexts, settings: SubtitleConfig) -> PostprocessSettings:
     """The user's postprocess settings with the word spaces of the language read: the English repair only
-    for ch/en, none for ja/zh, the words as read elsewhere."""
-    return replace(settings.postprocess, spacing=spacing_of(reading.lang))
+    for ch/en, none for ja/zh, the words as read elsewhere; simplified Chinese glyphs where ch was read."""
+    return replace(settings.postprocess, spacing=spacing_of(reading.lang), simplified=reading.lang == "ch")
 
 
 @flow(

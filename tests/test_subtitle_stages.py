@@ -12,7 +12,13 @@ from stages.subtitles.area import AreaSettings, choose_band, scattered, split_st
 from stages.subtitles.band import band_from_fractions
 from stages.subtitles.crop import crop_band, trim_to_text
 from stages.subtitles.ocr import lines_to_rows
-from stages.subtitles.postprocess import PostprocessSettings, events_by_position, frames_to_events, to_srt
+from stages.subtitles.postprocess import (
+    PostprocessSettings,
+    chinese_ellipsis,
+    events_by_position,
+    frames_to_events,
+    to_srt,
+)
 from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal, thinned
 from stages.subtitles.vote import vote_text
 
@@ -352,3 +358,17 @@ def test_pale_strokes_that_thin_where_the_line_was_stay_that_line():
     elsewhere[2, 5] = True
     assert thinned(line_a, pale)
     assert not thinned(line_a, elsewhere) and not thinned(line_a, np.zeros_like(line_a))
+
+
+def test_a_chinese_closing_ellipsis_read_as_dots_or_letters_is_written_as_such():
+    assert chinese_ellipsis("这是她真心的么ooo ooo") == "这是她真心的么……"
+    assert chinese_ellipsis("撸思她…") == "撸思她……" and chinese_ellipsis("好的。。。") == "好的……"
+    assert chinese_ellipsis("Hello ooo") == "Hello ooo" and chinese_ellipsis("Wait...") == "Wait..."
+    assert chinese_ellipsis("对。") == "对。"
+
+
+def test_a_look_alike_traditional_glyph_is_simplified_where_simplified_chinese_was_read():
+    frames = [frame(0, 0.0, 1.0, "不准再看別人")]
+    simplified = PostprocessSettings(spacing="none", simplified=True)
+    assert [e.text for e in frames_to_events(frames, simplified)] == ["不准再看别人"]
+    assert [e.text for e in frames_to_events(frames, PostprocessSettings(spacing="none"))] == ["不准再看別人"]

@@ -45,6 +45,7 @@ class PostprocessSettings:
     min_split_confidence: float = 0.98  # ... and read this surely (a misread glyph reads less surely)
     other_text_similarity: float = 0.5  # texts less alike than this are two lines, not a misread of one
     max_read_seconds: float = 0.5  # a keyframe held longer is still one read of the pixels in the vote
+    simplified: bool = False  # the language read is simplified Chinese (ch): look-alike twins simplified
 
 
 @dataclass
@@ -79,6 +80,9 @@ def chinese_ellipsis(text: str) -> str:
     return _ELLIPSIS.sub("……", text)
 
 
+SIMPLIFIED_TWINS = str.maketrans({"別": "别"})  # same shape but one stroke; the recogniser mixes them up
+
+
 def icon_row(text: str) -> bool:
     """A row of emoji or icons, which the recogniser reads as one glyph repeated ("😭😭😭😭😭" as
     "3 3 3 30 3"): three or more tokens, most of them one and the same short token with no letter in it."""
@@ -96,6 +100,7 @@ def frame_reads(frame: FrameText, settings: PostprocessSettings) -> list[Read]:
     rows: list[list[Read]] = []  # each row with its stacked copies
     for ln in frame.lines:
         text = chinese_ellipsis(ln.text)
+        text = text.translate(SIMPLIFIED_TWINS) if settings.simplified else text  # "不准再看別人"
         key = normalise(text)
         if ln.confidence < settings.min_confidence or not key or icon_row(text):
             continue
