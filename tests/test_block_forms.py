@@ -123,9 +123,8 @@ def test_old_documents_on_a_server_still_load_and_bootstrap_adopts_them(prefect_
             block_type = await client.read_block_type_by_slug(GpuPolicy.get_block_type_slug())
             schema = await client.get_most_recent_block_schema_for_block_type(block_type.id)
             await client.create_block_document(
-                BlockDocumentCreate(
-                    name=LEGACY, data=OLD_GPU, block_type_id=block_type.id, block_schema_id=schema.id
-                )  # fmt: skip
+                BlockDocumentCreate(name=LEGACY, data=OLD_GPU, block_type_id=block_type.id,
+                                    block_schema_id=schema.id)  # fmt: skip
             )
         await RunPolicy(stage_retries=5).asave(LEGACY)
         await AlertRules(failure_threshold=7).asave(LEGACY)

@@ -261,9 +261,7 @@ def test_a_restart_announces_the_dead_watchers_claims_first_and_once(prefect_ser
     finally:
         ledger.close()
     assert [(o.path.name, o.status) for o in outcomes if o.status != "seen"] == [
-        ("z-claimed.wav", "emitted"),
-        ("a-new.png", "emitted"),
-        ("b-new.mp4", "emitted"),
+        ("z-claimed.wav", "emitted"), ("a-new.png", "emitted"), ("b-new.mp4", "emitted")
     ]  # fmt: skip (the scan after it finds the claimed file again: "seen")
     assert {o.status for o in again} == {"seen"} and len(again) == 3
     keys = [FileKey.of(inbox / n) for n in ("z-claimed.wav", "a-new.png", "b-new.mp4")]

@@ -103,7 +103,9 @@ def transcribe_task(track: AudioTrack, settings: AsrSettings) -> Transcript:
     with gpu_slot("asr", prefer_cuda=settings.device != "cpu") as grant:
         resolved = _resolve_device(settings, grant.device)
         engine = load_asr_engine(resolved)
-        transcript = transcribe_audio(track, engine, resolved, progress)
+        transcript = transcribe_audio(
+            track, engine, resolved, progress
+        )
     progress.done()
     get_run_logger().info(
         "%s: %d segments, language %s (p=%.2f), %s on %s",

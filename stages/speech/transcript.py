@@ -85,6 +85,6 @@ def write_transcript_files(
     return files
 
 
-write_transcript_task = task(name="write_transcript", task_run_name="write transcript", cache_policy=NONE)(
-    write_transcript_files
-)
+write_transcript_task = task(
+    name="write_transcript", task_run_name="write transcript", cache_policy=NONE
+)(write_transcript_files)
