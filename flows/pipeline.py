@@ -47,6 +47,7 @@ from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner
 from runtime.stage import Stages
 from stages.subtitles.area import describe_band
+from stages.subtitles.band import WHOLE_FRAME
 from stages.subtitles.postprocess import postprocess_task, write_subtitle_files
 
 T = TypeVar("T")
@@ -217,7 +218,10 @@ def run_pipeline(
                     for step in windowed:
                         log.done(step, reading.summary(step))
                 elif name == "postprocess":
-                    events = stages.run(postprocess_task, _made(texts, name), spaced_for(reading, settings))
+                    by_position = _made(band, name).source == WHOLE_FRAME  # lines all over the frame
+                    events = stages.run(
+                        postprocess_task, _made(texts, name), spaced_for(reading, settings), by_position
+                    )
                     log.done(name, *_subtitle_files(events, _made(band, name), info, run_dir, settings))
                 elif name == "transcribe":
                     speech = _transcribe(info, output_dir)

@@ -46,6 +46,7 @@ from runtime.naming import artifact_key, run_named_after, stage_timing_table
 from runtime.runner import StageRunner, add_runner_arguments, runner_from_arguments
 from runtime.stage import Stages
 from stages.subtitles.area import describe_band, signal_settings, subtitle_area_task
+from stages.subtitles.band import WHOLE_FRAME
 from stages.subtitles.crop import crop_task
 from stages.subtitles.keyframes import keyframes_task, video_windows
 from stages.subtitles.languages import AUTO, LANGUAGE_CHOICES, spacing_of
@@ -153,8 +154,8 @@ def read_batches(
 
 def spaced_for(reading: BandTexts, settings: SubtitleConfig) -> PostprocessSettings:
     """The user's postprocess settings with the word spaces of the language read: the English repair only
-    for ch/en, none for ja/zh, the words as read elsewhere."""
-    return replace(settings.postprocess, spacing=spacing_of(reading.lang))
+    for ch/en, none for ja/zh, the words as read elsewhere; simplified Chinese glyphs where ch was read."""
+    return replace(settings.postprocess, spacing=spacing_of(reading.lang), simplified=reading.lang == "ch")
 
 
 @flow(
@@ -200,7 +201,8 @@ def extract_subtitles(
     try:
         subtitle_band = find_band(info, settings, stages)  # `band`, the parameter, is the user's fractions
         reading = read_band_texts(info, subtitle_band, settings, stages, work)
-        events = stages.run(postprocess_task, reading.texts, spaced_for(reading, settings))
+        by_position = subtitle_band.source == WHOLE_FRAME  # lines all over the frame: events per position
+        events = stages.run(postprocess_task, reading.texts, spaced_for(reading, settings), by_position)
         files = write_subtitle_files(
             events, run_dir, safe_stem(info.path), video=info.path, band=subtitle_band,
             sample_fps=settings.sample_fps,

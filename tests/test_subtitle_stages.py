@@ -8,12 +8,19 @@ import pytest
 
 from core.errors import ConfigError
 from core.schema import Band, FrameText, OcrLine
-from stages.subtitles.area import AreaSettings, choose_band, split_static_boxes
+from stages.subtitles.area import AreaSettings, choose_band, scattered, split_static_boxes
 from stages.subtitles.band import band_from_fractions
 from stages.subtitles.crop import crop_band, trim_to_text
 from stages.subtitles.ocr import lines_to_rows
-from stages.subtitles.postprocess import PostprocessSettings, frames_to_events, split_line, to_srt
-from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal
+from stages.subtitles.postprocess import (
+    PostprocessSettings,
+    chinese_ellipsis,
+    events_by_position,
+    frames_to_events,
+    split_line,
+    to_srt,
+)
+from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal, thinned
 from stages.subtitles.vote import vote_text
 
 
@@ -315,3 +322,70 @@ def test_chinese_with_english_words_is_told_chinese():
     assert han_share(mixed) >= 0.5
     assert han_share("The quick brown fox jumps over the lazy dog 中") < 0.2  # a stray glyph is no Chinese
     assert han_share("これはペンです") == 1.0 and han_share("") == 0.0
+
+
+def test_lines_all_over_the_frame_are_read_whole_a_band_with_a_face_or_a_title_is_not():
+    """The meme edit's samples (720x734): captions under pictures left, right, top and middle, as many
+    outside the band as in it; a drama's band with a face box (square) and one title outside it is a band."""
+    band = Band(0, 488, 720, 630)
+    meme = [[], [(65, 305, 273, 352)], [(55, 285, 332, 329)], [(300, 540, 420, 580)], [(62, 665, 135, 709)]]
+    meme += [[(432, 405, 702, 444)], [(458, 398, 631, 443), (280, 500, 440, 540)], [(325, 96, 482, 187)]]
+    assert scattered(meme, band, 734, AreaSettings())
+    drama = [[(200, 540, 520, 580)]] * 8 + [
+        [(181, 408, 318, 565)],
+        [(250, 40, 470, 80)],
+        [(181, 408, 318, 565)],
+    ]
+    assert not scattered(drama, band, 734, AreaSettings())
+
+
+def test_lines_read_over_the_whole_frame_are_events_per_position():
+    """Two captions at once at two places end at their own times; a caption that changes in place is a
+    new event; one glyph read in a picture is none; a row read twice at once (a zoom) is said once."""
+    left, right, zoomed = (40, 300, 260, 330), (420, 100, 680, 130), (44, 340, 262, 372)
+    shown = [
+        [("那是", left), ("糟糕是棣棣", right)],
+        [("那是", left), ("糟糕是棣棣", right), ("T", (600, 600, 620, 630))],
+        [("那是", left), ("糟糕是棣棣", right), ("那是", zoomed)],
+        [("糟糕是棣棣", right)],
+        [("我必须让他死心", left)],
+        [("我必须让他死心", left)],
+    ]
+    frames = [
+        FrameText(i, i * 0.5, i * 0.5 + 0.5, tuple(line(t, *box) for t, box in rows), line=i)
+        for i, rows in enumerate(shown)
+    ]
+    events = events_by_position(frames, PostprocessSettings(spacing="none"))
+    assert [(e.text, e.start, e.end) for e in events] == [
+        ("那是", 0.0, 1.5),
+        ("糟糕是棣棣", 0.0, 2.0),
+        ("我必须让他死心", 2.0, 3.0),
+    ]
+    assert [e.index for e in events] == [1, 2, 3]
+
+
+def test_pale_strokes_that_thin_where_the_line_was_stay_that_line():
+    rng = np.random.default_rng(1)
+    line_a = np.zeros((30, 120), bool)
+    line_a[10:20, 20:100] = rng.random((10, 80)) < 0.05
+    cells = np.argwhere(line_a)
+    pale = np.zeros_like(line_a)
+    pale[tuple(cells[:2].T)] = True  # two of the line's cells left: under min_text_cells
+    elsewhere = np.zeros_like(line_a)
+    elsewhere[2, 5] = True
+    assert thinned(line_a, pale)
+    assert not thinned(line_a, elsewhere) and not thinned(line_a, np.zeros_like(line_a))
+
+
+def test_a_chinese_closing_ellipsis_read_as_dots_or_letters_is_written_as_such():
+    assert chinese_ellipsis("这是她真心的么ooo ooo") == "这是她真心的么……"
+    assert chinese_ellipsis("撸思她…") == "撸思她……" and chinese_ellipsis("好的。。。") == "好的……"
+    assert chinese_ellipsis("Hello ooo") == "Hello ooo" and chinese_ellipsis("Wait...") == "Wait..."
+    assert chinese_ellipsis("对。") == "对。"
+
+
+def test_a_look_alike_traditional_glyph_is_simplified_where_simplified_chinese_was_read():
+    frames = [frame(0, 0.0, 1.0, "不准再看別人")]
+    simplified = PostprocessSettings(spacing="none", simplified=True)
+    assert [e.text for e in frames_to_events(frames, simplified)] == ["不准再看别人"]
+    assert [e.text for e in frames_to_events(frames, PostprocessSettings(spacing="none"))] == ["不准再看別人"]

@@ -19,7 +19,7 @@ from core.media import iter_video_frames
 from core.schema import Band, MediaInfo
 from gpu.devices import GPU_CAPABLE_TAG
 from gpu.slot import gpu_slot
-from stages.subtitles.band import band_from_fractions, clamp_band
+from stages.subtitles.band import WHOLE_FRAME, band_from_fractions, clamp_band
 from stages.subtitles.ocr import OcrSettings, load_ocr_engine
 from stages.subtitles.text_signal import KeyframeSettings, text_signal
 
@@ -37,6 +37,10 @@ class AreaSettings:
     max_line_height: float = 0.2  # of the frame height: taller boxes are not subtitle lines (big titles are)
     neighbour_lines: float = 1.5  # text rows this many line heights from the band's row join it
     room_below: float = 0.5  # line heights of room under the lowest line seen (a later one sits lower)
+    scattered_share: float = 1.0  # samples with lines outside the band, per sample with one inside, from
+    # which the lines sit all over the frame (a meme edit: 6 vs 3) and the whole frame is read
+    min_scattered: int = 3  # ... and at least this many samples (a title card now and then is not that)
+    line_aspect: float = 1.5  # a line outside the band is this much wider than high (faces are square)
 
 
 SIGNAL_FIELDS = ("bright_level", "dark_level", "cell", "min_text_cells")  # what text_signal and its count use
@@ -180,6 +184,8 @@ def detect_subtitle_band(
         band = band_from_fractions(user_band, info.width, info.height)
     else:
         band = choose_band(moving, info.width, info.height, settings, min_seen=2)
+        if band is not None and scattered(moving, band, info.height, settings):
+            band = Band(0, 0, info.width, info.height, source=WHOLE_FRAME)
         if band is None:
             more, _ = sample_frames(info, min(60, 3 * count), settings.detect_width, phase=0.5)
             detected += _detect_boxes(engine, more, scale)
@@ -189,6 +195,22 @@ def detect_subtitle_band(
             )
     inside = tuple(s for s in static if s[1] < band.y1 and s[3] > band.y0)
     return Band(band.x0, band.y0, band.x1, band.y1, source=band.source, static_boxes=inside)
+
+
+def scattered(moving: list[list[Box]], band: Band, height: int, settings: AreaSettings) -> bool:
+    """Lines sit all over the frame, not in one band: as many samples show a text line outside the band
+    as inside it. A meme edit puts each caption under its picture (left, right, top, middle); a drama's
+    band holds its lines in most samples, a title or a face (square, not a line) now and then aside."""
+    inside = outside = 0
+    for boxes in moving:
+        lines = [b for b in boxes if is_text_line(b, height, settings)]
+        within = [band.y0 <= (b[1] + b[3]) / 2 < band.y1 for b in lines]
+        inside += any(within)
+        outside += any(
+            not w and b[2] - b[0] >= settings.line_aspect * (b[3] - b[1])
+            for b, w in zip(lines, within, strict=True)
+        )
+    return outside >= max(settings.min_scattered, settings.scattered_share * inside)
 
 
 def _detect_boxes(engine, frames: list[np.ndarray], scale: float) -> list[list[Box]]:

@@ -11,6 +11,7 @@ from core.errors import ConfigError
 from core.schema import Band
 
 MIN_BAND_HEIGHT = 16
+WHOLE_FRAME = "frame"  # Band.source of a video whose lines sit all over the frame: read whole, per position
 
 
 def band_from_fractions(fractions: tuple[float, float, float, float], width: int, height: int) -> Band:

@@ -17,7 +17,7 @@ from prefect import task
 from core.caching import resumable
 from core.outputs import write_image
 from core.schema import Band, KeyframeSet
-from stages.subtitles.band import mask_static_boxes
+from stages.subtitles.band import WHOLE_FRAME, mask_static_boxes
 from stages.subtitles.text_signal import KeyframeSettings, text_signal
 
 
@@ -66,6 +66,9 @@ def crop_keyframe_image(strip_path: Path, band: Band, out_path: Path, settings: 
     if strip is None:
         raise FileNotFoundError(f"keyframe strip {strip_path} is missing or unreadable")
     crop = crop_band(strip, band)
+    if band.source == WHOLE_FRAME:  # lines anywhere: the frame as it is (shrunk, its small text is lost)
+        write_image(out_path, crop, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        return out_path
     columns = text_signal(crop, settings).any(axis=0)
     crop = trim_to_text(crop, columns, pad=max(24, band.height))
     write_image(out_path, fit_for_ocr(crop), [cv2.IMWRITE_PNG_COMPRESSION, 1])

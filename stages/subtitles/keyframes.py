@@ -21,7 +21,7 @@ from core.media import iter_video_frames
 from core.outputs import write_image
 from core.schema import Band, Keyframe, KeyframeSet, MediaInfo
 from stages.subtitles.band import mask_static_boxes, strip_crop_filter
-from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal
+from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal, thinned
 
 
 def steady_signals(frames, band: Band, settings: KeyframeSettings):
@@ -74,6 +74,7 @@ def extract_keyframes(
     last_signal: np.ndarray | None = None
     samples, line = 0, first  # line ids unique across windows (a window has fewer lines than samples)
     recent: list[np.ndarray] = []  # the current line's last two signals (a cross-fade is one mixed sample)
+    faded_run = 0  # samples in a row where the current line's strokes thinned below the count
     frames = iter_video_frames(
         info.path,
         fps=fps,
@@ -89,9 +90,13 @@ def extract_keyframes(
         index = first + local
         samples += 1
         has_text = int(np.count_nonzero(signal)) >= settings.min_text_cells
-        if has_text and (not recent or any(new_line(ref, signal, settings) for ref in recent)):
+        faded = not has_text and bool(recent) and faded_run < settings.faded_samples
+        faded = faded and thinned(recent[-1], signal)  # the same line, pale for a moment
+        faded_run = faded_run + 1 if faded else 0
+        has_text = has_text or faded
+        if has_text and not faded and (not recent or any(new_line(ref, signal, settings) for ref in recent)):
             line, recent = line + 1, []
-        recent = (recent + [signal])[-2:] if has_text else []
+        recent = recent if faded else (recent + [signal])[-2:] if has_text else []
         if last_signal is None:
             change = 1.0
         elif not has_text and not kept[-1][3]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import srt
@@ -22,6 +22,7 @@ from rapidfuzz.distance import Levenshtein
 from core.caching import resumable
 from core.outputs import write_json_atomic, write_text_atomic
 from core.schema import Band, FrameText, SubtitleEvent
+from stages.subtitles.positions import split_by_position
 from stages.subtitles.spacing import spaced
 from stages.subtitles.vote import Read, vote_text
 
@@ -45,6 +46,7 @@ class PostprocessSettings:
     other_text_similarity: float = 0.5  # texts less alike than this are two lines, not a misread of one,
     other_text_edits: int = 3  # ... and this many characters apart (a 1-3 character line misread is not)
     max_read_seconds: float = 0.5  # a keyframe held longer is still one read of the pixels in the vote
+    simplified: bool = False  # the language read is simplified Chinese (ch): look-alike twins simplified
 
 
 @dataclass
@@ -70,6 +72,18 @@ def normalise(text: str) -> str:
     return _NOISE.sub("", text).lower().translate(_CONFUSABLE)
 
 
+_ELLIPSIS = re.compile(r"(?<=[\u3400-\u9fff])(?:\s*…+|(?:\s*[oO。.·]){3,})\s*$")
+
+
+def chinese_ellipsis(text: str) -> str:
+    """A Chinese line's closing "……" as written: PP-OCR reads its six mid-height dots as "ooo ooo",
+    "。。。" or a single "…" (the meme edit's "这是她真心的么ooo ooo")."""
+    return _ELLIPSIS.sub("……", text)
+
+
+SIMPLIFIED_TWINS = str.maketrans({"別": "别"})  # same shape but one stroke; the recogniser mixes them up
+
+
 def icon_row(text: str) -> bool:
     """A row of emoji or icons, which the recogniser reads as one glyph repeated ("😭😭😭😭😭" as
     "3 3 3 30 3"): three or more tokens, most of them one and the same short token with no letter in it."""
@@ -86,15 +100,17 @@ def frame_reads(frame: FrameText, settings: PostprocessSettings) -> list[Read]:
     misread the other has not); other rows are joined into one multi-line read."""
     rows: list[list[Read]] = []  # each row with its stacked copies
     for ln in frame.lines:
-        key = normalise(ln.text)
-        if ln.confidence < settings.min_confidence or not key or icon_row(ln.text):
+        text = chinese_ellipsis(ln.text)
+        text = text.translate(SIMPLIFIED_TWINS) if settings.simplified else text  # "不准再看別人"
+        key = normalise(text)
+        if ln.confidence < settings.min_confidence or not key or icon_row(text):
             continue
         for copies in rows:
             if fuzz.ratio(key, normalise(copies[0][0])) >= settings.stacked_copy_ratio:
-                copies.append((ln.text, ln.confidence))
+                copies.append((text, ln.confidence))
                 break
         else:
-            rows.append([(ln.text, ln.confidence)])
+            rows.append([(text, ln.confidence)])
     if len(rows) == 1:
         return rows[0]
     return [("\n".join(r[0][0] for r in rows), min(r[0][1] for r in rows))] if rows else []
@@ -256,6 +272,29 @@ def write_subtitle_files(
     return {"srt": srt_path, "json": json_path, "txt": txt_path}
 
 
+def events_by_position(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
+    """Whole-frame reading (lines all over the frame): each position's events, in time order. One glyph
+    read somewhere in a picture is texture, not a caption; the same text at two places at once (a zoom
+    that moved the row) is one line."""
+    settings = replace(settings, min_chars=max(2, settings.min_chars))
+    events: list[SubtitleEvent] = []
+    for event in sorted(
+        (e for stream in split_by_position(frames) for e in frames_to_events(stream, settings)),
+        key=lambda e: (e.start, e.end),
+    ):
+        twin = next(
+            (e for e in events if e.end >= event.start and normalise(e.text) == normalise(event.text)), None
+        )
+        if twin is None:
+            events.append(event)
+        elif event.end > twin.end:
+            events[events.index(twin)] = replace(twin, end=event.end)
+    return [replace(e, index=i) for i, e in enumerate(events, start=1)]
+
+
 @task(name="postprocess", task_run_name="postprocess", **resumable())
-def postprocess_task(frames: list[FrameText], settings: PostprocessSettings) -> list[SubtitleEvent]:
-    return frames_to_events(frames, settings)
+def postprocess_task(
+    frames: list[FrameText], settings: PostprocessSettings, by_position: bool = False
+) -> list[SubtitleEvent]:
+    """`by_position`: the frames were read whole (band source WHOLE_FRAME), lines all over them."""
+    return events_by_position(frames, settings) if by_position else frames_to_events(frames, settings)

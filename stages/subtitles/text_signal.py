@@ -24,6 +24,8 @@ class KeyframeSettings:
     line_change_other: float = 0.25  # ... and gains (loses) this share: centred lines overlap in strokes
     character_change: float = 0.42  # ... or of one character's columns (a one-character change)
     character_cells: int = 24  # a character's columns count when they hold this many cells before and after
+    faded_samples: int = 3  # a line's strokes thinned below min_text_cells, all where they were, stay its
+    # text this many samples (pale text without an outline flickers under the count: one line, two events)
 
 
 def text_signal(strip: np.ndarray, settings: KeyframeSettings) -> np.ndarray:
@@ -78,6 +80,14 @@ def _one_character_changed(before: np.ndarray, after: np.ndarray, settings: Keyf
     gained = np.convolve(gained_cols, kernel, "valid") / np.maximum(new, 1)
     dense = (old >= settings.character_cells) & (new >= settings.character_cells)
     return bool(np.any(dense & (lost >= settings.character_change) & (gained >= settings.character_change)))
+
+
+def thinned(before: np.ndarray, after: np.ndarray) -> bool:
+    """The line's strokes thinned, none new: every cell left sits on (or beside) one of the line's."""
+    if not after.any() or not before.any():
+        return False
+    near = cv2.dilate(before.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    return not np.any(after & ~near)
 
 
 def signal_change(a: np.ndarray, b: np.ndarray) -> float:
