@@ -43,16 +43,16 @@ EXPIRATION = timedelta(days=7)
 
 
 @functools.lru_cache(maxsize=4096)
-def _content_hash(version: str) -> str:
+def _content_hash(version: str, stored: bool) -> str:
     path = version.split("\0", 1)[0]
-    if (known := stored_digest(version)) is not None:
+    if stored and (known := stored_digest(version)) is not None:
         return known
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             h.update(block)
     digest = h.hexdigest()
-    if os.path.getsize(path) >= STORED_FROM:
+    if stored:
         store_digest(version, digest)
     return digest
 
@@ -63,7 +63,8 @@ def content_hash(path: str | Path) -> str:
     deployed run, a re-run, the inbox and the flow it starts), so a 2 GB film is read once, not per run."""
     st = os.stat(path)
     resolved = str(Path(path).resolve())
-    return _content_hash(f"{resolved}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}")
+    version = f"{resolved}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
+    return _content_hash(version, st.st_size >= STORED_FROM)  # small files: hashing beats a store lookup
 
 
 def open_work_dir(work: Path) -> Path:
