@@ -43,8 +43,9 @@ EXPIRATION = timedelta(days=7)
 
 
 @functools.lru_cache(maxsize=4096)
-def _content_hash(version: str, stored: bool) -> str:
-    path = version.split("\0", 1)[0]
+def _content_hash(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    version = f"{path}\0{size}\0{mtime_ns}\0{ctime_ns}\0{inode}"
+    stored = size >= STORED_FROM  # small files: hashing beats a store lookup
     if stored and (known := stored_digest(version)) is not None:
         return known
     h = hashlib.sha256()
@@ -63,8 +64,7 @@ def content_hash(path: str | Path) -> str:
     deployed run, a re-run, the inbox and the flow it starts), so a 2 GB film is read once, not per run."""
     st = os.stat(path)
     resolved = str(Path(path).resolve())
-    version = f"{resolved}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
-    return _content_hash(version, st.st_size >= STORED_FROM)  # small files: hashing beats a store lookup
+    return _content_hash(resolved, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def open_work_dir(work: Path) -> Path:
