@@ -1,12 +1,11 @@
 """The subtitle language told from the pixels, once per video, before any line is read.
 
-A few subtitle rows of the first stitched batches are shown to two witnesses: Tesseract's script
-classifier (OSD, stacked rows) names the script, and PP-OCRv6 (kana, Han and Latin) reads them. A
-confident Han/kana reading wins over the classifier (Chinese is this product's main case); otherwise the
-classifier's script decides, refined by what was read: kana means Japanese, traditional-only characters
-traditional Chinese, Vietnamese letters mean Vietnamese, other accents a Latin language,
-plain ASCII English. A script no installed model reads stops the run with one line saying so, rather
-than being read as look-alikes of another script ("KPACOTA" for "КРАСОТА").
+A few subtitle rows of the first stitched batches are read by PP-OCRv6 (kana, Han and Latin). A confident
+Han/kana or Latin reading decides at once (Chinese is this product's main case); otherwise Tesseract's
+script classifier (OSD, stacked rows) and its readers name the script. What was read refines it: kana
+means Japanese, traditional-only characters traditional Chinese, Vietnamese letters Vietnamese, other
+accents a Latin language, plain ASCII English. A script no installed model reads stops the run with one
+line saying so, rather than being read as look-alikes of another script ("KPACOTA" for "КРАСОТА").
 """
 
 from __future__ import annotations
@@ -150,24 +149,20 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
 
 
 def _choose(rows: list[np.ndarray], text: str, score: float) -> ScriptChoice:
-    """The choice from the classifier (OSD), the probe's reading (`text` at mean confidence `score`) and,
-    for other scripts, the Tesseract readers."""
-    classifier = ScriptClassifier()
-    try:
-        script, confidence = classifier.script(rows)
-    finally:
-        classifier.close()
+    """The choice from the probe's reading (`text` at mean confidence `score`) and, for other scripts,
+    the classifier (OSD) and the Tesseract readers: a Chinese, Japanese or Latin video loads neither."""
     if score >= CONFIDENT and han_share(text) >= 0.5:
-        return _supported(
-            _han_language(text),
-            script or "Han",
-            f"PP-OCRv6 reads Han/kana at {score:.2f}",
-        )
+        return _supported(_han_language(text), "Han", f"PP-OCRv6 reads Han/kana at {score:.2f}")
     letters = [c for c in text if c.isalpha()]
     latin = sum(c.isascii() or "\u00c0" <= c <= "\u024f" or "\u1e00" <= c <= "\u1eff" for c in letters)
     if score >= CONFIDENT and latin >= 0.8 * max(1, len(letters)):  # Latin whatever OSD said (small
         # English text was called Hebrew); Cyrillic read as Latin look-alikes scores ~0.8, below this
         return _supported(_latin_language(text, rows), "Latin", f"PP-OCRv6 reads Latin at {score:.2f}")
+    classifier = ScriptClassifier()
+    try:
+        script, confidence = classifier.script(rows)
+    finally:
+        classifier.close()
     best, best_score = _best_tesseract(rows, script)
     if best is not None and best_score >= READS and (script is None or best.script != script):
         script = best.script  # a reader that really reads the rows outvotes the classifier (Korean as Hebrew)
