@@ -153,9 +153,9 @@ def wait_slots_held(count: int, timeout: float) -> None:
             time.sleep(0.5)
 
 
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_worker(env: dict[str, str], log: Path, pool: str = "cpu") -> subprocess.Popen:
     out = log.open("ab")
-    command = [sys.executable, "-m", "deployments.worker", "--pool", "cpu"]  # a bounded shutdown
+    command = [sys.executable, "-m", "deployments.worker", "--pool", pool]  # a bounded shutdown
     return subprocess.Popen(
         command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )

@@ -3,11 +3,16 @@
     .venv/bin/python bench/ocr_languages.py                 # every language, every candidate
     .venv/bin/python bench/ocr_languages.py --langs ja,ko   # some
     .venv/bin/python bench/ocr_languages.py --flow          # the whole flow per case (lang auto): CER, recall
+    .venv/bin/python bench/ocr_languages.py --models        # load time and resident memory per model
 
 Candidates per case: PP-OCRv4 (rapidocr-onnxruntime), PP-OCRv6 small (rapidocr 3.10's wheel) and
 Tesseract with the case's Debian language pack, all on the rows PP-OCRv4's detector finds in frames taken
 at each subtitle's middle (samples/footage_languages.py). Prints CER (samples/scoring.squash), ms per
 row, load time and resident memory added by loading (each model loaded in a fresh process).
+`--models`: every OCR model on its own, one fresh process each (the ONNX files through onnxruntime, each
+Tesseract language through tesserocr), then each language's engine as the flow loads it (PP-OCRv4 detector
+and classifier + the language's recogniser): seconds and RSS added by the library import, by the load and
+by the first read of a real subtitle row (onnxruntime sizes its arenas then).
 """
 
 from __future__ import annotations
@@ -31,6 +36,91 @@ def _rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def model_specs() -> list[tuple[str, str]]:
+    """(label, spec) of every OCR model the languages use: each ONNX file, each installed Tesseract
+    language (Thai, Hindi... are not installed: those are unsupported), then each distinct engine."""
+    from importlib.util import find_spec
+
+    from core.packaged_models import _OCR_MODELS, ocr_model_file, tesseract_languages
+    from stages.subtitles.languages import LANGUAGES
+
+    wheel = Path(find_spec("rapidocr_onnxruntime").origin).parent  # PP-OCRv4 det, cls, rec
+    onnx = sorted((wheel / "models").glob("*.onnx"))
+    onnx += [ocr_model_file(name) for name in _OCR_MODELS]
+    specs = [(f"onnx {path.stem}", f"onnx:{path}") for path in onnx]
+    installed = tesseract_languages()
+    specs += [(f"tesseract {lang}", f"tesseract:{lang}") for lang in sorted(installed) if lang != "eng"]
+    engines: dict[object, str] = {}
+    for code, lang in LANGUAGES.items():
+        if lang.recogniser.engine == "ppocr" or lang.recogniser.model in installed:
+            engines.setdefault(lang.recogniser, code)
+    specs += [
+        (f"engine {rec.engine} {rec.model} ({code})", f"engine:{code}") for rec, code in engines.items()
+    ]
+    return specs
+
+
+def load_model(spec: str, row) -> dict:
+    """One model in this (fresh) process: seconds and RSS MB added by import, load and the first read."""
+    kind, name = spec.split(":", 1)
+    figures, at = {"rss0": _rss_mb()}, time.perf_counter()
+
+    def step(label: str) -> None:
+        nonlocal at
+        now, rss = time.perf_counter(), _rss_mb()
+        figures[f"{label}_s"], figures[f"{label}_mb"] = now - at, rss - figures.get("rss", figures["rss0"])
+        figures["rss"], at = rss, time.perf_counter()
+
+    if kind == "onnx":
+        import onnxruntime as ort
+
+        step("import")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1  # as OcrSettings.cpu_threads
+        session = ort.InferenceSession(name, options, providers=["CPUExecutionProvider"])
+        step("load")
+        import numpy as np
+
+        feed = session.get_inputs()[
+            0
+        ]  # an input of the size the engine feeds: a row, a classifier crop, a frame
+        size = (48, 320) if "rec" in name else (48, 192) if "cls" in name else (640, 640)
+        shape = [d if isinstance(d, int) else (1, 3, *size)[i] for i, d in enumerate(feed.shape)]
+        session.run(None, {feed.name: np.random.default_rng(0).random(shape, dtype=np.float32)})
+    elif kind == "tesseract":
+        from stages.subtitles.tesseract import TesseractReader
+
+        step("import")
+        reader = TesseractReader(name)
+        step("load")
+        reader.read_line(row)
+    else:
+        import rapidocr_onnxruntime  # noqa: F401 - the libraries' cost apart from the models'
+        import tesserocr  # noqa: F401
+
+        from stages.subtitles.ocr import OcrSettings, RapidOcrEngine
+
+        step("import")
+        engine = RapidOcrEngine(OcrSettings(lang=name))
+        step("load")
+        engine.read(row)
+    step("read")
+    return figures
+
+
+def print_models(media: Path) -> None:
+    """The table of `--models`: each model loaded alone in a fresh process."""
+    print("| model | import s | +MB | load s | +MB | first read s | +MB | RSS after, MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, spec in model_specs():
+        r = _in_child("model", "-", spec)
+        if "error" in r:
+            print(f"| {label} | {r['error']} |")
+            continue
+        steps = " | ".join(f"{r[f'{k}_s']:.2f} | {r[f'{k}_mb']:.0f}" for k in ("import", "load", "read"))
+        print(f"| {label} | {steps} | {r['rss']:.0f} |", flush=True)
 
 
 def frames_at_events(video: Path, case) -> list[tuple[object, str]]:
@@ -129,14 +219,23 @@ def main() -> None:
     parser.add_argument("--langs", default="")
     parser.add_argument("--media", default="/tmp/yivideo-lang-media", help="where the corpus is rendered")
     parser.add_argument("--flow", action="store_true")
+    parser.add_argument("--models", action="store_true", help="load time and memory of each model alone")
     parser.add_argument("--child", nargs="+")
     args = parser.parse_args()
     media = Path(args.media)
     if args.child:
         kind, case_name, *rest = args.child
-        result = (
-            measure(case_name, rest[0], media) if kind == "measure" else {"chose": detected(case_name, media)}
-        )
+        if kind == "model":  # a real subtitle row: the French case's first line
+            from samples.footage import render_case
+            from samples.footage_languages import language_case
+
+            case = language_case("fr").case
+            image = frames_at_events(render_case(case, media), case)[0][0]
+            result = load_model(rest[0], image[image.shape[0] // 2 :])
+        elif kind == "measure":
+            result = measure(case_name, rest[0], media)
+        else:
+            result = {"chose": detected(case_name, media)}
         print(json.dumps(result, ensure_ascii=False))
         return
     from samples.footage_languages import LANGUAGE_CASES
@@ -144,6 +243,9 @@ def main() -> None:
 
     cases = [c for c in LANGUAGE_CASES if not args.langs or c.lang in args.langs.split(",")]
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    if args.models:
+        print_models(media)
+        return
     if args.flow:
         from prefect.testing.utilities import prefect_test_harness
 
