@@ -18,6 +18,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("YIVIDEO_GPU_GATE", "auto")
 os.environ.setdefault("YIVIDEO_LOCAL_SERVER_IDLE_S", "5")  # a CLI test's shared local server stops soon
 os.environ.setdefault("YIVIDEO_MODEL_SERVICE_IDLE_S", "20")  # so does a deployed run's model service
+# generated media kept across sessions, keyed by the generators' source (samples/media_cache.py); "0": off
+os.environ.setdefault("YIVIDEO_MEDIA_CACHE", str(Path.home() / ".cache" / "yivideo-flows" / "test-media"))
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +95,12 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory) -> Path:
-    """Generated media shared by the whole session (generation costs seconds; the files are read-only)."""
+    """Generated media shared by the whole session: the samples generators copy it from the cross-session
+    cache (samples/media_cache.py), rendering only what this version of them has not rendered before."""
+    from samples.media_cache import CACHE_ENV, prune
+
+    if os.environ.get(CACHE_ENV, "0") != "0":
+        prune(os.environ[CACHE_ENV])
     return tmp_path_factory.mktemp("media")
 
 
