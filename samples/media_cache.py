@@ -62,9 +62,16 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _is_file(value: str | Path) -> bool:
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # a sentence is not a path (too long, or a NUL in it)
+        return False
+
+
 def _stable(value: Any) -> str | None:
     """The argument as key text: a file by its content; None where repr names an object's address."""
-    if isinstance(value, str | Path) and Path(value).is_file():
+    if isinstance(value, str | Path) and _is_file(value):
         return f"file:{_file_digest(Path(value))}"
     text = repr(value)
     return None if " at 0x" in text else text
