@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from conftest import read_back_run, run_logs_at_info
 from gpu_brokers import stop_brokers
-from pg_server import prefect_postgres_server
 
 from gpu.client import GpuSlotError, GpuSlotTimeout, broker_dir, broker_status
 from gpu.devices import limit_name, visible_gpus
@@ -37,26 +36,25 @@ LEASE_BOUND = 30.0  # a dead holder's slot must come back within this (the issue
 
 
 @pytest.fixture(scope="module")
-def pg_api(tmp_path_factory):
-    """A Prefect server on a fresh PostgreSQL database; brokers keep their files in a temporary folder."""
+def pg_api(postgres_api, tmp_path_factory):
+    """The session's Prefect server on PostgreSQL (conftest); brokers keep their files in a temporary
+    folder."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     run_dir = tmp_path_factory.mktemp("gpu-run")
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "YIVIDEO_GPU_RUN_DIR", "YIVIDEO_GPU_GATE")}
-    extra = {"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5"}
-    with prefect_postgres_server(f"yivideo_gpu_test_{os.getpid()}", extra) as api_url:
-        os.environ.update(PREFECT_API_URL=api_url, YIVIDEO_GPU_RUN_DIR=str(run_dir))
-        os.environ["YIVIDEO_GPU_GATE"] = "always"
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                yield api_url
-                stop_brokers(run_dir)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    os.environ.update(PREFECT_API_URL=postgres_api, YIVIDEO_GPU_RUN_DIR=str(run_dir))
+    os.environ["YIVIDEO_GPU_GATE"] = "always"
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: postgres_api}):
+            yield postgres_api
+            stop_brokers(run_dir)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture
