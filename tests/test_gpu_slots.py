@@ -382,6 +382,38 @@ def test_a_killed_broker_keeps_exclusion_and_its_successor_recovers(host, tmp_pa
     assert _limit(limit_name(0, host)).active_slots == 0
 
 
+def _listed_leases() -> set[str]:
+    with contextlib.suppress(OSError, ValueError):
+        return {entry["id"] for entry in json.loads((broker_dir() / "state.json").read_text())["leases"]}
+    return set()
+
+
+def test_a_lease_on_its_way_back_stays_in_the_state_file_until_prefect_has_it(host, pg_api):
+    """A broker killed while a lease's return is on its way to Prefect must leave it to its successor: the
+    state file used to drop it when the return began, and a kill then left the slot held for the lease's 60 s
+    with no broker knowing it (the killed-broker test's survivor once timed out, "held by nobody"). The
+    server is stopped (SIGSTOP) so the return waits; the state file must still list the lease meanwhile."""
+    from tests.pg_server import SERVER_PIDS
+
+    server = SERVER_PIDS[pg_api]
+    with gpu_slot("brief"):
+        deadline = time.monotonic() + 10
+        while not (held := _listed_leases()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(held) == 1, held
+        os.killpg(server, signal.SIGSTOP)
+    try:
+        time.sleep(1.0)  # the lease went idle and its return began 0.1 s after the release
+        assert _listed_leases() == held, "a lease not yet given back is missing from the state file"
+    finally:
+        os.killpg(server, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while _listed_leases() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _listed_leases(), "given back, it leaves the state file"
+    assert _limit(limit_name(0, host)).active_slots == 0
+
+
 def test_free_refuses_a_live_holder(host):
     with gpu_slot("stuck") as grant, pytest.raises(Exception, match="held by live processes"):
         free_slots(grant.limit)
