@@ -77,6 +77,8 @@ class Broker:
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
         self.state_dirty = False
+        self.listed: dict[str, dict[str, Any]] = {}  # the state file's entries, by lease id
+        self.returning: dict[str, dict[str, Any]] = {}  # being given back: listed until Prefect answers
         self.timer: asyncio.TimerHandle | None = None
 
     @property
@@ -99,6 +101,8 @@ class Broker:
                 if action.refused.op == "timeout" and action.limit:
                     self.stats.record("timeout", action.limit, None)
             elif isinstance(action, ReturnLease):
+                if (entry := self.listed.get(action.lease_id)) is not None:
+                    self.returning[action.lease_id] = entry
                 self.spawn(self.return_lease(action.lease_id))
         self.state_changed()
         self.rearm()
@@ -148,8 +152,15 @@ class Broker:
         task.add_done_callback(self.tasks.discard)
 
     async def return_lease(self, lease_id: str) -> None:
-        if self.leases is not None:
-            await self.leases.give_back(lease_id)
+        """Give a lease back; the state file lists it until Prefect has answered, so a broker killed while
+        the call is on its way leaves it to its successor (which returns it again: a no-op if it arrived),
+        not held in Prefect until it lapses (60 s at least) with nobody knowing."""
+        try:
+            if self.leases is not None:
+                await self.leases.give_back(lease_id)
+        finally:
+            if self.returning.pop(lease_id, None) is not None:
+                self.state_changed()
 
     async def ensure_device(self, index: int) -> None:
         name = limit_name(index, self.host)
@@ -187,7 +198,9 @@ class Broker:
         self.leases = PrefectLeases(self.client, self.policy.lease_seconds)
         for index in host_devices(self.policy.devices):
             await self.ensure_device(index)
-        orphans = [(str(item["id"]), int(item["device"])) for item in read_state(self.run_dir)]
+        entries = read_state(self.run_dir)
+        self.listed = {str(item["id"]): item for item in entries}
+        orphans = [(str(item["id"]), int(item["device"])) for item in entries]
         if orphans:
             log.warning("took over %d lease(s) of a previous broker", len(orphans))
         self.apply(self.scheduler.take_over(orphans, time.time()))
@@ -328,6 +341,9 @@ class Broker:
         devices = self.scheduler.devices
         leases = [{"id": lease.id, "device": lease.device, "limit": devices[lease.device].limit}
                   for lease in self.scheduler.leases()]  # fmt: skip
+        held = {entry["id"] for entry in leases}
+        leases += [entry for lease_id, entry in self.returning.items() if lease_id not in held]
+        self.listed = {entry["id"]: entry for entry in leases}
         write_state(self.run_dir, self.host, leases)
 
     async def idle_watch(self) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from samples.media_cache import cached_media
+
 ENGLISH = (
     "We are testing speech recognition on a small computer.",
     "The weather is nice today, so we will walk to the park.",
@@ -127,6 +129,7 @@ def _trim(samples: np.ndarray, level: int = 64) -> np.ndarray:
     return samples[loud[0] : loud[-1] + 1] if len(loud) else samples[:0]
 
 
+@cached_media("out")
 def make_speech(
     out: str | Path,
     language: str = "en",
@@ -170,6 +173,7 @@ def make_speech(
     return SpeechSample(out, language, tuple(lines), round(cursor, 3))
 
 
+@cached_media("out")
 def make_silence(out: str | Path, duration: float = 5.0) -> Path:
     """Digital silence of `duration` seconds (any ffmpeg audio format by suffix)."""
     out = Path(out)
@@ -179,6 +183,7 @@ def make_silence(out: str | Path, duration: float = 5.0) -> Path:
     return out
 
 
+@cached_media("out")
 def make_video_with_audio(
     out: str | Path, audio: str | Path | None, *, duration: float | None = None, size: str = "320x240"
 ) -> Path:
@@ -322,6 +327,7 @@ def _voiced_spans(
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
+@cached_media("out")
 def make_conversation(
     out: str | Path, turns: tuple[Turn, ...], voices: tuple[Voice, ...], *, lead: float = 0.5
 ) -> Conversation:

@@ -8,7 +8,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from samples.media_cache import cached_media
 
+
+@cached_media("out")
 def make_clip(
     out: str | Path,
     *,

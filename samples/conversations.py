@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from samples.media_cache import cached_media
+
 RATE = 16000
 REALSPEECH = Path(__file__).resolve().parents[2] / "shared" / "realspeech"
 SPEAKERS = REALSPEECH / "speakers"
@@ -208,6 +210,7 @@ def _layout(case: Case, rng: np.random.Generator) -> list[tuple[int, str]]:
     return plan
 
 
+@cached_media("folder")
 def build(case: Case, folder: Path) -> Recording:
     """The case's WAV and reference under `folder` (reused when already built: deterministic)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -251,6 +254,7 @@ def build(case: Case, folder: Path) -> Recording:
     return Recording(case.name, _kind(case.name), wav, tuple(reference), case.held_out)
 
 
+@cached_media("folder")
 def single_voice(speaker: str, channel: str, seconds: float, folder: Path) -> Path:
     """The first `seconds` of one LibriSpeech speaker's utterances, over `channel`: one real voice."""
     wav = folder / f"single-{speaker}-{channel}-{seconds:g}.wav"

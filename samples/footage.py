@@ -34,6 +34,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from samples.media_cache import cached_media
 from samples.video import _escape_path
 
 ASS_STYLE_FIELDS = (
@@ -186,6 +187,7 @@ def case_key(case: FootageCase) -> str:
     return hashlib.sha1(repr(case).encode()).hexdigest()[:10]
 
 
+@cached_media("out_dir")
 def render_case(case: FootageCase, out_dir: str | Path) -> Path:
     """The case's video (cached by the case's content: a second call with the same case is free)."""
     out_dir = Path(out_dir)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from samples.footage import AssEvent, AssStyle, FootageCase, ass_plain_text, render_case
+from samples.media_cache import cached_media
 
 SPEAKERS = Path(__file__).resolve().parents[2] / "shared" / "realspeech" / "speakers"
 RATE = 16000
@@ -240,6 +241,7 @@ def _write_wav(path: Path, audio: np.ndarray) -> None:
         out.writeframes(pcm.tobytes())
 
 
+@cached_media("out_dir")
 def render_fusion_case(case: FusionCase, out_dir: str | Path) -> tuple[Path, list[FusionTruth]]:
     """The case's video with its speech track (cached by content under `out_dir`) and its truth."""
     events, truth, track = layout(case)

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from samples.media_cache import cached_media
+
 SKIN_TONES = ((141, 180, 224), (105, 150, 198), (80, 115, 160), (170, 200, 235))  # BGR
 HAIR_TONES = ((30, 30, 35), (40, 70, 110), (90, 140, 190), (60, 60, 70))
 
@@ -95,6 +97,7 @@ def make_corrupt_image(out: str | Path, *, kind: str = "garbage") -> Path:
     return out
 
 
+@cached_media("out")
 def make_huge_image(out: str | Path, size: tuple[int, int] = (6000, 4000)) -> Path:
     """A valid image with many pixels but few bytes (flat colour compresses well): for the pixel limit.
     Made once: an existing file at `out` is reused (tests share one)."""

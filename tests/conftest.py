@@ -18,18 +18,64 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("YIVIDEO_GPU_GATE", "auto")
 os.environ.setdefault("YIVIDEO_LOCAL_SERVER_IDLE_S", "5")  # a CLI test's shared local server stops soon
 os.environ.setdefault("YIVIDEO_MODEL_SERVICE_IDLE_S", "20")  # so does a deployed run's model service
+# generated media kept across sessions, keyed by the generators' source (samples/media_cache.py); "0": off
+os.environ.setdefault("YIVIDEO_MEDIA_CACHE", str(Path.home() / ".cache" / "yivideo-flows" / "test-media"))
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """A real Prefect API on a temporary database for the whole session (flows record real state), and
-    stage results stored for this session only (core/caching.py never reuses an earlier session's)."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+def prefect_server(request, tmp_path_factory):
+    """A real Prefect API for the whole session (flows record real state), and stage results stored for
+    this session only (core/caching.py never reuses an earlier session's).
+
+    The API is the session's server on PostgreSQL (`postgres_api`): on SQLite every writer queues on one
+    lock, and a loaded suite's concurrent task runs met "database is locked" there (logged when a transcode
+    test took 68 s and failed once). YIVIDEO_TEST_SERVER=sqlite: Prefect's own SQLite test harness instead."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     results = {PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("prefect-results")}
-    with prefect_test_harness(server_startup_timeout=120), temporary_settings(results):
-        yield
+    if os.environ.get("YIVIDEO_TEST_SERVER", "postgres") == "sqlite":
+        with prefect_test_harness(server_startup_timeout=120), temporary_settings(results):
+            yield
+        return
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+
+    with temporary_settings({**results, PREFECT_API_URL: request.getfixturevalue("postgres_api")}):
+        with _temporary_global_settings_context(get_settings_context()):  # plain threads too, as the harness
+            yield
+
+
+@pytest.fixture(scope="session")
+def postgres_api() -> Iterator[str]:
+    """One Prefect server on a fresh PostgreSQL database for the session's flows (`prefect_server`) and the
+    tests that need PostgreSQL but neither kill their server nor bootstrap it (tests/test_gpu_slots.py,
+    tests/test_crash_rerun.py): a start with its migrations costs ~10 s idle, 30 s loaded. Its repossessor
+    looks for lapsed leases every 5 s (the GPU slot tests' bound). Tests that kill or restart theirs start
+    their own (tests/pg_server.py). Its pool is 10 + 10 connections: several test sessions share one
+    PostgreSQL (max_connections 100)."""
+    from tests.pg_server import prefect_postgres_server
+
+    extra = {
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "10",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "10",
+    }
+    with prefect_postgres_server(f"yivideo_session_{os.getpid()}", extra) as api_url:
+        yield api_url
+
+
+@pytest.fixture(scope="session")
+def deployed_api(tmp_path_factory) -> Iterator[tuple[str, Path, dict[str, str]]]:
+    """The README's stack for the browser tests (tests/test_run_form_browser.py, tests/test_web_browser.py),
+    made once per session: a Prefect server (UI on) on PostgreSQL, bootstrapped and `prefect deploy --all`
+    run; yields its API URL, its folder and the environment its processes run with. Each module starts
+    and stops its own workers and web app."""
+    from test_web_browser import deployed_stack
+
+    root = tmp_path_factory.mktemp("deployed")
+    extra = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    with deployed_stack(root, f"yivideo_deployed_{os.getpid()}", **extra) as (api, procs):
+        yield api, root, procs.env
 
 
 def deliver_pending_events(where: str, timeout: float = 20.0) -> None:
@@ -93,7 +139,12 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory) -> Path:
-    """Generated media shared by the whole session (generation costs seconds; the files are read-only)."""
+    """Generated media shared by the whole session: the samples generators copy it from the cross-session
+    cache (samples/media_cache.py), rendering only what this version of them has not rendered before."""
+    from samples.media_cache import CACHE_ENV, prune
+
+    if os.environ.get(CACHE_ENV, "0") != "0":
+        prune(os.environ[CACHE_ENV])
     return tmp_path_factory.mktemp("media")
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from deployments.crash_reruns import MAX_RERUNS_ENV, crash_rerun_automation
-from tests.pg_server import prefect_postgres_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[1]
@@ -50,49 +49,49 @@ async def _run_and_wait(deployment_id: str, params: dict, timeout: float) -> tup
             await asyncio.sleep(1.0)
 
 
-def test_a_killed_run_is_re_run_and_a_crash_loop_is_capped(tmp_path):
-    with prefect_postgres_server("yivideo_crash_test") as api_url:
-        env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONPATH": str(REPO), MAX_RERUNS_ENV: "2",
-               "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+def test_a_killed_run_is_re_run_and_a_crash_loop_is_capped(postgres_api, tmp_path):
+    api_url = postgres_api  # the session's server on PostgreSQL (conftest): this test does not kill it
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONPATH": str(REPO), MAX_RERUNS_ENV: "2",
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        settings = temporary_settings({PREFECT_API_URL: api_url})  # env alone: settings may be read already
-        settings.__enter__()
-        deployment_id = asyncio.run(_setup(api_url))
-        log = (tmp_path / "worker.log").open("wb")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "deployments.worker", "--pool", "cpu"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    settings = temporary_settings({PREFECT_API_URL: api_url})  # env alone: settings may be read already
+    settings.__enter__()
+    deployment_id = asyncio.run(_setup(api_url))
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "deployments.worker", "--pool", "cpu"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        once = tmp_path / "once"
+        once.mkdir()
+        started = time.monotonic()
+        state, history, _ = asyncio.run(_run_and_wait(deployment_id, {"marker_dir": str(once)}, 300))
+        took = time.monotonic() - started
+        print(f"\nkill -9 once: {state} after {took:.1f} s; states {history}")
+        assert state == "Completed", (history, (tmp_path / "worker.log").read_text()[-3000:])
+        assert "Crashed" in history and (once / "starts").read_text() == "2", "crashed, then done"
+
+        loop = tmp_path / "loop"
+        loop.mkdir()
+        started = time.monotonic()
+        state, history, message = asyncio.run(
+            _run_and_wait(deployment_id, {"marker_dir": str(loop), "crashes": 99}, 400)
+        )
+        print(f"kill -9 always: {state} after {time.monotonic() - started:.1f} s; states {history}")
+        # past the cap (2 re-runs) it fails at its start; a crash while the worker submits a re-run (seen
+        # on a loaded machine: Pending -> Submitting -> Crashed) counts as one too
+        crashes = history.count("Crashed")
+        assert state == "Failed" and f"crashed {crashes} times" in message, (history, message)
+        assert crashes >= 3, history
+        assert int((loop / "starts").read_text()) <= crashes
+    finally:
         try:
-            once = tmp_path / "once"
-            once.mkdir()
-            started = time.monotonic()
-            state, history, _ = asyncio.run(_run_and_wait(deployment_id, {"marker_dir": str(once)}, 300))
-            took = time.monotonic() - started
-            print(f"\nkill -9 once: {state} after {took:.1f} s; states {history}")
-            assert state == "Completed", (history, (tmp_path / "worker.log").read_text()[-3000:])
-            assert "Crashed" in history and (once / "starts").read_text() == "2", "crashed, then done"
-
-            loop = tmp_path / "loop"
-            loop.mkdir()
-            started = time.monotonic()
-            state, history, message = asyncio.run(
-                _run_and_wait(deployment_id, {"marker_dir": str(loop), "crashes": 99}, 400)
-            )
-            print(f"kill -9 always: {state} after {time.monotonic() - started:.1f} s; states {history}")
-            # past the cap (2 re-runs) it fails at its start; a crash while the worker submits a re-run (seen
-            # on a loaded machine: Pending -> Submitting -> Crashed) counts as one too
-            crashes = history.count("Crashed")
-            assert state == "Failed" and f"crashed {crashes} times" in message, (history, message)
-            assert crashes >= 3, history
-            assert int((loop / "starts").read_text()) <= crashes
-        finally:
-            try:
-                os.killpg(worker.pid, signal.SIGTERM)
-                worker.wait(timeout=30)
-            finally:  # a worker slow to stop must not leave this server's API URL to the tests after it
-                settings.__exit__(None, None, None)
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+        finally:  # a worker slow to stop must not leave this server's API URL to the tests after it
+            settings.__exit__(None, None, None)
 
 
 async def _late_second_report(worker_type) -> tuple[str, str]:

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from conftest import read_back_run, run_logs_at_info
 from gpu_brokers import stop_brokers
-from pg_server import prefect_postgres_server
 
 from gpu.client import GpuSlotError, GpuSlotTimeout, broker_dir, broker_status
 from gpu.devices import limit_name, visible_gpus
@@ -37,26 +36,25 @@ LEASE_BOUND = 30.0  # a dead holder's slot must come back within this (the issue
 
 
 @pytest.fixture(scope="module")
-def pg_api(tmp_path_factory):
-    """A Prefect server on a fresh PostgreSQL database; brokers keep their files in a temporary folder."""
+def pg_api(postgres_api, tmp_path_factory):
+    """The session's Prefect server on PostgreSQL (conftest); brokers keep their files in a temporary
+    folder."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     run_dir = tmp_path_factory.mktemp("gpu-run")
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "YIVIDEO_GPU_RUN_DIR", "YIVIDEO_GPU_GATE")}
-    extra = {"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5"}
-    with prefect_postgres_server(f"yivideo_gpu_test_{os.getpid()}", extra) as api_url:
-        os.environ.update(PREFECT_API_URL=api_url, YIVIDEO_GPU_RUN_DIR=str(run_dir))
-        os.environ["YIVIDEO_GPU_GATE"] = "always"
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                yield api_url
-                stop_brokers(run_dir)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    os.environ.update(PREFECT_API_URL=postgres_api, YIVIDEO_GPU_RUN_DIR=str(run_dir))
+    os.environ["YIVIDEO_GPU_GATE"] = "always"
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: postgres_api}):
+            yield postgres_api
+            stop_brokers(run_dir)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture
@@ -381,6 +379,38 @@ def test_a_killed_broker_keeps_exclusion_and_its_successor_recovers(host, tmp_pa
     print(f"slot of a dead holder and broker returned after {recovered:.1f} s")
     assert recovered < LEASE_BOUND
     time.sleep(0.5)
+    assert _limit(limit_name(0, host)).active_slots == 0
+
+
+def _listed_leases() -> set[str]:
+    with contextlib.suppress(OSError, ValueError):
+        return {entry["id"] for entry in json.loads((broker_dir() / "state.json").read_text())["leases"]}
+    return set()
+
+
+def test_a_lease_on_its_way_back_stays_in_the_state_file_until_prefect_has_it(host, pg_api):
+    """A broker killed while a lease's return is on its way to Prefect must leave it to its successor: the
+    state file used to drop it when the return began, and a kill then left the slot held for the lease's 60 s
+    with no broker knowing it (the killed-broker test's survivor once timed out, "held by nobody"). The
+    server is stopped (SIGSTOP) so the return waits; the state file must still list the lease meanwhile."""
+    from tests.pg_server import SERVER_PIDS
+
+    server = SERVER_PIDS[pg_api]
+    with gpu_slot("brief"):
+        deadline = time.monotonic() + 10
+        while not (held := _listed_leases()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(held) == 1, held
+        os.killpg(server, signal.SIGSTOP)
+    try:
+        time.sleep(1.0)  # the lease went idle and its return began 0.1 s after the release
+        assert _listed_leases() == held, "a lease not yet given back is missing from the state file"
+    finally:
+        os.killpg(server, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while _listed_leases() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _listed_leases(), "given back, it leaves the state file"
     assert _limit(limit_name(0, host)).active_slots == 0
 
 

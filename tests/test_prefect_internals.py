@@ -144,6 +144,24 @@ def test_queued_events_and_logs_drain_with_a_bound_and_not_at_exit():
         service.drain_all(timeout=0.5, at_exit=False)  # nothing queued: returns at once
 
 
+# ------------------------------------------------------- the tests' session server (tests/conftest.py)
+def test_a_global_settings_context_reaches_plain_threads():
+    """conftest's `prefect_server` points the whole process at the session's server as Prefect's own test
+    harness does: plain threads (no copied context) must see its API URL, not start an ephemeral server."""
+    import threading
+
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    seen: list[str | None] = []
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        with _temporary_global_settings_context(get_settings_context()):
+            thread = threading.Thread(target=lambda: seen.append(PREFECT_API_URL.value()))
+            thread.start()
+            thread.join()
+    assert seen == ["http://127.0.0.1:9/api"]
+
+
 def test_the_api_app_is_built_final():
     """Read from the source: importing Prefect's server takes seconds (core/local_server imports it late)."""
     from importlib.util import find_spec

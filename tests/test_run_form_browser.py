@@ -1,27 +1,26 @@
 """The Prefect UI's Run form in a real browser (Debian's chromium, Playwright): choices shown at once.
 
-A Prefect server on a fresh PostgreSQL database (UI on), bootstrap and `prefect deploy --all` as the README
-says; no worker: what the form sends is checked against the deployment as the server stored it. The
-form's picture goes to $YIVIDEO_SCREENSHOTS (the README's docs/screenshots/prefect-run-form.png) or a temp
-folder.
+The session's Prefect server on a fresh PostgreSQL database (UI on), bootstrapped and `prefect deploy --all`
+run as the README says (conftest `deployed_api`, shared with tests/test_web_browser.py); no worker: what the
+form sends is checked against the deployment as the server stored it. The form's picture goes to
+$YIVIDEO_SCREENSHOTS (the README's docs/screenshots/prefect-run-form.png) or a temp folder.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
-from test_web_browser import _shot, browser, deployed_stack, shots  # noqa: F401  (fixtures)
+from test_web_browser import _shot, browser, shots  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory) -> Iterator[str]:
-    with deployed_stack(tmp_path_factory.mktemp("run-form"), "yivideo_run_form_test") as (url, _):
-        yield url
+def api(deployed_api) -> str:
+    """The session's deployed stack (conftest: shared with tests/test_web_browser.py)."""
+    return deployed_api[0]
 
 
 def _deployment_id(api: str, flow: str, name: str) -> str:
@@ -72,5 +71,7 @@ def test_choices_are_dropdowns_at_once_and_the_server_takes_what_the_form_sends(
     start = f"{api}/deployments/{transcode}/create_flow_run"
     taken = httpx.post(start, json={"parameters": {"video": "/data/in/clip.mp4", "presets": []}}, timeout=10)
     assert taken.status_code == 201, taken.text
+    # the stack is the session's: the browser upload tests' workers must not pick this run up later
+    assert httpx.delete(f"{api}/flow_runs/{taken.json()['id']}", timeout=10).status_code == 204
     typo = httpx.post(start, json={"parameters": {"video": "/data/in/clip.mp4", "presets": ["mp4_smoth"]}})
     assert typo.status_code == 409 and "mp4_smoth" in typo.text, typo.text

@@ -1,7 +1,8 @@
 """The upload page in a real browser (Debian's chromium driven by Playwright) on a real stack.
 
-A Prefect server on a fresh PostgreSQL database (tests/pg_server.py, UI on), bootstrap, `prefect deploy
---all`, a worker per pool and `python -m deployments.web`, all as subprocesses. Then, as a person would:
+The session's Prefect server on a fresh PostgreSQL database (conftest `deployed_api`, UI on), bootstrap,
+`prefect deploy --all`, a worker per pool and `python -m deployments.web`, all as subprocesses. Then, as a
+person would:
 three photos and one corrupt file -> the corrupt one refused with its reason, three enhanced, a ZIP of three;
 a video with two presets ticked -> both renditions; a subtitled video -> its SRT shown inline; a 200 MB
 video uploaded (throughput and time from drop to first progress printed); real footage with libass subtitles
@@ -100,12 +101,14 @@ def deployed_stack(root: Path, database: str, **env_extra: str) -> Iterator[tupl
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory) -> Iterator[dict]:
+def web(deployed_api, tmp_path_factory) -> Iterator[dict]:
+    """The session's deployed stack (conftest) with this module's workers and upload app."""
     if not CHROMIUM.exists():
         pytest.fail("chromium is missing: apt-get install -y chromium (make system-deps does it)")
+    api, _, env = deployed_api
     root = tmp_path_factory.mktemp("web-e2e")
-    extra = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
-    with deployed_stack(root, "yivideo_web_test", **extra) as (api, procs):
+    procs = Procs(root, env)
+    try:
         port = free_port()
         procs.start("worker-cpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "cpu")
         procs.start("worker-gpu", str(BIN / "python"), "-m", "deployments.worker", "--pool", "gpu")
@@ -114,6 +117,8 @@ def web(tmp_path_factory) -> Iterator[dict]:
         _wait_http(f"http://127.0.0.1:{port}/health", procs)
         url = f"http://127.0.0.1:{port}"
         yield {"url": url, "ui": api.removesuffix("/api"), "root": root, "procs": procs}
+    finally:
+        procs.stop_all()
 
 
 def _wait_http(url: str, procs: Procs, timeout: float = 60) -> None:
