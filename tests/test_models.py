@@ -85,3 +85,28 @@ def test_asr_settings_that_shape_the_model_key_it(engine):
     for name, other in variants(base, loads):
         assert asr_model_key(other) != asr_model_key(base), name
     assert asr_model_key(replace(base, device="cuda:1")) != asr_model_key(replace(base, device="cuda:0"))
+
+
+def test_an_engine_loads_only_the_models_it_calls_and_reads_as_rapidocr_does():
+    """No angle classifier (lines are upright), and no PP-OCR recogniser where Tesseract reads (one recogniser
+    for a Korean video, issue 22); the detector and recogniser built apart read what RapidOCR() reads with the
+    same recogniser file (this also holds rapidocr-onnxruntime's config reading against its pin)."""
+    import cv2
+    from rapidocr_onnxruntime import RapidOCR
+
+    from core.packaged_models import ocr_model_file
+    from stages.subtitles.ocr import RapidOcrEngine
+
+    korean = RapidOcrEngine(OcrSettings(lang="ko"))
+    assert korean._ocr.text_rec is None and not hasattr(korean._ocr, "text_cls")
+    english = RapidOcrEngine(OcrSettings(lang="en"))
+    assert english._ocr.text_rec is not None and not hasattr(english._ocr, "text_cls")
+
+    image = np.full((120, 640, 3), 30, np.uint8)
+    cv2.putText(image, "Gate 5 closes at noon", (20, 75), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (255, 255, 255), 3)
+    library = RapidOCR(rec_model_path=str(ocr_model_file(english.recogniser.model)))
+    quads = english._detect_quads(image)
+    read, _ = library.text_rec(library.get_crop_img_list(image, list(quads)))
+    lines = english.read(image)
+    assert [line.text for line in lines] == [text for text, *_ in read]
+    assert " ".join(line.text for line in lines) == "Gate 5 closes at noon"

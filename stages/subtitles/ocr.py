@@ -89,6 +89,26 @@ def upscale_line(crop: np.ndarray, min_height: int) -> np.ndarray:
     return cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), min_height), interpolation=cv2.INTER_CUBIC)
 
 
+def detector_and_recogniser(with_recogniser: bool, **options):
+    """rapidocr-onnxruntime's pipeline holding only the parts this engine calls: the detector, and the
+    recogniser where the language reads with PP-OCR (None where Tesseract reads).
+
+    `RapidOCR()` always builds its angle classifier (never called: subtitle lines are upright) and its
+    recogniser: a Korean or Russian video loaded two recognisers and a classifier for one (0.2 s + 13 MB and
+    0.8 s + 38 MB a load, bench/ocr_languages.py --models). The config is read as RapidOCR reads it and
+    `get_crop_img_list` is its own method (tests/test_subtitle_stages.py holds this against the pin).
+    """
+    from rapidocr_onnxruntime import main as rapid  # heavy: onnxruntime
+
+    config = rapid.UpdateParameters()(
+        rapid.update_model_path(rapid.read_yaml(rapid.DEFAULT_CFG_PATH)), **options
+    )
+    ocr = rapid.RapidOCR.__new__(rapid.RapidOCR)
+    ocr.text_det = rapid.TextDetector(config["Det"])
+    ocr.text_rec = rapid.TextRecognizer(config["Rec"]) if with_recogniser else None
+    return ocr
+
+
 class RapidOcrEngine:
     """PP-OCR through rapidocr-onnxruntime: its PP-OCRv4 detector, the language's recogniser.
 
@@ -99,8 +119,6 @@ class RapidOcrEngine:
     name = "rapidocr"
 
     def __init__(self, settings: OcrSettings) -> None:
-        from rapidocr_onnxruntime import RapidOCR  # heavy: onnxruntime
-
         from core.packaged_models import ocr_model_file
         from stages.subtitles.tesseract import TesseractReader
 
@@ -110,11 +128,12 @@ class RapidOcrEngine:
         self.recogniser = lang.recogniser
         tesseract = self.recogniser.engine == "tesseract"
         self._lines = TesseractReader(self.recogniser.model, lang.debian) if tesseract else None
-        rec = {}  # PP-OCRv4's recogniser is rapidocr-onnxruntime's own (also built, unused, for Tesseract)
+        rec = {}  # PP-OCRv4's recogniser is rapidocr-onnxruntime's own
         if not tesseract and self.recogniser != PP_OCRV4:
             rec = {"rec_model_path": str(ocr_model_file(self.recogniser.model))}
         threads = {} if cuda else {"intra_op_num_threads": settings.cpu_threads, "inter_op_num_threads": 1}
-        self._ocr = RapidOCR(
+        self._ocr = detector_and_recogniser(
+            with_recogniser=not tesseract,
             **threads,
             **rec,
             det_limit_type="max",
@@ -122,7 +141,6 @@ class RapidOcrEngine:
             text_score=settings.min_text_score,
             det_use_cuda=cuda,
             rec_use_cuda=cuda,
-            cls_use_cuda=cuda,
         )
 
     def _detect_quads(self, image: np.ndarray) -> np.ndarray:
