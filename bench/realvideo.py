@@ -103,7 +103,8 @@ def main() -> int:
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             scores[stem] = score
             print(
-                f"{stem[-4:]}  recall {score.recall:.2f}  precision {score.precision:.2f}  "
+                f"…{stem.removesuffix('_zh')[-4:]}  recall {score.recall:.2f}  "
+                f"precision {score.precision:.2f}  "
                 f"CER {score.cer:6.2%}  exact {score.exact_lines:.2f}  "
                 f"start {score.median_start_error:.3f}/{score.max_start_error:.3f}  "
                 f"end {score.median_end_error:.3f}/{score.max_end_error:.3f}  "
@@ -116,7 +117,7 @@ def main() -> int:
                     print(f"      key  {cue.start:6.2f}-{cue.end:6.2f}  {cue.text}")
                 for e in events:
                     print(f"      got  {e.start:6.2f}-{e.end:6.2f}  {e.text!r}  {e.confidence:.3f}")
-    dramas = [s for stem, s in scores.items() if stem != SCATTERED]
+    dramas = [s for stem, s in scores.items() if stem != SCATTERED]  # pooled as the test pools them
     if len(dramas) > 1:
         print(f"dramas pooled: {pooled(dramas).line()}")
     return 0
