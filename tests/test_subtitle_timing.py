@@ -61,7 +61,12 @@ def test_lead_samples_are_read_at_the_line_box_back_to_the_first_that_shows_it(t
         lead.append((round(0.1 * k, 3), path))
     (line,) = engine.read(pale_line("See you later"))
     assert line.text.replace(" ", "").lower() == "seeyoulater", line
-    (read,) = read_lead(tuple(lead), [line], engine)
+    keyframe = tmp_path / "keyframe.png"
+    cv2.imwrite(str(keyframe), pale_line("See you later"))
+    (read,) = read_lead(tuple(lead), [line], engine, keyframe)
     assert read.since == 0.1, read  # the picture alone at 0.0 reads nothing like the line
     other = OcrLine("Something else entirely", line.confidence, line.box)
-    assert read_lead(tuple(lead), [other], engine)[0].since is None
+    assert read_lead(tuple(lead), [other], engine, keyframe)[0].since is None
+    fading = tmp_path / "fading.png"  # the line at a third of its strength: read, but not yet legible
+    cv2.imwrite(str(fading), cv2.addWeighted(pale_line(None), 0.67, pale_line("See you later"), 0.33, 0))
+    assert read_lead(((0.2, fading),), [line], engine, keyframe)[0].since is None
