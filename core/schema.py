@@ -76,6 +76,9 @@ class Keyframe:
     image_path: Path  # the band strip, later the band crop (PNG)
     change: float = 1.0  # text-signal change from the previous kept sample (1.0: all new)
     line: int = 0  # which on-screen line it shows (from the image): samples of one line share it
+    # the samples just before it, (time, image), where a line its faint strokes barely signal may already
+    # be legible: OCR reads its lines there too, so the line starts when it could first be read
+    lead: tuple[tuple[float, Path], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class OcrLine:
     text: str
     confidence: float
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the crop's coordinates
+    since: float | None = None  # read at this box from this earlier time on (a faint line's lead samples)
 
 
 @dataclass(frozen=True)

@@ -59,9 +59,13 @@ def fit_for_ocr(crop: np.ndarray, min_height: int = 128, max_height: int = 160) 
     return cv2.resize(crop, (max(2, int(w * scale)), target), interpolation=interpolation)
 
 
-def crop_keyframe_image(strip_path: Path, band: Band, out_path: Path, settings: KeyframeSettings) -> Path:
+def crop_keyframe_image(
+    strip_path: Path, band: Band, out_path: Path, settings: KeyframeSettings, columns_of: Path | None = None
+) -> Path:
     """Read a kept strip, crop it to the band and to its text columns (the keyframes' own text signal,
-    so a user's `keyframes.*` edit moves the trim too), write the OCR-ready crop."""
+    so a user's `keyframes.*` edit moves the trim too), write the OCR-ready crop. `columns_of`: the strip
+    whose text columns are kept instead (a keyframe's lead samples are cropped as the keyframe is, so the
+    boxes read in the keyframe fall on the same place in them)."""
     strip = cv2.imread(str(strip_path), cv2.IMREAD_COLOR)
     if strip is None:
         raise FileNotFoundError(f"keyframe strip {strip_path} is missing or unreadable")
@@ -69,20 +73,33 @@ def crop_keyframe_image(strip_path: Path, band: Band, out_path: Path, settings: 
     if band.source == WHOLE_FRAME:  # lines anywhere: the frame as it is (shrunk, its small text is lost)
         write_image(out_path, crop, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         return out_path
-    columns = text_signal(crop, settings).any(axis=0)
+    signal_crop = (
+        crop if columns_of is None else crop_band(cv2.imread(str(columns_of), cv2.IMREAD_COLOR), band)
+    )
+    columns = text_signal(signal_crop, settings).any(axis=0)
     crop = trim_to_text(crop, columns, pad=max(24, band.height))
     write_image(out_path, fit_for_ocr(crop), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return out_path
 
 
 def crop_keyframes(keyframes: KeyframeSet, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
-    """Every kept strip cropped to the band (static overlays masked). The strips stay until the flow's work
-    folder goes: a re-run after a crash reuses the keyframes stage's result, which names them."""
+    """Every kept strip cropped to the band (static overlays masked), its lead samples as it is. The strips
+    stay until the flow's work folder goes: a re-run after a crash reuses the keyframes stage's result,
+    which names them."""
     cropped = []
     for kf in keyframes.frames:
         out = work_dir / f"crop_{kf.index:06d}.png"
         crop_keyframe_image(kf.image_path, keyframes.band, out, settings)
-        cropped.append(replace(kf, image_path=out))
+        lead = tuple(
+            (
+                t,
+                crop_keyframe_image(
+                    p, keyframes.band, p.with_name(f"crop_{p.name}"), settings, kf.image_path
+                ),
+            )
+            for t, p in kf.lead
+        )
+        cropped.append(replace(kf, image_path=out, lead=lead))
     return replace(keyframes, frames=tuple(cropped))
 
 

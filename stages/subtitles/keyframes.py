@@ -10,6 +10,7 @@ there (shifted back half an interval, every start and end was 0.05 s early on th
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import cv2
@@ -70,7 +71,9 @@ def extract_keyframes(
     w_start, w_end = window if window is not None else (0.0, info.duration)
     first = round(w_start * fps)
     last_window = w_end >= info.duration - 1e-6
-    kept: list[tuple[int, float, Path, bool, float, int]] = []  # index, time, path, has_text, change, line
+    kept: list[tuple[int, float, Path, bool, float, int, tuple]] = []  # index, time, path, has_text, change,
+    # line, lead samples
+    lead: deque[tuple[int, np.ndarray]] = deque(maxlen=max(0, round(settings.lead_seconds * fps)))
     last_signal: np.ndarray | None = None
     samples, line = 0, first  # line ids unique across windows (a window has fewer lines than samples)
     recent: list[np.ndarray] = []  # the current line's last two signals (a cross-fade is one mixed sample)
@@ -106,13 +109,19 @@ def extract_keyframes(
         toggled = has_text != (kept[-1][3] if kept else not has_text)
         if change >= settings.change_threshold or toggled or (has_text and line != kept[-1][5]):
             path = work_dir / f"strip_{index:06d}.png"
+            early: tuple[tuple[float, Path], ...] = ()
             if has_text:
                 write_image(path, strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            kept.append((index, index / fps, path, has_text, change, line))
+                if toggled and not faded and np.count_nonzero(signal) < settings.character_cells:
+                    early = tuple(_write_lead(work_dir, lead, fps))
+            kept.append((index, index / fps, path, has_text, change, line, early))
             last_signal = signal
+            lead.clear()
+        else:
+            lead.append((index, strip))
     end_of_video = max(info.duration, (first + samples) / fps) if last_window else w_end
     keyframes = []
-    for k, (index, start, path, has_text, change, line_id) in enumerate(kept):
+    for k, (index, start, path, has_text, change, line_id, early) in enumerate(kept):
         if not has_text:
             continue
         end = kept[k + 1][1] if k + 1 < len(kept) else end_of_video
@@ -124,9 +133,19 @@ def extract_keyframes(
                 image_path=path,
                 change=round(change, 4),
                 line=line_id,
+                lead=early,
             )
         )
     return KeyframeSet(info.path, band, fps, info.duration, tuple(keyframes), samples)
+
+
+def _write_lead(work_dir: Path, lead: deque[tuple[int, np.ndarray]], fps: float):
+    """The samples before a faint line's first keyframe, (time, strip path): its strokes gave too few cells
+    to count (pale text without an outline) while it may already have been legible there."""
+    for index, strip in lead:
+        path = work_dir / f"lead_{index:06d}.png"
+        write_image(path, strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        yield round(index / fps, 3), path
 
 
 @task(name="keyframes", task_run_name="keyframes", **resumable())

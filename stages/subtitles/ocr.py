@@ -63,6 +63,10 @@ class OcrEngine(Protocol):
         """Text boxes only (no recognition): cheap, for finding the subtitle band."""
         ...
 
+    def read_line(self, crop: np.ndarray) -> tuple[str, float]:
+        """Recognition alone of one line's crop (no detection): is a known line there?"""
+        ...
+
 
 def _quad_to_box(quad) -> tuple[int, int, int, int]:
     pts = np.asarray(quad, dtype=float).reshape(-1, 2)
@@ -186,6 +190,13 @@ class RapidOcrEngine:
     def detect(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
         return [_quad_to_box(q) for q in self._detect_quads(image)]
 
+    def read_line(self, crop: np.ndarray) -> tuple[str, float]:
+        if self._lines is not None:
+            return self._lines.read_line(crop)
+        recognised, _ = self._ocr.text_rec([upscale_line(crop, self.settings.rec_min_height)])
+        text, score, *_rest = recognised[0]
+        return str(text).strip(), float(score)
+
     def close(self) -> None:
         if self._lines is not None:
             self._lines.close()
@@ -235,6 +246,11 @@ class PaddleOcrEngine:
     def detect(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
         pages = self._ocr.ocr(image, rec=False, cls=False) or []
         return [_quad_to_box(q) for q in (pages[0] or [])] if pages else []
+
+    def read_line(self, crop: np.ndarray) -> tuple[str, float]:
+        pages = self._ocr.ocr(crop, det=False, cls=False) or []
+        text, score = pages[0][0] if pages and pages[0] else ("", 0.0)
+        return str(text).strip(), float(score)
 
 
 ENGINES: dict[str, type] = {"rapidocr": RapidOcrEngine, "paddleocr": PaddleOcrEngine}
@@ -299,7 +315,9 @@ def lines_to_rows(lines: list[OcrLine]) -> tuple[OcrLine, ...]:
             max(r.box[2] for r in row),
             max(r.box[3] for r in row),
         )
-        joined.append(OcrLine(_join_row([r.text for r in row]), min(r.confidence for r in row), box))
+        since = [r.since for r in row]  # the row was legible early where all its boxes were
+        early = max(since) if None not in since else None  # type: ignore[type-var]
+        joined.append(OcrLine(_join_row([r.text for r in row]), min(r.confidence for r in row), box, early))
     return tuple(joined)
 
 
@@ -328,10 +346,63 @@ def recognize_batches(
     for kf in keyframes.frames:
         if not per_frame[kf.index]:
             per_frame[kf.index] = reread_enlarged(kf.image_path, engine)
+        if kf.lead and per_frame[kf.index]:
+            per_frame[kf.index] = read_lead(kf.lead, per_frame[kf.index], engine, kf.image_path)
     return [
         FrameText(kf.index, kf.start, kf.end, lines_to_rows(per_frame[kf.index]), kf.line)
         for kf in keyframes.frames
     ]
+
+
+LEAD_SIMILARITY = 0.8  # a lead sample shows a line when it reads this like it (a fade's first frames lose
+# a glyph or two to the background; another line or the bare background reads nothing like it)
+LEAD_CONTRAST = 0.6  # ... and its box is this contrasted against the keyframe's: the recogniser reads a
+# fading-in glow at a tenth of its opacity, long before a viewer can (the corpus counts from half opacity)
+
+
+def _contrast(crop: np.ndarray) -> float:
+    """How far the bright strokes stand out of the box: grey 95th percentile above the median."""
+    import cv2
+
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    return float(np.percentile(grey, 95) - np.percentile(grey, 50))
+
+
+def read_lead(
+    lead: tuple[tuple[float, Path], ...], lines: list[OcrLine], engine: OcrEngine, keyframe: Path
+) -> list[OcrLine]:
+    """Each line with the earliest lead sample from which, sample after sample up to its keyframe, its box
+    reads like it and shows it about as strongly as the keyframe: a pale line without an outline is legible
+    before its strokes count as a signal (…297's last line: 0.6 s), a line fading in is not. Recognition
+    alone on the box, latest sample first, stopping at the first that does not show it: a line that appeared
+    with its keyframe costs one read."""
+    import cv2
+    from rapidfuzz.distance import Levenshtein
+
+    images: dict[Path, np.ndarray | None] = {}
+    shown = cv2.imread(str(keyframe), cv2.IMREAD_COLOR)
+    out = []
+    for line in lines:
+        since, want = None, "".join(line.text.split())
+        x0, y0, x1, y1 = line.box
+        if shown is None or y1 <= y0 or x1 <= x0:
+            out.append(line)
+            continue
+        strength = _contrast(shown[max(0, y0) : y1, max(0, x0) : x1])
+        for t, path in reversed(lead):
+            image = images.setdefault(path, cv2.imread(str(path), cv2.IMREAD_COLOR))
+            if image is None:
+                break
+            box = image[max(0, y0) : y1, max(0, x0) : x1]
+            if _contrast(box) < LEAD_CONTRAST * strength:
+                break
+            text, score = engine.read_line(box)
+            similar = Levenshtein.normalized_similarity("".join(text.split()), want)
+            if score < engine.settings.min_text_score or similar < LEAD_SIMILARITY:
+                break
+            since = t
+        out.append(line if since is None else OcrLine(line.text, line.confidence, line.box, since))
+    return out
 
 
 def reread_enlarged(crop_path: Path, engine: OcrEngine, scale: float = 1.5) -> list[OcrLine]:

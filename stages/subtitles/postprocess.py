@@ -94,14 +94,19 @@ def icon_row(text: str) -> bool:
     return count >= 0.6 * len(tokens) and len(token) <= 2 and not any(c.isalpha() for c in token)
 
 
+def _read_text(text: str, settings: PostprocessSettings) -> str:
+    """A row as the events say it: the closing ellipsis written out, look-alike twins simplified."""
+    text = chinese_ellipsis(text)
+    return text.translate(SIMPLIFIED_TWINS) if settings.simplified else text  # "不准再看別人"
+
+
 def frame_reads(frame: FrameText, settings: PostprocessSettings) -> list[Read]:
     """The frame's confident rows as reads (text, confidence). A line burned in twice, in two stacked
     copies, is said once, each copy one more read of it for the vote (a copy can hold a typo or a
     misread the other has not); other rows are joined into one multi-line read."""
     rows: list[list[Read]] = []  # each row with its stacked copies
     for ln in frame.lines:
-        text = chinese_ellipsis(ln.text)
-        text = text.translate(SIMPLIFIED_TWINS) if settings.simplified else text  # "不准再看別人"
+        text = _read_text(ln.text, settings)
         key = normalise(text)
         if ln.confidence < settings.min_confidence or not key or icon_row(text):
             continue
@@ -212,14 +217,15 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
             drafts.append(current)
         seen = min(frame.end - frame.start, settings.max_read_seconds)  # one keyframe is one read
         current.reads.append([(t, seen * c) for t, c in reads])
-        current.spans.append((frame.start, frame.end))
+        current.spans.append((_legible_from(frame, settings) if not joins else frame.start, frame.end))
         current.confidences.append(conf)
     events = []
+    weak = _WeakFrames(frames, settings)
     for d in drafts:
         cuts = split_line(d.reads, d.spans, settings) + [len(d.reads)]
         for i, j in zip(cuts, cuts[1:], strict=False):
             text = vote_text(_flat(d.reads[i:j]))
-            start, end = d.spans[i][0], d.spans[j - 1][1]
+            start, end = weak.widen(d.spans[i][0], d.spans[j - 1][1], text)
             if end - start < settings.min_duration or len(normalise(text)) < settings.min_chars:
                 continue
             conf = sum(d.confidences[i:j]) / (j - i)
@@ -231,6 +237,48 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
                 )
             )  # fmt: skip
     return events
+
+
+def _legible_from(frame: FrameText, settings: PostprocessSettings) -> float:
+    """When a frame's line could first be read: before the frame where OCR read it in the samples before it
+    (OcrLine.since: a faint line whose strokes signalled late), else the frame's start."""
+    early = [
+        ln.since for ln in frame.lines if ln.since is not None and ln.confidence >= settings.min_confidence
+    ]
+    return min([frame.start, *early])
+
+
+class _WeakFrames:
+    """Keyframes read only below `min_confidence`, by where they start and end.
+
+    The threshold keeps noise from making events; a frame that reads exactly an adjacent event's text,
+    only less surely, is that line still (or already) on screen: a fade's first and last frames, white
+    text over a bright patch ("这是她真心的么……" at 0.55 and 0.64 between reads at 0.86). Such frames
+    widen the event; they never make one, and one frame widens one event.
+    """
+
+    def __init__(self, frames: list[FrameText], settings: PostprocessSettings) -> None:
+        self._by_end: dict[float, tuple[float, set[str]]] = {}
+        self._by_start: dict[float, tuple[float, set[str]]] = {}
+        for frame in frames:
+            if frame.lines and not frame_reads(frame, settings):
+                rows = [normalise(_read_text(ln.text, settings)) for ln in frame.lines]
+                keys = set(rows) | {"".join(rows)}
+                self._by_end[round(frame.end, 3)] = (frame.start, keys)
+                self._by_start[round(frame.start, 3)] = (frame.end, keys)
+
+    def widen(self, start: float, end: float, text: str) -> tuple[float, float]:
+        """The event's span grown over the weak frames next to it that read its text."""
+        key = normalise(text)
+        while (hit := self._by_end.get(round(start, 3))) and key in hit[1]:
+            self._by_end.pop(round(start, 3))
+            self._by_start.pop(round(hit[0], 3), None)
+            start = hit[0]
+        while (hit := self._by_start.get(round(end, 3))) and key in hit[1]:
+            self._by_start.pop(round(end, 3))
+            self._by_end.pop(round(hit[0], 3), None)
+            end = hit[0]
+        return start, end
 
 
 def other_reads(per_frame: list[list[Read]], shown: str, settings: PostprocessSettings) -> tuple[str, ...]:

@@ -24,6 +24,8 @@ class KeyframeSettings:
     line_change_other: float = 0.25  # ... and gains (loses) this share: centred lines overlap in strokes
     character_change: float = 0.42  # ... or of one character's columns (a one-character change)
     character_cells: int = 24  # a character's columns count when they hold this many cells before and after
+    lead_seconds: float = 1.0  # a line appearing with fewer strokes than character_cells (pale text, no
+    # outline) may have been legible before the signal counted it: the samples this far back are kept for OCR
     faded_samples: int = 3  # a line's strokes thinned below min_text_cells, all where they were, stay its
     # text this many samples (pale text without an outline flickers under the count: one line, two events)
 

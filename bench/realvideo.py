@@ -1,0 +1,127 @@
+"""Per-video subtitle figures on the six shared real videos, stage functions called directly (no Prefect).
+
+    .venv/bin/python bench/realvideo.py                 # all six: recall, precision, CER, exact, start/end
+                                                        # error median and max, wall and CPU seconds
+    .venv/bin/python bench/realvideo.py --stems …297    # those only (a suffix of the stem is enough)
+    .venv/bin/python bench/realvideo.py --events        # also every event beside its key line
+
+The same stages in the same order as flows/subtitles.py (band, keyframes, crop, stitch, language, OCR,
+postprocess), in one process, models loaded once before the first timing (the warm-up reads a frame of the
+first video). The flow's own figures are tests/test_realvideo_subtitles.py; this is the per-video table
+issue 21's closing note asks for, and where a change is measured before it is tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from samples.realvideo import (  # noqa: E402
+    REALVIDEO_MISSING,
+    REALVIDEO_STEMS,
+    answer_key,
+    realvideo_available,
+    realvideo_path,
+)
+from samples.scoring import SubtitleScore, pooled, score_subtitles  # noqa: E402
+
+SCATTERED = "douyin_7625248139076178405_zh"
+
+
+def run_video(stem: str, work: Path) -> tuple[SubtitleScore, list, dict[str, float]]:
+    """The flow's stages on one video; the score against its key, the events and seconds per stage."""
+    from blocks.subtitles import SubtitleConfig
+    from core.media import probe_media
+    from stages.subtitles.area import detect_subtitle_band, signal_settings
+    from stages.subtitles.band import WHOLE_FRAME
+    from stages.subtitles.crop import crop_keyframes
+    from stages.subtitles.keyframes import extract_keyframes, video_windows
+    from stages.subtitles.languages import AUTO, spacing_of
+    from stages.subtitles.ocr import load_ocr_engine, recognize_batches
+    from stages.subtitles.postprocess import events_by_position, frames_to_events
+    from stages.subtitles.script import resolve_language
+    from stages.subtitles.stitch import stitch_keyframes
+
+    settings = SubtitleConfig()
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fn, *args):
+        started = time.perf_counter()
+        out = fn(*args)
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+        return out
+
+    info = probe_media(realvideo_path(stem))
+    ocr = settings.ocr
+    band = timed(
+        "band", detect_subtitle_band, info, ocr, settings.area, None, signal_settings(settings.keyframes)
+    )
+    texts = []
+    for window in video_windows(info.duration, settings.keyframes.window_seconds):
+        folder = work / stem / f"{window[0]:08.1f}"
+        keyframes = timed("keyframes", extract_keyframes, info, band, folder, settings.keyframes, window)
+        crops = timed("crop", crop_keyframes, keyframes, folder, settings.keyframes)
+        batches = timed("stitch", stitch_keyframes, crops, folder)
+        if ocr.lang == AUTO and batches:
+            ocr = replace(ocr, lang=timed("language", resolve_language, batches, ocr, info.path).lang)
+        engine = load_ocr_engine(ocr)
+        texts += timed("ocr", recognize_batches, batches, crops, engine)
+    post = replace(settings.postprocess, spacing=spacing_of(ocr.lang), simplified=ocr.lang == "ch")
+    to_events = events_by_position if band.source == WHOLE_FRAME else frames_to_events
+    events = timed("postprocess", to_events, texts, post)
+    seconds["keyframes_kept"] = len(texts)
+    return score_subtitles(answer_key(stem), events), events, seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stems", nargs="*", help="stems or their suffixes (default: all six)")
+    parser.add_argument("--events", action="store_true", help="print every event beside the key")
+    args = parser.parse_args()
+    if not realvideo_available():
+        raise SystemExit(REALVIDEO_MISSING)
+    stems = [s for s in REALVIDEO_STEMS if not args.stems or any(s.endswith(x) or x in s for x in args.stems)]
+    from core.media import probe_media
+    from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+    from stages.subtitles.script import resolve_language  # noqa: F401  (imports its models' code)
+
+    load_ocr_engine(OcrSettings(lang="ch"))  # warm: the model load is not a video's cost
+    probe_media(realvideo_path(stems[0]))
+    scores: dict[str, SubtitleScore] = {}
+    with tempfile.TemporaryDirectory(prefix="realvideo-bench-") as tmp:
+        for stem in stems:
+            load = os.getloadavg()[0]
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            score, events, seconds = run_video(stem, Path(tmp))
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            scores[stem] = score
+            print(
+                f"…{stem.removesuffix('_zh')[-4:]}  recall {score.recall:.2f}  "
+                f"precision {score.precision:.2f}  "
+                f"CER {score.cer:6.2%}  exact {score.exact_lines:.2f}  "
+                f"start {score.median_start_error:.3f}/{score.max_start_error:.3f}  "
+                f"end {score.median_end_error:.3f}/{score.max_end_error:.3f}  "
+                f"({score.matched}/{score.truth}, {score.predicted} events)  "
+                f"wall {wall:.1f} s  cpu {cpu:.1f} s  load {load:.1f}"
+            )
+            print("      " + "  ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+            if args.events:
+                for cue in answer_key(stem):
+                    print(f"      key  {cue.start:6.2f}-{cue.end:6.2f}  {cue.text}")
+                for e in events:
+                    print(f"      got  {e.start:6.2f}-{e.end:6.2f}  {e.text!r}  {e.confidence:.3f}")
+    dramas = [s for stem, s in scores.items() if stem != SCATTERED]  # pooled as the test pools them
+    if len(dramas) > 1:
+        print(f"dramas pooled: {pooled(dramas).line()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
