@@ -60,10 +60,15 @@ class ScriptChoice:
 
 
 def subtitle_rows(images: list[np.ndarray], settings: OcrSettings, limit: int = MAX_ROWS) -> list[np.ndarray]:
-    """Up to `limit` subtitle rows (the detector's boxes of a row joined), spread over the images."""
+    """Up to `limit` subtitle rows (the detector's boxes of a row joined), spread over the images it took.
+
+    The next image is detected only while rows are missing: a stitched batch holds dozens of lines, and
+    detecting three of them was most of the stage (11 of 14 s on a footage case; OCR detects them again)."""
     engine = load_ocr_engine(replace(settings, lang=AUTO))
     rows: list[np.ndarray] = []
     for image in images:
+        if len(rows) >= limit:
+            break
         for row in lines_to_rows([OcrLine("", 1.0, box) for box in engine.detect(image)]):
             x0, y0, x1, y1 = row.box
             if y1 - y0 >= 8 and x1 - x0 >= y1 - y0:
