@@ -88,8 +88,9 @@ def sample_frames(
     fps = k * count / max(info.duration, 0.1)
     shift = int(phase * 97)
     if info.duration >= SEEK_FROM_SECONDS:
-        picks = [slot * k + jittered_pick(slot + shift) for slot in range(count)]
-        frames = [frame for n in picks if (frame := _frame_at(info, n / fps, w, h)) is not None]
+        picks = [(slot, slot * k + jittered_pick(slot + shift)) for slot in range(count)]
+        times = [(n + 0.5 + seek_jitter(slot + shift)) / fps for slot, n in picks]
+        frames = [frame for t in times if (frame := _frame_at(info, t, w, h)) is not None]
         return frames, w / info.width
     decoded = iter_video_frames(
         info.path,
@@ -102,6 +103,16 @@ def sample_frames(
     )
     frames = [frame.copy() for n, frame in decoded if n % k == jittered_pick(n // k + shift)]
     return frames, w / info.width
+
+
+def seek_jitter(slot: int) -> float:
+    """A slot's offset from its candidate's time, within +-0.4 of the candidate spacing, never periodic.
+
+    Candidates are evenly spaced: an hour sampled 80 times puts them 45 s apart, a multiple of a line
+    every 3 s, so every pick can land in the same gap between lines (the first hour-long run found no
+    band). Decoding every frame hid this at the candidates' midpoints; a seek can be anywhere.
+    """
+    return 0.8 * ((slot * GOLDEN * 7 + 0.13) % 1.0 - 0.5)
 
 
 def _frame_at(info: MediaInfo, seconds: float, w: int, h: int) -> np.ndarray | None:
