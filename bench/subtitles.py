@@ -6,6 +6,8 @@
     .venv/bin/python bench/subtitles.py --speed          # 60 s 720p, ~20 lines (goal: >= 10x realtime)
     .venv/bin/python bench/subtitles.py --hour           # one hour, a line every 3 s (2.2 s shown):
                                                          # time, peak memory, peak temporary disk
+    .venv/bin/python bench/subtitles.py --hour --size 1280x720 --duration 600 --repeat 6
+                                                         # an hour of 720p: 10 rendered minutes x 6
 
 The flow runs against a temporary Prefect server (started once, outside the timing). The first run in a
 process also loads the OCR models; `--speed` runs twice and reports both.
@@ -14,6 +16,7 @@ process also loads the OCR models; `--speed` runs twice and reports both.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -29,6 +32,21 @@ from samples.scoring import SubtitleScore, pooled, score_subtitles  # noqa: E402
 def _stages_line(stages: dict[str, float], video_seconds: float) -> str:
     return "  ".join(
         f"{name} {s:.2f}s ({video_seconds / s:.0f}x)" if s > 0 else f"{name} 0s" for name, s in stages.items()
+    )
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process (the flow and its threads) and of its finished children
+    (ffmpeg): on a shared machine wall time says little, CPU time still compares runs."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _cpu_line(before: tuple[float, float], video_seconds: float) -> str:
+    own, kids = (after - start for after, start in zip(_cpu_seconds(), before, strict=True))
+    return (
+        f"CPU {own + kids:.1f} s = flow process {own:.1f} s + ffmpeg {kids:.1f} s "
+        f"({video_seconds / (own + kids):.1f}x realtime per core; load {os.getloadavg()[0]:.1f})"
     )
 
 
@@ -71,16 +89,24 @@ def run_speed(tmp: Path, duration: float, size: str, runs: int) -> None:
     video = make_subtitled_video(tmp / "bench.mp4", cues, duration=duration, size=(w, h))
     print(f"video: {duration:.0f} s {w}x{h}, {len(cues)} subtitles")
     for run in range(1, runs + 1):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         result = extract_subtitles(str(video), str(tmp / f"out{run}"))
         wall = time.perf_counter() - started
         score = score_subtitles(cues, list(result.events))
         label = "cold (model load)" if run == 1 else "warm"
         print(f"run {run} [{label}]: flow {wall:.2f} s wall = {duration / wall:.1f}x realtime")
         print(f"    stages: {_stages_line(result.stage_seconds, duration)}")
-        overhead = wall - sum(result.stage_seconds.values())
-        print(f"    orchestration {overhead:.2f} s (flow wall - stage walls)")
+        in_line = {name: s for name, s in result.stage_seconds.items() if name != "decode-check"}
+        overhead = wall - sum(in_line.values())
+        print(
+            f"    orchestration {overhead:.2f} s (flow wall - stage walls; the decode check runs beside them)"
+        )
+        print(f"    {_cpu_line(cpu, duration)}; peak RSS so far {_peak_rss_mb():.0f} MB")
         print(f"    accuracy: {score.line()}")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _DiskWatch:
@@ -128,25 +154,42 @@ def hour_video(out: Path, duration: float, size: tuple[int, int]) -> tuple[Path,
     return render_case(case, out), case.truth()
 
 
-def run_hour(tmp: Path, cache: Path, duration: float, size: str) -> None:
+def repeated(video: Path, truth: list, part: float, times: int) -> tuple[Path, list]:
+    """`video` `times` times in a row (samples.video.repeat_video), its lines shifted to each copy."""
+    from dataclasses import replace
+
+    from samples.video import repeat_video
+
+    shifted = [
+        replace(c, start=c.start + k * part, end=c.end + k * part) for k in range(times) for c in truth
+    ]
+    return repeat_video(video, times), shifted
+
+
+def run_hour(tmp: Path, cache: Path, duration: float, size: str, repeat: int = 1) -> None:
     from flows.subtitles import extract_subtitles
 
     w, h = (int(v) for v in size.split("x"))
     started = time.perf_counter()
     video, truth = hour_video(cache, duration, (w, h))
+    if repeat > 1:
+        video, truth = repeated(video, truth, duration, repeat)
+        duration *= repeat
     made = time.perf_counter() - started
-    print(f"video: {duration / 60:.0f} min {w}x{h}, {len(truth)} lines (rendered in {made:.0f} s)")
+    print(f"video: {duration / 60:.0f} min {w}x{h}, {len(truth)} lines (made in {made:.0f} s: {video.name})")
     out = tmp / "hour"
     out.mkdir(parents=True, exist_ok=True)
     with _DiskWatch(out) as disk:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         result = extract_subtitles(str(video), str(out))
         wall = time.perf_counter() - started
     score = score_subtitles(truth, list(result.events))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu_line = _cpu_line(cpu, duration)
+    rss = _peak_rss_mb()
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"flow {wall:.0f} s wall = {duration / wall:.1f}x realtime")
     print(f"    stages: {_stages_line(result.stage_seconds, duration)}")
+    print(f"    {cpu_line}")
     print(f"    peak memory: flow process {rss:.0f} MB, largest child (ffmpeg/server) {child:.0f} MB")
     print(f"    peak disk under the output folder (temporary files): {disk.peak / 1e6:.1f} MB")
     print(f"    accuracy: {score.line()}")
@@ -160,6 +203,7 @@ def main() -> int:
     parser.add_argument("--size", default=None, help="WxH (speed: 1280x720, hour: 640x360)")
     parser.add_argument("--runs", type=int, default=2, help="speed runs; the first also loads the models")
     parser.add_argument("--cache", default=None, help="folder keeping rendered videos between runs")
+    parser.add_argument("--repeat", type=int, default=1, help="hour: the rendered video this many times")
     parser.add_argument("--cases", nargs="+", default=None, help="corpus mode: only these cases (names)")
     args = parser.parse_args()
     from prefect.testing.utilities import prefect_test_harness
@@ -169,7 +213,7 @@ def main() -> int:
         if args.speed:
             run_speed(Path(tmp), args.duration or 60.0, args.size or "1280x720", args.runs)
         elif args.hour:
-            run_hour(Path(tmp), cache, args.duration or 3600.0, args.size or "640x360")
+            run_hour(Path(tmp), cache, args.duration or 3600.0, args.size or "640x360", args.repeat)
         else:
             run_corpus(Path(tmp), cache, args.cases)
     return 0

@@ -44,7 +44,14 @@ from typing import Any, TypeVar
 
 from core.errors import YiVideoError
 from core.local_server import idle_seconds, log_tail, prefect_home, service_command
-from core.models import ModelKey, evict, load_count, resident_keys, resident_model
+from core.models import (
+    ModelKey,
+    evict,
+    load_count,
+    release_freed_memory,
+    resident_keys,
+    resident_model,
+)
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -259,7 +266,10 @@ class Copy:
 
     def call(self, build: Callable[[Any], Any], settings: Any, method: str, args: tuple, kwargs: dict) -> Any:
         model = resident_model(self.key, lambda: build(settings))
-        return getattr(model, method)(*args, **kwargs)
+        try:
+            return getattr(model, method)(*args, **kwargs)
+        finally:
+            release_freed_memory()  # a call's tensors (an OCR batch: ~0.5 GB) go back to the system
 
 
 class Service:

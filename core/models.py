@@ -15,6 +15,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -122,6 +123,27 @@ def resident_keys() -> list[ModelKey]:
         return list(_models)
 
 
+def release_freed_memory() -> None:
+    """Hand the free pages of the C heap back to the system (glibc's `malloc_trim`); a no-op elsewhere.
+
+    A detector call on a stitched batch allocates and frees ~0.5 GB of tensors, and each Prefect task
+    thread that calls it gets its own malloc arena, which keeps those pages: a 10-minute 720p run grew to
+    3.7 GB RSS reading its batches on new threads, and stays near its models' size with a trim per batch.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+
+
 def _release(model: Any) -> None:
     """Close what can be closed, collect, and return cached CUDA memory to the driver."""
     for closer in ("close", "unload_model", "release"):
@@ -137,3 +159,4 @@ def _release(model: Any) -> None:
     torch = sys.modules.get("torch")  # only if some engine already imported it
     if torch is not None and getattr(torch, "cuda", None) is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+    release_freed_memory()

@@ -7,6 +7,7 @@ python -m flows.subtitles --demo --output-dir DIR     # on a generated sample vi
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -99,15 +100,24 @@ def read_band_texts(
     keep: bool = False,
 ) -> BandTexts:
     """Keyframes -> crop -> stitch -> OCR over the video window by window (`keyframes.window_seconds`),
-    each window's images deleted after its OCR unless `keep`: temporary disk stays bounded on long video.
-    `until` stops each window after that stage (the pipeline's shorter chains)."""
+    each window's images deleted after its OCR unless `keep`: temporary disk stays bounded on long video
+    (two windows' images at most). The next window's keyframes decode while this one is read: OCR uses
+    one core, decoding the other. `until` stops each window after that stage (the pipeline's chains)."""
     windows = video_windows(info.duration, settings.keyframes.window_seconds)
     texts: list[FrameText] = []
     samples = kept = cropped = stitched = 0
     ocr = settings.ocr
-    for window in windows:
+
+    def decode(window: tuple[float, float]) -> Callable[[], KeyframeSet]:
         folder = work_dir / f"{window[0]:08.1f}"
-        keyframes = stages.run(keyframes_task, info, band, folder, settings.keyframes, window)
+        return stages.start(keyframes_task, info, band, folder, settings.keyframes, window)
+
+    decoding = decode(windows[0])
+    for number, window in enumerate(windows, 1):
+        folder = work_dir / f"{window[0]:08.1f}"
+        keyframes = decoding()
+        if number < len(windows):
+            decoding = decode(windows[number])
         samples, kept = samples + keyframes.samples_decoded, kept + len(keyframes.frames)
         if until != "keyframes":
             crops = stages.run(crop_task, keyframes, folder, settings.keyframes)
@@ -194,13 +204,15 @@ def extract_subtitles(
     stages = Stages()
     (video,), output_dir = stages.shared([video], output_dir)
     info = stages.run(probe_task, video, "video")
-    damage = stages.run(decode_check_task, info)  # a corrupt middle decodes as lost subtitles
-    report_damage(damage, "subtitles")
+    damage_check = stages.start(decode_check_task, info)  # a corrupt middle decodes as lost subtitles;
+    # it decodes beside the stages (OCR keeps one core busy) and is reported once they are done
     run_dir = run_output_dir(output_dir, "subtitles", info.path)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
     try:
         subtitle_band = find_band(info, settings, stages)  # `band`, the parameter, is the user's fractions
         reading = read_band_texts(info, subtitle_band, settings, stages, work)
+        damage = damage_check()
+        report_damage(damage, "subtitles")
         by_position = subtitle_band.source == WHOLE_FRAME  # lines all over the frame: events per position
         events = stages.run(postprocess_task, reading.texts, spaced_for(reading, settings), by_position)
         files = write_subtitle_files(

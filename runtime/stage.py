@@ -83,6 +83,25 @@ class Stages:
         self._record(task, started)
         return result
 
+    def start(
+        self, task: Task[..., R], *args: Any, min_timeout: float = 0.0, gpu: GpuUse = None,
+        model: object | None = None,
+    ) -> Callable[[], R]:  # fmt: skip
+        """Start one stage now, wait for it later: the returned call waits, re-raises its exception (after
+        the policy's retries) and records its time from now. Stages started ahead overlap the ones run
+        meanwhile (a video's next window decodes while this one is read), so the times add up to more than
+        the flow's wall time."""
+        started = time.perf_counter()
+        future = self.submit(task, *args, min_timeout=min_timeout, gpu=gpu, model=model)
+
+        def wait() -> R:
+            self.started = task.name
+            result = future.result()
+            self._record(task, started)
+            return result
+
+        return wait
+
     def run_each(
         self, task: Task[..., R], *iterables: Any, min_timeout: float = 0.0, gpu: GpuUse = None,
         model: object | None = None, on_each: Callable[[R], None] | None = None,

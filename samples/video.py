@@ -134,6 +134,21 @@ def make_subtitled_video(
     return out
 
 
+def repeat_video(video: Path, times: int) -> Path:
+    """`video` played `times` times in a row, next to it (ffmpeg's concat demuxer, stream copy: seconds
+    for an hour of 720p, where rendering one took over an hour on a loaded machine)."""
+    out = video.with_name(f"{video.stem}-x{times}.mp4")
+    if out.exists():
+        return out
+    listing = video.with_name(f"{video.stem}-x{times}.txt")
+    listing.write_text("".join(f"file '{video.resolve()}'\n" for _ in range(times)), encoding="utf-8")
+    part = out.with_suffix(".part.mp4")
+    cmd = ["ffmpeg", "-y", "-v", "error", "-nostdin", "-f", "concat", "-safe", "0", "-i", str(listing)]
+    subprocess.run([*cmd, "-c", "copy", str(part)], check=True, capture_output=True, timeout=600)
+    part.rename(out)
+    return out
+
+
 def demo_script() -> list[Cue]:
     """A short mixed Chinese/English script: the sample the demo and the quickstart use."""
     return [

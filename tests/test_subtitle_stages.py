@@ -152,6 +152,25 @@ def test_area_samples_do_not_alias_with_evenly_timed_lines(media_dir):
     assert band.source == "auto" and band.y0 > 180, band
 
 
+def test_area_seeks_on_long_video_without_aliasing(media_dir):
+    """Long video seeks to its picks: 480 s of lines every 4 s puts the 40 candidates 12 s apart and the
+    second look's 120 at 4 s, so picks at the candidates' own times all land in the gap between lines
+    (the hour-long 720p run found no band that way). Built from the 40 s pattern played 12 times."""
+    from core.media import probe_media
+    from samples.video import Cue, make_subtitled_video, repeat_video
+    from stages.subtitles.area import SEEK_FROM_SECONDS, detect_subtitle_band
+    from stages.subtitles.ocr import OcrSettings
+
+    cues = [Cue(4 * i + 0.9, 4 * i + 3.9, f"第{i + 1}句 line {i + 1}") for i in range(10)]
+    part = make_subtitled_video(
+        media_dir / "periodic-part.mp4", cues, duration=40.0, size=(640, 360), audio=False
+    )
+    info = probe_media(repeat_video(part, 12))
+    assert info.duration >= SEEK_FROM_SECONDS
+    band = detect_subtitle_band(info, OcrSettings(), AreaSettings(samples=10))
+    assert band.source == "auto" and band.y0 > 180, band
+
+
 def test_spaces_restored_in_glued_latin_text_only():
     from stages.subtitles.spacing import restore_spaces
 

@@ -9,6 +9,7 @@ upwards (room for a second line), with static overlays inside it masked later by
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from prefect import task
 
 from core.caching import resumable
 from core.media import iter_video_frames
+from core.models import release_freed_memory
 from core.schema import Band, MediaInfo
 from gpu.devices import GPU_CAPABLE_TAG
 from gpu.slot import gpu_slot
@@ -70,6 +72,10 @@ def jittered_pick(slot: int) -> int:
     return int(CANDIDATES_PER_SLOT * ((slot * GOLDEN + 0.31) % 1.0))
 
 
+SEEK_FROM_SECONDS = 120.0  # longer videos seek to each picked frame instead of decoding all of them:
+# 20 frames of a 10-minute 720p video cost a whole decode (~25 CPU s), an hour's six times that
+
+
 def sample_frames(
     info: MediaInfo, count: int, width: int, phase: float = 0.0
 ) -> tuple[list[np.ndarray], float]:
@@ -79,18 +85,52 @@ def sample_frames(
     w = max(2, int(info.width * scale) // 2 * 2)
     h = max(2, int(info.height * scale) // 2 * 2)
     k = CANDIDATES_PER_SLOT
+    fps = k * count / max(info.duration, 0.1)
+    shift = int(phase * 97)
+    if info.duration >= SEEK_FROM_SECONDS:
+        picks = [(slot, slot * k + jittered_pick(slot + shift)) for slot in range(count)]
+        times = [(n + 0.5 + seek_jitter(slot + shift)) / fps for slot, n in picks]
+        frames = [frame for t in times if (frame := _frame_at(info, t, w, h)) is not None]
+        return frames, w / info.width
     decoded = iter_video_frames(
         info.path,
-        fps=k * count / max(info.duration, 0.1),
+        fps=fps,
         filters=f"scale={w}:{h}",
         out_width=w,
         out_height=h,
         timeout=60 + info.duration,
         stage="subtitle_area",
     )
-    shift = int(phase * 97)
     frames = [frame.copy() for n, frame in decoded if n % k == jittered_pick(n // k + shift)]
     return frames, w / info.width
+
+
+def seek_jitter(slot: int) -> float:
+    """A slot's offset from its candidate's time, within +-0.4 of the candidate spacing, never periodic.
+
+    Candidates are evenly spaced: an hour sampled 80 times puts them 45 s apart, a multiple of a line
+    every 3 s, so every pick can land in the same gap between lines (the first hour-long run found no
+    band). Decoding every frame hid this at the candidates' midpoints; a seek can be anywhere.
+    """
+    return 0.8 * ((slot * GOLDEN * 7 + 0.13) % 1.0 - 0.5)
+
+
+def _frame_at(info: MediaInfo, seconds: float, w: int, h: int) -> np.ndarray | None:
+    """The frame shown at `seconds`, scaled to w x h: ffmpeg seeks to the keyframe before it and decodes
+    from there (a GOP, not the video). None past the last frame."""
+    decoded = iter_video_frames(
+        info.path,
+        fps=info.fps or 25.0,
+        filters=f"scale={w}:{h}",
+        out_width=w,
+        out_height=h,
+        timeout=60,
+        stage="subtitle_area",
+        start=seconds,
+        duration=2.0,
+    )
+    with closing(decoded):
+        return next((frame.copy() for _, frame in decoded), None)
 
 
 def _same_place(a: Box, b: Box, tol: float) -> bool:
@@ -261,6 +301,7 @@ def subtitle_area_task(
 
     with gpu_slot("subtitle_area") as grant:
         band = detect_subtitle_band(info, _on_device(ocr, grant.device), settings, user_band, signal)
+    release_freed_memory()  # the sampled frames and the detector's tensors, freed in this thread's arena
     get_run_logger().info("subtitle area of %s: %s", info.path.name, describe_band(band, info))
     return band
 

@@ -22,7 +22,7 @@ from prefect import task
 from core.caching import resumable
 from core.errors import ConfigError
 from core.model_service import served_model
-from core.models import ModelKey, model_key
+from core.models import ModelKey, model_key, release_freed_memory
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
@@ -442,7 +442,10 @@ def ocr_task(
     with gpu_slot("ocr") as grant:
         engine = load_ocr_engine(replace(settings, device=grant.device))
         with _engine_lock(engine):
-            return recognize_batches([batch], keyframes, engine)
+            release_freed_memory()  # what earlier stages freed in their threads' arenas: a lower peak
+            texts = recognize_batches([batch], keyframes, engine)
+            release_freed_memory()  # the batch's detector tensors (~0.4 GB), freed in this thread's arena
+            return texts
 
 
 _engine_locks: weakref.WeakKeyDictionary[OcrEngine, threading.Lock] = weakref.WeakKeyDictionary()
