@@ -6,6 +6,7 @@ python -m flows.subtitles --demo --output-dir DIR     # on a generated sample vi
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -113,24 +114,29 @@ def read_band_texts(
         return stages.start(keyframes_task, info, band, folder, settings.keyframes, window)
 
     decoding = decode(windows[0])
-    for number, window in enumerate(windows, 1):
-        folder = work_dir / f"{window[0]:08.1f}"
-        keyframes = decoding()
-        if number < len(windows):
-            decoding = decode(windows[number])
-        samples, kept = samples + keyframes.samples_decoded, kept + len(keyframes.frames)
-        if until != "keyframes":
-            crops = stages.run(crop_task, keyframes, folder, settings.keyframes)
-            cropped += len(crops.frames)
-            if until != "crop":
-                batches = stages.run(stitch_task, crops, folder)
-                stitched += len(batches)
-                if until != "stitch":
-                    if ocr.lang == AUTO and batches:  # once per video, from the first batches with text
-                        ocr = stages.run(language_task, batches, ocr, str(info.path), model=ocr)
-                    texts += read_batches(info, crops, batches, ocr, stages, window)
-        if not keep:
-            consume(folder)  # finished: the cached results pointing into it stay reusable
+    try:
+        for number, window in enumerate(windows, 1):
+            folder = work_dir / f"{window[0]:08.1f}"
+            keyframes = decoding()
+            if number < len(windows):
+                decoding = decode(windows[number])
+            samples, kept = samples + keyframes.samples_decoded, kept + len(keyframes.frames)
+            if until != "keyframes":
+                crops = stages.run(crop_task, keyframes, folder, settings.keyframes)
+                cropped += len(crops.frames)
+                if until != "crop":
+                    batches = stages.run(stitch_task, crops, folder)
+                    stitched += len(batches)
+                    if until != "stitch":
+                        if ocr.lang == AUTO and batches:  # once per video, from the first batches with text
+                            ocr = stages.run(language_task, batches, ocr, str(info.path), model=ocr)
+                        texts += read_batches(info, crops, batches, ocr, stages, window)
+            if not keep:
+                consume(folder)  # finished: the cached results pointing into it stay reusable
+    except Exception:
+        with contextlib.suppress(Exception):  # the next window decodes into work_dir: it ends before the
+            decoding()  # caller cleans up (no image written after the folder is gone, no stray task failed)
+        raise
     return BandTexts(texts, samples, kept, cropped, stitched, ocr.lang)
 
 
@@ -204,15 +210,13 @@ def extract_subtitles(
     stages = Stages()
     (video,), output_dir = stages.shared([video], output_dir)
     info = stages.run(probe_task, video, "video")
-    damage_check = stages.start(decode_check_task, info)  # a corrupt middle decodes as lost subtitles;
-    # it decodes beside the stages (OCR keeps one core busy) and is reported once they are done
+    damage = stages.run(decode_check_task, info)  # a corrupt middle decodes as lost subtitles
+    report_damage(damage, "subtitles")  # said first, as the pipeline says it: a failed run is explained too
     run_dir = run_output_dir(output_dir, "subtitles", info.path)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
     try:
         subtitle_band = find_band(info, settings, stages)  # `band`, the parameter, is the user's fractions
         reading = read_band_texts(info, subtitle_band, settings, stages, work)
-        damage = damage_check()
-        report_damage(damage, "subtitles")
         by_position = subtitle_band.source == WHOLE_FRAME  # lines all over the frame: events per position
         events = stages.run(postprocess_task, reading.texts, spaced_for(reading, settings), by_position)
         files = write_subtitle_files(

@@ -87,17 +87,19 @@ class Stages:
         self, task: Task[..., R], *args: Any, min_timeout: float = 0.0, gpu: GpuUse = None,
         model: object | None = None,
     ) -> Callable[[], R]:  # fmt: skip
-        """Start one stage now, wait for it later: the returned call waits, re-raises its exception (after
-        the policy's retries) and records its time from now. Stages started ahead overlap the ones run
-        meanwhile (a video's next window decodes while this one is read), so the times add up to more than
-        the flow's wall time."""
+        """Start one stage now, wait for it later: the returned call waits and re-raises its exception (after
+        the policy's retries). Its time runs from now until it finished, not until it was waited on. Stages
+        started ahead overlap the ones run meanwhile (a video's next window decodes while this one is read),
+        so the times add up to more than the flow's wall time."""
         started = time.perf_counter()
+        finished: list[float] = []
         future = self.submit(task, *args, min_timeout=min_timeout, gpu=gpu, model=model)
+        future.add_done_callback(lambda _: finished.append(time.perf_counter()))
 
         def wait() -> R:
             self.started = task.name
             result = future.result()
-            self._record(task, started)
+            self._record(task, started, finished[0] if finished else None)
             return result
 
         return wait
@@ -118,8 +120,8 @@ class Stages:
         self._record(task, started)
         return list(results)
 
-    def _record(self, task: Task, started: float) -> None:
-        elapsed = time.perf_counter() - started  # a stage run per window adds up
+    def _record(self, task: Task, started: float, finished: float | None = None) -> None:
+        elapsed = (finished or time.perf_counter()) - started  # a stage run per window adds up
         self.timings[task.name] = round(self.timings.get(task.name, 0.0) + elapsed, 3)
 
     def submit(

@@ -4,8 +4,9 @@ one sample at once both get it whole."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,19 +90,31 @@ def test_without_the_setting_every_call_renders(tmp_path, monkeypatch):
     assert _calls(tmp_path) == 2
 
 
-def _render_in_child(out: str) -> None:
-    render(Path(out), "written by two processes at once", pause=2.0)
+CHILD = """
+import sys
+from pathlib import Path
+sys.path[:0] = sys.argv[1:3]  # the repository (samples) and tests/ (this module, named as pytest names it)
+from test_media_cache import render
+render(Path(sys.argv[3]), "written by two processes at once", pause=2.0)
+"""
+TESTS = Path(__file__).resolve().parent
 
 
 def test_two_processes_rendering_one_sample_at_once_both_get_it_whole(cache, tmp_path):
-    ctx = multiprocessing.get_context("fork")
+    """Two fresh interpreters (a fork of the suite's process carries its threads and captured streams:
+    one failed there with its traceback lost)."""
     outs = [str(tmp_path / f"p{i}" / "x.txt") for i in (0, 1)]
-    children = [ctx.Process(target=_render_in_child, args=(out,)) for out in outs]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(TESTS.parent), str(TESTS), out],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for out in outs
+    ]
     for child in children:
-        child.start()
-    for child in children:
-        child.join(30)
-        assert child.exitcode == 0
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err[-2000:]
     assert _calls(tmp_path) == 2  # both missed: each rendered privately, one entry won
     for i in (0, 1):
         assert (tmp_path / f"p{i}" / "x.txt").read_text() == "written by two processes at once"

@@ -37,6 +37,17 @@ def test_frames_read_below_the_threshold_widen_the_line_they_read_and_make_none(
     assert not frames_to_events([frame(0, 0.0, 1.0, "只有低置信度", weak)], PostprocessSettings())
 
 
+def test_a_weak_frame_between_two_reads_of_a_line_leaves_one_event_and_a_blank_two():
+    """The reviewer's case: strong, weak, strong reads of one line are one event (it never left the
+    screen); the same line twice with a blank between stays two events."""
+    line = "同一句话字幕"
+    settings = PostprocessSettings(spacing="none")
+    bridged = [frame(0, 0.0, 1.0, line), frame(1, 1.0, 1.5, line, 0.5), frame(2, 1.5, 2.5, line)]
+    assert [(e.start, e.end) for e in frames_to_events(bridged, settings)] == [(0.0, 2.5)]
+    apart = [frame(0, 0.0, 1.0, line), frame(1, 1.0, 1.5), frame(2, 1.5, 2.5, line)]
+    assert [(e.start, e.end) for e in frames_to_events(apart, settings)] == [(0.0, 1.0), (1.5, 2.5)]
+
+
 def test_a_line_read_in_its_lead_samples_starts_there_and_only_a_new_line_does():
     frames = [frame(0, 8.8, 9.4, "躲了这么久", since=8.2), frame(1, 9.4, 10.0, "躲了这么久", since=9.0)]
     events = frames_to_events(frames, PostprocessSettings(spacing="none"))

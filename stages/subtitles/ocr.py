@@ -361,9 +361,12 @@ LEAD_CONTRAST = 0.6  # ... and its box is this contrasted against the keyframe's
 
 
 def _contrast(crop: np.ndarray) -> float:
-    """How far the bright strokes stand out of the box: grey 95th percentile above the median."""
+    """How far the bright strokes stand out of the box: grey 95th percentile above the median (0 for an
+    empty box: one that starts in a stitched row's padding, outside the picture)."""
     import cv2
 
+    if crop.size == 0:
+        return 0.0
     grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     return float(np.percentile(grey, 95) - np.percentile(grey, 50))
 
@@ -389,8 +392,13 @@ def read_lead(
             out.append(line)
             continue
         strength = _contrast(shown[max(0, y0) : y1, max(0, x0) : x1])
+        if strength == 0.0:  # nothing shown in the box here: no lead to look for
+            out.append(line)
+            continue
         for t, path in reversed(lead):
-            image = images.setdefault(path, cv2.imread(str(path), cv2.IMREAD_COLOR))
+            if path not in images:  # each lead sample read from disk once for all the lines
+                images[path] = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = images[path]
             if image is None:
                 break
             box = image[max(0, y0) : y1, max(0, x0) : x1]

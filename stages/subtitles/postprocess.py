@@ -221,6 +221,7 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
         current.confidences.append(conf)
     events = []
     weak = _WeakFrames(frames, settings)
+    widened_end = False  # the last event grew over a weak frame after it
     for d in drafts:
         cuts = split_line(d.reads, d.spans, settings) + [len(d.reads)]
         for i, j in zip(cuts, cuts[1:], strict=False):
@@ -230,6 +231,12 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
                 continue
             conf = sum(d.confidences[i:j]) / (j - i)
             shown = spaced(text, settings)
+            bridged = widened_end or start < d.spans[i][0]  # a weak frame between two reads of the line:
+            if bridged and events and events[-1].text == shown and abs(events[-1].end - start) < 1e-3:
+                events[-1] = replace(events[-1], end=round(end, 3))  # it stayed on screen, one event
+                widened_end = end > d.spans[j - 1][1]
+                continue
+            widened_end = end > d.spans[j - 1][1]
             events.append(
                 SubtitleEvent(
                     len(events) + 1, round(start, 3), round(end, 3), shown, round(conf, 4),

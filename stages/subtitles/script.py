@@ -74,7 +74,7 @@ def subtitle_rows(images: list[np.ndarray], settings: OcrSettings, limit: int = 
             if y1 - y0 >= 8 and x1 - x0 >= y1 - y0:
                 pad = max(2, (y1 - y0) // 8)
                 rows.append(image[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad])
-    if len(rows) > limit:  # spread over the batches: one long line repeated would tell little
+    if len(rows) > limit:  # spread over the rows found: one long line repeated would tell little
         rows = [rows[round(i * (len(rows) - 1) / (limit - 1))] for i in range(limit)]
     return rows
 
