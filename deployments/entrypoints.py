@@ -7,18 +7,11 @@ the next run. Everywhere else (`prefect deploy`, tests, notebooks) the built-in 
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from blocks.policy import current_run_policy
 from deployments.crash_reruns import refuse_crash_loops
-from deployments.inbox import sweep_inbox as _sweep_inbox
-from flows.enhance import enhance_images as _enhance_images
-from flows.enhance import enhance_yardstick as _enhance_yardstick
-from flows.fuse import fuse_subtitles as _fuse_subtitles
-from flows.pipeline import run_pipeline as _run_pipeline
-from flows.subtitles import extract_subtitles as _extract_subtitles
-from flows.transcode import transcode as _transcode
-from flows.transcribe import transcribe as _transcribe
 
 _policy = current_run_policy()
 
@@ -40,12 +33,31 @@ class ReturnedStateFilter(logging.Filter):
 
 logging.getLogger("prefect.flow_runs").addFilter(ReturnedStateFilter())  # the worker's flow process only
 
-# a crashed run is scheduled again by bootstrap's automation; refuse_crash_loops caps how often
-extract_subtitles = refuse_crash_loops(_policy.apply_to_flow(_extract_subtitles))
-enhance_images = refuse_crash_loops(_policy.apply_to_flow(_enhance_images))
-enhance_yardstick = _policy.apply_to_flow(_enhance_yardstick)
-fuse_subtitles = refuse_crash_loops(_policy.apply_to_flow(_fuse_subtitles))
-run_pipeline = refuse_crash_loops(_policy.apply_to_flow(_run_pipeline))
-transcode = refuse_crash_loops(_policy.apply_to_flow(_transcode))
-transcribe = refuse_crash_loops(_policy.apply_to_flow(_transcribe))
-sweep_inbox = _policy.apply_to_flow(_sweep_inbox)
+# name: (module, flow, crash re-runs capped). A crashed run is scheduled again by bootstrap's automation;
+# refuse_crash_loops caps how often.
+DEPLOYED: dict[str, tuple[str, str, bool]] = {
+    "extract_subtitles": ("flows.subtitles", "extract_subtitles", True),
+    "enhance_images": ("flows.enhance", "enhance_images", True),
+    "enhance_yardstick": ("flows.enhance", "enhance_yardstick", False),
+    "fuse_subtitles": ("flows.fuse", "fuse_subtitles", True),
+    "run_pipeline": ("flows.pipeline", "run_pipeline", True),
+    "transcode": ("flows.transcode", "transcode", True),
+    "transcribe": ("flows.transcribe", "transcribe", True),
+    "sweep_inbox": ("deployments.inbox", "sweep_inbox", False),
+}
+__all__ = list(DEPLOYED)
+
+
+def __getattr__(name: str):  # noqa: ANN202 (a Prefect Flow)
+    """A flow is imported when Prefect asks for it (`getattr` on this module): a worker's flow-run process
+    imports only its own flow's stages: 1.3 s of imports instead of 1.7 s for all seven, on every run."""
+    if name not in DEPLOYED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute, capped = DEPLOYED[name]
+    flow = _policy.apply_to_flow(getattr(importlib.import_module(module), attribute))
+    globals()[name] = flow = refuse_crash_loops(flow) if capped else flow
+    return flow
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(DEPLOYED))
