@@ -1,7 +1,7 @@
 """A Prefect process worker that exits within seconds of SIGTERM, even when the server has gone away.
 
 python -m deployments.worker --pool cpu [--name NAME] [--limit N] [--work-queue Q]... [--shutdown-seconds 3]
-                                        [--query-seconds 2]
+                                        [--query-seconds 1]
 
 `prefect worker start` stops polling at once on SIGTERM, but then waits for its last events (the
 `prefect.worker.stopped` event) to reach the server: with the server gone, Prefect's events client retries
@@ -12,9 +12,10 @@ cancels the worker, as Prefect's own handler does, and arms a watchdog: whatever
 up the shutdown ends well within that and nothing is lost; a second signal exits at once.
 
 It also reports a dead flow-run process as Crashed once, not twice (`SingleCrashReportWorker`), and asks
-the server for due runs every 2 s (`--query-seconds`; Prefect's default is 10 s): an idle worker took a due
-run up (Pending) after 7.3 s (median of 4) with 10 s and after 2.5 s with 2 s (bench/throughput.py --solo 4
---runs 0, load 22-24), where short runs are most of the work. A query is one small API call.
+the server for due runs every second (`--query-seconds`; Prefect's default is 10 s). An idle worker took a
+due run up (Pending) after 7.3 s (median of 4) with 10 s and after 2.5 s with 2 s (load 22-24); with 1 s
+after 0.6 s (median of 5, load 1.5), due -> Running 2.8 s (bench/throughput.py --solo 5 --runs 0). Short
+runs are most of the work. A query is one small API call.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 SHUTDOWN_ENV = "YIVIDEO_WORKER_SHUTDOWN_SECONDS"
-QUERY_ENV, QUERY_SECONDS = "PREFECT_WORKER_QUERY_SECONDS", 2.0  # Prefect's own setting, another default
+QUERY_ENV, QUERY_SECONDS = "PREFECT_WORKER_QUERY_SECONDS", 1.0  # Prefect's own setting, another default
 
 
 def _exit_after(seconds: float) -> None:
