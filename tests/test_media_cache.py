@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from samples.media_cache import CACHE_ENV, cached_media, prune
+from samples.media_cache import CACHE_ENV, cached_media, generator_version, prune
 from samples.video import Cue, make_subtitled_video
 
 
@@ -80,6 +80,21 @@ def test_an_input_file_is_keyed_by_its_content(cache, tmp_path):
     source.write_text("two")
     render(tmp_path / "a" / "x.txt", str(source))
     assert _calls(tmp_path) == 2
+
+
+def test_a_font_update_renders_again(cache, tmp_path, monkeypatch):
+    """libass draws with the installed fonts: a new font version under the same ffmpeg is a new render."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fc_list = tools / "fc-list"
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    for version, expected_calls in (("1", 1), ("1", 1), ("2", 2)):
+        fc_list.write_text(f"#!/bin/sh\necho /fonts/NotoSansCJK.ttc\\|{version}\n")
+        fc_list.chmod(0o755)
+        generator_version.cache_clear()
+        render(tmp_path / "out" / "a.txt", "text")
+        assert _calls(tmp_path) == expected_calls, version
+    generator_version.cache_clear()  # the next test keys with the real fonts again
 
 
 def test_without_the_setting_every_call_renders(tmp_path, monkeypatch):
