@@ -27,6 +27,7 @@ from stages.subtitles.ocr import OcrSettings, lines_to_rows, load_ocr_engine
 from stages.subtitles.tesseract import ScriptClassifier, TesseractReader
 
 MAX_ROWS = 12
+LINE_ASPECT = 2.0  # width over height of a detector box that can be a line (two glyphs or more)
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _VIET = re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9]")  # letters only Vietnamese uses
@@ -69,14 +70,22 @@ def subtitle_rows(images: list[np.ndarray], settings: OcrSettings, limit: int = 
     for image in images:
         if len(rows) >= limit:
             break
-        for row in lines_to_rows([OcrLine("", 1.0, box) for box in engine.detect(image)]):
+        lines = [OcrLine("", 1.0, box) for box in engine.detect(image) if _line_shaped(box)]
+        for row in lines_to_rows(lines):
             x0, y0, x1, y1 = row.box
-            if y1 - y0 >= 8 and x1 - x0 >= y1 - y0:
-                pad = max(2, (y1 - y0) // 8)
-                rows.append(image[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad])
+            pad = max(2, (y1 - y0) // 8)
+            rows.append(image[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad])
     if len(rows) > limit:  # spread over the rows found: one long line repeated would tell little
         rows = [rows[round(i * (len(rows) - 1) / (limit - 1))] for i in range(limit)]
     return rows
+
+
+def _line_shaped(box: tuple[int, int, int, int]) -> bool:
+    """A detector box that can be a line of text: at least two glyphs wide. The detector also boxes
+    pictures, logos and emoji; in a whole-frame band a line beside a picture was joined into the picture's
+    "row", and the script classifier, given only such rows, named Devanagari or Hebrew on Chinese clips."""
+    x0, y0, x1, y1 = box
+    return y1 - y0 >= 8 and x1 - x0 >= LINE_ASPECT * (y1 - y0)
 
 
 def _read(rows: list[np.ndarray], settings: OcrSettings) -> tuple[str, float]:
