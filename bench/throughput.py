@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.faults import TERMINAL, dict_count, start_worker, stop_all, wait_all  # noqa: E402
-from samples.realvideo import REALVIDEO_STEMS, realvideo_path  # noqa: E402
+from samples.realvideo import REALVIDEO_STEMS, cut_realvideo, realvideo_path  # noqa: E402
 from tests.pg_server import postgres_prefect_server  # noqa: E402
 
 DEPLOYMENT = "extract-subtitles/subtitles"
@@ -53,19 +53,12 @@ SERVICE_FALLBACK = ("model service lost", "model service unavailable")  # core.m
 def cut_clips(folder: Path, count: int, seconds: float) -> list[Path]:
     """`count` clips of `seconds` s, round-robin over the real videos at offsets 1.7 s apart (wrapping)."""
     folder.mkdir(parents=True, exist_ok=True)
-    sources = [realvideo_path(stem) for stem in REALVIDEO_STEMS]
-    lengths = [float(_probe_duration(path)) for path in sources]
+    lengths = [float(_probe_duration(realvideo_path(stem))) for stem in REALVIDEO_STEMS]
     clips = []
     for i in range(count):
-        source, length = sources[i % len(sources)], lengths[i % len(sources)]
-        offset = round((i // len(sources)) * 1.7 % max(0.1, length - seconds), 2)
-        clip = folder / f"clip-{i:03d}.mp4"
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-ss", str(offset), "-i", str(source), "-t", str(seconds),
-             "-an", "-c:v", "libx264", "-preset", "veryfast", str(clip)],
-            check=True,
-        )  # fmt: skip
-        clips.append(clip)
+        stem, length = REALVIDEO_STEMS[i % len(REALVIDEO_STEMS)], lengths[i % len(REALVIDEO_STEMS)]
+        offset = round((i // len(REALVIDEO_STEMS)) * 1.7 % max(0.1, length - seconds), 2)
+        clips.append(cut_realvideo(stem, offset, seconds, folder / f"clip-{i:03d}.mp4"))
     return clips
 
 

@@ -51,3 +51,29 @@ def answer_key(stem: str) -> list[Cue]:
     """The timed key of one video, in order."""
     subs = srt.parse((KEYS / f"{stem}.srt").read_text(encoding="utf-8"))
     return [Cue(s.start.total_seconds(), s.end.total_seconds(), s.content.strip()) for s in subs]
+
+
+MIN_ON_SCREEN = 0.5  # a key line shown less than this inside a cut is left out of the cut's key
+
+
+def cut_realvideo(stem: str, start: float, seconds: float, out: str | Path) -> Path:
+    """`seconds` of one shared video from `start`, re-encoded without audio (as a user trims a clip, and
+    each cut a new file: the stage cache cannot answer for it)."""
+    import subprocess
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-ss", f"{start}", "-i", str(realvideo_path(stem))]
+    cmd += ["-t", f"{seconds}", "-an", "-c:v", "libx264", "-preset", "veryfast", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    return out
+
+
+def cut_key(stem: str, start: float, seconds: float) -> list[Cue]:
+    """The key of a cut: the lines on screen at least MIN_ON_SCREEN inside it, timed from its start."""
+    cues = []
+    for cue in answer_key(stem):
+        a, b = max(cue.start, start) - start, min(cue.end, start + seconds) - start
+        if b - a >= MIN_ON_SCREEN:
+            cues.append(Cue(round(a, 3), round(b, 3), cue.text))
+    return cues
