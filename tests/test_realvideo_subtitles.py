@@ -82,3 +82,14 @@ def test_a_five_second_cut_is_read_not_refused_as_another_script(prefect_server,
     assert score.recall == 1 and score.precision == 1 and score.cer == 0, score.line()
     errors = (score.start_errors, score.end_errors)
     assert score.max_start_error <= 0.15 and score.max_end_error <= 0.15, errors
+
+
+def test_a_cut_without_subtitles_says_so_and_reads_no_icons(prefect_server, tmp_path):
+    """…489 from 17 s to 22 s shows no line, only a wall tile's icons: it was refused as Devanagari, then
+    (with the band on the tile) read as "eir". A band needs a box seen as a line; here the text signal
+    gives the lower part and OCR finds nothing there."""
+    stem, start = "douyin_7625472985927237489_zh", 17.0
+    assert not cut_key(stem, start, 5.0)
+    clip = cut_realvideo(stem, start, 5.0, tmp_path / f"cut-{start}.mp4")
+    result = extract_subtitles(str(clip), str(tmp_path / "out"))
+    assert not result.events, [event.text for event in result.events]

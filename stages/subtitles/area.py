@@ -172,10 +172,10 @@ def choose_band(
     moving: list[list[Box]], width: int, height: int, settings: AreaSettings, min_seen: int = 1
 ) -> Band | None:
     """The vertical cluster of text boxes seen as a line (several glyphs wide) in the most samples, then
-    seen at all in the most, padded; None when there is none seen in `min_seen` samples (one glyph-sized
-    box in one sample is no band: look again). Lines first: on a 5 s cut of a real drama, four samples
-    boxed the glyph-sized icons of a tile on the wall and two the one subtitle line, and the band went on
-    the wall."""
+    seen at all in the most, padded; None when there is none seen in `min_seen` samples or never as a
+    line (one glyph-sized box in one sample is no band: look again). Lines first: on a 5 s cut of a real
+    drama, four samples boxed the glyph-sized icons of a tile on the wall and two the one subtitle line,
+    and the band went on the wall."""
     rows: list[tuple[int, int, set[int], list[int], set[int]]] = []  # y0, y1, seen, heights, seen as lines
     for i, boxes in enumerate(moving):
         for x0, y0, x1, y1 in boxes:
@@ -194,9 +194,9 @@ def choose_band(
                 rows.append((y0, y1, {i}, [line_h], {i} if wide else set()))
     if not rows:
         return None
-    y0, y1, seen, heights, _ = max(rows, key=lambda r: (len(r[4]), len(r[2]), r[1]))
-    if len(seen) < min_seen:
-        return None
+    y0, y1, seen, heights, lines = max(rows, key=lambda r: (len(r[4]), len(r[2]), r[1]))
+    if len(seen) < min_seen or not lines:  # glyph-sized boxes only (icons on a wall): look again, then
+        return None  # the text signal decides (a one-glyph line is still found there)
     line_h = float(np.median(heights))
     reach = settings.neighbour_lines * line_h  # short dramas move a line up or down between lines
     for ry0, ry1, *_ in rows:
