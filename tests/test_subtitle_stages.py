@@ -255,6 +255,28 @@ def test_one_misread_frame_never_splits_a_line_and_a_lasting_change_does():
     ]
 
 
+def test_a_line_misread_for_a_moment_between_two_reads_of_it_is_one_event():
+    """A re-encoded 5 s cut of …297 (pale small text): the image saw a new line at 1.9 s, where two frames
+    read 对 as 又; then the line read right again. Three events (A, A', A) before; one now. A change that
+    lasts ("Gate 4" -> "Gate 5"), or comes back only after a second, stays."""
+    a, misread = "总对不起对不起", "总又不起对不起"
+    spans = [(1.4, 1.5), (1.5, 1.6), (1.6, 1.7), (1.7, 1.8), (1.8, 1.9), (1.9, 2.1), (2.1, 2.3), (2.3, 2.5)]
+    spans += [(2.5, 2.6)]
+    texts = [a] * 5 + [misread] * 2 + [a] * 2  # the frames as read
+    frames = [
+        FrameText(i, start, end, frame(i, 0, 0, t, 0.95).lines, line=3 if i < 5 else 4)
+        for i, ((start, end), t) in enumerate(zip(spans, texts, strict=True))
+    ]
+    events = frames_to_events(frames, PostprocessSettings())
+    assert [(e.start, e.end, e.text) for e in events] == [(1.4, 2.6, a)]
+    texts = ["Gate 4 is open"] * 2 + ["Gate 5 is open"] * 2 + ["Gate 4 is open"] * 2
+    frames = [
+        FrameText(i, 0.6 * i, 0.6 * i + 0.6, frame(i, 0, 0, t).lines, line=i // 2)
+        for i, t in enumerate(texts)
+    ]
+    assert len(frames_to_events(frames, PostprocessSettings())) == 3  # the middle line shown 1.2 s
+
+
 def test_one_long_keyframe_per_side_splits_on_other_text_but_not_on_a_near_misread():
     """The demo's small text: the 4-px stroke cells saw '欢迎使用 YiVideo' -> 'Subtitles from pixels' as one
     line, each shown 2 s in one keyframe; the English read at 0.975 (below the 0.98 a near text needs)."""

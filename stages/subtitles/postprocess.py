@@ -46,6 +46,7 @@ class PostprocessSettings:
     other_text_similarity: float = 0.5  # texts less alike than this are two lines, not a misread of one,
     other_text_edits: int = 3  # ... and this many characters apart (a 1-3 character line misread is not)
     max_read_seconds: float = 0.5  # a keyframe held longer is still one read of the pixels in the vote
+    misread_seconds: float = 1.0  # a reading this short between two of one line (A, A', A) is a misread
     simplified: bool = False  # the language read is simplified Chinese (ch): look-alike twins simplified
 
 
@@ -158,10 +159,7 @@ def split_line(
         if same_line(before, after, settings):
             continue
         b, a = normalise(before), normalise(after)
-        other_text = (
-            Levenshtein.normalized_similarity(b, a) < settings.other_text_similarity
-            and Levenshtein.distance(b, a) >= settings.other_text_edits
-        )
+        other_text = _other_text(b, a, settings)
         if not (
             _lasting(reads[:k], spans[:k], settings, other_text)
             and _lasting(reads[k:], spans[k:], settings, other_text)
@@ -219,31 +217,70 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
         current.reads.append([(t, seen * c) for t, c in reads])
         current.spans.append((_legible_from(frame, settings) if not joins else frame.start, frame.end))
         current.confidences.append(conf)
+    parts = []
+    for d in drafts:
+        cuts = split_line(d.reads, d.spans, settings) + [len(d.reads)]
+        parts += [_Draft(d.spans[i][0], d.spans[j - 1][1], d.line, d.reads[i:j], d.spans[i:j],
+                         d.confidences[i:j]) for i, j in zip(cuts, cuts[1:], strict=False)]  # fmt: skip
     events = []
     weak = _WeakFrames(frames, settings)
     widened_end = False  # the last event grew over a weak frame after it
-    for d in drafts:
-        cuts = split_line(d.reads, d.spans, settings) + [len(d.reads)]
-        for i, j in zip(cuts, cuts[1:], strict=False):
-            text = vote_text(_flat(d.reads[i:j]))
-            start, end = weak.widen(d.spans[i][0], d.spans[j - 1][1], text)
-            if end - start < settings.min_duration or len(normalise(text)) < settings.min_chars:
-                continue
-            conf = sum(d.confidences[i:j]) / (j - i)
-            shown = spaced(text, settings)
-            bridged = widened_end or start < d.spans[i][0]  # a weak frame between two reads of the line:
-            if bridged and events and events[-1].text == shown and abs(events[-1].end - start) < 1e-3:
-                events[-1] = replace(events[-1], end=round(end, 3))  # it stayed on screen, one event
-                widened_end = end > d.spans[j - 1][1]
-                continue
-            widened_end = end > d.spans[j - 1][1]
-            events.append(
-                SubtitleEvent(
-                    len(events) + 1, round(start, 3), round(end, 3), shown, round(conf, 4),
-                    other_reads(d.reads[i:j], shown, settings),
-                )
-            )  # fmt: skip
+    for part in rejoin_misreads(parts, settings):
+        text = part.best_text()
+        start, end = weak.widen(part.spans[0][0], part.spans[-1][1], text)
+        if end - start < settings.min_duration or len(normalise(text)) < settings.min_chars:
+            continue
+        conf = sum(part.confidences) / len(part.confidences)
+        shown = spaced(text, settings)
+        bridged = widened_end or start < part.spans[0][0]  # a weak frame between two reads of the line:
+        if bridged and events and events[-1].text == shown and abs(events[-1].end - start) < 1e-3:
+            events[-1] = replace(events[-1], end=round(end, 3))  # it stayed on screen, one event
+            widened_end = end > part.spans[-1][1]
+            continue
+        widened_end = end > part.spans[-1][1]
+        events.append(
+            SubtitleEvent(
+                len(events) + 1, round(start, 3), round(end, 3), shown, round(conf, 4),
+                other_reads(part.reads, shown, settings),
+            )
+        )  # fmt: skip
     return events
+
+
+def rejoin_misreads(parts: list[_Draft], settings: PostprocessSettings) -> list[_Draft]:
+    """A, A', A back to back, A' a glyph or two from A and shown at most `misread_seconds`: one line
+    misread for a moment, one event with its reads voted. Subtitles do not change and change back within
+    a second; the image may still have seen two lines (a pale line on a re-encoded 5 s cut of …297 read
+    "总对不起对不起", "总又不起对不起" for 0.4 s, then "总对不起对不起" again: three events)."""
+    parts = list(parts)
+    k = 1
+    while k < len(parts) - 1:
+        before, middle, after = parts[k - 1], parts[k], parts[k + 1]
+        a, m, b = (normalise(p.best_text()) for p in (before, middle, after))
+        if (
+            a == b
+            and not _other_text(a, m, settings)
+            and middle.spans[-1][1] - middle.spans[0][0] <= settings.misread_seconds
+            and abs(before.spans[-1][1] - middle.spans[0][0]) < 1e-3
+            and abs(middle.spans[-1][1] - after.spans[0][0]) < 1e-3
+        ):
+            parts[k - 1 : k + 2] = [
+                _Draft(before.start, after.end, after.line, before.reads + middle.reads + after.reads,
+                       before.spans + middle.spans + after.spans,
+                       before.confidences + middle.confidences + after.confidences)
+            ]  # fmt: skip
+            k = max(1, k - 1)
+        else:
+            k += 1
+    return parts
+
+
+def _other_text(a: str, b: str, settings: PostprocessSettings) -> bool:
+    """Normalised texts wholly other, not a misread of one another (a glyph or two apart)."""
+    return (
+        Levenshtein.normalized_similarity(a, b) < settings.other_text_similarity
+        and Levenshtein.distance(a, b) >= settings.other_text_edits
+    )
 
 
 def _legible_from(frame: FrameText, settings: PostprocessSettings) -> float:
