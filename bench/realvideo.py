@@ -4,6 +4,8 @@
                                                         # error median and max, wall and CPU seconds
     .venv/bin/python bench/realvideo.py --stems …297    # those only (a suffix of the stem is enough)
     .venv/bin/python bench/realvideo.py --events        # also every event beside its key line
+    .venv/bin/python bench/realvideo.py --cuts 100      # 100 five-second cuts, each scored against its
+                                                        # part of the key; the imperfect ones printed
 
 The same stages in the same order as flows/subtitles.py (band, keyframes, crop, stitch, language, OCR,
 postprocess), in one process, models loaded once before the first timing (the warm-up reads a frame of the
@@ -27,6 +29,9 @@ from samples.realvideo import (  # noqa: E402
     REALVIDEO_MISSING,
     REALVIDEO_STEMS,
     answer_key,
+    cut_edges,
+    cut_key,
+    cut_realvideo,
     realvideo_available,
     realvideo_path,
 )
@@ -35,8 +40,12 @@ from samples.scoring import SubtitleScore, pooled, score_subtitles  # noqa: E402
 SCATTERED = "douyin_7625248139076178405_zh"
 
 
-def run_video(stem: str, work: Path) -> tuple[SubtitleScore, list, dict[str, float]]:
-    """The flow's stages on one video; the score against its key, the events and seconds per stage."""
+def run_video(
+    video: Path, key: list, work: Path, optional: list = ()
+) -> tuple[SubtitleScore, list, dict[str, float]]:
+    """The flow's stages on one video; the score against its key, the events and seconds per stage. A
+    script the flow would refuse raises MediaInputError, as the flow's language stage does. Events during
+    an `optional` line (a cut's edges show it for a moment) are left out of the score."""
     from blocks.subtitles import SubtitleConfig
     from core.media import probe_media
     from stages.subtitles.area import detect_subtitle_band, signal_settings
@@ -58,35 +67,54 @@ def run_video(stem: str, work: Path) -> tuple[SubtitleScore, list, dict[str, flo
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
         return out
 
-    info = probe_media(realvideo_path(stem))
+    info = probe_media(video)
     ocr = settings.ocr
     band = timed(
         "band", detect_subtitle_band, info, ocr, settings.area, None, signal_settings(settings.keyframes)
     )
     texts = []
     for window in video_windows(info.duration, settings.keyframes.window_seconds):
-        folder = work / stem / f"{window[0]:08.1f}"
+        folder = work / video.stem / f"{window[0]:08.1f}"
         keyframes = timed("keyframes", extract_keyframes, info, band, folder, settings.keyframes, window)
         crops = timed("crop", crop_keyframes, keyframes, folder, settings.keyframes)
         batches = timed("stitch", stitch_keyframes, crops, folder)
         if ocr.lang == AUTO and batches:
-            ocr = replace(ocr, lang=timed("language", resolve_language, batches, ocr, info.path).lang)
+            choice = timed("language", resolve_language, batches, ocr, info.path)
+            if not choice.supported:
+                raise choice.refuse(info.path)
+            ocr = replace(ocr, lang=choice.lang)
         engine = load_ocr_engine(ocr)
         texts += timed("ocr", recognize_batches, batches, crops, engine)
     post = replace(settings.postprocess, spacing=spacing_of(ocr.lang), simplified=ocr.lang == "ch")
     to_events = events_by_position if band.source == WHOLE_FRAME else frames_to_events
     events = timed("postprocess", to_events, texts, post)
     seconds["keyframes_kept"] = len(texts)
-    return score_subtitles(answer_key(stem), events), events, seconds
+    scored = [e for e in events if not any(_is_reading_of(e, cue) for cue in optional)]
+    return score_subtitles(key, scored), events, seconds
+
+
+def _is_reading_of(event, cue) -> bool:  # noqa: ANN001 (an event, a key cue)
+    """The event reads the cue: near it in time (0.3 s) and at most a third of its characters wrong."""
+    from rapidfuzz.distance import Levenshtein
+
+    from samples.scoring import squash
+
+    near = event.start < cue.end + 0.3 and event.end > cue.start - 0.3
+    text, ref = squash(event.text), squash(cue.text)
+    return near and Levenshtein.distance(text, ref) <= max(1, len(ref) // 3)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stems", nargs="*", help="stems or their suffixes (default: all six)")
     parser.add_argument("--events", action="store_true", help="print every event beside the key")
+    parser.add_argument("--cuts", type=int, default=0, help="instead: this many short cuts of the six")
+    parser.add_argument("--cut-seconds", type=float, default=5.0, help="length of each cut")
     args = parser.parse_args()
     if not realvideo_available():
         raise SystemExit(REALVIDEO_MISSING)
+    if args.cuts:
+        return run_cuts(args.cuts, args.cut_seconds)
     stems = [s for s in REALVIDEO_STEMS if not args.stems or any(s.endswith(x) or x in s for x in args.stems)]
     from core.media import probe_media
     from stages.subtitles.ocr import OcrSettings, load_ocr_engine
@@ -99,7 +127,7 @@ def main() -> int:
         for stem in stems:
             load = os.getloadavg()[0]
             wall0, cpu0 = time.perf_counter(), time.process_time()
-            score, events, seconds = run_video(stem, Path(tmp))
+            score, events, seconds = run_video(realvideo_path(stem), answer_key(stem), Path(tmp))
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             scores[stem] = score
             print(
@@ -120,6 +148,38 @@ def main() -> int:
     dramas = [s for stem, s in scores.items() if stem != SCATTERED]  # pooled as the test pools them
     if len(dramas) > 1:
         print(f"dramas pooled: {pooled(dramas).line()}")
+    return 0
+
+
+def run_cuts(count: int, seconds: float) -> int:
+    """Short cuts, as users trim and send them (the offsets of bench/throughput.py: round-robin over the six,
+    1.7 s apart), each scored against its part of the key; the imperfect ones are printed."""
+    from core.errors import MediaInputError
+    from core.media import probe_media
+
+    lengths = {stem: probe_media(realvideo_path(stem)).duration for stem in REALVIDEO_STEMS}
+    scores, refused, cpu0 = [], [], time.process_time()
+    with tempfile.TemporaryDirectory(prefix="realvideo-cuts-") as tmp:
+        for i in range(count):
+            stem = REALVIDEO_STEMS[i % len(REALVIDEO_STEMS)]
+            start = round((i // len(REALVIDEO_STEMS)) * 1.7 % max(0.1, lengths[stem] - seconds), 2)
+            clip = cut_realvideo(stem, start, seconds, Path(tmp) / f"cut-{i:03d}.mp4")
+            key, name = cut_key(stem, start, seconds), f"…{stem.removesuffix('_zh')[-4:]} at {start:5.2f} s"
+            edges = cut_edges(stem, start, seconds)
+            try:
+                score, events, _ = run_video(clip, key, Path(tmp), edges)
+            except MediaInputError as exc:
+                refused.append(name)
+                print(f"{name}  refused: {exc}")
+                continue
+            scores.append(score)
+            if score.matched < score.truth or score.predicted > score.matched or score.cer > 0:
+                print(f"{name}  {score.line()}")
+                print(f"      key {[c.text for c in key]}  got {[e.text for e in events]}")
+    perfect = sum(s.matched == s.truth == s.predicted and s.cer == 0 for s in scores)
+    cpu, load = time.process_time() - cpu0, os.getloadavg()[0]
+    print(f"{count} cuts of {seconds:g} s: {perfect} read perfectly, {len(refused)} refused; "
+          f"pooled {pooled(scores).line()}; CPU {cpu:.0f} s, load {load:.1f}")
     return 0
 
 

@@ -69,11 +69,21 @@ def cut_realvideo(stem: str, start: float, seconds: float, out: str | Path) -> P
     return out
 
 
-def cut_key(stem: str, start: float, seconds: float) -> list[Cue]:
-    """The key of a cut: the lines on screen at least MIN_ON_SCREEN inside it, timed from its start."""
+def cut_key(stem: str, start: float, seconds: float, shown: float = MIN_ON_SCREEN) -> list[Cue]:
+    """The key of a cut: the lines on screen at least `shown` seconds inside it, timed from its start."""
+    return [cue for cue in _cut_cues(stem, start, seconds) if cue.end - cue.start >= shown]
+
+
+def cut_edges(stem: str, start: float, seconds: float, shown: float = MIN_ON_SCREEN) -> list[Cue]:
+    """The lines a cut shows for less than `shown` seconds (at its edges): reading them is neither
+    required nor wrong."""
+    return [cue for cue in _cut_cues(stem, start, seconds) if cue.end - cue.start < shown]
+
+
+def _cut_cues(stem: str, start: float, seconds: float) -> list[Cue]:
     cues = []
     for cue in answer_key(stem):
         a, b = max(cue.start, start) - start, min(cue.end, start + seconds) - start
-        if b - a >= MIN_ON_SCREEN:
+        if b > a:
             cues.append(Cue(round(a, 3), round(b, 3), cue.text))
     return cues
