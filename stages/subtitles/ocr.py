@@ -9,9 +9,11 @@ given.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +28,9 @@ from core.models import ModelKey, model_key, release_freed_memory
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
+
+DETECTIONS_KEPT = 64  # images whose text boxes an engine remembers (RapidOcrEngine._detect_quads): a
+# language stage detects a few batches and a dozen rows before the batches are read
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ class RapidOcrEngine:
 
         cuda = settings.device.startswith("cuda")
         self.settings = settings
+        self._detected: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._detected_lock = threading.Lock()
         lang = language(DEFAULT if settings.lang == AUTO else settings.lang)
         self.recogniser = lang.recogniser
         tesseract = self.recogniser.engine == "tesseract"
@@ -148,6 +155,20 @@ class RapidOcrEngine:
         )
 
     def _detect_quads(self, image: np.ndarray) -> np.ndarray:
+        """The detector's quads, remembered for the last few images: the language stage detects a window's
+        first stitched batches and the OCR of the same batches reads them next (one detection, not two)."""
+        key = (image.shape, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest())
+        with self._detected_lock:
+            if key in self._detected:
+                return self._detected[key].copy()
+        quads = self._run_detector(image)
+        with self._detected_lock:
+            self._detected[key] = quads.copy()
+            while len(self._detected) > DETECTIONS_KEPT:
+                self._detected.popitem(last=False)
+        return quads
+
+    def _run_detector(self, image: np.ndarray) -> np.ndarray:
         import cv2
 
         h, w = image.shape[:2]
