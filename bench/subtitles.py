@@ -127,11 +127,14 @@ class _DiskWatch:
     def _poll(self) -> None:
         while not self._stop.wait(0.2):
             size = 0
-            for p in self.root.rglob("*"):
-                try:
-                    size += p.stat().st_size if p.is_file() else 0
-                except OSError:
-                    continue
+            try:
+                for p in self.root.rglob("*"):
+                    try:
+                        size += p.stat().st_size if p.is_file() else 0
+                    except OSError:
+                        continue
+            except OSError:  # a window's folder removed while it was listed: the next poll counts
+                continue
             self.peak = max(self.peak, size)
 
     def __enter__(self) -> _DiskWatch:
