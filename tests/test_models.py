@@ -110,3 +110,27 @@ def test_an_engine_loads_only_the_models_it_calls_and_reads_as_rapidocr_does():
     lines = english.read(image)
     assert [line.text for line in lines] == [text for text, *_ in read]
     assert " ".join(line.text for line in lines) == "Gate 5 closes at noon"
+
+
+def test_an_image_detected_once_is_not_detected_again_and_reads_the_same():
+    """The language stage detects a window's first stitched batches and OCR reads the same batches next:
+    the engine runs its detector once per image (it ran twice: ~0.4 CPU s a 720p batch), and what it
+    remembers reads exactly as a fresh detection does, whoever changes the boxes it was handed."""
+    import cv2
+
+    from stages.subtitles.ocr import RapidOcrEngine
+
+    engine, fresh = RapidOcrEngine(OcrSettings(lang="en")), RapidOcrEngine(OcrSettings(lang="en"))
+    calls = []
+    detector = engine._ocr.text_det
+    engine._ocr.text_det = lambda image: calls.append(image.shape) or detector(image)
+    image = np.full((120, 640, 3), 30, np.uint8)
+    cv2.putText(image, "Gate 5 closes at noon", (20, 75), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (255, 255, 255), 3)
+    boxes = engine.detect(image)
+    engine._detect_quads(image)[:] = 0  # a caller scribbling on its boxes changes nothing remembered
+    assert engine.read(image.copy()) == fresh.read(image) and boxes == fresh.detect(image)
+    assert len(calls) == 1, "the second look at the same pixels reuses the first detection"
+    other = image.copy()
+    other[0, 0] = 31  # one pixel differs: another image, detected anew
+    engine.detect(other)
+    assert len(calls) == 2

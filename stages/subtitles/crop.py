@@ -15,7 +15,7 @@ import numpy as np
 from prefect import task
 
 from core.caching import resumable
-from core.outputs import write_image
+from core.outputs import scratch_png, write_image
 from core.schema import Band, KeyframeSet
 from stages.subtitles.band import WHOLE_FRAME, mask_static_boxes
 from stages.subtitles.text_signal import KeyframeSettings, text_signal
@@ -71,14 +71,14 @@ def crop_keyframe_image(
         raise FileNotFoundError(f"keyframe strip {strip_path} is missing or unreadable")
     crop = crop_band(strip, band)
     if band.source == WHOLE_FRAME:  # lines anywhere: the frame as it is (shrunk, its small text is lost)
-        write_image(out_path, crop, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        write_image(out_path, crop, scratch_png())
         return out_path
     signal_crop = (
         crop if columns_of is None else crop_band(cv2.imread(str(columns_of), cv2.IMREAD_COLOR), band)
     )
     columns = text_signal(signal_crop, settings).any(axis=0)
     crop = trim_to_text(crop, columns, pad=max(24, band.height))
-    write_image(out_path, fit_for_ocr(crop), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    write_image(out_path, fit_for_ocr(crop), scratch_png())
     return out_path
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-import cv2
 import numpy as np
 from prefect import task
 
 from core.caching import resumable
 from core.media import iter_video_frames
-from core.outputs import write_image
+from core.outputs import scratch_png, write_image
 from core.schema import Band, Keyframe, KeyframeSet, MediaInfo
 from stages.subtitles.band import mask_static_boxes, strip_crop_filter
 from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal, thinned
@@ -111,7 +110,7 @@ def extract_keyframes(
             path = work_dir / f"strip_{index:06d}.png"
             early: tuple[tuple[float, Path], ...] = ()
             if has_text:
-                write_image(path, strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                write_image(path, strip, scratch_png())
                 if toggled and not faded and np.count_nonzero(signal) < settings.character_cells:
                     early = tuple(_write_lead(work_dir, lead, fps))
             kept.append((index, index / fps, path, has_text, change, line, early))
@@ -144,7 +143,7 @@ def _write_lead(work_dir: Path, lead: deque[tuple[int, np.ndarray]], fps: float)
     to count (pale text without an outline) while it may already have been legible there."""
     for index, strip in lead:
         path = work_dir / f"lead_{index:06d}.png"
-        write_image(path, strip, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        write_image(path, strip, scratch_png())
         yield round(index / fps, 3), path
 
 

@@ -9,12 +9,16 @@ given.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from prefect import task
@@ -26,6 +30,10 @@ from core.models import ModelKey, model_key, release_freed_memory
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
+
+R = TypeVar("R")
+DETECTIONS_KEPT = 64  # images whose text boxes an engine remembers (RapidOcrEngine._detect_quads): a
+# language stage detects a few batches and a dozen rows before the batches are read
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,8 @@ class RapidOcrEngine:
 
         cuda = settings.device.startswith("cuda")
         self.settings = settings
+        self._detected: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._detected_lock = threading.Lock()
         lang = language(DEFAULT if settings.lang == AUTO else settings.lang)
         self.recogniser = lang.recogniser
         tesseract = self.recogniser.engine == "tesseract"
@@ -148,6 +158,20 @@ class RapidOcrEngine:
         )
 
     def _detect_quads(self, image: np.ndarray) -> np.ndarray:
+        """The detector's quads, remembered for the last few images: the language stage detects a window's
+        first stitched batches and the OCR of the same batches reads them next (one detection, not two)."""
+        key = (image.shape, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest())
+        with self._detected_lock:
+            if key in self._detected:
+                return self._detected[key].copy()
+        quads = self._run_detector(image)
+        with self._detected_lock:
+            self._detected[key] = quads.copy()
+            while len(self._detected) > DETECTIONS_KEPT:
+                self._detected.popitem(last=False)
+        return quads
+
+    def _run_detector(self, image: np.ndarray) -> np.ndarray:
         import cv2
 
         h, w = image.shape[:2]
@@ -449,23 +473,28 @@ def ocr_task(
 
     with gpu_slot("ocr") as grant:
         engine = load_ocr_engine(replace(settings, device=grant.device))
-        with _engine_lock(engine):
-            release_freed_memory()  # what earlier stages freed in their threads' arenas: a lower peak
-            texts = recognize_batches([batch], keyframes, engine)
-            release_freed_memory()  # the batch's detector tensors (~0.4 GB), freed in this thread's arena
-            return texts
+        if number == 1:
+            release_freed_memory()  # what this window's earlier stages freed in their threads' arenas
+        return on_engine_thread(engine, recognize_batches, [batch], keyframes, engine)
 
 
-_engine_locks: weakref.WeakKeyDictionary[OcrEngine, threading.Lock] = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
+_engine_threads: weakref.WeakKeyDictionary[OcrEngine, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
+_threads_guard = threading.Lock()
 
 
-def _engine_lock(engine: OcrEngine) -> threading.Lock:
-    """One batch at a time per engine: batches run as concurrent task runs (threads) sharing the resident
-    engine, whose detector and recogniser keep per-call state; one onnxruntime thread per engine is also
-    the measured steady setting on a shared CPU (OcrSettings.cpu_threads)."""
-    with _locks_guard:
-        return _engine_locks.setdefault(engine, threading.Lock())
+def on_engine_thread(engine: OcrEngine, call: Callable[..., R], *args: Any) -> R:
+    """`call(*args)` on the engine's own thread, one call at a time. Batches run as concurrent task runs
+    (threads) sharing the resident engine, whose detector and recogniser keep per-call state; one onnxruntime
+    thread per engine is also the measured steady setting on a shared CPU (OcrSettings.cpu_threads). One
+    thread is also one malloc arena: a batch's detector tensors (~0.4 GB) are freed where the next batch
+    allocates them again, so memory stays bounded without handing them back to the system after each batch
+    (a batch on a new task thread kept them in that thread's arena: 3.7 GB at 10 minutes of 720p; a trim after
+    each batch cost ~17 CPU s per 10 minutes faulting them in again)."""
+    with _threads_guard:
+        thread = _engine_threads.get(engine)
+        if thread is None:
+            thread = _engine_threads[engine] = ThreadPoolExecutor(1, thread_name_prefix="ocr-engine")
+    return thread.submit(call, *args).result()
 
 
 def batch_keyframes(keyframes: KeyframeSet, batch: StitchedBatch) -> KeyframeSet:

@@ -13,7 +13,7 @@ import numpy as np
 from prefect import task
 
 from core.caching import resumable
-from core.outputs import write_image
+from core.outputs import scratch_png, write_image
 from core.schema import KeyframeSet, StitchedBatch
 
 GAP_PX = 24
@@ -41,7 +41,7 @@ def stitch_keyframes(
             rows += [padded, np.zeros((GAP_PX, width, 3), np.uint8)]
             y += img.shape[0] + GAP_PX
         path = work_dir / f"batch_{len(batches):04d}.png"
-        write_image(path, np.vstack(rows), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        write_image(path, np.vstack(rows), scratch_png())
         batches.append(StitchedBatch(path, tuple(i for i, _ in pending), tuple(offsets), tuple(heights)))
         pending.clear()
 

@@ -42,11 +42,13 @@ def text_signal(strip: np.ndarray, settings: KeyframeSettings) -> np.ndarray:
     k = max(5, strip.shape[0] // 12) | 1
     bright &= 1 - cv2.morphologyEx(bright, cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
     dark = cv2.dilate((grey <= settings.dark_level).astype(np.uint8), np.ones((5, 5), np.uint8))
-    strokes = (bright & dark).astype(np.float32)
+    strokes = bright & dark
     c = settings.cell
     h, w = strokes.shape[0] // c * c, strokes.shape[1] // c * c
-    pooled = strokes[:h, :w].reshape(h // c, c, w // c, c).mean(axis=(1, 3))
-    return pooled > 0.2
+    # a cell holds strokes where over a fifth of its pixels are strokes: counted in integers, rows then
+    # columns (a float mean over both axes at once was 2/3 of this function's time, the same cells)
+    rows = strokes[:h, :w].reshape(h // c, c, w).sum(axis=1, dtype=np.uint16)
+    return rows.reshape(h // c, w // c, c).sum(axis=2, dtype=np.uint16) > c * c / 5
 
 
 def new_line(before: np.ndarray, after: np.ndarray, settings: KeyframeSettings) -> bool:
