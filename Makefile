@@ -47,7 +47,7 @@ lint: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --durations=20  # the 20 longest tests, for the suite-time work (issue 26)
+	$(BIN)/python -m pytest -q -n 3 --dist loadgroup --durations=30  # 3 workers, a module per worker (tests/conftest.py)
 
 # The edit loop (<= 90 s of pytest on 2 cores): pure stage functions, the pure GPU scheduler, blocks, the
 # upload app and structure checks, in process; no Prefect server (marker `server`), no slow end-to-end runs.

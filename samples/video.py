@@ -21,7 +21,7 @@ CJK_FONT_CANDIDATES = (
 
 BACKGROUNDS = {
     "dark": "color=c=0x203040:s={w}x{h}:r={fps}",
-    "gradient": "gradients=s={w}x{h}:r={fps}:speed=0.02",
+    "gradient": "gradients=s={w}x{h}:r={fps}:speed=0.02:seed=1",  # its colours are random unless seeded
     "busy": "testsrc2=s={w}x{h}:r={fps}",  # moving pattern and colours behind the text
     "mandelbrot": "mandelbrot=s={w}x{h}:r={fps}",
 }

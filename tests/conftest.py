@@ -125,11 +125,62 @@ def events_reach_the_current_api(request):
     deliver_pending_events(request.node.nodeid)
 
 
+# `make test` runs the suite on pytest-xdist workers (`-n 3 --dist loadgroup`). Each worker is a session of
+# its own: its own PostgreSQL-backed Prefect server (the database is named by the worker's pid), so its own
+# GPU limits and GPU broker (gpu/client.py keys the broker's folder by host and API URL), media_dir and
+# basetemp. A module's tests stay on one worker, so its module fixtures (an OCR corpus run, a Ray cluster) are
+# built once; the modules below share one worker. The longest modules go first, so none starts last and runs
+# alone; the rest follow in file order.
+SHARED_WORKER = {
+    "test_ray_runner.py": "ray",  # its ray.init() would join the cluster test_ray_cluster.py starts
+    "test_ray_cluster.py": "ray",
+    "test_web_browser.py": "browser",  # one deployed stack (`deployed_api`) for both
+    "test_run_form_browser.py": "browser",
+}
+LONGEST_FIRST = (  # the sums of their tests' times in a full run on 3 workers (load ~12), longest first
+    "test_ray_runner.py",  # with test_ray_cluster.py: 616 s
+    "test_realvideo_subtitles.py",  # 586 s
+    "test_subtitle_footage.py",
+    "test_fusion.py",
+    "test_web_browser.py",
+    "test_cli_lifecycle.py",
+    "test_resume.py",
+    "test_bad_input.py",
+    "test_ocr_languages.py",
+    "test_deployments_e2e.py",
+    "test_subtitles_flow.py",
+    "test_gpu_slots.py",
+    "test_model_service.py",
+    "test_worker_faults.py",  # 118 s
+)
+
+
 def pytest_collection_modifyitems(items):
-    """Marker `server`: tests on the session's Prefect server (`make test-fast` leaves them out)."""
+    """Marker `server`: tests on the session's Prefect server (`make test-fast` leaves them out). On an xdist
+    worker, the longest modules first (the order the workers take them in)."""
     for item in items:
         if "prefect_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.server)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup`: one group per module, or the module's SHARED_WORKER group, taken in collection
+    order. xdist's own loadgroup (`xdist_group` marks) groups nothing on pytest 9.2: it renames the nodeid
+    through `item._nodeid`, which pytest no longer reads (pytest-dev/pytest-xdist#1386)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_WORKER.get(Path(path).name, path)
+
+    config.option.loadscopereorder = False  # xdist would put the modules with most tests first
+    return ModuleGroups(config, log)
 
 
 def pytest_unconfigure(config):

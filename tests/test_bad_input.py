@@ -278,12 +278,19 @@ def test_tiny_videos_complete(prefect_server, tmp_path, capsys, shape):
 
 
 @pytest.mark.slow
-def test_a_failed_preset_keeps_the_finished_renditions_in_a_manifest(prefect_server, bad, tmp_path):
+def test_a_failed_preset_keeps_the_finished_renditions_in_a_manifest(
+    prefect_server, bad, tmp_path, monkeypatch
+):
     import json
 
+    from blocks.policy import POLICY_ENV, RunPolicy
     from blocks.presets import SEED_PRESETS
     from core.errors import StageError
 
+    # no stage retries: a timed-out preset is retried twice by default (StageTimeout is transient: the full
+    # disk test below), each try an 8192 px veryslow encode on every core for its whole time limit (69 s)
+    RunPolicy(stage_retries=0).save("no-stage-retries", overwrite=True)
+    monkeypatch.setenv(POLICY_ENV, "no-stage-retries")
     # a preset that cannot finish within the time limit (8192 px wide, veryslow), beside a quick thumbnail
     huge = {"width": 8192, "height": 8192, "upscale": True, "speed": "veryslow"}
     out, custom = tmp_path / "out", {"broken": SEED_PRESETS["mp4_standard"].model_copy(update=huge)}

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.local_server import client_lock
 from samples.realvideo import realvideo_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,9 +112,12 @@ def test_cli_calls_share_one_local_server_that_stops_when_idle(clip, tmp_path):
     state = _state(home)
     assert state and _alive(state["pid"]), "the first call left the shared server running"
     assert os.getsid(state["pid"]) != os.getsid(0), "the server has its own session (Ctrl-C misses it)"
-    second = subprocess.run(
-        [*command, str(tmp_path / "b"), str(clip)], cwd=REPO, env=env, capture_output=True
-    )
+    # held as a CLI holds it, so the server does not idle out before the next CLI takes it: on a loaded
+    # machine (a full suite on 3 xdist workers, load 9-22) the second call took more than the 20 s to start
+    with client_lock(home):
+        second = subprocess.run(
+            [*command, str(tmp_path / "b"), str(clip)], cwd=REPO, env=env, capture_output=True
+        )
     assert second.returncode == 0, second.stderr.decode()
     assert _state(home) == state, "the second call found the same server"
     runs = _runs(state["url"])
