@@ -150,7 +150,8 @@ def measure(case_name: str, lang: str, media: Path) -> dict:
     from samples.footage_languages import language_case
     from samples.scoring import squash
     from stages.subtitles.languages import language
-    from stages.subtitles.ocr import OcrSettings, lines_to_rows, load_ocr_engine
+    from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+    from stages.subtitles.rows import lines_to_rows
     from stages.subtitles.spacing import space_words
 
     case = language_case(case_name).case

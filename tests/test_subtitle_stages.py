@@ -11,7 +11,6 @@ from core.schema import Band, FrameText, OcrLine
 from stages.subtitles.area import AreaSettings, choose_band, scattered, split_static_boxes
 from stages.subtitles.band import band_from_fractions
 from stages.subtitles.crop import crop_band, trim_to_text
-from stages.subtitles.ocr import lines_to_rows
 from stages.subtitles.postprocess import (
     PostprocessSettings,
     chinese_ellipsis,
@@ -20,6 +19,7 @@ from stages.subtitles.postprocess import (
     split_line,
     to_srt,
 )
+from stages.subtitles.rows import lines_to_rows
 from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal, thinned
 from stages.subtitles.vote import vote_text
 

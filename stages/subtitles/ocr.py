@@ -10,15 +10,11 @@ given.
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
-import weakref
 from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 from prefect import task
@@ -26,12 +22,12 @@ from prefect import task
 from core.caching import resumable
 from core.errors import ConfigError
 from core.model_service import served_model
-from core.models import ModelKey, model_key, release_freed_memory
+from core.models import ModelKey, model_key, on_model_thread, release_freed_memory
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
+from stages.subtitles.rows import lines_to_rows
 
-R = TypeVar("R")
 DETECTIONS_KEPT = 64  # images whose text boxes an engine remembers (RapidOcrEngine._detect_quads): a
 # language stage detects a few batches and a dozen rows before the batches are read
 
@@ -303,48 +299,6 @@ def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
 
 
 # ---------------------------------------------------------------- the OCR stage over stitched batches
-def _spaced(a: str, b: str) -> bool:
-    """Two boxes of one row get a space unless either side is CJK (ja/zh have no word spaces)."""
-    return bool(a) and bool(b) and not (_CJK.match(a) or _CJK.match(b))
-
-
-_CJK = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
-
-
-def _join_row(parts: list[str]) -> str:
-    """Words of one row: a space between Latin, Cyrillic... neighbours, none next to CJK characters."""
-    text = parts[0]
-    for part in parts[1:]:
-        text += (" " if _spaced(text[-1:], part[:1]) else "") + part
-    return text
-
-
-def lines_to_rows(lines: list[OcrLine]) -> tuple[OcrLine, ...]:
-    """Boxes on the same text row joined left to right; rows top to bottom (two-line subtitles)."""
-    rows: list[list[OcrLine]] = []
-    for line in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):
-        centre, height = (line.box[1] + line.box[3]) / 2, line.box[3] - line.box[1]
-        if rows:
-            last = rows[-1][0]
-            if abs(centre - (last.box[1] + last.box[3]) / 2) < 0.5 * max(height, last.box[3] - last.box[1]):
-                rows[-1].append(line)
-                continue
-        rows.append([line])
-    joined = []
-    for row in rows:
-        row.sort(key=lambda ln: ln.box[0])
-        box = (
-            min(r.box[0] for r in row),
-            min(r.box[1] for r in row),
-            max(r.box[2] for r in row),
-            max(r.box[3] for r in row),
-        )
-        since = [r.since for r in row]  # the row was legible early where all its boxes were
-        early = max(since) if None not in since else None  # type: ignore[type-var]
-        joined.append(OcrLine(_join_row([r.text for r in row]), min(r.confidence for r in row), box, early))
-    return tuple(joined)
-
-
 def recognize_batches(
     batches: list[StitchedBatch], keyframes: KeyframeSet, engine: OcrEngine
 ) -> list[FrameText]:
@@ -475,26 +429,7 @@ def ocr_task(
         engine = load_ocr_engine(replace(settings, device=grant.device))
         if number == 1:
             release_freed_memory()  # what this window's earlier stages freed in their threads' arenas
-        return on_engine_thread(engine, recognize_batches, [batch], keyframes, engine)
-
-
-_engine_threads: weakref.WeakKeyDictionary[OcrEngine, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
-_threads_guard = threading.Lock()
-
-
-def on_engine_thread(engine: OcrEngine, call: Callable[..., R], *args: Any) -> R:
-    """`call(*args)` on the engine's own thread, one call at a time. Batches run as concurrent task runs
-    (threads) sharing the resident engine, whose detector and recogniser keep per-call state; one onnxruntime
-    thread per engine is also the measured steady setting on a shared CPU (OcrSettings.cpu_threads). One
-    thread is also one malloc arena: a batch's detector tensors (~0.4 GB) are freed where the next batch
-    allocates them again, so memory stays bounded without handing them back to the system after each batch
-    (a batch on a new task thread kept them in that thread's arena: 3.7 GB at 10 minutes of 720p; a trim after
-    each batch cost ~17 CPU s per 10 minutes faulting them in again)."""
-    with _threads_guard:
-        thread = _engine_threads.get(engine)
-        if thread is None:
-            thread = _engine_threads[engine] = ThreadPoolExecutor(1, thread_name_prefix="ocr-engine")
-    return thread.submit(call, *args).result()
+        return on_model_thread(engine, recognize_batches, [batch], keyframes, engine)
 
 
 def batch_keyframes(keyframes: KeyframeSet, batch: StitchedBatch) -> KeyframeSet:

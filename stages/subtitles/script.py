@@ -19,12 +19,13 @@ from prefect import get_run_logger, task
 
 from core.caching import resumable
 from core.errors import MediaInputError
-from core.models import release_freed_memory
+from core.models import on_model_thread, release_freed_memory
 from core.packaged_models import tesseract_languages
 from core.schema import OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, LANGUAGES, SCRIPT_LANGUAGE, Language, language
-from stages.subtitles.ocr import OcrSettings, lines_to_rows, load_ocr_engine, on_engine_thread
+from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+from stages.subtitles.rows import lines_to_rows
 from stages.subtitles.tesseract import ScriptClassifier, TesseractReader
 
 MAX_ROWS = 12
@@ -279,7 +280,7 @@ def language_task(batches: list[StitchedBatch], settings: OcrSettings, video: st
     with gpu_slot("ocr") as grant:  # the probe (PP-OCRv6) stays resident: the next video is probed too
         settings = replace(settings, device=grant.device)
         engine = load_ocr_engine(replace(settings, lang=AUTO))  # the engine subtitle_rows detects with
-        choice = on_engine_thread(engine, resolve_language, batches, settings, video)
+        choice = on_model_thread(engine, resolve_language, batches, settings, video)
     release_freed_memory()  # once a video: the probe's tensors, where another engine reads the language
     if not choice.supported:
         raise choice.refuse(video)
