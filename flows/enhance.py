@@ -154,7 +154,7 @@ def enhance_batch(
         [src for src, _ in batch],
         [dest for _, dest in batch],
         unmapped(settings),
-        gpu=engine_class(settings.engine).uses_gpu,
+        gpu=engine_class(settings.engine).runs_on_gpu(),
         model=settings,
     )
     source_of = {future.task_run_id: src for future, (src, _) in zip(futures, batch, strict=True)}

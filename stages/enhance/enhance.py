@@ -134,11 +134,12 @@ def enhance_image_task(source: Path, dest: Path, settings: EnhanceSettings) -> E
     check_settings(settings)
     picture = read_image(source, settings)
     asked, settings = settings, fit_to_content(settings, picture.bgr)
-    plan = plan_line(picture.path.name, asked, settings, picture.size)
+    on_gpu = engine_class(settings.engine).runs_on_gpu()
+    plan = plan_line(picture.path.name, asked, settings, picture.size, on_gpu)
     get_run_logger().info("%s", plan)  # what was chosen and about how long it takes, before it starts
-    progress = ImageProgress(plan, estimate(settings, *picture.size))
+    progress = ImageProgress(plan, estimate(settings, *picture.size, on_gpu))
     faces = faces_to_keep(picture, settings)
-    with gpu_slot(STAGE, prefer_cuda=engine_class(settings.engine).uses_gpu) as grant:
+    with gpu_slot(STAGE, prefer_cuda=on_gpu) as grant:
         engine = load_engine(replace(settings, device=grant.device))
         result = enhance_pixels(engine, picture, settings, faces, progress)
     done = _publish(picture, result, dest, settings, started)

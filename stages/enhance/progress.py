@@ -14,19 +14,22 @@ UPDATE_EVERY_S = 1.0  # the artifact is written at most this often (each write i
 OTHER_CPU_S_PER_MPX = {"opencv-classic": 2.5, "gfpgan": 60.0}
 
 
-def estimate(settings: EnhanceSettings, width: int, height: int) -> float:
-    """About how many wall seconds the engine takes on this image here (idle CPU; GPU engines: CPU time)."""
+def estimate(settings: EnhanceSettings, width: int, height: int, gpu: bool = False) -> float:
+    """About how many wall seconds the engine takes on this image here (idle CPU, or the GPU where the ncnn
+    engine runs on one; gfpgan: its CPU time)."""
     import os
 
     if settings.engine == "realesrgan-ncnn":
         return estimate_seconds(
-            settings.model or "waifu2x-photo", settings.scale, width, height, settings.threads
+            settings.model or "waifu2x-photo", settings.scale, width, height, settings.threads, gpu
         )
     per_mpx = OTHER_CPU_S_PER_MPX.get(settings.engine, 10.0) * max(1.0, settings.scale / 2) ** 2
     return per_mpx * width * height / 1e6 / min(2, os.cpu_count() or 1)
 
 
-def plan_line(name: str, asked: EnhanceSettings, chosen: EnhanceSettings, size: tuple[int, int]) -> str:
+def plan_line(
+    name: str, asked: EnhanceSettings, chosen: EnhanceSettings, size: tuple[int, int], gpu: bool = False
+) -> str:
     """`a.jpg 512x512 -> 1024x1024: realesrgan-ncnn waifu2x-photo (automatic: a photograph), about 4 s`."""
     width, height = size
     out = f"{round(width * chosen.scale)}x{round(height * chosen.scale)}"
@@ -35,7 +38,8 @@ def plan_line(name: str, asked: EnhanceSettings, chosen: EnhanceSettings, size: 
     if chosen.engine == "realesrgan-ncnn" and not asked.model:
         kind = "a drawing or animation" if chosen.model == "realesr-animevideov3" else "a photograph"
         why = f" (automatic: {kind})"
-    return f"{name} {width}x{height} -> {out}: {what}{why}, about {_seconds(estimate(chosen, width, height))}"
+    about = _seconds(estimate(chosen, width, height, gpu)) + (" on the GPU" if gpu else "")
+    return f"{name} {width}x{height} -> {out}: {what}{why}, about {about}"
 
 
 def _seconds(seconds: float) -> str:

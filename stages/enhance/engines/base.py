@@ -27,12 +27,17 @@ class EnhanceEngine(ABC):
     """One enhancement backend: constructed (loaded) once per process, then called for every image."""
 
     name: ClassVar[str]
-    uses_gpu: ClassVar[bool] = False  # only these take a GPU slot (and only on a CUDA host)
+    uses_gpu: ClassVar[bool] = False  # a GPU engine: takes a GPU slot (a CUDA host's GPU when it has one)
     invents_detail: ClassVar[bool] = False  # a generative network that can repaint faces (kept faithful)
     load_fields: ClassVar[frozenset[str]]  # settings the loaded object depends on: the resident model's key
 
     def __init__(self, settings: EnhanceSettings) -> None:
         self.settings = settings
+
+    @classmethod
+    def runs_on_gpu(cls) -> bool:
+        """Whether a run of this engine takes a GPU slot (and so gets a GPU where this host has one)."""
+        return cls.uses_gpu
 
     @abstractmethod
     def enhance(

