@@ -140,7 +140,7 @@ def measure(runtime: str, threads: int, onnx_path: str, reference: str) -> dict:
         from stages.enhance.settings import EnhanceSettings
 
         engine = RealEsrganNcnnEngine(EnhanceSettings(model="waifu2x-photo", threads=threads, faces="off"))
-        tile = lambda t: engine._tile(t, engine.nets[0], engine.passes[0])  # noqa: E731
+        tile = lambda t: engine.networks.run(0, t)  # noqa: E731
     else:
         infer = infer_fn(runtime, threads, onnx_path)
 

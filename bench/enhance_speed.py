@@ -48,24 +48,26 @@ def _peak_mb() -> float:
     return int(status.split("VmHWM:")[1].split()[0]) / 1024.0
 
 
-def network_tiles_only(count: int) -> None:
+def network_tiles_only(count: int, settings) -> None:
     """--memory-probe: the ncnn engine runs its network on `count` tiles of the largest shape (a tile with
     context on every side, where the working set peaks); every other tile is a Lanczos copy."""
     import cv2
 
-    from stages.enhance.engines.realesrgan import RealEsrganNcnnEngine
+    from stages.enhance.engines.realesrgan import NcnnNetworks, model_spec
 
-    network, done = RealEsrganNcnnEngine._tile, [0]
+    network, done = NcnnNetworks.run, [0]
 
-    def tile(self, piece, net, step):
-        side = self._tile_side(step, self.settings) + 2 * self.settings.tile_pad
+    def run(self, index, piece):
+        step = self.passes[index]
+        bound = model_spec(step.model).max_tile
+        side = min(settings.tile or bound, bound) + 2 * settings.tile_pad
         if done[0] < count and piece.shape[:2] == (side, side):
             done[0] += 1
-            return network(self, piece, net, step)
+            return network(self, index, piece)
         size = (piece.shape[1] * step.native, piece.shape[0] * step.native)
         return cv2.resize(piece, size, interpolation=cv2.INTER_LANCZOS4)
 
-    RealEsrganNcnnEngine._tile = tile
+    NcnnNetworks.run = run
 
 
 def measure_one(engine_spec: str, size: int, scale: int, tile: int, probe: int = 0) -> dict:
@@ -84,7 +86,7 @@ def measure_one(engine_spec: str, size: int, scale: int, tile: int, probe: int =
     enhance_array(cv2.resize(photo, (32, 32), interpolation=cv2.INTER_AREA), settings)
     loaded = _peak_mb()
     if probe:
-        network_tiles_only(probe)
+        network_tiles_only(probe, settings)
     started, started_cpu = time.perf_counter(), time.process_time()
     out, used = enhance_array(image, settings)
     wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu

@@ -111,7 +111,7 @@ def test_engine_is_resident(tmp_path):
     evict()
     before = load_count("enhance", "realesrgan-ncnn")
     first, second = load_engine(settings), load_engine(settings)
-    assert first is second and load_count("enhance", "realesrgan-ncnn") == before + 1
+    assert first.networks is second.networks and load_count("enhance", "realesrgan-ncnn") == before + 1
     assert first.native_scale == 4
 
 

@@ -52,7 +52,7 @@ def test_no_gpu_slot_without_an_nvidia_vulkan_device():
 def test_a_gpu_vulkan_does_not_list_fails_with_one_line(monkeypatch):
     monkeypatch.setattr(realesrgan, "vulkan_device", lambda device: None)
     with pytest.raises(ConfigError, match="cuda:0 is not one Vulkan lists"):
-        realesrgan.RealEsrganNcnnEngine(replace(SETTINGS, device="cuda:0"))
+        realesrgan.NcnnNetworks(replace(SETTINGS, device="cuda:0"))
 
 
 def test_vulkan_compute_gives_the_cpus_picture(monkeypatch):
@@ -63,7 +63,8 @@ def test_vulkan_compute_gives_the_cpus_picture(monkeypatch):
     cpu = realesrgan.RealEsrganNcnnEngine(SETTINGS)
     monkeypatch.setattr(realesrgan, "vulkan_device", lambda _: device)
     gpu = realesrgan.RealEsrganNcnnEngine(replace(SETTINGS, device="cuda:0"))
-    assert gpu.gpu == device and all(net.opt.use_vulkan_compute for net in gpu.nets)
+    networks = gpu.networks
+    assert networks.gpu == device and all(net.opt.use_vulkan_compute for net in networks.nets)
     on_cpu, on_gpu = cpu.enhance(photo, SETTINGS).image, gpu.enhance(photo, SETTINGS).image
     assert on_gpu.shape == on_cpu.shape == (96, 96, 3)
     assert psnr(on_cpu, on_gpu) > 40  # fp16 storage on Vulkan: the same picture to within rounding

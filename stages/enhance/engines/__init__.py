@@ -14,7 +14,8 @@ Engines, chosen by `EnhanceSettings.engine`:
 - `gfpgan`: GFPGAN face restoration (the seed's engine) with local weights for GFPGAN, its face detector and
   face parser, and an optional Real-ESRGAN background upsampler; needs the `gfpgan` extra (torch).
 
-Every engine is resident per process (`core.models.resident_model`); large images are processed in tiles;
+Every engine is resident per process (`core.models.resident_model`; the ncnn networks once per host in
+deployed runs, `core.model_service`); large images are processed in tiles;
 inputs above `max_pixels` (or outputs above `max_output_pixels`) fail alone with a clear reason.
 """
 
@@ -48,6 +49,9 @@ def enhance_model_key(settings: EnhanceSettings) -> ModelKey:
 
 
 def load_engine(settings: EnhanceSettings) -> EnhanceEngine:
-    """The resident engine for these settings (loaded once per process, keyed by everything it loads)."""
+    """The engine for these settings, loaded once per process (keyed by everything it loads); the ncnn
+    engine's networks once per host in deployed runs (its model service)."""
     cls = engine_class(settings.engine)
+    if not cls.resident:
+        return cls(settings)
     return resident_model(enhance_model_key(settings), lambda: cls(settings))

@@ -28,6 +28,7 @@ class EnhanceEngine(ABC):
 
     name: ClassVar[str]
     uses_gpu: ClassVar[bool] = False  # a GPU engine: takes a GPU slot (a CUDA host's GPU when it has one)
+    resident: ClassVar[bool] = True  # kept loaded per process (engines whose heavy part is served say False)
     invents_detail: ClassVar[bool] = False  # a generative network that can repaint faces (kept faithful)
     load_fields: ClassVar[frozenset[str]]  # settings the loaded object depends on: the resident model's key
 

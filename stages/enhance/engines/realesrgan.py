@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, StageError
+from core.model_service import served_model
 from stages.enhance.engines.base import EngineOutput, EnhanceEngine, Progress
 from stages.enhance.engines.vulkan import nvidia_vulkan_devices, vulkan_device
 from stages.enhance.imaging import process_tiled, tile_count
@@ -125,30 +126,21 @@ def estimate_seconds(
     return cpu / GPU_SPEEDUP if gpu else cpu / (0.8 * cores + 0.2)  # ncnn keeps ~80 % of each extra core busy
 
 
-class RealEsrganNcnnEngine(EnhanceEngine):
-    """Learned super-resolution (Real-ESRGAN, waifu2x) from shipped ncnn files, run by ncnn on the CPU, or on
-    the GPU its settings name (`device` "cuda:N", set by the stage from its GPU grant)."""
+class NcnnNetworks:
+    """A model's loaded networks, one per pass, on the CPU or on the GPU the settings name (`device`
+    "cuda:N", set by the stage from its GPU grant). This is what loads: in a deployed run the host's model
+    service holds it (core/model_service.py), so a run after the first loads nothing, while tiling and
+    progress stay in the run."""
 
     name = "realesrgan-ncnn"
-    invents_detail = True
-    load_fields = frozenset({"model", "scale", "threads"})  # the scale picks the networks (x2, x3 or x4)
-    default_model = "waifu2x-photo"  # where no model was chosen (the stage chooses by content)
-
-    @classmethod
-    def runs_on_gpu(cls) -> bool:
-        """On a host whose NVIDIA GPU Vulkan lists: then a run takes a GPU slot and runs there."""
-        return bool(nvidia_vulkan_devices())
 
     def __init__(self, settings: EnhanceSettings) -> None:
-        super().__init__(settings)
         try:
             import ncnn
         except ImportError as exc:
             raise ConfigError("the realesrgan-ncnn engine needs ncnn: pip install ncnn") from exc
-        self.model = settings.model or self.default_model
-        self.passes = plan_passes(self.model, settings.scale)
-        self.native_scale = math.prod(p.native for p in self.passes)
         self._ncnn = ncnn
+        self.passes = plan_passes(settings.model or RealEsrganNcnnEngine.default_model, settings.scale)
         on_cuda = settings.device.startswith("cuda")
         self.gpu = vulkan_device(settings.device) if on_cuda else None  # ncnn's Vulkan device index
         if on_cuda and self.gpu is None:
@@ -164,6 +156,70 @@ class RealEsrganNcnnEngine(EnhanceEngine):
         if net.load_param(str(step.param)) != 0 or net.load_model(str(step.weights)) != 0:
             raise StageError(STAGE, step.param, "ncnn could not load the model files")
         return net
+
+    def run(self, index: int, tile: np.ndarray) -> np.ndarray:
+        """Pass `index`'s network on one tile (nets are shared by threads, each with its own extractor)."""
+        import cv2
+        import numpy as np
+
+        ncnn, step = self._ncnn, self.passes[index]
+        spec = model_spec(step.model)
+        height, width = tile.shape[:2]
+        if spec.prepad:
+            p = spec.prepad
+            tile = cv2.copyMakeBorder(tile, p, p, p, p, cv2.BORDER_REPLICATE)
+        mat = ncnn.Mat.from_pixels(
+            np.ascontiguousarray(tile), ncnn.Mat.PixelType.PIXEL_BGR2RGB, tile.shape[1], tile.shape[0]
+        )
+        mat.substract_mean_normalize([], [1 / 255.0] * 3)
+        # allocators of this tile's own: the net's shared pools keep a buffer set per tile shape and grew
+        # to 1.3 GB on a 768 px photo (0.76 GB like this); freed when the tile is done
+        blobs, workspace = ncnn.UnlockedPoolAllocator(), ncnn.PoolAllocator()
+        extractor = self.nets[index].create_extractor()
+        extractor.set_blob_allocator(blobs)
+        extractor.set_workspace_allocator(workspace)
+        extractor.input(spec.blobs[0], mat)
+        ret, out = extractor.extract(spec.blobs[1])
+        if ret != 0:
+            raise StageError(STAGE, step.model, f"ncnn inference failed (code {ret})")
+        rgb = np.clip(np.array(out).transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        del out, extractor, mat
+        blobs.clear()
+        workspace.clear()
+        expected = (height * step.native, width * step.native)
+        if rgb.shape[:2] != expected:
+            raise StageError(STAGE, step.model, f"model returned {rgb.shape[:2]}, expected {expected}")
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+    def close(self) -> None:
+        for net in self.nets:
+            net.clear()
+
+
+class RealEsrganNcnnEngine(EnhanceEngine):
+    """Learned super-resolution (Real-ESRGAN, waifu2x) from shipped ncnn files: the tiling and progress of
+    one run around networks loaded once per host (`NcnnNetworks`), on the CPU or a GPU."""
+
+    name = "realesrgan-ncnn"
+    invents_detail = True
+    resident = False  # nothing to keep: the networks are resident (or served) on their own
+    load_fields = frozenset({"model", "scale", "threads"})  # the scale picks the networks (x2, x3 or x4)
+    default_model = "waifu2x-photo"  # where no model was chosen (the stage chooses by content)
+
+    @classmethod
+    def runs_on_gpu(cls) -> bool:
+        """On a host whose NVIDIA GPU Vulkan lists: then a run takes a GPU slot and runs there."""
+        return bool(nvidia_vulkan_devices())
+
+    def __init__(self, settings: EnhanceSettings) -> None:
+        super().__init__(settings)
+        self.model = settings.model or self.default_model
+        self.passes = plan_passes(self.model, settings.scale)
+        self.native_scale = math.prod(p.native for p in self.passes)
+        self.on_gpu = settings.device.startswith("cuda")
+        from stages.enhance.engines import enhance_model_key  # the package imports this module
+
+        self.networks = served_model(enhance_model_key(settings), NcnnNetworks, settings)
 
     def enhance(
         self, image: np.ndarray, settings: EnhanceSettings, progress: Progress | None = None
@@ -183,13 +239,13 @@ class RealEsrganNcnnEngine(EnhanceEngine):
             if progress:
                 progress(min(1.0, done / total), tiles_done, tiles)
 
-        for index, (step, net) in enumerate(zip(self.passes, self.nets, strict=True)):
+        for index, step in enumerate(self.passes):
             keep = step.native
             if index == len(self.passes) - 1:  # the last pass: keep an integer scale's size, tile by tile
                 wanted = settings.scale / reached
                 keep = round(wanted) if abs(wanted - round(wanted)) < 1e-6 and wanted >= 1 else keep
             image = process_tiled(
-                lambda t, net=net, step=step: self._tile(t, net, step),
+                lambda t, index=index: self.networks.run(index, t),
                 image,
                 factor=step.native,
                 tile=self._tile_side(step, settings),
@@ -209,42 +265,5 @@ class RealEsrganNcnnEngine(EnhanceEngine):
     def _tile_side(self, step: Pass, settings: EnhanceSettings) -> int:
         """The settings' tile, at most the network's own bound here (0, no tiling, means the bound too)."""
         spec = model_spec(step.model)
-        bound = spec.gpu_tile if self.gpu is not None else spec.max_tile
+        bound = spec.gpu_tile if self.on_gpu else spec.max_tile
         return min(settings.tile or bound, bound)
-
-    def _tile(self, tile: np.ndarray, net, step: Pass) -> np.ndarray:
-        """One forward pass; ncnn nets are shared by threads, each with its own extractor."""
-        import cv2
-        import numpy as np
-
-        ncnn, spec = self._ncnn, model_spec(step.model)
-        height, width = tile.shape[:2]
-        if spec.prepad:
-            p = spec.prepad
-            tile = cv2.copyMakeBorder(tile, p, p, p, p, cv2.BORDER_REPLICATE)
-        mat = ncnn.Mat.from_pixels(
-            np.ascontiguousarray(tile), ncnn.Mat.PixelType.PIXEL_BGR2RGB, tile.shape[1], tile.shape[0]
-        )
-        mat.substract_mean_normalize([], [1 / 255.0] * 3)
-        # allocators of this tile's own: the net's shared pools keep a buffer set per tile shape and grew
-        # to 1.3 GB on a 768 px photo (0.76 GB like this); freed when the tile is done
-        blobs, workspace = ncnn.UnlockedPoolAllocator(), ncnn.PoolAllocator()
-        extractor = net.create_extractor()
-        extractor.set_blob_allocator(blobs)
-        extractor.set_workspace_allocator(workspace)
-        extractor.input(spec.blobs[0], mat)
-        ret, out = extractor.extract(spec.blobs[1])
-        if ret != 0:
-            raise StageError(STAGE, step.model, f"ncnn inference failed (code {ret})")
-        rgb = np.clip(np.array(out).transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        del out, extractor, mat
-        blobs.clear()
-        workspace.clear()
-        expected = (height * step.native, width * step.native)
-        if rgb.shape[:2] != expected:
-            raise StageError(STAGE, step.model, f"model returned {rgb.shape[:2]}, expected {expected}")
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-
-    def close(self) -> None:
-        for net in self.nets:
-            net.clear()
