@@ -35,6 +35,7 @@ $(VENV)/.setup-done: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test,ray,diarize]"  # ray: tests/test_ray_runner.py; diarize: speakers
+	$(BIN)/python -m core.local_server template >/dev/null  # the migrated database a fresh PREFECT_HOME copies
 	@touch $@
 
 # Prefect's embedded default: an ephemeral API on SQLite in ~/.prefect, nothing to start.

@@ -9,7 +9,8 @@ are the same. Its address is in PREFECT_HOME/yivideo-server.json and later calls
 checked). Each CLI holds a shared lock on PREFECT_HOME/yivideo-server.lock while it runs; the server stops
 itself after YIVIDEO_LOCAL_SERVER_IDLE_S seconds (default 600) without one, or when its state file is gone.
 A fresh PREFECT_HOME gets a copy of an already migrated empty database (built once per Prefect version in
-~/.cache/yivideo-flows) instead of running Prefect's migrations (~15 CPU seconds).
+~/.cache/yivideo-flows, by `make setup`'s `python -m core.local_server template` or else by the first call)
+instead of running Prefect's migrations (~15 CPU seconds).
 
 PREFECT_API_URL (environment or Prefect profile) always wins; YIVIDEO_LOCAL_SERVER=off keeps Prefect's
 temporary server per call. A notebook calls `use_local_api()` once to do the same.
@@ -308,6 +309,24 @@ def _save_template(home: Path) -> None:
     os.replace(part, template)
 
 
+def build_template() -> Path:
+    """The migrated template, built now if missing (by a server started and stopped in a throwaway home), so
+    that even the first call on a machine copies it (make setup runs this)."""
+    import tempfile
+
+    template = template_path()
+    if not template.exists():
+        with tempfile.TemporaryDirectory(prefix="yivideo-template-") as folder:
+            home = Path(folder)
+            ensure_started(home)  # a fresh home: the server saves the template before it answers
+            pid = int((read_state(home) or {}).get("pid", 0))
+            stop(home)
+            deadline = time.monotonic() + 10
+            while pid and _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    return template
+
+
 # ---------------------------------------------------------------- the server process
 def serve() -> None:
     """Run the API on a free port of 127.0.0.1 until idle long enough (no CLI holding the lock)."""
@@ -396,6 +415,9 @@ def service_command(
 
 
 def _command(argv: list[str]) -> int:
+    if argv[:1] == ["template"]:
+        print(build_template())
+        return 0
     return service_command(argv, "core.local_server", "local Prefect API", serve, stop, find)
 
 

@@ -361,3 +361,26 @@ def test_a_killed_writer_s_temp_files_go_but_no_live_or_foreign_one(tmp_path):
     mine = scratch_dir(tmp_path)  # removes the dead run's work folder, makes this run's
     assert [p.name for p in tmp_path.glob(".work-*")] == [mine.name]
     assert mine.name.startswith(".work-" + owner_tag())
+
+
+def test_setup_builds_the_database_template_the_first_call_copies(tmp_path):
+    """`make setup` runs `python -m core.local_server template`: the migrated empty database a fresh
+    PREFECT_HOME copies is there before the first CLI call (which built it itself before, at 10 s)."""
+    cache = tmp_path / "cache"
+    env = _env(tmp_path / "unused", XDG_CACHE_HOME=str(cache), TMPDIR=str(tmp_path))
+    command = [sys.executable, "-m", "core.local_server", "template"]
+    built = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert built.returncode == 0, built.stderr[-2000:]
+    template = Path(built.stdout.strip())
+    assert template.parent == cache / "yivideo-flows" and template.stat().st_size > 100_000
+    assert not list(tmp_path.glob("yivideo-template-*")), "the throwaway home is gone"
+    started = time.monotonic()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert again.stdout.strip() == str(template) and time.monotonic() - started < 20, "kept, not rebuilt"
+    home = tmp_path / "fresh"
+    home.mkdir()
+    seed = "from core.local_server import prefect_home, seed_database; print(seed_database(prefect_home()))"
+    env["PREFECT_HOME"] = str(home)
+    seeded = subprocess.run([sys.executable, "-c", seed], env=env, capture_output=True, text=True, cwd=REPO)
+    assert seeded.stdout.strip() == "True", seeded.stderr[-2000:]
+    assert (home / "prefect.db").stat().st_size == template.stat().st_size
