@@ -1,14 +1,17 @@
 """Subtitle area: find the band where subtitles appear, ignoring static overlays.
 
 Text boxes are detected on frames sampled across the video. A box that sits at the same place in most
-samples is a static overlay (a logo, a clock): it is set aside. The remaining boxes are grouped into
-vertical clusters; the cluster seen in the most samples (the lowest one on a tie) is the subtitle band.
+samples is a static overlay (a logo, a clock): it is set aside, unless the pixels inside it show subtitle
+lines held there (overlays.py: a short clip holds one line over most of its samples). The remaining boxes
+are grouped into vertical clusters; the cluster seen in the most samples (the lowest one on a tie) is the
+subtitle band.
 The band is widened to the full frame width (a later, longer line must still fit) and one line height
 upwards (room for a second line), with static overlays inside it masked later by the crop stage.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -23,6 +26,7 @@ from gpu.devices import GPU_CAPABLE_TAG
 from gpu.slot import gpu_slot
 from stages.subtitles.band import WHOLE_FRAME, band_from_fractions, clamp_band
 from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+from stages.subtitles.overlays import held_line
 from stages.subtitles.text_signal import KeyframeSettings, text_signal
 
 Box = tuple[int, int, int, int]
@@ -138,9 +142,13 @@ def _same_place(a: Box, b: Box, tol: float) -> bool:
 
 
 def split_static_boxes(
-    boxes_per_frame: list[list[Box]], frame_width: int, settings: AreaSettings
+    boxes_per_frame: list[list[Box]],
+    frame_width: int,
+    settings: AreaSettings,
+    held: Callable[[Box, set[int]], bool] | None = None,
 ) -> tuple[list[Box], list[list[Box]]]:
-    """Overlays (same place in most samples) and, per frame, the boxes that remain."""
+    """Overlays (same place in most samples) and, per frame, the boxes that remain. `held(box, seen)` says
+    which of those places hold subtitle lines instead (stages/subtitles/overlays.py): they remain."""
     tol = settings.position_tolerance * frame_width
     clusters: list[tuple[Box, set[int]]] = []
     for i, boxes in enumerate(boxes_per_frame):
@@ -152,7 +160,7 @@ def split_static_boxes(
             else:
                 clusters.append((box, {i}))
     needed = max(3, int(np.ceil(settings.static_fraction * len(boxes_per_frame))))
-    static = [ref for ref, seen in clusters if len(seen) >= needed]
+    static = [ref for ref, seen in clusters if len(seen) >= needed and not (held and held(ref, seen))]
     moving = [
         [b for b in boxes if not any(_same_place(s, b, tol) for s in static)] for boxes in boxes_per_frame
     ]
@@ -224,7 +232,11 @@ def detect_subtitle_band(
     count = sample_count(info.duration, settings.samples)
     frames, scale = sample_frames(info, count, settings.detect_width)
     detected = _detect_boxes(engine, frames, scale)
-    static, moving = split_static_boxes(detected, info.width, settings)
+
+    def held(*looks: list[np.ndarray]) -> Callable[[Box, set[int]], bool]:
+        return lambda box, seen: held_line(box, seen, looks, scale, engine.read_line, ocr.min_text_score)
+
+    static, moving = split_static_boxes(detected, info.width, settings, held(frames))
     if user_band is not None:
         band = band_from_fractions(user_band, info.width, info.height)
     else:
@@ -234,7 +246,7 @@ def detect_subtitle_band(
         if band is None:
             more, _ = sample_frames(info, min(60, 3 * count), settings.detect_width, phase=0.5)
             detected += _detect_boxes(engine, more, scale)
-            static, moving = split_static_boxes(detected, info.width, settings)
+            static, moving = split_static_boxes(detected, info.width, settings, held(frames, more))
             band = choose_band(moving, info.width, info.height, settings) or _band_from_signal(
                 frames + more, info, settings, signal
             )
