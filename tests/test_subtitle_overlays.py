@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stages.subtitles.area import AreaSettings, split_static_boxes
+from core.schema import Band
+from stages.subtitles.area import AreaSettings, scattered, split_static_boxes
 from stages.subtitles.overlays import held_line
 
 BOX = (40, 30, 600, 100)  # where every text below is drawn, in a 640 x 120 sample at scale 1
@@ -59,3 +60,18 @@ def test_a_held_line_stays_among_the_moving_boxes():
     assert static == [line]  # by place alone: an overlay
     static, moving = split_static_boxes(boxes, 720, AreaSettings(), held=lambda box, seen: True)
     assert static == [] and sum(len(m) for m in moving) == 8
+
+
+def test_a_row_of_emoji_is_not_the_bands_line_when_captions_sit_all_over_the_frame():
+    """The meme cut …405 from 6.8 s (720x734, boxes as detected): captions top left and middle in five
+    samples, the band's row in six, three of them a row of emoji under a caption (not text). Counted as
+    the band's lines they kept the band and three of four captions were missed; the band holds three."""
+    band = Band(0, 488, 720, 630)
+    emoji = (96, 553, 595, 593)
+    moving = [[(66, 307, 274, 352)], [(260, 553, 436, 598), (66, 307, 273, 352)], [(260, 553, 436, 596)]]
+    moving += [[(262, 551, 436, 596)], [(233, 333, 487, 401), (55, 285, 329, 329)]]
+    moving += [[(232, 332, 489, 404), (55, 284, 330, 330)], [(55, 285, 332, 329), (506, 91, 627, 224)]]
+    moving += [[emoji], [emoji], [emoji]]
+    assert not scattered(moving, band, 734, AreaSettings())  # the band's own lines unread: as before
+    assert scattered(moving, band, 734, AreaSettings(), reads=lambda i, box: box != emoji)
+    assert not scattered(moving, band, 734, AreaSettings(), reads=lambda i, box: True)

@@ -77,3 +77,16 @@ def held_line(
     pairs = [(i, j) for i, j in zip(order, order[1:], strict=False) if look_of[i] == look_of[j]]
     changed = sum(reads[i][0] != reads[j][0] for i, j in pairs)
     return not pairs or 2 * changed < len(pairs)  # else a clock or counter: new text sample after sample
+
+
+def reads_as_text(
+    frame: np.ndarray,
+    box: Box,
+    scale: float,
+    read_line: Callable[[np.ndarray], tuple[str, float]],
+    min_score: float,
+) -> bool:
+    """The recogniser reads the box (video pixels) in this sample (at `scale`) as text."""
+    x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
+    crop = np.ascontiguousarray(frame[max(0, y0) : y1, max(0, x0) : x1])
+    return crop.shape[0] >= 4 and crop.shape[1] >= 4 and read_line(crop)[1] >= min_score
