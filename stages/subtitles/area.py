@@ -1,14 +1,17 @@
 """Subtitle area: find the band where subtitles appear, ignoring static overlays.
 
 Text boxes are detected on frames sampled across the video. A box that sits at the same place in most
-samples is a static overlay (a logo, a clock): it is set aside. The remaining boxes are grouped into
-vertical clusters; the cluster seen in the most samples (the lowest one on a tie) is the subtitle band.
+samples is a static overlay (a logo, a clock): it is set aside, unless the pixels inside it show subtitle
+lines held there (overlays.py: a short clip holds one line over most of its samples). The remaining boxes
+are grouped into vertical clusters; the cluster seen in the most samples (the lowest one on a tie) is the
+subtitle band.
 The band is widened to the full frame width (a later, longer line must still fit) and one line height
 upwards (room for a second line), with static overlays inside it masked later by the crop stage.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -23,6 +26,7 @@ from gpu.devices import GPU_CAPABLE_TAG
 from gpu.slot import gpu_slot
 from stages.subtitles.band import WHOLE_FRAME, band_from_fractions, clamp_band
 from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+from stages.subtitles.overlays import held_line, reads_as_text
 from stages.subtitles.text_signal import KeyframeSettings, text_signal
 
 Box = tuple[int, int, int, int]
@@ -138,9 +142,13 @@ def _same_place(a: Box, b: Box, tol: float) -> bool:
 
 
 def split_static_boxes(
-    boxes_per_frame: list[list[Box]], frame_width: int, settings: AreaSettings
+    boxes_per_frame: list[list[Box]],
+    frame_width: int,
+    settings: AreaSettings,
+    held: Callable[[Box, set[int]], bool] | None = None,
 ) -> tuple[list[Box], list[list[Box]]]:
-    """Overlays (same place in most samples) and, per frame, the boxes that remain."""
+    """Overlays (same place in most samples) and, per frame, the boxes that remain. `held(box, seen)` says
+    which of those places hold subtitle lines instead (stages/subtitles/overlays.py): they remain."""
     tol = settings.position_tolerance * frame_width
     clusters: list[tuple[Box, set[int]]] = []
     for i, boxes in enumerate(boxes_per_frame):
@@ -152,7 +160,7 @@ def split_static_boxes(
             else:
                 clusters.append((box, {i}))
     needed = max(3, int(np.ceil(settings.static_fraction * len(boxes_per_frame))))
-    static = [ref for ref, seen in clusters if len(seen) >= needed]
+    static = [ref for ref, seen in clusters if len(seen) >= needed and not (held and held(ref, seen))]
     moving = [
         [b for b in boxes if not any(_same_place(s, b, tol) for s in static)] for boxes in boxes_per_frame
     ]
@@ -224,17 +232,24 @@ def detect_subtitle_band(
     count = sample_count(info.duration, settings.samples)
     frames, scale = sample_frames(info, count, settings.detect_width)
     detected = _detect_boxes(engine, frames, scale)
-    static, moving = split_static_boxes(detected, info.width, settings)
+
+    def held(*looks: list[np.ndarray]) -> Callable[[Box, set[int]], bool]:
+        return lambda box, seen: held_line(box, seen, looks, scale, engine.read_line, ocr.min_text_score)
+
+    def read_in(frames: list[np.ndarray]) -> Callable[[int, Box], bool]:
+        return lambda i, box: reads_as_text(frames[i], box, scale, engine.read_line, ocr.min_text_score)
+
+    static, moving = split_static_boxes(detected, info.width, settings, held(frames))
     if user_band is not None:
         band = band_from_fractions(user_band, info.width, info.height)
     else:
         band = choose_band(moving, info.width, info.height, settings, min_seen=2)
-        if band is not None and scattered(moving, band, info.height, settings):
+        if band is not None and scattered(moving, band, info.height, settings, read_in(frames)):
             band = Band(0, 0, info.width, info.height, source=WHOLE_FRAME)
         if band is None:
             more, _ = sample_frames(info, min(60, 3 * count), settings.detect_width, phase=0.5)
             detected += _detect_boxes(engine, more, scale)
-            static, moving = split_static_boxes(detected, info.width, settings)
+            static, moving = split_static_boxes(detected, info.width, settings, held(frames, more))
             band = choose_band(moving, info.width, info.height, settings) or _band_from_signal(
                 frames + more, info, settings, signal
             )
@@ -242,20 +257,34 @@ def detect_subtitle_band(
     return Band(band.x0, band.y0, band.x1, band.y1, source=band.source, static_boxes=inside)
 
 
-def scattered(moving: list[list[Box]], band: Band, height: int, settings: AreaSettings) -> bool:
+def scattered(
+    moving: list[list[Box]],
+    band: Band,
+    height: int,
+    settings: AreaSettings,
+    reads: Callable[[int, Box], bool] | None = None,
+) -> bool:
     """Lines sit all over the frame, not in one band: as many samples show a text line outside the band
     as inside it. A meme edit puts each caption under its picture (left, right, top, middle); a drama's
-    band holds its lines in most samples, a title or a face (square, not a line) now and then aside."""
-    inside = outside = 0
+    band holds its lines in most samples, a title or a face (square, not a line) now and then aside.
+    Where that hinges on the band's own lines, `reads(sample, box)` says which are text: a row of emoji
+    under a meme caption is boxed like a line for a few seconds, and a 5 s cut counted it as the band's."""
+    inside: list[list[Box]] = []
+    outside = 0
     for boxes in moving:
         lines = [b for b in boxes if is_text_line(b, height, settings)]
         within = [band.y0 <= (b[1] + b[3]) / 2 < band.y1 for b in lines]
-        inside += any(within)
+        inside.append([b for b, w in zip(lines, within, strict=True) if w])
         outside += any(
             not w and b[2] - b[0] >= settings.line_aspect * (b[3] - b[1])
             for b, w in zip(lines, within, strict=True)
         )
-    return outside >= max(settings.min_scattered, settings.scattered_share * inside)
+    shown = [bool(lines) for lines in inside]
+    if outside < settings.min_scattered:
+        return False
+    if outside < settings.scattered_share * sum(shown) and reads is not None:
+        shown = [any(reads(i, b) for b in lines) for i, lines in enumerate(inside)]
+    return outside >= settings.scattered_share * sum(shown)
 
 
 def _detect_boxes(engine, frames: list[np.ndarray], scale: float) -> list[list[Box]]:
