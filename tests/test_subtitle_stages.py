@@ -20,7 +20,14 @@ from stages.subtitles.postprocess import (
     to_srt,
 )
 from stages.subtitles.rows import lines_to_rows
-from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal, thinned
+from stages.subtitles.text_signal import (
+    KeyframeSettings,
+    new_line,
+    pooled_cells,
+    signal_change,
+    text_signal,
+    thinned,
+)
 from stages.subtitles.vote import vote_text
 
 
@@ -76,6 +83,23 @@ def test_text_signal_changes_with_text_not_with_background():
     assert np.count_nonzero(blank) == 0
     assert signal_change(a, a_other_bg) < settings.change_threshold
     assert signal_change(a, b) > settings.change_threshold
+
+
+def test_pooled_cells_count_over_a_fifth_of_each_whole_cell():
+    """OpenCV's area mean gives the cells a count over c²/5 gives, at every cell size (the signal's
+    keyframes and trims depend on each cell), also at the counts either side of the threshold."""
+    rng = np.random.default_rng(7)
+    for c in (2, 3, 4, 5, 6, 8, 11, 15, 16, 20):
+        for density in (0.05, 0.2, 0.25, 0.5):
+            mask = (rng.random((7 * c + 3, 13 * c + 1)) < density).astype(np.uint8) * 255
+            h, w = mask.shape[0] // c * c, mask.shape[1] // c * c
+            counts = (mask[:h, :w] > 0).reshape(h // c, c, w // c, c).sum(axis=(1, 3))
+            assert np.array_equal(pooled_cells(mask, c), counts > c * c / 5), (c, density)
+    exact = np.zeros((4, 8), np.uint8)
+    exact[0, :3] = 255  # 3 of 16 set: not over a fifth
+    exact[0, 4:8] = 255  # 4 of 16: over
+    assert pooled_cells(exact, 4).tolist() == [[False, True]]
+    assert pooled_cells(np.zeros((3, 40), np.uint8), 4).shape == (0, 10)
 
 
 def test_crop_masks_static_boxes_and_trims_to_text():
