@@ -26,6 +26,7 @@ from core.models import ModelKey, model_key, on_model_thread, release_freed_memo
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
+from stages.subtitles.ppocr import detector_and_recogniser
 from stages.subtitles.rows import lines_to_rows
 
 DETECTIONS_KEPT = 64  # images whose text boxes an engine remembers (RapidOcrEngine._detect_quads): a
@@ -95,26 +96,6 @@ def upscale_line(crop: np.ndarray, min_height: int) -> np.ndarray:
         return crop
     scale = min_height / h
     return cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), min_height), interpolation=cv2.INTER_CUBIC)
-
-
-def detector_and_recogniser(with_recogniser: bool, **options):
-    """rapidocr-onnxruntime's pipeline holding only the parts this engine calls: the detector, and the
-    recogniser where the language reads with PP-OCR (None where Tesseract reads).
-
-    `RapidOCR()` always builds its angle classifier (never called: subtitle lines are upright) and its
-    recogniser: a Korean or Russian video loaded two recognisers and a classifier for one (0.2 s + 13 MB and
-    0.8 s + 38 MB a load, bench/ocr_languages.py --models). The config is read as RapidOCR reads it and
-    `get_crop_img_list` is its own method (tests/test_subtitle_stages.py holds this against the pin).
-    """
-    from rapidocr_onnxruntime import main as rapid  # heavy: onnxruntime
-
-    config = rapid.UpdateParameters()(
-        rapid.update_model_path(rapid.read_yaml(rapid.DEFAULT_CFG_PATH)), **options
-    )
-    ocr = rapid.RapidOCR.__new__(rapid.RapidOCR)
-    ocr.text_det = rapid.TextDetector(config["Det"])
-    ocr.text_rec = rapid.TextRecognizer(config["Rec"]) if with_recogniser else None
-    return ocr
 
 
 class RapidOcrEngine:
