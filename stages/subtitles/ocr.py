@@ -280,6 +280,12 @@ def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
 
 
 # ---------------------------------------------------------------- the OCR stage over stitched batches
+REREAD_MISSES = 2  # a line whose keyframes read nothing at 1.5x this many times in a row gets no more second
+# looks: a textured background the signal takes for a line kept 44 keyframes of one "line" on a real drama
+# (…7489: 81 second looks of 97 keyframes, none reading anything); "嗯" and "（完）" on the
+# footage corpus are read at their first second look
+
+
 def recognize_batches(
     batches: list[StitchedBatch], keyframes: KeyframeSet, engine: OcrEngine
 ) -> list[FrameText]:
@@ -302,9 +308,11 @@ def recognize_batches(
                         OcrLine(line.text, line.confidence, (x0, y0 - top, x1, y1 - top))
                     )
                     break
+    misses: dict[int, int] = {}  # per on-screen line: second looks in a row that found nothing
     for kf in keyframes.frames:
-        if not per_frame[kf.index]:
+        if not per_frame[kf.index] and misses.get(kf.line, 0) < REREAD_MISSES:
             per_frame[kf.index] = reread_enlarged(kf.image_path, engine)
+            misses[kf.line] = 0 if per_frame[kf.index] else misses.get(kf.line, 0) + 1
         if kf.lead and per_frame[kf.index]:
             per_frame[kf.index] = read_lead(kf.lead, per_frame[kf.index], engine, kf.image_path)
     return [
