@@ -100,6 +100,7 @@ def test_a_line_read_empty_twice_at_second_look_is_not_looked_at_again(tmp_path)
     """Background the signal took for one line kept 44 keyframes on a real drama, each enlarged and detected
     again for nothing; a line whose second looks find text (a lone "嗯") keeps them all."""
     from core.schema import Band, Keyframe, KeyframeSet, StitchedBatch
+    from stages.subtitles.band import WHOLE_FRAME
     from stages.subtitles.ocr import REREAD_MISSES, recognize_batches
 
     frames = []
@@ -116,3 +117,6 @@ def test_a_line_read_empty_twice_at_second_look_is_not_looked_at_again(tmp_path)
     )
     assert engine.rereads == REREAD_MISSES + 4  # line 1: two looks, then none; line 2: all four read
     assert [t.text for t in texts] == [""] * 6 + ["嗯"] * 4
+    whole = KeyframeSet(tmp_path, Band(0, 0, 40, 40, source=WHOLE_FRAME), 10, 1.0, tuple(frames), 10)
+    engine = _CountingEngine()
+    assert [t.text for t in recognize_batches([stitched], whole, engine)] == [""] * 10 and engine.rereads == 0
