@@ -112,6 +112,37 @@ def test_an_engine_loads_only_the_models_it_calls_and_reads_as_rapidocr_does():
     assert " ".join(line.text for line in lines) == "Gate 5 closes at noon"
 
 
+def test_the_detector_input_is_rapidocrs_own_tensor_made_faster():
+    """The detector's normalisation by a byte table (float64 over every pixel was 4-9% of a detection) gives
+    rapidocr's tensor bit for bit, and so the same boxes; other inputs go through rapidocr's own code."""
+    import cv2
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    from stages.subtitles.ocr import RapidOcrEngine
+
+    engine = RapidOcrEngine(OcrSettings(lang="en"))
+    detector = engine._ocr.text_det
+    rng = np.random.default_rng(3)
+    for shape in ((160, 1100, 3), (734, 720, 3), (1400, 1280, 3)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        ours = detector.get_preprocess(max(shape[:2]))
+        theirs = DetPreProcess(ours.limit_side_len, ours.limit_type, detector.mean, detector.std)
+        assert "normalize" in vars(ours), "the byte table, not the float64 arithmetic"
+        made, want = ours(image), theirs(image)
+        assert made.dtype == want.dtype == np.float32 and np.array_equal(made, want), shape
+    floats = rng.random((32, 32, 3)).astype(np.float32)  # not bytes: the library's own arithmetic
+    assert np.array_equal(
+        detector.get_preprocess(32).normalize(floats), DetPreProcess(960, "max").normalize(floats)
+    )
+    image = np.full((120, 640, 3), 30, np.uint8)
+    cv2.putText(image, "Gate 5 closes at noon", (20, 75), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (255, 255, 255), 3)
+    from rapidocr_onnxruntime.ch_ppocr_det import TextDetector
+
+    library = TextDetector.__new__(TextDetector)
+    library.__dict__.update({k: v for k, v in detector.__dict__.items() if k != "get_preprocess"})
+    assert np.array_equal(detector(image)[0], library(image)[0]) and len(detector(image)[0]) > 0
+
+
 def test_an_image_detected_once_is_not_detected_again_and_reads_the_same():
     """The language stage detects a window's first stitched batches and OCR reads the same batches next:
     the engine runs its detector once per image (it ran twice: ~0.4 CPU s a 720p batch), and what it

@@ -81,3 +81,42 @@ def test_lead_samples_are_read_at_the_line_box_back_to_the_first_that_shows_it(t
     fading = tmp_path / "fading.png"  # the line at a third of its strength: read, but not yet legible
     cv2.imwrite(str(fading), cv2.addWeighted(pale_line(None), 0.67, pale_line("See you later"), 0.33, 0))
     assert read_lead(((0.2, fading),), [line], engine, keyframe)[0].since is None
+
+
+class _CountingEngine:
+    """Reads nothing in the stitched batch; a second look reads a line only in crops drawn bright."""
+
+    def __init__(self) -> None:
+        self.settings, self.rereads = OcrSettings(), 0
+
+    def read(self, image: np.ndarray) -> list[OcrLine]:
+        if image.shape[0] == 60:  # a crop enlarged 1.5x (40 px): the second look
+            self.rereads += 1
+            return [OcrLine("嗯", 0.9, (0, 0, 30, 30))] if image.mean() > 100 else []
+        return []
+
+
+def test_a_line_read_empty_twice_at_second_look_is_not_looked_at_again(tmp_path):
+    """Background the signal took for one line kept 44 keyframes on a real drama, each enlarged and detected
+    again for nothing; a line whose second looks find text (a lone "嗯") keeps them all."""
+    from core.schema import Band, Keyframe, KeyframeSet, StitchedBatch
+    from stages.subtitles.band import WHOLE_FRAME
+    from stages.subtitles.ocr import REREAD_MISSES, recognize_batches
+
+    frames = []
+    for i in range(10):
+        path = tmp_path / f"crop_{i}.png"
+        cv2.imwrite(str(path), np.full((40, 40, 3), 200 if i >= 6 else 20, np.uint8))
+        frames.append(Keyframe(i, i / 10, (i + 1) / 10, path, line=1 if i < 6 else 2))
+    batch = tmp_path / "batch.png"
+    cv2.imwrite(str(batch), np.zeros((10 * 64, 40, 3), np.uint8))
+    stitched = StitchedBatch(batch, tuple(range(10)), tuple(i * 64 for i in range(10)), (40,) * 10)
+    engine = _CountingEngine()
+    texts = recognize_batches(
+        [stitched], KeyframeSet(tmp_path, Band(0, 0, 40, 40), 10, 1.0, tuple(frames), 10), engine
+    )
+    assert engine.rereads == REREAD_MISSES + 4  # line 1: two looks, then none; line 2: all four read
+    assert [t.text for t in texts] == [""] * 6 + ["嗯"] * 4
+    whole = KeyframeSet(tmp_path, Band(0, 0, 40, 40, source=WHOLE_FRAME), 10, 1.0, tuple(frames), 10)
+    engine = _CountingEngine()
+    assert [t.text for t in recognize_batches([stitched], whole, engine)] == [""] * 10 and engine.rereads == 0

@@ -21,6 +21,16 @@ from stages.subtitles.band import WHOLE_FRAME, mask_static_boxes
 from stages.subtitles.text_signal import KeyframeSettings, text_signal
 
 
+def scratch_format(band: Band) -> tuple[str, list[int]]:
+    """Suffix and cv2.imwrite parameters of a band's work images (strips, crops, batches): lossless PNG for a
+    band, JPEG (quality 95) for whole frames: a whole 720 x 734 frame cost 12 ms to write and 7 ms to read as
+    PNG, three writes and four reads a keyframe; as JPEG 2 ms each, 80 kB instead of 390 kB (the video's
+    own 4:2:0 colour kept)."""
+    if band.source == WHOLE_FRAME:
+        return ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]
+    return ".png", scratch_png()
+
+
 def crop_band(strip: np.ndarray, band: Band) -> np.ndarray:
     """The band's columns of a full-width strip, static overlays masked."""
     return mask_static_boxes(strip, band)[:, band.x0 : band.x1]
@@ -66,20 +76,21 @@ def crop_keyframe_image(
     so a user's `keyframes.*` edit moves the trim too), write the OCR-ready crop. `columns_of`: the strip
     whose text columns are kept instead (a keyframe's lead samples are cropped as the keyframe is, so the
     boxes read in the keyframe fall on the same place in them)."""
+    if band.source == WHOLE_FRAME and not band.static_boxes:  # lines anywhere: the frame as it is (shrunk,
+        return strip_path  # its small text is lost), nothing to mask: the strip itself, not a copy
     strip = cv2.imread(str(strip_path), cv2.IMREAD_COLOR)
     if strip is None:
         raise FileNotFoundError(f"keyframe strip {strip_path} is missing or unreadable")
     crop = crop_band(strip, band)
-    if band.source == WHOLE_FRAME:  # lines anywhere: the frame as it is (shrunk, its small text is lost)
-        write_image(out_path, crop, scratch_png())
-        return out_path
+    _, params = scratch_format(band)
+    if band.source == WHOLE_FRAME:
+        return write_image(out_path, crop, params)
     signal_crop = (
         crop if columns_of is None else crop_band(cv2.imread(str(columns_of), cv2.IMREAD_COLOR), band)
     )
     columns = text_signal(signal_crop, settings).any(axis=0)
     crop = trim_to_text(crop, columns, pad=max(24, band.height))
-    write_image(out_path, fit_for_ocr(crop), scratch_png())
-    return out_path
+    return write_image(out_path, fit_for_ocr(crop), params)
 
 
 def crop_keyframes(keyframes: KeyframeSet, work_dir: Path, settings: KeyframeSettings) -> KeyframeSet:
@@ -87,9 +98,11 @@ def crop_keyframes(keyframes: KeyframeSet, work_dir: Path, settings: KeyframeSet
     stay until the flow's work folder goes: a re-run after a crash reuses the keyframes stage's result,
     which names them."""
     cropped = []
+    suffix, _ = scratch_format(keyframes.band)
     for kf in keyframes.frames:
-        out = work_dir / f"crop_{kf.index:06d}.png"
-        crop_keyframe_image(kf.image_path, keyframes.band, out, settings)
+        out = crop_keyframe_image(
+            kf.image_path, keyframes.band, work_dir / f"crop_{kf.index:06d}{suffix}", settings
+        )
         lead = tuple(
             (
                 t,

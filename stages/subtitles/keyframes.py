@@ -18,9 +18,10 @@ from prefect import task
 
 from core.caching import resumable
 from core.media import iter_video_frames
-from core.outputs import scratch_png, write_image
+from core.outputs import write_image
 from core.schema import Band, Keyframe, KeyframeSet, MediaInfo
 from stages.subtitles.band import mask_static_boxes, strip_crop_filter
+from stages.subtitles.crop import scratch_format
 from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal, thinned
 
 
@@ -77,6 +78,7 @@ def extract_keyframes(
     samples, line = 0, first  # line ids unique across windows (a window has fewer lines than samples)
     recent: list[np.ndarray] = []  # the current line's last two signals (a cross-fade is one mixed sample)
     faded_run = 0  # samples in a row where the current line's strokes thinned below the count
+    suffix, params = scratch_format(band)
     frames = iter_video_frames(
         info.path,
         fps=fps,
@@ -107,12 +109,12 @@ def extract_keyframes(
             change = signal_change(last_signal, signal)
         toggled = has_text != (kept[-1][3] if kept else not has_text)
         if change >= settings.change_threshold or toggled or (has_text and line != kept[-1][5]):
-            path = work_dir / f"strip_{index:06d}.png"
+            path = work_dir / f"strip_{index:06d}{suffix}"
             early: tuple[tuple[float, Path], ...] = ()
             if has_text:
-                write_image(path, strip, scratch_png())
+                write_image(path, strip, params)
                 if toggled and not faded and np.count_nonzero(signal) < settings.character_cells:
-                    early = tuple(_write_lead(work_dir, lead, fps))
+                    early = tuple(_write_lead(work_dir, lead, fps, band))
             kept.append((index, index / fps, path, has_text, change, line, early))
             last_signal = signal
             lead.clear()
@@ -138,12 +140,13 @@ def extract_keyframes(
     return KeyframeSet(info.path, band, fps, info.duration, tuple(keyframes), samples)
 
 
-def _write_lead(work_dir: Path, lead: deque[tuple[int, np.ndarray]], fps: float):
+def _write_lead(work_dir: Path, lead: deque[tuple[int, np.ndarray]], fps: float, band: Band):
     """The samples before a faint line's first keyframe, (time, strip path): its strokes gave too few cells
     to count (pale text without an outline) while it may already have been legible there."""
+    suffix, params = scratch_format(band)
     for index, strip in lead:
-        path = work_dir / f"lead_{index:06d}.png"
-        write_image(path, strip, scratch_png())
+        path = work_dir / f"lead_{index:06d}{suffix}"
+        write_image(path, strip, params)
         yield round(index / fps, 3), path
 
 

@@ -25,7 +25,9 @@ from core.model_service import served_model
 from core.models import ModelKey, model_key, on_model_thread, release_freed_memory
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
+from stages.subtitles.band import WHOLE_FRAME
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
+from stages.subtitles.ppocr import detector_and_recogniser
 from stages.subtitles.rows import lines_to_rows
 
 DETECTIONS_KEPT = 64  # images whose text boxes an engine remembers (RapidOcrEngine._detect_quads): a
@@ -95,26 +97,6 @@ def upscale_line(crop: np.ndarray, min_height: int) -> np.ndarray:
         return crop
     scale = min_height / h
     return cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), min_height), interpolation=cv2.INTER_CUBIC)
-
-
-def detector_and_recogniser(with_recogniser: bool, **options):
-    """rapidocr-onnxruntime's pipeline holding only the parts this engine calls: the detector, and the
-    recogniser where the language reads with PP-OCR (None where Tesseract reads).
-
-    `RapidOCR()` always builds its angle classifier (never called: subtitle lines are upright) and its
-    recogniser: a Korean or Russian video loaded two recognisers and a classifier for one (0.2 s + 13 MB and
-    0.8 s + 38 MB a load, bench/ocr_languages.py --models). The config is read as RapidOCR reads it and
-    `get_crop_img_list` is its own method (tests/test_subtitle_stages.py holds this against the pin).
-    """
-    from rapidocr_onnxruntime import main as rapid  # heavy: onnxruntime
-
-    config = rapid.UpdateParameters()(
-        rapid.update_model_path(rapid.read_yaml(rapid.DEFAULT_CFG_PATH)), **options
-    )
-    ocr = rapid.RapidOCR.__new__(rapid.RapidOCR)
-    ocr.text_det = rapid.TextDetector(config["Det"])
-    ocr.text_rec = rapid.TextRecognizer(config["Rec"]) if with_recogniser else None
-    return ocr
 
 
 class RapidOcrEngine:
@@ -299,6 +281,14 @@ def load_ocr_engine(settings: OcrSettings) -> OcrEngine:
 
 
 # ---------------------------------------------------------------- the OCR stage over stitched batches
+REREAD_MISSES = 2  # a line whose keyframes read nothing at 1.5x this many times in a row gets no more second
+# looks: a textured background the signal takes for a line kept 44 keyframes of one "line" on a real drama
+# (…7489: 81 second looks of 97 keyframes, none reading anything); "嗯" and "（完）" on the
+# footage corpus are read at their first second look. Whole frames (band source "frame") get none: they are
+# read unscaled, not fitted to a band's 128-160 px; on the meme edit the second looks read only stray glyphs
+# (T, U, 9, 二) and cost 34.2 -> 26.9 CPU s, its 25 lines read exactly either way
+
+
 def recognize_batches(
     batches: list[StitchedBatch], keyframes: KeyframeSet, engine: OcrEngine
 ) -> list[FrameText]:
@@ -321,9 +311,12 @@ def recognize_batches(
                         OcrLine(line.text, line.confidence, (x0, y0 - top, x1, y1 - top))
                     )
                     break
+    misses: dict[int, int] = {}  # per on-screen line: second looks in a row that found nothing
+    second_looks = keyframes.band.source != WHOLE_FRAME
     for kf in keyframes.frames:
-        if not per_frame[kf.index]:
+        if second_looks and not per_frame[kf.index] and misses.get(kf.line, 0) < REREAD_MISSES:
             per_frame[kf.index] = reread_enlarged(kf.image_path, engine)
+            misses[kf.line] = 0 if per_frame[kf.index] else misses.get(kf.line, 0) + 1
         if kf.lead and per_frame[kf.index]:
             per_frame[kf.index] = read_lead(kf.lead, per_frame[kf.index], engine, kf.image_path)
     return [

@@ -13,8 +13,9 @@ import numpy as np
 from prefect import task
 
 from core.caching import resumable
-from core.outputs import scratch_png, write_image
+from core.outputs import write_image
 from core.schema import KeyframeSet, StitchedBatch
+from stages.subtitles.crop import scratch_format
 
 GAP_PX = 24
 MAX_BATCH_HEIGHT = 1400  # the detector's input stays under its 1500 px long side: no downscaling
@@ -24,6 +25,7 @@ def stitch_keyframes(
     keyframes: KeyframeSet, work_dir: Path, max_height: int = MAX_BATCH_HEIGHT
 ) -> list[StitchedBatch]:
     batches: list[StitchedBatch] = []
+    suffix, params = scratch_format(keyframes.band)
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
@@ -40,8 +42,8 @@ def stitch_keyframes(
             padded[:, : img.shape[1]] = img
             rows += [padded, np.zeros((GAP_PX, width, 3), np.uint8)]
             y += img.shape[0] + GAP_PX
-        path = work_dir / f"batch_{len(batches):04d}.png"
-        write_image(path, np.vstack(rows), scratch_png())
+        path = work_dir / f"batch_{len(batches):04d}{suffix}"
+        write_image(path, np.vstack(rows), params)
         batches.append(StitchedBatch(path, tuple(i for i, _ in pending), tuple(offsets), tuple(heights)))
         pending.clear()
 
