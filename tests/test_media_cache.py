@@ -155,3 +155,20 @@ def test_a_real_render_is_cached_with_the_same_bytes(cache, tmp_path):
     assert first == tmp_path / "a.mp4" and again == tmp_path / "b" / "a.mp4"
     assert first.read_bytes() == again.read_bytes() == stored.read_bytes()
     assert len(list(cache.glob("??/*"))) == 1  # rendered once
+
+
+@pytest.mark.parametrize("background", ["dark", "gradient", "busy"])
+def test_a_background_renders_the_same_pixels_every_time(tmp_path, monkeypatch, background):
+    """What the cache keeps must be what a render gives: ffmpeg's gradients drew random colours per render
+    despite its seed, and a pale render kept in the cache failed the corpus test for 30 days."""
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    frames = []
+    for name in ("a.mp4", "b.mp4"):
+        cues = [Cue(0.2, 0.8, "same")]
+        video = make_subtitled_video(tmp_path / name, cues, duration=1.0, background=background)
+        frame = subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-i", str(video), "-frames:v", "1", "-f", "rawvideo", "-"],
+            capture_output=True, check=True,
+        )  # fmt: skip
+        frames.append(frame.stdout)
+    assert frames[0] == frames[1]
