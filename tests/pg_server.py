@@ -82,6 +82,8 @@ def drop_stale_databases() -> list[str]:
     """Drop the databases that killed test sessions of this checkout left (named by a pid that is gone):
     a session drops its own at its end, which a kill -9 or a CI timeout never reaches. Only names with
     this checkout's YIVIDEO_TEST_DB_SUFFIX, so a session never drops another checkout's live database."""
+    import asyncpg
+
     suffix = re.escape(os.environ.get("YIVIDEO_TEST_DB_SUFFIX", ""))
     named = re.compile(rf"({'|'.join(PID_NAMED)})(\d+){suffix}")
     stale = [
@@ -90,7 +92,8 @@ def drop_stale_databases() -> list[str]:
         if (m := named.fullmatch(name)) and not _pid_alive(int(m.group(2)))
     ]
     for name in stale:
-        asyncio.run(_drop_database(name))
+        with contextlib.suppress(asyncpg.PostgresError):  # another worker of the session dropped it first
+            asyncio.run(_drop_database(name))
     return stale
 
 
