@@ -53,8 +53,9 @@ def postgres_api() -> Iterator[str]:
     looks for lapsed leases every 5 s (the GPU slot tests' bound). Tests that kill or restart theirs start
     their own (tests/pg_server.py). Its pool is 10 + 10 connections: several test sessions share one
     PostgreSQL (max_connections 100)."""
-    from tests.pg_server import prefect_postgres_server
+    from tests.pg_server import drop_stale_databases, prefect_postgres_server
 
+    drop_stale_databases()  # a killed session's (its pid is gone): each session leaves ~15 MB otherwise
     extra = {
         "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "10",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -50,6 +51,50 @@ async def _drop_database(database: str, host: str = PG_HOST, port: int = PG_PORT
         await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+PID_NAMED = ("yivideo_session_", "yivideo_deployed_", "yivideo_gpu_outage_")  # + "<pid><suffix>"
+
+
+async def _database_names(host: str = PG_HOST, port: int = PG_PORT) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host=host, port=port, user=PG_USER, password=PG_PASSWORD, database="postgres"
+    )
+    try:
+        return [row[0] for row in await conn.fetch("SELECT datname FROM pg_database")]
+    finally:
+        await conn.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
+
+
+def drop_stale_databases() -> list[str]:
+    """Drop the databases that killed test sessions of this checkout left (named by a pid that is gone):
+    a session drops its own at its end, which a kill -9 or a CI timeout never reaches. Only names with
+    this checkout's YIVIDEO_TEST_DB_SUFFIX, so a session never drops another checkout's live database."""
+    import asyncpg
+
+    suffix = re.escape(os.environ.get("YIVIDEO_TEST_DB_SUFFIX", ""))
+    named = re.compile(rf"({'|'.join(PID_NAMED)})(\d+){suffix}")
+    stale = [
+        name
+        for name in asyncio.run(_database_names())
+        if (m := named.fullmatch(name)) and not _pid_alive(int(m.group(2)))
+    ]
+    for name in stale:
+        with contextlib.suppress(asyncpg.PostgresError):  # another worker of the session dropped it first
+            asyncio.run(_drop_database(name))
+    return stale
 
 
 def _wait_healthy(api_url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:

@@ -59,20 +59,35 @@ class RayNodes:
         self.procs.append(_start(self, ["--address", self.address], cpus, resources, env, hide))
 
     def wait_for(self, nodes: int, timeout: float = 120.0) -> None:
-        """Until `nodes` nodes are alive (asked through a short-lived driver process)."""
-        code = f"import ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
-        code += "print(sum(1 for n in ray.nodes() if n['Alive']))"
-        deadline = time.monotonic() + timeout
-        while True:
-            out = subprocess.run(
-                [sys.executable, "-c", code], capture_output=True, text=True, check=False,
+        """Until `nodes` nodes are alive, asked by one driver process that polls them (a new driver each
+        second imported Ray every time: ~1.5 CPU s a poll while the nodes start)."""
+        code = (
+            "import time, ray\n"
+            "while True:\n"
+            "    try:\n"
+            f"        ray.init(address={self.address!r}, logging_level='ERROR')\n"
+            "        break\n"
+            "    except Exception:\n"  # the head's GCS is not up yet
+            "        ray.shutdown()\n"
+            "        time.sleep(0.5)\n"
+            f"while sum(1 for n in ray.nodes() if n['Alive']) < {nodes}:\n"
+            "    time.sleep(0.25)\n"
+        )
+        log = self.temp_dir / "wait_for.log"  # a file, not a pipe: nobody drains a pipe meanwhile
+        with log.open("w") as out:
+            poll = subprocess.Popen(
+                [sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, **self.client_env},
             )  # fmt: skip
-            if out.stdout.strip().isdigit() and int(out.stdout.strip()) >= nodes:
-                return
+        deadline = time.monotonic() + timeout
+        while poll.poll() is None:
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"Ray nodes did not come up: {out.stderr[-2000:]}\n{self.log_tail()}")
-            time.sleep(1.0)
+                poll.kill()
+                break
+            time.sleep(0.25)
+        if poll.wait() != 0:
+            said = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"Ray nodes did not come up: {said}\n{self.log_tail()}")
 
     def log_tail(self) -> str:
         return "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-1500:]}" for log in self.logs)

@@ -127,3 +127,25 @@ def test_a_late_second_report_of_one_crash_leaves_the_re_run_alone(prefect_serve
 
     assert asyncio.run(_late_second_report(ProcessWorker)) == ("Crashed", "Crashed"), "Prefect's behaviour"
     assert asyncio.run(_late_second_report(SingleCrashReportWorker)) == ("Pending", "Crashed")
+
+
+def test_a_killed_sessions_database_is_dropped_when_the_next_session_starts(postgres_api):
+    """A session killed with -9 never drops its `yivideo_session_<pid>` database; the next session does
+    (`postgres_api` calls drop_stale_databases), where the pid is gone, and only this checkout's names."""
+    from deployments.server import ensure_database
+    from tests import pg_server as pg
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    suffix = os.environ.get("YIVIDEO_TEST_DB_SUFFIX", "")
+    stale, other = f"yivideo_session_{gone.pid}{suffix}", f"yivideo_deployed_{gone.pid}{suffix}-elsewhere"
+    for name in (stale, other):
+        asyncio.run(ensure_database(name, pg.PG_HOST, pg.PG_PORT, pg.PG_USER, pg.PG_PASSWORD))
+    try:
+        assert stale in pg.drop_stale_databases()
+        names = asyncio.run(pg._database_names())
+        assert stale not in names and other in names
+        assert f"yivideo_session_{os.getpid()}{suffix}" in names, "a live session's database stays"
+    finally:
+        for name in (stale, other):
+            asyncio.run(pg._drop_database(name))

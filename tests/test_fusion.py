@@ -5,8 +5,6 @@ source, its lines start with the spoken word, and every place where the sources 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -156,17 +154,19 @@ def test_an_unsure_word_is_settled_by_the_speech_but_never_a_name_or_number():
     assert settle_words(sure, "God bless him.", FusionSettings())[0] == "God bless 'em"
 
 
-def test_a_video_without_speech_is_refused_in_one_line(media_dir, tmp_path):
-    """The CLI checks before any server starts: one line naming the input and the cause, no output."""
+def test_a_video_without_speech_is_refused_in_one_line(media_dir, tmp_path, capsys):
+    """The CLI checks before any server starts: one line naming the input and the cause, no output. In
+    process (`main` through run_cli); the exit status of a real process: tests/test_cli_lifecycle.py."""
+    from core.cli import run_cli
+    from flows.fuse import main
+
     material.render_fusion_case(SAME, media_dir / "fusion")
     (silent,) = (media_dir / "fusion" / "silent").glob(f"{SAME.name}-*.mp4")
     out = tmp_path / "out"
-    run = subprocess.run(
-        [sys.executable, "-m", "flows.fuse", str(silent), "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    lines = run.stderr.strip().splitlines()
-    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    code = run_cli(main, [str(silent), "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
     assert silent.name in lines[0] and "no audio track" in lines[0], lines
     assert not out.exists() or not any(out.rglob("*"))
 

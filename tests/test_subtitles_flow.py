@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import assert_no_partial_outputs, read_back_run, run_logs_at_info
 
+from core.cli import run_cli
 from core.errors import MediaInputError
-from flows.subtitles import extract_subtitles
+from flows.subtitles import extract_subtitles, main
 from samples.scoring import score_subtitles, squash
 from samples.video import Cue, busy_script, corpus_script, make_subtitled_video
 
@@ -74,16 +74,37 @@ def test_corpus_meets_accuracy_targets(prefect_server, corpus_video, tmp_path):
     assert_no_partial_outputs(tmp_path)
 
 
-@pytest.mark.slow
-def test_busy_background_meets_accuracy_targets(prefect_server, busy_video, tmp_path):
-    assert_meets_targets(busy_script(), extract_subtitles(str(busy_video), str(tmp_path)))
+@pytest.fixture(scope="module")
+def busy_runs(prefect_server, busy_video, tmp_path_factory):
+    """The busy video read twice in this process, its band found, then the user's band; and the OCR model
+    loads counted after each run (a second run loads none)."""
+    from core.models import load_count
+
+    out = tmp_path_factory.mktemp("busy")
+    found = extract_subtitles(str(busy_video), str(out / "found"))
+    loads = load_count("ocr", "rapidocr")
+    user = extract_subtitles(str(busy_video), str(out / "user"), band=(0.0, 0.6, 1.0, 1.0))
+    return found, user, (loads, load_count("ocr", "rapidocr"))
 
 
 @pytest.mark.slow
-def test_user_band_is_used(prefect_server, busy_video, tmp_path):
-    result = extract_subtitles(str(busy_video), str(tmp_path), band=(0.0, 0.6, 1.0, 1.0))
-    assert result.band.source == "user" and result.band.y0 == 324
-    assert_meets_targets(busy_script(), result)
+def test_busy_background_meets_accuracy_targets(busy_runs):
+    found, _, _ = busy_runs
+    assert found.band.source == "auto"
+    assert_meets_targets(busy_script(), found)
+
+
+@pytest.mark.slow
+def test_user_band_is_used(busy_runs):
+    _, user, _ = busy_runs
+    assert user.band.source == "user" and user.band.y0 == 324
+    assert_meets_targets(busy_script(), user)
+
+
+@pytest.mark.slow
+def test_ocr_model_loads_once_across_runs(busy_runs):
+    _, _, (after_first, after_second) = busy_runs
+    assert after_first >= 1 and after_second == after_first
 
 
 def test_video_without_subtitles_gives_an_empty_srt(prefect_server, media_dir, tmp_path):
@@ -98,12 +119,20 @@ def test_video_without_subtitles_gives_an_empty_srt(prefect_server, media_dir, t
     assert json.loads(result.json_path.read_text(encoding="utf-8"))["events"] == []
 
 
-def test_path_with_spaces_and_unicode(prefect_server, media_dir, tmp_path):
+def test_cli_reads_a_path_with_spaces_and_unicode_and_prints_the_srt_path_last(
+    prefect_server, media_dir, tmp_path, capsys
+):
+    """In process; `python -m flows.subtitles` as a process: tests/test_ray_runner.py, test_ray_cluster.py."""
     name = media_dir / "my vidéo 字幕 'quoted' -x.mp4"
     make_subtitled_video(name, busy_script()[:2], duration=5.0, size=(640, 360))
-    result = extract_subtitles(str(name), str(tmp_path))
-    assert [squash(e.text) for e in result.events] == ["背景在动", "Movingbackgroundtest"]
-    assert result.srt_path.is_relative_to(tmp_path) and result.srt_path.exists()
+    code = run_cli(main, [str(name), "--output-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    srt_path = Path(out.strip().splitlines()[-1])
+    assert srt_path.suffix == ".srt" and srt_path.is_relative_to(tmp_path) and srt_path.exists()
+    events = json.loads(srt_path.with_suffix(".json").read_text(encoding="utf-8"))["events"]
+    assert [squash(e["text"]) for e in events] == ["背景在动", "Movingbackgroundtest"]
+    assert "Moving background test" in srt_path.read_text(encoding="utf-8")
 
 
 def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
@@ -132,25 +161,6 @@ def test_bad_input_fails_clearly_without_outputs(prefect_server, tmp_path, case)
     assert str(path) in str(info.value) and cause in str(info.value)
     assert not out.exists() or not any(out.rglob("*.srt"))
     assert_no_partial_outputs(tmp_path)
-
-
-@pytest.mark.slow
-def test_cli_prints_the_srt_path_last(prefect_server, busy_video, tmp_path):
-    from prefect.settings import PREFECT_API_URL
-
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.subtitles", str(busy_video), "--output-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    srt_path = Path(proc.stdout.strip().splitlines()[-1])
-    assert srt_path.suffix == ".srt" and srt_path.exists()
-    assert "Moving background test" in srt_path.read_text(encoding="utf-8")
 
 
 def read_back_artifacts(state) -> list:
@@ -185,15 +195,6 @@ def test_the_ui_shows_each_ocr_batch_and_no_cpu_work_tagged_gpu(prefect_server, 
     texts = [a.description or "" for a in read_back_artifacts(state)]
     (text,) = [t for t in texts if t.startswith("OCR of")]
     assert "keyframes/s" in text and "done in" in text, text  # speed through core/progress.py
-
-
-def test_ocr_model_loads_once_across_runs(prefect_server, busy_video, tmp_path):
-    from core.models import load_count
-
-    extract_subtitles(str(busy_video), str(tmp_path / "a"), band=(0.0, 0.6, 1.0, 1.0))
-    loads = load_count("ocr", "rapidocr")
-    extract_subtitles(str(busy_video), str(tmp_path / "b"), band=(0.0, 0.6, 1.0, 1.0))
-    assert loads >= 1 and load_count("ocr", "rapidocr") == loads
 
 
 @pytest.mark.parametrize(

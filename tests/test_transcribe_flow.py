@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +17,6 @@ from core.models import evict, load_count, resident_keys
 from flows.transcribe import transcribe
 from samples.audio import make_silence, make_speech, make_video_with_audio, word_error_rate
 from stages.speech.engines import AsrSettings
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -111,21 +107,16 @@ def test_bad_input_fails_clearly_without_outputs(prefect_server, media_dir, tmp_
 
 
 @pytest.mark.slow
-def test_cli_prints_the_srt_path_last(prefect_server, short_clip, tmp_path):
-    from prefect.settings import PREFECT_API_URL
+def test_cli_prints_the_srt_path_last(prefect_server, short_clip, tmp_path, capsys):
+    """In process (`main` through run_cli, as the process runs it), so the model loaded by this module's
+    other tests serves it; the last stdout line of a real CLI process: tests/test_bad_input.py."""
+    from core.cli import run_cli
+    from flows.transcribe import main
 
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.transcribe", str(short_clip.path), "--output-dir", str(tmp_path)]
-        + ["--language", "en"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    srt_path = Path(proc.stdout.strip().splitlines()[-1])
+    code = run_cli(main, [str(short_clip.path), "--output-dir", str(tmp_path), "--language", "en"])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    srt_path = Path(out.strip().splitlines()[-1])
     assert srt_path.suffix == ".srt" and srt_path.is_relative_to(tmp_path)
     assert "quickly" in srt_path.read_text(encoding="utf-8").lower()
 
