@@ -22,7 +22,7 @@ inputs above `max_pixels` (or outputs above `max_output_pixels`) fail alone with
 from __future__ import annotations
 
 from core.errors import ConfigError
-from core.models import ModelKey, model_key, resident_model
+from core.models import ModelKey, resident_model
 from stages.enhance.engines.base import EnhanceEngine
 from stages.enhance.engines.classic import OpenCvClassicEngine
 from stages.enhance.engines.gfpgan import GfpganEngine
@@ -42,10 +42,7 @@ def engine_class(name: str) -> type[EnhanceEngine]:
 
 def enhance_model_key(settings: EnhanceSettings) -> ModelKey:
     """Keyed by the settings the engine's loaded object depends on (its `load_fields`)."""
-    cls = engine_class(settings.engine)
-    model = settings.model or settings.gfpgan_weights or ""
-    loads = {"engine", "device", *cls.load_fields}
-    return model_key("enhance", settings, only=loads, resolved={"model": model})
+    return engine_class(settings.engine).model_key(settings)
 
 
 def load_engine(settings: EnhanceSettings) -> EnhanceEngine:

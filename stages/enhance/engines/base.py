@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from core.models import ModelKey, model_key
 from stages.enhance.settings import EnhanceSettings
 
 if TYPE_CHECKING:
@@ -34,6 +35,13 @@ class EnhanceEngine(ABC):
 
     def __init__(self, settings: EnhanceSettings) -> None:
         self.settings = settings
+
+    @classmethod
+    def model_key(cls, settings: EnhanceSettings) -> ModelKey:
+        """Keyed by the settings the engine's loaded object depends on (its `load_fields`)."""
+        model = settings.model or settings.gfpgan_weights or ""
+        loads = {"engine", "device", *cls.load_fields}
+        return model_key("enhance", settings, only=loads, resolved={"model": model})
 
     @classmethod
     def runs_on_gpu(cls) -> bool:

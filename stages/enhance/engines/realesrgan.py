@@ -217,9 +217,7 @@ class RealEsrganNcnnEngine(EnhanceEngine):
         self.passes = plan_passes(self.model, settings.scale)
         self.native_scale = math.prod(p.native for p in self.passes)
         self.on_gpu = settings.device.startswith("cuda")
-        from stages.enhance.engines import enhance_model_key  # the package imports this module
-
-        self.networks = served_model(enhance_model_key(settings), NcnnNetworks, settings)
+        self.networks = served_model(self.model_key(settings), NcnnNetworks, settings)
 
     def enhance(
         self, image: np.ndarray, settings: EnhanceSettings, progress: Progress | None = None
