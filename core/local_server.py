@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from core.errors import YiVideoError
+from core.outputs import process_alive
 
 MODE_ENV = "YIVIDEO_LOCAL_SERVER"  # "off": Prefect's temporary server per call, as before
 IDLE_ENV = "YIVIDEO_LOCAL_SERVER_IDLE_S"
@@ -168,7 +169,7 @@ def client_lock(home: Path) -> Iterator[None]:
 def find(home: Path) -> str | None:
     """The URL of a live server on this PREFECT_HOME, or None."""
     state = read_state(home)
-    if not state or not _alive(int(state.get("pid", 0))):
+    if not state or not process_alive(int(state.get("pid", 0))):
         return None
     return state["url"] if healthy(state["url"]) else None
 
@@ -197,18 +198,6 @@ def reachable(url: str, timeout: float = 5.0) -> bool:
         return True
     except (OSError, ValueError):
         return False
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def ensure_started(home: Path) -> str:
@@ -322,7 +311,7 @@ def build_template() -> Path:
             pid = int((read_state(home) or {}).get("pid", 0))
             stop(home)
             deadline = time.monotonic() + 10
-            while pid and _alive(pid) and time.monotonic() < deadline:
+            while pid and process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
     return template
 
@@ -386,7 +375,7 @@ def stop(home: Path) -> bool:
     """Stop the server of this PREFECT_HOME (SIGTERM); False when none runs."""
     state = read_state(home)
     (home / STATE_FILE).unlink(missing_ok=True)
-    if not state or not _alive(int(state.get("pid", 0))):
+    if not state or not process_alive(int(state.get("pid", 0))):
         return False
     os.kill(int(state["pid"]), signal.SIGTERM)
     return True

@@ -75,7 +75,7 @@ def remove_orphans(folder: Path, prefix: str) -> None:
     host, _, namespace, _ = owner_tag().split("-")
     for entry in folder.glob(f"{glob.escape(prefix)}{host}-*"):
         pid, _, rest = entry.name[len(prefix) + len(host) + 1 :].partition("-")
-        if pid.isdigit() and rest.startswith(namespace + "-") and not _process_alive(int(pid)):
+        if pid.isdigit() and rest.startswith(namespace + "-") and not process_alive(int(pid)):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
@@ -90,7 +90,10 @@ def scratch_dir(parent: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=".work-" + owner_tag(), dir=parent))
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's counts); pid 0 or less never does."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.outputs import process_alive
 from deployments.server import database_url, ensure_database, index_orphan_leases, server_env
 
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
@@ -68,16 +69,6 @@ async def _database_names(host: str = PG_HOST, port: int = PG_PORT) -> list[str]
         await conn.close()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's: alive
-        return True
-    return True
-
-
 def drop_stale_databases() -> list[str]:
     """Drop the databases that killed test sessions of this checkout left (named by a pid that is gone):
     a session drops its own at its end, which a kill -9 or a CI timeout never reaches. Only names with
@@ -89,7 +80,7 @@ def drop_stale_databases() -> list[str]:
     stale = [
         name
         for name in asyncio.run(_database_names())
-        if (m := named.fullmatch(name)) and not _pid_alive(int(m.group(2)))
+        if (m := named.fullmatch(name)) and not process_alive(int(m.group(2)))
     ]
     for name in stale:
         with contextlib.suppress(asyncpg.PostgresError):  # another worker of the session dropped it first
