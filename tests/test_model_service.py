@@ -1,8 +1,11 @@
 """The host's model service (core/model_service.py): separate flow-run processes share one OCR load, a run
-loads in itself when the service is off or cannot start, and a service killed under a call loses no run.
+loads in itself when the service is off or cannot start, and a service killed under a call loses no run;
+photo enhancement's networks are shared the same way, its tiling and progress staying in the run.
 
 Real processes throughout: each "run" is a fresh Python process, as a process worker starts one per flow
-run (PREFECT__FLOW_RUN_ID set, the service's `auto` mode), reading a real frame with the real PP-OCR model.
+run (PREFECT__FLOW_RUN_ID set, the service's `auto` mode), reading a real frame with the real PP-OCR model
+(skipped where the shared real videos are absent), or enhancing a real photograph with the real waifu2x
+network.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pytest
 from core.model_service import address, status, stop
 from samples.realvideo import REALVIDEO_MISSING, realvideo_available, realvideo_path
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not realvideo_available(), reason=REALVIDEO_MISSING)]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 # one run's OCR: its engine (a handle on the service, or loaded here), the loads in this process, the text
@@ -46,11 +49,28 @@ threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
 lines = engine.read(cv2.imread(sys.argv[1]))
 print(type(engine).__name__, load_count(), "|".join(line.text for line in lines))
 """
+# one run's enhancement: what holds its networks, the loads in this process, tiles reported, a digest
+ENHANCE = """
+import hashlib
+from core.models import load_count
+from samples.images import real_photo
+from stages.enhance.engines import load_engine
+from stages.enhance.settings import EnhanceSettings
+settings = EnhanceSettings(engine="realesrgan-ncnn", model="waifu2x-photo", scale=2, faces="off", tile=48)
+engine = load_engine(settings)
+tiles = []
+photo = real_photo("astronaut")[100:196, 160:256]
+image = engine.enhance(photo, settings, lambda f, d, t: tiles.append(d)).image
+digest = hashlib.sha256(image.tobytes()).hexdigest()[:16]
+print(type(engine.networks).__name__, load_count(), len(tiles), digest)
+"""
 
 
 @pytest.fixture(scope="module")
 def frame(tmp_path_factory) -> Path:
     """A frame of a real short drama with a burned-in subtitle line."""
+    if not realvideo_available():
+        pytest.skip(REALVIDEO_MISSING)
     path = tmp_path_factory.mktemp("frame") / "frame.png"
     video = realvideo_path("douyin_7625472985927237489_zh")
     subprocess.run(
@@ -131,3 +151,13 @@ def test_the_service_outlives_a_run_killed_under_a_call(home, frame, expected) -
     victim.wait()
     assert run(RUN, home, frame)[:3] == ("ServedModel", 0, expected), "served once the victim's call ended"
     assert status(address(home))["loads"] == 1
+
+
+def test_enhancement_runs_after_the_first_load_no_network(home, tmp_path) -> None:
+    """The ncnn networks are served; each tile is one call and progress still comes tile by tile."""
+    alone = run(ENHANCE, tmp_path, tmp_path, YIVIDEO_MODEL_SERVICE="off")  # no frame: the photo is packaged
+    assert alone[:2] == ("NcnnNetworks", 1) and alone[2].startswith("4 "), alone  # 96 px in 48 px tiles
+    first, second = run(ENHANCE, home, tmp_path), run(ENHANCE, home, tmp_path)
+    assert first[:3] == second[:3] == ("ServedModel", 0, alone[2]), "no load in either run, the same picture"
+    found = status(address(home))
+    assert found is not None and found["loads"] == 1, found
