@@ -61,11 +61,10 @@ def held_line(
     digits are too small at the band stage's scale for the pixels to tell). `looks` are the band stage's
     looks at the video, each a list of samples in time order at `scale`; `seen` indexes them joined, as
     the detected boxes do."""
-    x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
     frames = [frame for look in looks for frame in look]
-    if x1 - x0 < 4 or y1 - y0 < 4 or len(frames) < 2:
+    crops = [box_crop(f, box, scale) for f in frames]
+    if len(frames) < 2 or crops[0] is None:
         return False
-    crops = [np.ascontiguousarray(f[y0:y1, x0:x1]) for f in frames]
     edges = [_edges(c) for c in crops]
     order = sorted(seen)
     if all(same_content(edges[order[0]], e) for e in edges):
@@ -87,6 +86,12 @@ def reads_as_text(
     min_score: float,
 ) -> bool:
     """The recogniser reads the box (video pixels) in this sample (at `scale`) as text."""
+    crop = box_crop(frame, box, scale)
+    return crop is not None and read_line(crop)[1] >= min_score
+
+
+def box_crop(frame: np.ndarray, box: Box, scale: float) -> np.ndarray | None:
+    """The box (video pixels) cut from a sample taken at `scale`; None where it is under 4 px a side."""
     x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
     crop = np.ascontiguousarray(frame[max(0, y0) : y1, max(0, x0) : x1])
-    return crop.shape[0] >= 4 and crop.shape[1] >= 4 and read_line(crop)[1] >= min_score
+    return crop if crop.shape[0] >= 4 and crop.shape[1] >= 4 else None
