@@ -210,8 +210,8 @@ def extract_subtitles(
     stages = Stages()
     (video,), output_dir = stages.shared([video], output_dir)
     info = stages.run(probe_task, video, "video")
-    damage = stages.run(decode_check_task, info)  # a corrupt middle decodes as lost subtitles
-    report_damage(damage, "subtitles")  # said first, as the pipeline says it: a failed run is explained too
+    # a corrupt middle decodes as lost subtitles; the check's ffmpeg runs beside the stages (the other core)
+    checking = stages.start(decode_check_task, info)
     run_dir = run_output_dir(output_dir, "subtitles", info.path)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
     try:
@@ -223,11 +223,16 @@ def extract_subtitles(
             events, run_dir, safe_stem(info.path), video=info.path, band=subtitle_band,
             sample_fps=settings.sample_fps,
         )  # fmt: skip
+        damage = checking()
     except BaseException as exc:
+        if isinstance(exc, Exception):  # a failed run is explained too (not waited for on a Ctrl-C)
+            with contextlib.suppress(Exception):
+                report_damage(checking(), "subtitles")
         close_work_dir(work, exc)  # kept when the user stopped the run: the re-run resumes from it
         discard_if_empty(run_dir, output_dir)  # a failed run leaves no empty folder behind
         raise
     close_work_dir(work)
+    report_damage(damage, "subtitles")
     write_manifest(
         run_dir,
         flow="subtitles",
