@@ -524,3 +524,20 @@ def test_ocr_batches_run_on_the_engine_thread_whichever_task_thread_asks(tmp_pat
         thread.join()
     assert sorted(texts) == ["HELLO", "WORLD"]
     assert len(callers) == 2 and len(readers) == 1 and not readers & callers, (callers, readers)
+
+
+def test_the_first_window_is_short_and_the_windows_cover_the_video():
+    """Reading starts after the first 15 s decode (the rest decodes meanwhile); later windows keep the
+    user's length (bounded temporary disk); a clip under 20 s is one window."""
+    from stages.subtitles.keyframes import video_windows
+
+    assert video_windows(10.0, 300.0) == [(0.0, 10.0)]
+    assert video_windows(20.0, 300.0) == [(0.0, 20.0)]
+    assert video_windows(60.0, 300.0) == [(0.0, 15.0), (15.0, 60.0)]
+    assert video_windows(600.0, 300.0) == [(0.0, 15.0), (15.0, 315.0), (315.0, 600.0)]
+    assert video_windows(60.0, 9.0)[:2] == [(0.0, 9.0), (9.0, 18.0)], "never longer than the user's window"
+    for duration in (20.5, 47.1, 315.4, 3600.0):
+        windows = video_windows(duration, 300.0)
+        assert windows[0][0] == 0.0 and windows[-1][1] == duration
+        assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False)), "contiguous"
+        assert all(end - start <= 300.0 + 1.0 for start, end in windows)

@@ -45,10 +45,23 @@ def steady_signals(frames, band: Band, settings: KeyframeSettings):
         yield cur[0], cur[1], cur[2] if prev is None else cur[2] & prev[2]
 
 
-def video_windows(duration: float, seconds: float) -> list[tuple[float, float]]:
-    """(start, end) windows of `seconds` covering the video; the last one runs to the end."""
-    count = max(1, int(duration // seconds) + (duration % seconds > 1.0))
-    return [(i * seconds, duration if i == count - 1 else (i + 1) * seconds) for i in range(count)]
+FIRST_WINDOW_SECONDS = 15.0  # the first window is short: its language and OCR run while the rest decodes
+# (one core reads, the other decodes): a fresh 60 s 720p clip read in one window waited for all of it
+
+
+def video_windows(
+    duration: float, seconds: float, first: float = FIRST_WINDOW_SECONDS
+) -> list[tuple[float, float]]:
+    """(start, end) windows covering the video: the first `first` seconds (at most `seconds`), then
+    `seconds` each; the last one runs to the end (a remainder of a second or less joins it, and a video
+    at most 5 s longer than the first window is one window)."""
+    first = min(first, seconds)
+    if duration <= first + 5.0:
+        return [(0.0, duration)]
+    rest = duration - first
+    count = max(1, int(rest // seconds) + (rest % seconds > 1.0))
+    ends = [first + (i + 1) * seconds for i in range(count - 1)] + [duration]
+    return list(zip([0.0, first, *ends[:-1]], [first, *ends], strict=True))
 
 
 def extract_keyframes(
