@@ -12,8 +12,11 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from queue import SimpleQueue
+from typing import TypeVar
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -21,6 +24,8 @@ from prefect.cache_policies import NONE
 from core.errors import MediaInputError, StageError, StageTimeout
 from core.outputs import full_disk_error
 from core.schema import MediaInfo
+
+T = TypeVar("T")
 
 MAX_INPUT_BYTES_ENV = "YIVIDEO_MAX_INPUT_BYTES"  # read per check, not at import (a bad value: one line)
 DEFAULT_MAX_INPUT_BYTES = 64 * 1024**3
@@ -369,6 +374,43 @@ def iter_video_frames(
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+def read_ahead(items: Iterable[T]) -> Iterator[T]:
+    """`items` made on a thread of their own while the caller works on the ones made so far: ffmpeg decodes
+    the next sampled frames while this one is detected (its pipe holds less than a frame, so without this
+    it waited on every detection). Holds what the caller has not taken yet: for a few dozen frames. The
+    producer's exception is raised here; stopping early stops the producer (and closes `items`)."""
+    made: SimpleQueue[tuple[bool, object]] = SimpleQueue()
+    stop, done = threading.Event(), object()
+
+    def produce() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                if stop.is_set():
+                    break
+                made.put((True, item))
+            made.put((True, done))
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread as it is)
+            made.put((False, exc))
+        finally:
+            if close := getattr(source, "close", None):
+                close()  # a generator over ffmpeg kills it
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = made.get()
+            if not ok:
+                raise item  # type: ignore[misc]
+            if item is done:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()
 
 
 @task(name="probe", task_run_name="probe input", cache_policy=NONE)

@@ -92,3 +92,50 @@ def test_postprocess_reads_its_settings():
     frames = [FrameText(0, 0.0, 1.0, (line,)), FrameText(1, 1.0, 2.0, ())]
     assert not frames_to_events(frames, PostprocessSettings()), "below the default min_confidence 0.75"
     assert frames_to_events(frames, replace(PostprocessSettings(), min_confidence=0.5))
+
+
+def test_area_detects_the_samples_while_they_decode(video):
+    """The band's samples stream to the detector (ffmpeg decodes the next ones meanwhile): the same frames,
+    scale and boxes as sampling them all first."""
+    from stages.subtitles.area import sample_and_detect
+
+    info, engine = probe_media(video), RapidOcrEngine(OcrSettings())
+    frames, detected, scale = sample_and_detect(engine, info, 6, 320)
+    listed, listed_scale = sample_frames(info, 6, 320)
+    assert scale == listed_scale and len(frames) == len(listed) > 0
+    assert all((a == b).all() for a, b in zip(frames, listed, strict=True))
+    boxes = [[tuple(round(v / scale) for v in box) for box in engine.detect(f)] for f in listed]
+    assert detected == boxes and any(detected)
+
+
+def test_read_ahead_makes_items_on_its_own_thread_and_hands_on_failures():
+    import threading
+    import time
+
+    from core.media import read_ahead
+
+    made: list[tuple[int, str]] = []
+    closed = threading.Event()
+
+    def items(fail_at: int | None = None):
+        try:
+            for i in range(5):
+                if i == fail_at:
+                    raise ValueError("broken frame")
+                made.append((i, threading.current_thread().name))
+                yield i
+        finally:
+            closed.set()
+
+    ahead = read_ahead(items())
+    assert next(ahead) == 0
+    time.sleep(0.2)
+    assert len(made) == 5, "the rest was made while the caller held the first"
+    assert {name for _, name in made} == {"read-ahead"} and list(ahead) == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="broken frame"):
+        list(read_ahead(items(fail_at=2)))
+    closed.clear()
+    stopped = read_ahead(items())
+    next(stopped)
+    stopped.close()
+    assert closed.is_set(), "stopping early closes the source (a generator over ffmpeg kills it)"

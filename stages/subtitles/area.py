@@ -11,7 +11,7 @@ upwards (room for a second line), with static overlays inside it masked later by
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -19,13 +19,13 @@ import numpy as np
 from prefect import task
 
 from core.caching import resumable
-from core.media import iter_video_frames
+from core.media import iter_video_frames, read_ahead
 from core.models import release_freed_memory
 from core.schema import Band, MediaInfo
 from gpu.devices import GPU_CAPABLE_TAG
 from gpu.slot import gpu_slot
 from stages.subtitles.band import WHOLE_FRAME, band_from_fractions, clamp_band
-from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+from stages.subtitles.ocr import OcrEngine, OcrSettings, load_ocr_engine
 from stages.subtitles.overlays import held_line, reads_as_text
 from stages.subtitles.text_signal import KeyframeSettings, text_signal
 
@@ -85,17 +85,26 @@ def sample_frames(
 ) -> tuple[list[np.ndarray], float]:
     """About `count` frames at jittered times over the video, scaled to `width`; returns them and the
     scale used. `phase` (0-1) changes the picks for a second, denser look."""
+    return list(sampled_frames(info, count, width, phase)), sample_size(info, width)[0] / info.width
+
+
+def sample_size(info: MediaInfo, width: int) -> tuple[int, int]:
+    """The sampled frames' size: `width` wide (never enlarged), even sides."""
     scale = min(1.0, width / info.width)
-    w = max(2, int(info.width * scale) // 2 * 2)
-    h = max(2, int(info.height * scale) // 2 * 2)
+    return max(2, int(info.width * scale) // 2 * 2), max(2, int(info.height * scale) // 2 * 2)
+
+
+def sampled_frames(info: MediaInfo, count: int, width: int, phase: float = 0.0) -> Iterator[np.ndarray]:
+    """The frames of `sample_frames`, one at a time as ffmpeg decodes them."""
+    w, h = sample_size(info, width)
     k = CANDIDATES_PER_SLOT
     fps = k * count / max(info.duration, 0.1)
     shift = int(phase * 97)
     if info.duration >= SEEK_FROM_SECONDS:
         picks = [(slot, slot * k + jittered_pick(slot + shift)) for slot in range(count)]
         times = [(n + 0.5 + seek_jitter(slot + shift)) / fps for slot, n in picks]
-        frames = [frame for t in times if (frame := _frame_at(info, t, w, h)) is not None]
-        return frames, w / info.width
+        yield from (frame for t in times if (frame := _frame_at(info, t, w, h)) is not None)
+        return
     decoded = iter_video_frames(
         info.path,
         fps=fps,
@@ -105,8 +114,22 @@ def sample_frames(
         timeout=60 + info.duration,
         stage="subtitle_area",
     )
-    frames = [frame.copy() for n, frame in decoded if n % k == jittered_pick(n // k + shift)]
-    return frames, w / info.width
+    with closing(decoded):
+        yield from (frame.copy() for n, frame in decoded if n % k == jittered_pick(n // k + shift))
+
+
+def sample_and_detect(
+    engine: OcrEngine, info: MediaInfo, count: int, width: int, phase: float = 0.0
+) -> tuple[list[np.ndarray], list[list[Box]], float]:
+    """`sample_frames`, the detector's boxes on each (in video pixels) and the scale: each frame is detected
+    while ffmpeg decodes the next ones, the decoder and the detector each on a core."""
+    scale = sample_size(info, width)[0] / info.width
+    frames: list[np.ndarray] = []
+    detected: list[list[Box]] = []
+    for frame in read_ahead(sampled_frames(info, count, width, phase)):
+        frames.append(frame)
+        detected.append([tuple(int(round(v / scale)) for v in box) for box in engine.detect(frame)])
+    return frames, detected, scale
 
 
 def seek_jitter(slot: int) -> float:
@@ -230,8 +253,7 @@ def detect_subtitle_band(
     """
     engine = load_ocr_engine(ocr)
     count = sample_count(info.duration, settings.samples)
-    frames, scale = sample_frames(info, count, settings.detect_width)
-    detected = _detect_boxes(engine, frames, scale)
+    frames, detected, scale = sample_and_detect(engine, info, count, settings.detect_width)
 
     def held(*looks: list[np.ndarray]) -> Callable[[Box, set[int]], bool]:
         return lambda box, seen: held_line(box, seen, looks, scale, engine.read_line, ocr.min_text_score)
@@ -247,8 +269,8 @@ def detect_subtitle_band(
         if band is not None and scattered(moving, band, info.height, settings, read_in(frames)):
             band = Band(0, 0, info.width, info.height, source=WHOLE_FRAME)
         if band is None:
-            more, _ = sample_frames(info, min(60, 3 * count), settings.detect_width, phase=0.5)
-            detected += _detect_boxes(engine, more, scale)
+            more, found, _ = sample_and_detect(engine, info, min(60, 3 * count), settings.detect_width, 0.5)
+            detected += found
             static, moving = split_static_boxes(detected, info.width, settings, held(frames, more))
             band = choose_band(moving, info.width, info.height, settings) or _band_from_signal(
                 frames + more, info, settings, signal
@@ -285,10 +307,6 @@ def scattered(
     if outside < settings.scattered_share * sum(shown) and reads is not None:
         shown = [any(reads(i, b) for b in lines) for i, lines in enumerate(inside)]
     return outside >= settings.scattered_share * sum(shown)
-
-
-def _detect_boxes(engine, frames: list[np.ndarray], scale: float) -> list[list[Box]]:
-    return [[tuple(int(round(v / scale)) for v in box) for box in engine.detect(f)] for f in frames]
 
 
 def _band_from_signal(
