@@ -296,13 +296,14 @@ def test_two_workers_on_the_gpu_pool_share_the_runs(prefect_server, short_video,
     logs = {host: tmp_path / f"{host}.log" for host in hosts}
     workers = [_start_worker(host, queue, log, env | {HOST_ENV: host}) for host, log in logs.items()]
     try:
+        _wait_polling("gpu", hosts, workers)  # a worker still starting could leave both runs to the other
         runs = [
             run_deployment(
                 f"{extract_subtitles.name}/{queue}",
                 parameters={"video": str(short_video), "output_dir": str(tmp_path / f"out{i}")},
                 timeout=0,
             )
-            for i in range(3)
+            for i in range(2)  # each worker takes one at a time (--limit 1): the second goes to the other
         ]
         states = _wait_final([r.id for r in runs], timeout=240)
     finally:
@@ -318,6 +319,17 @@ def test_two_workers_on_the_gpu_pool_share_the_runs(prefect_server, short_video,
     for i in range(len(runs)):
         (srt,) = (tmp_path / f"out{i}").rglob("*.srt")
         assert "Movingbackgroundtest" in squash(srt.read_text(encoding="utf-8"))
+
+
+def _wait_polling(pool: str, names: list[str], workers: list[subprocess.Popen], timeout: float = 120) -> None:
+    """Until every named worker has reported to the server (it polls from then on)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while not set(names) <= {w.name for w in client.read_workers_for_work_pool(pool)}:
+            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "workers not up"
+            time.sleep(0.5)
 
 
 def _runs_taken(worker_log: str, runs) -> set[str]:
