@@ -291,6 +291,7 @@ def test_two_workers_on_the_gpu_pool_share_the_runs(prefect_server, short_video,
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("YIVIDEO_")}  # local runner per host
+    env["YIVIDEO_MODEL_SERVICE_IDLE_S"] = "20"  # the runs' model service: gone soon after, not 600 s later
     env |= {"PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
     env |= {"PREFECT_LOGGING_LEVEL": "INFO", GATE_ENV: "always", RUN_DIR_ENV: str(tmp_path / "gpu-run")}
     hosts = [f"host-{letter}-{os.getpid()}" for letter in "ab"]  # two hosts, each with its own device limit
