@@ -71,12 +71,22 @@ def deployed_api(tmp_path_factory) -> Iterator[tuple[str, Path, dict[str, str]]]
     made once per session: a Prefect server (UI on) on PostgreSQL, bootstrapped and `prefect deploy --all`
     run; yields its API URL, its folder and the environment its processes run with. Each module starts
     and stops its own workers and web app."""
-    from test_web_browser import deployed_stack
+    import subprocess
+    import sys
+
+    from test_web_browser import REPO, deployed_stack
 
     root = tmp_path_factory.mktemp("deployed")
     extra = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    # one model service for the session's page runs (a run starts it; the next finds its models loaded),
+    # not one per pause longer than the suite's 20 s; stopped with the stack
+    extra["YIVIDEO_MODEL_SERVICE_IDLE_S"] = "900"
     with deployed_stack(root, f"yivideo_deployed_{os.getpid()}", **extra) as (api, procs):
-        yield api, root, procs.env
+        try:
+            yield api, root, procs.env
+        finally:
+            stop = [sys.executable, "-m", "core.model_service", "stop"]
+            subprocess.run(stop, cwd=REPO, env=procs.env, capture_output=True, timeout=60, check=False)
 
 
 def deliver_pending_events(where: str, timeout: float = 20.0) -> None:

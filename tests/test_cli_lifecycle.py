@@ -103,31 +103,58 @@ def clip(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_cli_calls_share_one_local_server_that_stops_when_idle(clip, tmp_path):
+def test_cli_calls_and_a_notebook_share_one_local_server_that_stops_when_idle(clip, tmp_path):
+    """A CLI call starts the shared server; a notebook's `use_local_api()` then a direct flow call, as the
+    quickstart notebook does, runs on it (not on a temporary server that dies with the kernel), and so does
+    the next CLI call; idle, it stops itself. One server for the three (each start costs a migrated
+    database copy and a server's imports)."""
     home = tmp_path / "home"
     command = [sys.executable, "-m", "flows.transcode", "--preset", "thumbnail", "--output-dir"]
     env = _env(home, YIVIDEO_LOCAL_SERVER_IDLE_S="20")
-    first = subprocess.run([*command, str(tmp_path / "a"), str(clip)], cwd=REPO, env=env, capture_output=True)
-    assert first.returncode == 0, first.stderr.decode()
-    state = _state(home)
-    assert state and _alive(state["pid"]), "the first call left the shared server running"
-    assert os.getsid(state["pid"]) != os.getsid(0), "the server has its own session (Ctrl-C misses it)"
-    # held as a CLI holds it, so the server does not idle out before the next CLI takes it: on a loaded
-    # machine (a full suite on 3 xdist workers, load 9-22) the second call took more than the 20 s to start
-    with client_lock(home):
-        second = subprocess.run(
-            [*command, str(tmp_path / "b"), str(clip)], cwd=REPO, env=env, capture_output=True
+    notebook = (
+        "from core.local_server import use_local_api\n"
+        "url = use_local_api()\n"
+        "from flows.transcode import transcode\n"
+        f"result = transcode({str(clip)!r}, ['thumbnail'], {str(tmp_path / 'nb')!r})\n"
+        "print(url)\n"
+    )
+    try:
+        first = subprocess.run(
+            [*command, str(tmp_path / "a"), str(clip)], cwd=REPO, env=env, capture_output=True
         )
-    assert second.returncode == 0, second.stderr.decode()
-    assert _state(home) == state, "the second call found the same server"
-    runs = _runs(state["url"])
-    assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], runs
-    assert _task_runs(state["url"], runs[1]["id"]), "its stages are recorded as task runs"
-    deadline = time.monotonic() + 20 + 30  # idle time, then its check interval on a loaded machine
-    while _alive(state["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _alive(state["pid"]), "the server stopped itself once idle"
-    assert _state(home) is None
+        assert first.returncode == 0, first.stderr.decode()
+        state = _state(home)
+        assert state and _alive(state["pid"]), "the first call left the shared server running"
+        assert os.getsid(state["pid"]) != os.getsid(0), "the server has its own session (Ctrl-C misses it)"
+        # held as a CLI holds it, so the server does not idle out before the next call takes it: on a
+        # loaded machine (a full suite on 3 xdist workers, load 9-22) a call took more than the 20 s to start
+        with client_lock(home):
+            kernel = subprocess.run(
+                [sys.executable, "-c", notebook],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            second = subprocess.run(
+                [*command, str(tmp_path / "b"), str(clip)], cwd=REPO, env=env, capture_output=True
+            )
+        assert kernel.returncode == 0, kernel.stderr
+        assert kernel.stdout.strip().splitlines()[-1] == state["url"], "the notebook found the shared server"
+        assert second.returncode == 0, second.stderr.decode()
+        assert _state(home) == state, "the second call found the same server"
+        runs = _runs(state["url"])
+        assert [r["state_type"] for r in runs] == ["COMPLETED"] * 3, runs  # CLI, notebook, CLI
+        assert _task_runs(state["url"], runs[2]["id"]), "its stages are recorded as task runs"
+        deadline = time.monotonic() + 20 + 30  # idle time, then its check interval on a loaded machine
+        while _alive(state["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _alive(state["pid"]), "the server stopped itself once idle"
+        assert _state(home) is None
+    finally:
+        if _state(home):  # failed before it stopped itself
+            _stop_server(home)
 
 
 def _logged_before(line: str, moment: datetime.time) -> bool:
@@ -172,47 +199,53 @@ def _interrupt(video: Path, out: Path, home: Path, signum: int) -> tuple[int, fl
     return code, time.monotonic() - sent, after, proc.pid
 
 
+SIGNALS = [(signal.SIGINT, 130, "error: interrupted"), (signal.SIGTERM, 143, "error: terminated (SIGTERM)")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("signum", "code", "line"),
-    [(signal.SIGINT, 130, "error: interrupted"), (signal.SIGTERM, 143, "error: terminated (SIGTERM)")],
-    ids=["ctrl-c", "sigterm"],
-)
-def test_a_signal_stops_the_cli_at_once_and_a_rerun_resumes(tmp_path, signum, code, line):
+def test_a_signal_stops_the_cli_at_once_and_a_rerun_resumes(tmp_path):
+    """Ctrl-C (with the re-run into its folder), then SIGTERM, on one shared server: the first CLI starts
+    it, the re-run and the SIGTERM'd CLI find it (a server start less than a home per signal)."""
     videos = sorted(REALVIDEO.glob("*.mp4"))
     if not videos:
         pytest.skip(f"no real videos in {REALVIDEO} (the shared corpus is not mounted here)")
-    home, out = tmp_path / "home", tmp_path / "out"
+    home = tmp_path / "home"
     band_code = _band_code()
     try:
-        status, seconds, after, pgid = _interrupt(videos[0], out, home, signum)
-        assert status == code, after
-        assert seconds < STOP_SECONDS, f"stopped after {seconds:.1f} s"
-        assert after == [line], after  # nothing else: no retry, no API errors, no traceback
-        time.sleep(0.5)
-        assert _group(pgid) == [], "ffmpeg or another child outlived the CLI"
-        state = _state(home)
-        assert state and _alive(state["pid"]), "the shared server survives the user's Ctrl-C"
-        run = _runs(state["url"])[-1]
-        assert run["state_type"] == "CRASHED", run["state"]
-        stages = {t["name"]: t for t in _task_runs(state["url"], run["id"])}
-        assert stages["keyframes"]["run_count"] <= 1, "the stage the user stopped was not retried"
-        assert stages["keyframes"]["state_type"] != "AWAITING_RETRY"
-        if signum == signal.SIGINT:  # a re-run into the same folder resumes from the finished stages
-            again = subprocess.run(
-                [sys.executable, "-m", "flows.subtitles", str(videos[0]), "--output-dir", str(out)],
-                cwd=REPO, env=_env(home, YIVIDEO_LOCAL_SERVER_IDLE_S="120"), capture_output=True, text=True,
-                timeout=900,
-            )  # fmt: skip
-            assert again.returncode == 0, again.stderr
-            assert Path(again.stdout.strip().splitlines()[-1]).is_file()
-            rerun = _runs(state["url"])[-1]
-            states = {t["name"]: t["state"]["name"] for t in _task_runs(state["url"], rerun["id"])}
-            if _band_code() != band_code:  # an edit of the shared tree meanwhile: its results are not reused
-                pytest.skip("the band stage's source changed during the test; its cache key with it")
-            assert states.get("find subtitle band") == "Cached", states
+        for signum, code, line in SIGNALS:
+            out = tmp_path / f"out-{signum.name}"
+            status, seconds, after, pgid = _interrupt(videos[0], out, home, signum)
+            assert status == code, (signum.name, after)
+            assert seconds < STOP_SECONDS, f"{signum.name}: stopped after {seconds:.1f} s"
+            assert after == [line], after  # nothing else: no retry, no API errors, no traceback
+            time.sleep(0.5)
+            assert _group(pgid) == [], f"{signum.name}: ffmpeg or another child outlived the CLI"
+            state = _state(home)
+            assert state and _alive(state["pid"]), f"the shared server survives the user's {signum.name}"
+            run = _runs(state["url"])[-1]
+            assert run["state_type"] == "CRASHED", run["state"]
+            stages = {t["name"]: t for t in _task_runs(state["url"], run["id"])}
+            assert stages["keyframes"]["run_count"] <= 1, "the stage the user stopped was not retried"
+            assert stages["keyframes"]["state_type"] != "AWAITING_RETRY"
+            if signum == signal.SIGINT:  # a re-run into the same folder resumes from the finished stages
+                _rerun_resumes(videos[0], out, home, state, band_code)
     finally:
         _stop_server(home)
+
+
+def _rerun_resumes(video: Path, out: Path, home: Path, state: dict, band_code: str) -> None:
+    again = subprocess.run(
+        [sys.executable, "-m", "flows.subtitles", str(video), "--output-dir", str(out)],
+        cwd=REPO, env=_env(home, YIVIDEO_LOCAL_SERVER_IDLE_S="120"), capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert Path(again.stdout.strip().splitlines()[-1]).is_file()
+    rerun = _runs(state["url"])[-1]
+    states = {t["name"]: t["state"]["name"] for t in _task_runs(state["url"], rerun["id"])}
+    if _band_code() != band_code:  # an edit of the shared tree meanwhile: its results are not reused
+        pytest.skip("the band stage's source changed during the test; its cache key with it")
+    assert states.get("find subtitle band") == "Cached", states
 
 
 BAD = [
@@ -311,31 +344,6 @@ def test_a_digest_is_read_once_per_host_not_once_per_process(tmp_path):
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     third, read_third = hash_in_a_new_process()
     assert third == hashlib.sha256(data.read_bytes()).hexdigest() != first and read_third >= 4 << 20
-
-
-@pytest.mark.slow
-def test_a_notebook_uses_the_shared_local_server(clip, tmp_path):
-    """`use_local_api()` then a direct flow call, as the quickstart notebook does: the run is on the shared
-    server (found by the next CLI call), not on a temporary one that dies with the kernel."""
-    home = tmp_path / "home"
-    script = (
-        "from core.local_server import use_local_api\n"
-        "url = use_local_api()\n"
-        "from flows.transcode import transcode\n"
-        f"result = transcode({str(clip)!r}, ['thumbnail'], {str(tmp_path / 'out')!r})\n"
-        "print(url)\n"
-    )
-    env = _env(home, YIVIDEO_LOCAL_SERVER_IDLE_S="60")
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-        )
-        assert proc.returncode == 0, proc.stderr
-        state = _state(home)
-        assert state and proc.stdout.strip().splitlines()[-1] == state["url"]
-        assert [r["state_type"] for r in _runs(state["url"])] == ["COMPLETED"]
-    finally:
-        _stop_server(home)
 
 
 def test_a_killed_writer_s_temp_files_go_but_no_live_or_foreign_one(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prefect import flow, task
 from prefect.cache_policies import NONE
+from ray_nodes import NO_IDLE_WORKERS
 
 from blocks.policy import RunPolicy
 from blocks.runner import RunnerConfig
@@ -66,8 +67,8 @@ def ray_cluster(prefect_server, tmp_path_factory):
         HOST_ENV: f"ray-test-{os.getpid()}",
         RUN_DIR_ENV: str(tmp_path_factory.mktemp("gpu-run")),
     }
-    saved = {k: os.environ.get(k) for k in gpu_env}
-    os.environ.update(gpu_env)  # this process (local runs) and, by inheritance, the Ray nodes
+    saved = {k: os.environ.get(k) for k in {**gpu_env, **NO_IDLE_WORKERS}}
+    os.environ.update(gpu_env | NO_IDLE_WORKERS)  # this process (local runs) and, inherited, the Ray nodes
     _set_limit(limit_name(0), 1)
     ray.init(
         num_cpus=2,
@@ -290,19 +291,21 @@ def test_two_workers_on_the_gpu_pool_share_the_runs(prefect_server, short_video,
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("YIVIDEO_")}  # local runner per host
+    env["YIVIDEO_MODEL_SERVICE_IDLE_S"] = "20"  # the runs' model service: gone soon after, not 600 s later
     env |= {"PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
     env |= {"PREFECT_LOGGING_LEVEL": "INFO", GATE_ENV: "always", RUN_DIR_ENV: str(tmp_path / "gpu-run")}
     hosts = [f"host-{letter}-{os.getpid()}" for letter in "ab"]  # two hosts, each with its own device limit
     logs = {host: tmp_path / f"{host}.log" for host in hosts}
     workers = [_start_worker(host, queue, log, env | {HOST_ENV: host}) for host, log in logs.items()]
     try:
+        _wait_polling("gpu", hosts, workers)  # a worker still starting could leave both runs to the other
         runs = [
             run_deployment(
                 f"{extract_subtitles.name}/{queue}",
                 parameters={"video": str(short_video), "output_dir": str(tmp_path / f"out{i}")},
                 timeout=0,
             )
-            for i in range(3)
+            for i in range(2)  # each worker takes one at a time (--limit 1): the second goes to the other
         ]
         states = _wait_final([r.id for r in runs], timeout=240)
     finally:
@@ -318,6 +321,17 @@ def test_two_workers_on_the_gpu_pool_share_the_runs(prefect_server, short_video,
     for i in range(len(runs)):
         (srt,) = (tmp_path / f"out{i}").rglob("*.srt")
         assert "Movingbackgroundtest" in squash(srt.read_text(encoding="utf-8"))
+
+
+def _wait_polling(pool: str, names: list[str], workers: list[subprocess.Popen], timeout: float = 120) -> None:
+    """Until every named worker has reported to the server (it polls from then on)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while not set(names) <= {w.name for w in client.read_workers_for_work_pool(pool)}:
+            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "workers not up"
+            time.sleep(0.5)
 
 
 def _runs_taken(worker_log: str, runs) -> set[str]:
