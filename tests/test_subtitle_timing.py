@@ -7,9 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from core.schema import FrameText, OcrLine
-from stages.subtitles.ocr import OcrSettings, RapidOcrEngine, read_lead
-from stages.subtitles.postprocess import PostprocessSettings, frames_to_events
+from core.schema import Band, FrameText, Keyframe, KeyframeSet, OcrLine, StitchedBatch
+from samples.realvideo import REALVIDEO_MISSING, answer_key, realvideo_available, realvideo_path
+from stages.subtitles.band import WHOLE_FRAME
+from stages.subtitles.ocr import OcrSettings, RapidOcrEngine, read_lead, recognize_batches
+from stages.subtitles.postprocess import PostprocessSettings, events_by_position, frames_to_events
 
 BOX = (0, 0, 300, 40)
 
@@ -99,9 +101,7 @@ class _CountingEngine:
 def test_a_line_read_empty_twice_at_second_look_is_not_looked_at_again(tmp_path):
     """Background the signal took for one line kept 44 keyframes on a real drama, each enlarged and detected
     again for nothing; a line whose second looks find text (a lone "嗯") keeps them all."""
-    from core.schema import Band, Keyframe, KeyframeSet, StitchedBatch
-    from stages.subtitles.band import WHOLE_FRAME
-    from stages.subtitles.ocr import REREAD_MISSES, recognize_batches
+    from stages.subtitles.ocr import REREAD_MISSES
 
     frames = []
     for i in range(10):
@@ -120,3 +120,73 @@ def test_a_line_read_empty_twice_at_second_look_is_not_looked_at_again(tmp_path)
     whole = KeyframeSet(tmp_path, Band(0, 0, 40, 40, source=WHOLE_FRAME), 10, 1.0, tuple(frames), 10)
     engine = _CountingEngine()
     assert [t.text for t in recognize_batches([stitched], whole, engine)] == [""] * 10 and engine.rereads == 0
+
+
+class _LeadEngine:
+    """Reads one caption in every keyframe's row of the batch; counts the lead samples it recognises."""
+
+    def __init__(self, rows: int) -> None:
+        self.settings, self.rows, self.line_reads = OcrSettings(), rows, 0
+
+    def read(self, image: np.ndarray) -> list[OcrLine]:
+        return [OcrLine("撸思面馆", 0.99, (10, 64 * k + 10, 190, 64 * k + 30)) for k in range(self.rows)]
+
+    def read_line(self, crop: np.ndarray) -> tuple[str, float]:
+        self.line_reads += 1
+        return "撸思面馆", 0.99
+
+
+def test_whole_frame_lead_samples_are_read_only_for_a_line_new_on_screen(tmp_path):
+    """A whole frame keeps lead samples before every keyframe; a line the keyframe just before read at its
+    place was on screen already: its lead is not read (a line after a gap is new again)."""
+    shown = np.zeros((40, 200, 3), np.uint8)
+    shown[15:25, 10:190:6] = 255  # strokes: the box stands out in every sample
+    lead, frames = [], []
+    for i in range(4):
+        path = tmp_path / f"frame_{i}.jpg"
+        cv2.imwrite(str(path), shown)
+        lead.append((round(i / 10, 3), path))
+    spans = [(1.0, 1.5), (1.5, 2.0), (2.0, 2.5), (3.0, 3.5)]  # a gap before the last
+    for i, (start, end) in enumerate(spans):
+        frames.append(Keyframe(i, start, end, lead[0][1], lead=tuple(lead[1:])))
+    batch = tmp_path / "batch.png"
+    cv2.imwrite(str(batch), np.zeros((4 * 64, 200, 3), np.uint8))
+    stitched = StitchedBatch(batch, tuple(range(4)), tuple(i * 64 for i in range(4)), (40,) * 4)
+    engine = _LeadEngine(4)
+    whole = KeyframeSet(tmp_path, Band(0, 0, 200, 40, source=WHOLE_FRAME), 10, 4.0, tuple(frames), 40)
+    texts = recognize_batches([stitched], whole, engine)
+    assert [t.lines[0].since for t in texts] == [0.1, None, None, 0.1]
+    assert engine.line_reads == 6  # three lead samples of the first keyframe and of the one after the gap
+
+
+SCATTERED = "douyin_7625248139076178405_zh"  # the meme edit: read whole frame, events per position
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not realvideo_available(), reason=REALVIDEO_MISSING)
+def test_a_whole_frame_caption_starts_on_its_first_legible_frame(tmp_path):
+    """The meme edit's small pale "撸思面馆" is legible from frame 56 (1.867 s), but a few cells of the whole
+    frame's text signal did not change it enough for a keyframe before 2.1 s (0.233 s late): the samples
+    before each whole-frame keyframe are read at the line's box back to its first legible one."""
+    from dataclasses import replace
+
+    from blocks.subtitles import SubtitleConfig
+    from core.media import probe_media
+    from stages.subtitles.area import detect_subtitle_band, signal_settings
+    from stages.subtitles.crop import crop_keyframes
+    from stages.subtitles.keyframes import extract_keyframes
+    from stages.subtitles.ocr import load_ocr_engine
+    from stages.subtitles.stitch import stitch_keyframes
+
+    config = SubtitleConfig()
+    info = probe_media(realvideo_path(SCATTERED))
+    band = detect_subtitle_band(info, config.ocr, config.area, None, signal_settings(config.keyframes))
+    assert band.source == WHOLE_FRAME, band
+    keyframes = extract_keyframes(info, band, tmp_path, config.keyframes, (0.0, 3.0))
+    crops = crop_keyframes(keyframes, tmp_path, config.keyframes)
+    engine = load_ocr_engine(replace(config.ocr, lang="ch"))
+    texts = recognize_batches(stitch_keyframes(crops, tmp_path), crops, engine)
+    events = events_by_position(texts, replace(config.postprocess, spacing="none", simplified=True))
+    (cue,) = [c for c in answer_key(SCATTERED) if c.text == "撸思面馆"]
+    starts = [e.start for e in events if e.text == "撸思面馆"]
+    assert starts and abs(starts[0] - cue.start) <= 0.1, (cue, [(e.start, e.end, e.text) for e in events])

@@ -20,7 +20,7 @@ from core.caching import resumable
 from core.media import iter_video_frames
 from core.outputs import write_image
 from core.schema import Band, Keyframe, KeyframeSet, MediaInfo
-from stages.subtitles.band import mask_static_boxes, strip_crop_filter
+from stages.subtitles.band import WHOLE_FRAME, mask_static_boxes, strip_crop_filter
 from stages.subtitles.crop import scratch_format
 from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal, thinned
 
@@ -126,7 +126,8 @@ def extract_keyframes(
             early: tuple[tuple[float, Path], ...] = ()
             if has_text:
                 write_image(path, strip, params)
-                if toggled and not faded and np.count_nonzero(signal) < settings.character_cells:
+                faint = toggled and not faded and np.count_nonzero(signal) < settings.character_cells
+                if faint or band.source == WHOLE_FRAME:
                     early = tuple(_write_lead(work_dir, lead, fps, band))
             kept.append((index, index / fps, path, has_text, change, line, early))
             last_signal = signal
@@ -154,8 +155,10 @@ def extract_keyframes(
 
 
 def _write_lead(work_dir: Path, lead: deque[tuple[int, np.ndarray]], fps: float, band: Band):
-    """The samples before a faint line's first keyframe, (time, strip path): its strokes gave too few cells
-    to count (pale text without an outline) while it may already have been legible there."""
+    """The samples before a keyframe, (time, strip path), where a line may already have been legible: a
+    faint line's (its strokes gave too few cells to count: pale text without an outline), and every
+    whole frame's (a small caption is a few cells of the whole frame's signal: the meme edit's pale
+    "撸思面馆" appeared at 1.87 s and changed it enough only at 2.1 s)."""
     suffix, params = scratch_format(band)
     for index, strip in lead:
         path = work_dir / f"lead_{index:06d}{suffix}"

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 from prefect import task
+from rapidfuzz.distance import Levenshtein
 
 from core.caching import resumable
 from core.errors import ConfigError
@@ -313,12 +314,15 @@ def recognize_batches(
                     break
     misses: dict[int, int] = {}  # per on-screen line: second looks in a row that found nothing
     second_looks = keyframes.band.source != WHOLE_FRAME
+    before: tuple[list[OcrLine], float] = ([], -1.0)  # the keyframe just before: its lines, its end
     for kf in keyframes.frames:
         if second_looks and not per_frame[kf.index] and misses.get(kf.line, 0) < REREAD_MISSES:
             per_frame[kf.index] = reread_enlarged(kf.image_path, engine)
             misses[kf.line] = 0 if per_frame[kf.index] else misses.get(kf.line, 0) + 1
         if kf.lead and per_frame[kf.index]:
-            per_frame[kf.index] = read_lead(kf.lead, per_frame[kf.index], engine, kf.image_path)
+            shown = before[0] if abs(before[1] - kf.start) < 1e-6 else []
+            per_frame[kf.index] = read_lead(kf.lead, per_frame[kf.index], engine, kf.image_path, shown)
+        before = (per_frame[kf.index], kf.end)
     return [
         FrameText(kf.index, kf.start, kf.end, lines_to_rows(per_frame[kf.index]), kf.line)
         for kf in keyframes.frames
@@ -329,6 +333,14 @@ LEAD_SIMILARITY = 0.8  # a lead sample shows a line when it reads this like it (
 # a glyph or two to the background; another line or the bare background reads nothing like it)
 LEAD_CONTRAST = 0.6  # ... and its box is this contrasted against the keyframe's: the recogniser reads a
 # fading-in glow at a tenth of its opacity, long before a viewer can (the corpus counts from half opacity)
+
+
+def _shown_before(line: OcrLine, old: OcrLine) -> bool:
+    """`old` (a line of the keyframe before) is this line: over half its box and read alike."""
+    (x0, y0, x1, y1), (a0, b0, a1, b1) = line.box, old.box
+    overlap = max(0, min(x1, a1) - max(x0, a0)) * max(0, min(y1, b1) - max(y0, b0))
+    similar = Levenshtein.normalized_similarity("".join(line.text.split()), "".join(old.text.split()))
+    return overlap >= 0.5 * (x1 - x0) * (y1 - y0) and similar >= LEAD_SIMILARITY
 
 
 def _contrast(crop: np.ndarray) -> float:
@@ -343,15 +355,19 @@ def _contrast(crop: np.ndarray) -> float:
 
 
 def read_lead(
-    lead: tuple[tuple[float, Path], ...], lines: list[OcrLine], engine: OcrEngine, keyframe: Path
+    lead: tuple[tuple[float, Path], ...],
+    lines: list[OcrLine],
+    engine: OcrEngine,
+    keyframe: Path,
+    before: list[OcrLine] = (),  # type: ignore[assignment]
 ) -> list[OcrLine]:
     """Each line with the earliest lead sample from which, sample after sample up to its keyframe, its box
     reads like it and shows it about as strongly as the keyframe: a pale line without an outline is legible
     before its strokes count as a signal (…297's last line: 0.6 s), a line fading in is not. Recognition
     alone on the box, latest sample first, stopping at the first that does not show it: a line that appeared
-    with its keyframe costs one read."""
+    with its keyframe costs one read; one the keyframe just before read at its place (`before`: it was on
+    screen already, as most lines of a whole frame's keyframes are) costs none."""
     import cv2
-    from rapidfuzz.distance import Levenshtein
 
     images: dict[Path, np.ndarray | None] = {}
     shown = cv2.imread(str(keyframe), cv2.IMREAD_COLOR)
@@ -359,7 +375,7 @@ def read_lead(
     for line in lines:
         since, want = None, "".join(line.text.split())
         x0, y0, x1, y1 = line.box
-        if shown is None or y1 <= y0 or x1 <= x0:
+        if shown is None or y1 <= y0 or x1 <= x0 or any(_shown_before(line, old) for old in before):
             out.append(line)
             continue
         strength = _contrast(shown[max(0, y0) : y1, max(0, x0) : x1])
