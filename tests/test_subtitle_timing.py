@@ -39,6 +39,22 @@ def test_frames_read_below_the_threshold_widen_the_line_they_read_and_make_none(
     assert not frames_to_events([frame(0, 0.0, 1.0, "只有低置信度", weak)], PostprocessSettings())
 
 
+def test_a_line_legible_inside_a_weak_frame_grows_over_it():
+    """The meme edit read per stitched batch (as the flow reads it): a batch's first keyframe knows no
+    keyframe before it, so its lead samples were read and put "这是她真心的么……" legible from 23.3 s,
+    inside the weak frame (22.8-23.4 s at 0.71) before it: the event still grows over that frame (it
+    began at 23.3 s, 0.53 s late, when the weak frame was looked up only by its end)."""
+    line = "这是她真心的么oooooo"
+    frames = [
+        frame(0, 22.3, 22.8),
+        frame(1, 22.8, 23.4, line, 0.708),
+        frame(2, 23.4, 23.8, line, 0.863, since=23.3),
+        frame(3, 23.8, 24.3, line, 0.695),
+    ]
+    events = frames_to_events(frames, PostprocessSettings(spacing="none"))
+    assert [(e.start, e.end, e.text) for e in events] == [(22.8, 24.3, "这是她真心的么……")]
+
+
 def test_a_weak_frame_between_two_reads_of_a_line_leaves_one_event_and_a_blank_two():
     """The reviewer's case: strong, weak, strong reads of one line are one event (it never left the
     screen); the same line twice with a blank between stays two events."""
