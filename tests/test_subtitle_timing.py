@@ -10,7 +10,8 @@ import pytest
 from core.schema import Band, FrameText, Keyframe, KeyframeSet, OcrLine, StitchedBatch
 from samples.realvideo import REALVIDEO_MISSING, answer_key, realvideo_available, realvideo_path
 from stages.subtitles.band import WHOLE_FRAME
-from stages.subtitles.ocr import OcrSettings, RapidOcrEngine, read_lead, recognize_batches
+from stages.subtitles.lead import read_lead
+from stages.subtitles.ocr import OcrSettings, RapidOcrEngine, recognize_batches
 from stages.subtitles.postprocess import PostprocessSettings, events_by_position, frames_to_events
 
 BOX = (0, 0, 300, 40)
@@ -154,7 +155,8 @@ class _LeadEngine:
 
 def test_whole_frame_lead_samples_are_read_only_for_a_line_new_on_screen(tmp_path):
     """A whole frame keeps lead samples before every keyframe; a line the keyframe just before read at its
-    place was on screen already: its lead is not read (a line after a gap is new again)."""
+    place was on screen already: its lead is not read (a line after a gap is new again, and its earliest
+    lead sample, which shows it, is read first)."""
     shown = np.zeros((40, 200, 3), np.uint8)
     shown[15:25, 10:190:6] = 255  # strokes: the box stands out in every sample
     lead, frames = [], []
@@ -172,7 +174,8 @@ def test_whole_frame_lead_samples_are_read_only_for_a_line_new_on_screen(tmp_pat
     whole = KeyframeSet(tmp_path, Band(0, 0, 200, 40, source=WHOLE_FRAME), 10, 4.0, tuple(frames), 40)
     texts = recognize_batches([stitched], whole, engine)
     assert [t.lines[0].since for t in texts] == [0.1, None, None, 0.1]
-    assert engine.line_reads == 6  # three lead samples of the first keyframe and of the one after the gap
+    assert engine.line_reads == 2  # the earliest lead sample of the first keyframe and of the one after the
+    # gap shows the line: on screen since then (the later ones are not read)
 
 
 SCATTERED = "douyin_7625248139076178405_zh"  # the meme edit: read whole frame, events per position
