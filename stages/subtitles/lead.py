@@ -31,14 +31,6 @@ LEAD_CONTRAST = 0.6  # ... and its box is this contrasted against the keyframe's
 # fading-in glow at a tenth of its opacity, long before a viewer can (the corpus counts from half opacity)
 
 
-def _shown_before(line: OcrLine, old: OcrLine) -> bool:
-    """`old` (a line of the keyframe before) is this line: over half its box and read alike."""
-    (x0, y0, x1, y1), (a0, b0, a1, b1) = line.box, old.box
-    overlap = max(0, min(x1, a1) - max(x0, a0)) * max(0, min(y1, b1) - max(y0, b0))
-    similar = Levenshtein.normalized_similarity("".join(line.text.split()), "".join(old.text.split()))
-    return overlap >= 0.5 * (x1 - x0) * (y1 - y0) and similar >= LEAD_SIMILARITY
-
-
 def _contrast(crop: np.ndarray) -> float:
     """How far the bright strokes stand out of the box: grey 95th percentile above the median (0 for an
     empty box: one that starts in a stitched row's padding, outside the picture)."""
@@ -55,15 +47,13 @@ def read_lead(
     lines: list[OcrLine],
     engine: LineReader,
     keyframe: Path,
-    before: list[OcrLine] = (),  # type: ignore[assignment]
 ) -> list[OcrLine]:
     """Each line with the earliest lead sample from which, sample after sample up to its keyframe, its box
     reads like it and shows it about as strongly as the keyframe: a pale line without an outline is legible
     before its strokes count as a signal, a line fading in is not. Recognition alone on the box: the
-    earliest sample first (a line on screen since then, as most lines of a whole frame's keyframes are when
-    a stitched batch starts there, costs one read), then latest first, stopping at the first that does not
-    show it (a line that appeared with its keyframe costs two). One the keyframe just before read at its
-    place (`before`) was on screen already: it costs none."""
+    earliest sample first (a line on screen since then, as most lines of a whole frame's keyframes are,
+    costs one read), then latest first, stopping at the first that does not show it (a line that appeared
+    with its keyframe costs two)."""
     import cv2
 
     images: dict[Path, np.ndarray | None] = {}
@@ -85,7 +75,7 @@ def read_lead(
     out = []
     for line in lines:
         x0, y0, x1, y1 = line.box
-        if shown is None or y1 <= y0 or x1 <= x0 or any(_shown_before(line, old) for old in before):
+        if shown is None or y1 <= y0 or x1 <= x0:
             out.append(line)
             continue
         strength = _contrast(shown[max(0, y0) : y1, max(0, x0) : x1])

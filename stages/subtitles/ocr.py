@@ -314,15 +314,12 @@ def recognize_batches(
                     break
     misses: dict[int, int] = {}  # per on-screen line: second looks in a row that found nothing
     second_looks = keyframes.band.source != WHOLE_FRAME
-    before: tuple[list[OcrLine], float] = ([], -1.0)  # the keyframe just before: its lines, its end
     for kf in keyframes.frames:
         if second_looks and not per_frame[kf.index] and misses.get(kf.line, 0) < REREAD_MISSES:
             per_frame[kf.index] = reread_enlarged(kf.image_path, engine)
             misses[kf.line] = 0 if per_frame[kf.index] else misses.get(kf.line, 0) + 1
         if kf.lead and per_frame[kf.index]:
-            shown = before[0] if abs(before[1] - kf.start) < 1e-6 else []
-            per_frame[kf.index] = read_lead(kf.lead, per_frame[kf.index], engine, kf.image_path, shown)
-        before = (per_frame[kf.index], kf.end)
+            per_frame[kf.index] = read_lead(kf.lead, per_frame[kf.index], engine, kf.image_path)
     return [
         FrameText(kf.index, kf.start, kf.end, lines_to_rows(per_frame[kf.index]), kf.line)
         for kf in keyframes.frames
