@@ -181,10 +181,13 @@ SCATTERED = "douyin_7625248139076178405_zh"  # the meme edit: read whole frame, 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not realvideo_available(), reason=REALVIDEO_MISSING)
-def test_a_whole_frame_caption_starts_on_its_first_legible_frame(tmp_path):
+@pytest.mark.parametrize(("text", "window"), [("撸思面馆", (0.0, 3.0)), ("若无人", (15.0, 17.0))])
+def test_a_whole_frame_caption_starts_on_its_first_legible_frame(tmp_path, text, window):
     """The meme edit's small pale "撸思面馆" is legible from frame 56 (1.867 s), but a few cells of the whole
     frame's text signal did not change it enough for a keyframe before 2.1 s (0.233 s late): the samples
-    before each whole-frame keyframe are read at the line's box back to its first legible one."""
+    before each whole-frame keyframe are read at the line's box back to its first legible one. "若无人"
+    (from 14.867 s) is first kept at 15.0 s, where the flow's first window ends: the next window's first
+    keyframe has the previous window's last samples as its lead (it had none: 0.133 s late)."""
     from dataclasses import replace
 
     from blocks.subtitles import SubtitleConfig
@@ -199,11 +202,11 @@ def test_a_whole_frame_caption_starts_on_its_first_legible_frame(tmp_path):
     info = probe_media(realvideo_path(SCATTERED))
     band = detect_subtitle_band(info, config.ocr, config.area, None, signal_settings(config.keyframes))
     assert band.source == WHOLE_FRAME, band
-    keyframes = extract_keyframes(info, band, tmp_path, config.keyframes, (0.0, 3.0))
+    keyframes = extract_keyframes(info, band, tmp_path, config.keyframes, window)
     crops = crop_keyframes(keyframes, tmp_path, config.keyframes)
     engine = load_ocr_engine(replace(config.ocr, lang="ch"))
     texts = recognize_batches(stitch_keyframes(crops, tmp_path), crops, engine)
     events = events_by_position(texts, replace(config.postprocess, spacing="none", simplified=True))
-    (cue,) = [c for c in answer_key(SCATTERED) if c.text == "撸思面馆"]
-    starts = [e.start for e in events if e.text == "撸思面馆"]
+    (cue,) = [c for c in answer_key(SCATTERED) if c.text == text]
+    starts = [e.start for e in events if e.text == text]
     assert starts and abs(starts[0] - cue.start) <= 0.1, (cue, [(e.start, e.end, e.text) for e in events])

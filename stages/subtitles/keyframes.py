@@ -75,7 +75,8 @@ def extract_keyframes(
 
     `window` (start, end seconds) decodes one part of the video, so a flow can crop, read and delete
     each part's strips before the next: temporary disk stays bounded whatever the video's length.
-    A line crossing the window's end continues, contiguous, into the next window's first keyframe.
+    A line crossing the window's end continues, contiguous, into the next window's first keyframe, whose
+    lead samples are the previous window's last `lead_seconds` (decoded again, kept for OCR only).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     fps = settings.sample_fps
@@ -84,9 +85,11 @@ def extract_keyframes(
     w_start, w_end = window if window is not None else (0.0, info.duration)
     first = round(w_start * fps)
     last_window = w_end >= info.duration - 1e-6
+    lead_samples = max(0, round(settings.lead_seconds * fps))
+    pre = max(0, first - lead_samples)  # the window's first keyframe's lead: the previous window's tail
     kept: list[tuple[int, float, Path, bool, float, int, tuple]] = []  # index, time, path, has_text, change,
     # line, lead samples
-    lead: deque[tuple[int, np.ndarray]] = deque(maxlen=max(0, round(settings.lead_seconds * fps)))
+    lead: deque[tuple[int, np.ndarray]] = deque(maxlen=lead_samples)
     last_signal: np.ndarray | None = None
     samples, line = 0, first  # line ids unique across windows (a window has fewer lines than samples)
     recent: list[np.ndarray] = []  # the current line's last two signals (a cross-fade is one mixed sample)
@@ -100,11 +103,14 @@ def extract_keyframes(
         out_height=band.height,
         timeout=120 + 2 * (w_end - w_start),
         stage="keyframes",
-        start=first / fps,
-        duration=None if last_window else w_end - first / fps,
+        start=pre / fps,
+        duration=None if last_window else w_end - pre / fps,
     )
     for local, strip, signal in steady_signals(frames, band, settings):
-        index = first + local
+        index = pre + local
+        if index < first:  # before the window: a lead sample only (its keyframes are the previous window's)
+            lead.append((index, strip))
+            continue
         samples += 1
         has_text = int(np.count_nonzero(signal)) >= settings.min_text_cells
         faded = not has_text and bool(recent) and faded_run < settings.faded_samples
