@@ -86,7 +86,10 @@ def extract_keyframes(
     first = round(w_start * fps)
     last_window = w_end >= info.duration - 1e-6
     lead_samples = max(0, round(settings.lead_seconds * fps))
-    pre = max(0, first - lead_samples)  # the window's first keyframe's lead: the previous window's tail
+    # a whole frame's first keyframe of a window: the previous window's tail as its lead (a band's keyframes
+    # are as they were: its lines' text signal shows when they appear; a pre-roll there moved the first
+    # sample's steady signal and ended a line of …7489 0.2 s early)
+    pre = max(0, first - lead_samples) if band.source == WHOLE_FRAME else first
     kept: list[tuple[int, float, Path, bool, float, int, tuple]] = []  # index, time, path, has_text, change,
     # line, lead samples
     lead: deque[tuple[int, np.ndarray]] = deque(maxlen=lead_samples)
