@@ -53,7 +53,7 @@ def run_video(
     from stages.subtitles.crop import crop_keyframes
     from stages.subtitles.keyframes import extract_keyframes, video_windows
     from stages.subtitles.languages import AUTO, spacing_of
-    from stages.subtitles.ocr import load_ocr_engine, recognize_batches
+    from stages.subtitles.ocr import batch_keyframes, load_ocr_engine, recognize_batches
     from stages.subtitles.postprocess import events_by_position, frames_to_events
     from stages.subtitles.script import resolve_language
     from stages.subtitles.stitch import stitch_keyframes
@@ -84,7 +84,8 @@ def run_video(
                 raise choice.refuse(info.path)
             ocr = replace(ocr, lang=choice.lang)
         engine = load_ocr_engine(ocr)
-        texts += timed("ocr", recognize_batches, batches, crops, engine)
+        for batch in batches:  # one batch a call with its keyframes, as the flow's OCR tasks read them
+            texts += timed("ocr", recognize_batches, [batch], batch_keyframes(crops, batch), engine)
     post = replace(settings.postprocess, spacing=spacing_of(ocr.lang), simplified=ocr.lang == "ch")
     to_events = events_by_position if band.source == WHOLE_FRAME else frames_to_events
     events = timed("postprocess", to_events, texts, post)

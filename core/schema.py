@@ -76,8 +76,9 @@ class Keyframe:
     image_path: Path  # the band strip, later the band crop (PNG)
     change: float = 1.0  # text-signal change from the previous kept sample (1.0: all new)
     line: int = 0  # which on-screen line it shows (from the image): samples of one line share it
-    # the samples just before it, (time, image), where a line its faint strokes barely signal may already
-    # be legible: OCR reads its lines there too, so the line starts when it could first be read
+    # the samples just before it, (time, image), where a line its faint strokes barely signal (or a small
+    # caption in a whole frame) may already be legible: OCR reads its new lines there too, so the line
+    # starts when it could first be read
     lead: tuple[tuple[float, Path], ...] = ()
 
 

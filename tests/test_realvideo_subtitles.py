@@ -56,12 +56,9 @@ def test_every_drama_keeps_its_lines_one_event_each(real_scores, stem):
     score = real_scores[stem]
     assert score.recall >= 0.95, score.line()
     assert score.precision >= 0.95, score.line()  # the faint pale line of …297: one event, not two
-    # every line, not only the median, starts and ends within 0.15 s of the key (measured: <= 0.033 s and
-    # <= 0.133 s); …297's pale last line started 0.6 s late before its lead samples were read
-    assert score.max_start_error <= 0.15 and score.max_end_error <= 0.15, (
-        score.start_errors,
-        score.end_errors,
-    )
+    # every line, not only the median, starts and ends within 0.1 s of the key (issue 21 point 4; measured:
+    # <= 0.033 s); …297's pale last line started 0.6 s late before its lead samples were read
+    assert score.max_start_error <= 0.1 and score.max_end_error <= 0.1, (score.start_errors, score.end_errors)
 
 
 def test_the_scattered_meme_edit_is_read_whole_per_position(real_scores):
@@ -69,6 +66,9 @@ def test_the_scattered_meme_edit_is_read_whole_per_position(real_scores):
     assert score.recall >= 0.95 and score.precision >= 0.95, score.line()
     assert score.exact_lines >= 0.85 and score.cer <= 0.03, score.line()
     assert score.median_start_error <= 0.15 and score.median_end_error <= 0.15, score.line()
+    # every line within 0.1 s (measured: <= 0.033 s); the pale "撸思面馆" started 0.233 s late before the
+    # samples ahead of each whole-frame keyframe were read
+    assert score.max_start_error <= 0.1 and score.max_end_error <= 0.1, (score.start_errors, score.end_errors)
 
 
 @pytest.mark.parametrize(("stem", "start"), CUTS)

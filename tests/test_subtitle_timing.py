@@ -7,9 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from core.schema import FrameText, OcrLine
-from stages.subtitles.ocr import OcrSettings, RapidOcrEngine, read_lead
-from stages.subtitles.postprocess import PostprocessSettings, frames_to_events
+from core.schema import Band, FrameText, Keyframe, KeyframeSet, OcrLine, StitchedBatch
+from samples.realvideo import REALVIDEO_MISSING, answer_key, realvideo_available, realvideo_path
+from stages.subtitles.band import WHOLE_FRAME
+from stages.subtitles.lead import read_lead
+from stages.subtitles.ocr import OcrSettings, RapidOcrEngine, recognize_batches
+from stages.subtitles.postprocess import PostprocessSettings, events_by_position, frames_to_events
 
 BOX = (0, 0, 300, 40)
 
@@ -35,6 +38,22 @@ def test_frames_read_below_the_threshold_widen_the_line_they_read_and_make_none(
         (0.9, 2.4, "这是她真心的么……"),  # not over frame 5: it reads another text
     ]
     assert not frames_to_events([frame(0, 0.0, 1.0, "只有低置信度", weak)], PostprocessSettings())
+
+
+def test_a_line_legible_inside_a_weak_frame_grows_over_it():
+    """The meme edit read per stitched batch (as the flow reads it): a batch's first keyframe knows no
+    keyframe before it, so its lead samples were read and put "这是她真心的么……" legible from 23.3 s,
+    inside the weak frame (22.8-23.4 s at 0.71) before it: the event still grows over that frame (it
+    began at 23.3 s, 0.53 s late, when the weak frame was looked up only by its end)."""
+    line = "这是她真心的么oooooo"
+    frames = [
+        frame(0, 22.3, 22.8),
+        frame(1, 22.8, 23.4, line, 0.708),
+        frame(2, 23.4, 23.8, line, 0.863, since=23.3),
+        frame(3, 23.8, 24.3, line, 0.695),
+    ]
+    events = frames_to_events(frames, PostprocessSettings(spacing="none"))
+    assert [(e.start, e.end, e.text) for e in events] == [(22.8, 24.3, "这是她真心的么……")]
 
 
 def test_a_weak_frame_between_two_reads_of_a_line_leaves_one_event_and_a_blank_two():
@@ -99,9 +118,7 @@ class _CountingEngine:
 def test_a_line_read_empty_twice_at_second_look_is_not_looked_at_again(tmp_path):
     """Background the signal took for one line kept 44 keyframes on a real drama, each enlarged and detected
     again for nothing; a line whose second looks find text (a lone "嗯") keeps them all."""
-    from core.schema import Band, Keyframe, KeyframeSet, StitchedBatch
-    from stages.subtitles.band import WHOLE_FRAME
-    from stages.subtitles.ocr import REREAD_MISSES, recognize_batches
+    from stages.subtitles.ocr import REREAD_MISSES
 
     frames = []
     for i in range(10):
@@ -120,3 +137,76 @@ def test_a_line_read_empty_twice_at_second_look_is_not_looked_at_again(tmp_path)
     whole = KeyframeSet(tmp_path, Band(0, 0, 40, 40, source=WHOLE_FRAME), 10, 1.0, tuple(frames), 10)
     engine = _CountingEngine()
     assert [t.text for t in recognize_batches([stitched], whole, engine)] == [""] * 10 and engine.rereads == 0
+
+
+class _LeadEngine:
+    """Reads one caption in every keyframe's row of the batch; counts the lead samples it recognises."""
+
+    def __init__(self, rows: int) -> None:
+        self.settings, self.rows, self.line_reads = OcrSettings(), rows, 0
+
+    def read(self, image: np.ndarray) -> list[OcrLine]:
+        return [OcrLine("撸思面馆", 0.99, (10, 64 * k + 10, 190, 64 * k + 30)) for k in range(self.rows)]
+
+    def read_line(self, crop: np.ndarray) -> tuple[str, float]:
+        self.line_reads += 1
+        return "撸思面馆", 0.99
+
+
+def test_a_line_on_screen_since_the_earliest_lead_sample_costs_one_read(tmp_path):
+    """A whole frame keeps lead samples before every keyframe (each read in a stitched batch of its own), and
+    most of its lines were on screen before them: the earliest sample is read first, and where it shows the
+    line the later ones are not read (they were, latest first, one by one: 3 reads a keyframe)."""
+    shown = np.zeros((40, 200, 3), np.uint8)
+    shown[15:25, 10:190:6] = 255  # strokes: the box stands out in every sample
+    lead, frames = [], []
+    for i in range(4):
+        path = tmp_path / f"frame_{i}.jpg"
+        cv2.imwrite(str(path), shown)
+        lead.append((round(i / 10, 3), path))
+    for i, (start, end) in enumerate([(1.0, 1.5), (1.5, 2.0)]):
+        frames.append(Keyframe(i, start, end, lead[0][1], lead=tuple(lead[1:])))
+    batch = tmp_path / "batch.png"
+    cv2.imwrite(str(batch), np.zeros((2 * 64, 200, 3), np.uint8))
+    stitched = StitchedBatch(batch, (0, 1), (0, 64), (40, 40))
+    engine = _LeadEngine(2)
+    whole = KeyframeSet(tmp_path, Band(0, 0, 200, 40, source=WHOLE_FRAME), 10, 2.0, tuple(frames), 20)
+    texts = recognize_batches([stitched], whole, engine)
+    assert [t.lines[0].since for t in texts] == [0.1, 0.1]
+    assert engine.line_reads == 2
+
+
+SCATTERED = "douyin_7625248139076178405_zh"  # the meme edit: read whole frame, events per position
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not realvideo_available(), reason=REALVIDEO_MISSING)
+@pytest.mark.parametrize(("text", "window"), [("撸思面馆", (0.0, 3.0)), ("若无人", (15.0, 17.0))])
+def test_a_whole_frame_caption_starts_on_its_first_legible_frame(tmp_path, text, window):
+    """The meme edit's small pale "撸思面馆" is legible from frame 56 (1.867 s), but a few cells of the whole
+    frame's text signal did not change it enough for a keyframe before 2.1 s (0.233 s late): the samples
+    before each whole-frame keyframe are read at the line's box back to its first legible one. "若无人"
+    (from 14.867 s) is first kept at 15.0 s, where the flow's first window ends: the next window's first
+    keyframe has the previous window's last samples as its lead (it had none: 0.133 s late)."""
+    from dataclasses import replace
+
+    from blocks.subtitles import SubtitleConfig
+    from core.media import probe_media
+    from stages.subtitles.area import detect_subtitle_band, signal_settings
+    from stages.subtitles.crop import crop_keyframes
+    from stages.subtitles.keyframes import extract_keyframes
+    from stages.subtitles.ocr import load_ocr_engine
+    from stages.subtitles.stitch import stitch_keyframes
+
+    config = SubtitleConfig()
+    info = probe_media(realvideo_path(SCATTERED))
+    band = detect_subtitle_band(info, config.ocr, config.area, None, signal_settings(config.keyframes))
+    assert band.source == WHOLE_FRAME, band
+    keyframes = extract_keyframes(info, band, tmp_path, config.keyframes, window)
+    crops = crop_keyframes(keyframes, tmp_path, config.keyframes)
+    engine = load_ocr_engine(replace(config.ocr, lang="ch"))
+    texts = recognize_batches(stitch_keyframes(crops, tmp_path), crops, engine)
+    events = events_by_position(texts, replace(config.postprocess, spacing="none", simplified=True))
+    (cue,) = [c for c in answer_key(SCATTERED) if c.text == text]
+    starts = [e.start for e in events if e.text == text]
+    assert starts and abs(starts[0] - cue.start) <= 0.1, (cue, [(e.start, e.end, e.text) for e in events])

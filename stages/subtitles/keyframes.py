@@ -20,7 +20,7 @@ from core.caching import resumable
 from core.media import iter_video_frames
 from core.outputs import write_image
 from core.schema import Band, Keyframe, KeyframeSet, MediaInfo
-from stages.subtitles.band import mask_static_boxes, strip_crop_filter
+from stages.subtitles.band import WHOLE_FRAME, mask_static_boxes, strip_crop_filter
 from stages.subtitles.crop import scratch_format
 from stages.subtitles.text_signal import KeyframeSettings, new_line, signal_change, text_signal, thinned
 
@@ -75,7 +75,8 @@ def extract_keyframes(
 
     `window` (start, end seconds) decodes one part of the video, so a flow can crop, read and delete
     each part's strips before the next: temporary disk stays bounded whatever the video's length.
-    A line crossing the window's end continues, contiguous, into the next window's first keyframe.
+    A line crossing the window's end continues, contiguous, into the next window's first keyframe, whose
+    lead samples are the previous window's last `lead_seconds` (decoded again, kept for OCR only).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     fps = settings.sample_fps
@@ -84,9 +85,14 @@ def extract_keyframes(
     w_start, w_end = window if window is not None else (0.0, info.duration)
     first = round(w_start * fps)
     last_window = w_end >= info.duration - 1e-6
+    lead_samples = max(0, round(settings.lead_seconds * fps))
+    # a whole frame's first keyframe of a window: the previous window's tail as its lead (a band's keyframes
+    # are as they were: its lines' text signal shows when they appear; a pre-roll there moved the first
+    # sample's steady signal and ended a line of …7489 0.2 s early)
+    pre = max(0, first - lead_samples) if band.source == WHOLE_FRAME else first
     kept: list[tuple[int, float, Path, bool, float, int, tuple]] = []  # index, time, path, has_text, change,
     # line, lead samples
-    lead: deque[tuple[int, np.ndarray]] = deque(maxlen=max(0, round(settings.lead_seconds * fps)))
+    lead: deque[tuple[int, np.ndarray]] = deque(maxlen=lead_samples)
     last_signal: np.ndarray | None = None
     samples, line = 0, first  # line ids unique across windows (a window has fewer lines than samples)
     recent: list[np.ndarray] = []  # the current line's last two signals (a cross-fade is one mixed sample)
@@ -100,11 +106,14 @@ def extract_keyframes(
         out_height=band.height,
         timeout=120 + 2 * (w_end - w_start),
         stage="keyframes",
-        start=first / fps,
-        duration=None if last_window else w_end - first / fps,
+        start=pre / fps,
+        duration=None if last_window else w_end - pre / fps,
     )
     for local, strip, signal in steady_signals(frames, band, settings):
-        index = first + local
+        index = pre + local
+        if index < first:  # before the window: a lead sample only (its keyframes are the previous window's)
+            lead.append((index, strip))
+            continue
         samples += 1
         has_text = int(np.count_nonzero(signal)) >= settings.min_text_cells
         faded = not has_text and bool(recent) and faded_run < settings.faded_samples
@@ -126,7 +135,8 @@ def extract_keyframes(
             early: tuple[tuple[float, Path], ...] = ()
             if has_text:
                 write_image(path, strip, params)
-                if toggled and not faded and np.count_nonzero(signal) < settings.character_cells:
+                faint = toggled and not faded and np.count_nonzero(signal) < settings.character_cells
+                if faint or band.source == WHOLE_FRAME:
                     early = tuple(_write_lead(work_dir, lead, fps, band))
             kept.append((index, index / fps, path, has_text, change, line, early))
             last_signal = signal
@@ -154,8 +164,10 @@ def extract_keyframes(
 
 
 def _write_lead(work_dir: Path, lead: deque[tuple[int, np.ndarray]], fps: float, band: Band):
-    """The samples before a faint line's first keyframe, (time, strip path): its strokes gave too few cells
-    to count (pale text without an outline) while it may already have been legible there."""
+    """The samples before a keyframe, (time, strip path), where a line may already have been legible: a
+    faint line's (its strokes gave too few cells to count: pale text without an outline), and every
+    whole frame's (a small caption is a few cells of the whole frame's signal: the meme edit's pale
+    "撸思面馆" appeared at 1.87 s and changed it enough only at 2.1 s)."""
     suffix, params = scratch_format(band)
     for index, strip in lead:
         path = work_dir / f"lead_{index:06d}{suffix}"

@@ -27,6 +27,7 @@ from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.band import WHOLE_FRAME
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language
+from stages.subtitles.lead import read_lead
 from stages.subtitles.ppocr import detector_and_recogniser
 from stages.subtitles.rows import lines_to_rows
 
@@ -323,65 +324,6 @@ def recognize_batches(
         FrameText(kf.index, kf.start, kf.end, lines_to_rows(per_frame[kf.index]), kf.line)
         for kf in keyframes.frames
     ]
-
-
-LEAD_SIMILARITY = 0.8  # a lead sample shows a line when it reads this like it (a fade's first frames lose
-# a glyph or two to the background; another line or the bare background reads nothing like it)
-LEAD_CONTRAST = 0.6  # ... and its box is this contrasted against the keyframe's: the recogniser reads a
-# fading-in glow at a tenth of its opacity, long before a viewer can (the corpus counts from half opacity)
-
-
-def _contrast(crop: np.ndarray) -> float:
-    """How far the bright strokes stand out of the box: grey 95th percentile above the median (0 for an
-    empty box: one that starts in a stitched row's padding, outside the picture)."""
-    import cv2
-
-    if crop.size == 0:
-        return 0.0
-    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    return float(np.percentile(grey, 95) - np.percentile(grey, 50))
-
-
-def read_lead(
-    lead: tuple[tuple[float, Path], ...], lines: list[OcrLine], engine: OcrEngine, keyframe: Path
-) -> list[OcrLine]:
-    """Each line with the earliest lead sample from which, sample after sample up to its keyframe, its box
-    reads like it and shows it about as strongly as the keyframe: a pale line without an outline is legible
-    before its strokes count as a signal (…297's last line: 0.6 s), a line fading in is not. Recognition
-    alone on the box, latest sample first, stopping at the first that does not show it: a line that appeared
-    with its keyframe costs one read."""
-    import cv2
-    from rapidfuzz.distance import Levenshtein
-
-    images: dict[Path, np.ndarray | None] = {}
-    shown = cv2.imread(str(keyframe), cv2.IMREAD_COLOR)
-    out = []
-    for line in lines:
-        since, want = None, "".join(line.text.split())
-        x0, y0, x1, y1 = line.box
-        if shown is None or y1 <= y0 or x1 <= x0:
-            out.append(line)
-            continue
-        strength = _contrast(shown[max(0, y0) : y1, max(0, x0) : x1])
-        if strength == 0.0:  # nothing shown in the box here: no lead to look for
-            out.append(line)
-            continue
-        for t, path in reversed(lead):
-            if path not in images:  # each lead sample read from disk once for all the lines
-                images[path] = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            image = images[path]
-            if image is None:
-                break
-            box = image[max(0, y0) : y1, max(0, x0) : x1]
-            if _contrast(box) < LEAD_CONTRAST * strength:
-                break
-            text, score = engine.read_line(box)
-            similar = Levenshtein.normalized_similarity("".join(text.split()), want)
-            if score < engine.settings.min_text_score or similar < LEAD_SIMILARITY:
-                break
-            since = t
-        out.append(line if since is None else OcrLine(line.text, line.confidence, line.box, since))
-    return out
 
 
 def reread_enlarged(crop_path: Path, engine: OcrEngine, scale: float = 1.5) -> list[OcrLine]:

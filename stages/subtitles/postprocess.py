@@ -8,6 +8,7 @@ shorter than the minimum are dropped.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import re
 from collections import Counter
@@ -298,7 +299,8 @@ class _WeakFrames:
     The threshold keeps noise from making events; a frame that reads exactly an adjacent event's text,
     only less surely, is that line still (or already) on screen: a fade's first and last frames, white
     text over a bright patch ("这是她真心的么……" at 0.55 and 0.64 between reads at 0.86). Such frames
-    widen the event; they never make one, and one frame widens one event.
+    widen the event; they never make one, and one frame widens one event. An event whose lead samples
+    moved its start inside a weak frame (OcrLine.since) grows over that frame too.
     """
 
     def __init__(self, frames: list[FrameText], settings: PostprocessSettings) -> None:
@@ -310,12 +312,20 @@ class _WeakFrames:
                 keys = set(rows) | {"".join(rows)}
                 self._by_end[round(frame.end, 3)] = (frame.start, keys)
                 self._by_start[round(frame.start, 3)] = (frame.end, keys)
+        self._ends = sorted(self._by_end)
+
+    def _ending_over(self, t: float) -> float:
+        """The end of the weak frame that ends at `t` or holds it (else `t`)."""
+        k = bisect.bisect_left(self._ends, round(t, 3))
+        if k < len(self._ends) and (hit := self._by_end.get(self._ends[k])) and hit[0] < t:
+            return self._ends[k]
+        return round(t, 3)
 
     def widen(self, start: float, end: float, text: str) -> tuple[float, float]:
         """The event's span grown over the weak frames next to it that read its text."""
         key = normalise(text)
-        while (hit := self._by_end.get(round(start, 3))) and key in hit[1]:
-            self._by_end.pop(round(start, 3))
+        while (hit := self._by_end.get(at := self._ending_over(start))) and key in hit[1]:
+            self._by_end.pop(at)
             self._by_start.pop(round(hit[0], 3), None)
             start = hit[0]
         while (hit := self._by_start.get(round(end, 3))) and key in hit[1]:
