@@ -42,7 +42,8 @@ def scan_decode_errors(
     for a long recording, is never held whole."""
     limit = timeout if timeout is not None else 60.0 + 2.0 * max(info.duration, 0.0)
     # one decoding thread: the check runs beside the stages, whose own decodes and OCR want the cores
-    cmd = [require_tool("ffmpeg"), "-v", "error", "-nostdin", "-nostats", "-threads", "1", "-i", str(info.path)]
+    cmd = [require_tool("ffmpeg"), "-v", "error", "-nostdin", "-nostats", "-threads", "1"]
+    cmd += ["-i", str(info.path)]
     # the pictures go out as wrapped_avframe (a reference to the decoded frame, what the null muxer gets):
     # a CRC of each raw frame was a third of the check's CPU on 720p, and only the frame's time is read
     cmd += ["-vn", "-sn", "-dn"] if audio_only else ["-c:v", "wrapped_avframe"]
