@@ -170,6 +170,10 @@ def _band_code() -> str:
     return code_version.__wrapped__("stages.subtitles.area")
 
 
+def _is_ffmpeg(command: str) -> bool:
+    return Path(command.split(" ", 1)[0]).name == "ffmpeg"
+
+
 def _interrupt(video: Path, out: Path, home: Path, signum: int) -> tuple[int, float, list[str], int]:
     """Run subtitles until keyframes runs ffmpeg, then signal: (exit, seconds, lines after, pgid)."""
     proc = subprocess.Popen(
@@ -186,7 +190,8 @@ def _interrupt(video: Path, out: Path, home: Path, signum: int) -> tuple[int, fl
     else:
         pytest.fail("the run ended before its keyframes stage: " + "".join(seen[-20:]))
     deadline = time.monotonic() + 60
-    while not any(Path(c.split(" ", 1)[0]).name == "ffmpeg" for c in _group(proc.pid)):
+    # the keyframes' ffmpeg, not the decode check's (framecrc), which runs beside the stages
+    while not any(_is_ffmpeg(c) and "framecrc" not in c for c in _group(proc.pid)):
         assert time.monotonic() < deadline, "keyframes never started ffmpeg"
         time.sleep(0.05)
     sent, sent_at = time.monotonic(), datetime.datetime.now().time()
