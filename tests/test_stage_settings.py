@@ -16,7 +16,7 @@ import pytest
 from core.media import probe_media
 from core.schema import FrameText, OcrLine
 from samples.video import Cue, make_subtitled_video
-from stages.subtitles.area import AreaSettings, detect_subtitle_band, sample_frames, signal_settings
+from stages.subtitles.area import AreaSettings, detect_subtitle_band, sampled_frames, signal_settings
 from stages.subtitles.band import band_from_fractions
 from stages.subtitles.crop import crop_keyframe_image
 from stages.subtitles.keyframes import extract_keyframes
@@ -72,7 +72,7 @@ def test_area_signal_fallback_uses_the_given_signal(video):
     from stages.subtitles.area import _band_from_signal
 
     info, settings = probe_media(video), AreaSettings()
-    frames, _ = sample_frames(info, 6, info.width)
+    frames = list(sampled_frames(info, 6, info.width))
     assert _band_from_signal(frames, info, settings, KeyframeSettings()).source == "signal"
     assert _band_from_signal(frames, info, settings, KeyframeSettings(dark_level=-1)).source == "none"
 
@@ -95,14 +95,14 @@ def test_postprocess_reads_its_settings():
 
 
 def test_area_detects_the_samples_while_they_decode(video):
-    """The band's samples stream to the detector (ffmpeg decodes the next ones meanwhile): the same frames,
-    scale and boxes as sampling them all first."""
+    """The band's samples stream to the detector (ffmpeg decodes the next ones meanwhile, on another
+    thread): the same frames and boxes as sampling them all first on this thread, at the sampled scale."""
     from stages.subtitles.area import sample_and_detect
 
     info, engine = probe_media(video), RapidOcrEngine(OcrSettings())
     frames, detected, scale = sample_and_detect(engine, info, 6, 320)
-    listed, listed_scale = sample_frames(info, 6, 320)
-    assert scale == listed_scale and len(frames) == len(listed) > 0
+    listed = list(sampled_frames(info, 6, 320))
+    assert scale == 320 / info.width and len(frames) == len(listed) > 0
     assert all((a == b).all() for a, b in zip(frames, listed, strict=True))
     boxes = [[tuple(round(v / scale) for v in box) for box in engine.detect(f)] for f in listed]
     assert detected == boxes and any(detected)

@@ -80,14 +80,6 @@ SEEK_FROM_SECONDS = 120.0  # longer videos seek to each picked frame instead of 
 # 20 frames of a 10-minute 720p video cost a whole decode (~25 CPU s), an hour's six times that
 
 
-def sample_frames(
-    info: MediaInfo, count: int, width: int, phase: float = 0.0
-) -> tuple[list[np.ndarray], float]:
-    """About `count` frames at jittered times over the video, scaled to `width`; returns them and the
-    scale used. `phase` (0-1) changes the picks for a second, denser look."""
-    return list(sampled_frames(info, count, width, phase)), sample_size(info, width)[0] / info.width
-
-
 def sample_size(info: MediaInfo, width: int) -> tuple[int, int]:
     """The sampled frames' size: `width` wide (never enlarged), even sides."""
     scale = min(1.0, width / info.width)
@@ -95,7 +87,8 @@ def sample_size(info: MediaInfo, width: int) -> tuple[int, int]:
 
 
 def sampled_frames(info: MediaInfo, count: int, width: int, phase: float = 0.0) -> Iterator[np.ndarray]:
-    """The frames of `sample_frames`, one at a time as ffmpeg decodes them."""
+    """About `count` frames at jittered times over the video, scaled to `width` (`sample_size`), one at a
+    time as ffmpeg decodes them. `phase` (0-1) changes the picks for a second, denser look."""
     w, h = sample_size(info, width)
     k = CANDIDATES_PER_SLOT
     fps = k * count / max(info.duration, 0.1)
@@ -121,7 +114,7 @@ def sampled_frames(info: MediaInfo, count: int, width: int, phase: float = 0.0) 
 def sample_and_detect(
     engine: OcrEngine, info: MediaInfo, count: int, width: int, phase: float = 0.0
 ) -> tuple[list[np.ndarray], list[list[Box]], float]:
-    """`sample_frames`, the detector's boxes on each (in video pixels) and the scale: each frame is detected
+    """`sampled_frames`, the detector's boxes on each (in video pixels) and the scale: each frame is detected
     while ffmpeg decodes the next ones, the decoder and the detector each on a core."""
     scale = sample_size(info, width)[0] / info.width
     frames: list[np.ndarray] = []
