@@ -322,6 +322,9 @@ def serve() -> None:
     import uvicorn
     from prefect.server.api.server import create_app
 
+    from core.sqlite_api import skip_empty_slot_updates
+
+    skip_empty_slot_updates()  # a tagged stage waited 2 s on SQLite before it started
     home, idle = prefect_home(), idle_seconds()
     fresh = (database := _default_database(home)) is not None and not database.exists()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
@@ -142,6 +143,77 @@ def test_queued_events_and_logs_drain_with_a_bound_and_not_at_exit():
     for service in (EventsWorker, APILogWorker):
         assert {"timeout", "at_exit"} <= set(inspect.signature(service.drain_all).parameters)
         service.drain_all(timeout=0.5, at_exit=False)  # nothing queued: returns at once
+
+
+
+def _increment_slots(database: Path, limit_ids: list, commit_elsewhere: bool) -> object:
+    """The slot increment of `/v2/concurrency_limits/increment-with-lease`, in a transaction that read first
+    (as the route does); `commit_elsewhere`: another connection commits in between, as the server's event
+    writes do. Its result, or the exception it raised."""
+    import sqlite3
+
+    from prefect.server.database import provide_database_interface
+    from prefect.server.models import concurrency_limits_v2 as limits
+
+    async def increment() -> object:
+        async with provide_database_interface().session_context(begin_transaction=True) as session:
+            await limits.bulk_read_concurrency_limits(session=session, names=["tag:x"])
+            if commit_elsewhere:
+                with contextlib.closing(sqlite3.connect(database)) as other:
+                    other.execute("CREATE TABLE IF NOT EXISTS elsewhere (a)")
+                    other.execute("INSERT INTO elsewhere VALUES (1)")
+                    other.commit()
+            try:
+                return await limits.bulk_increment_active_slots(
+                    session=session, concurrency_limit_ids=limit_ids, slots=1
+                )
+            except Exception as exc:  # noqa: BLE001 - the outcome is what the test reads
+                return exc
+
+    return asyncio.run(increment())
+
+
+def test_a_slot_request_for_tags_without_limits_writes_nothing_on_sqlite(tmp_path, monkeypatch):
+    """core/sqlite_api.py: Prefect still UPDATEs no rows for tags without limits, and on SQLite a commit
+    elsewhere fails it (SQLITE_BUSY_SNAPSHOT: a 503, and the client waits 2 s). Ours answers without writing,
+    and a tag with a limit still takes a slot."""
+    import shutil
+
+    from prefect.server.api import concurrency_limits_v2 as route
+    from prefect.server.database import provide_database_interface
+    from prefect.server.models import concurrency_limits_v2 as limits
+    from prefect.server.schemas.core import ConcurrencyLimitV2
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings
+
+    from core.local_server import build_template
+    from core.sqlite_api import skip_empty_slot_updates
+
+    assert "models.concurrency_limits_v2.bulk_increment_active_slots(" in inspect.getsource(
+        route._acquire_concurrency_slots
+    ), "the route no longer looks the increment up at call time: the fix would not reach it"
+    database = tmp_path / "prefect.db"
+    shutil.copyfile(build_template(), database)
+    monkeypatch.setattr(limits, "bulk_increment_active_slots", limits.bulk_increment_active_slots)
+
+    async def a_limit() -> uuid.UUID:
+        async with provide_database_interface().session_context(begin_transaction=True) as session:
+            made = await limits.create_concurrency_limit(session, ConcurrencyLimitV2(name="tag:x", limit=2))
+            return made.id
+
+    async def slots_taken(limit_id: uuid.UUID) -> int:
+        async with provide_database_interface().session_context() as session:
+            return (await limits.read_concurrency_limit(session, concurrency_limit_id=limit_id)).active_slots
+
+    with temporary_settings({PREFECT_API_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{database}"}):
+        failed = _increment_slots(database, [], commit_elsewhere=True)
+        assert getattr(getattr(failed, "orig", None), "sqlite_errorname", None) == "SQLITE_BUSY_SNAPSHOT", (
+            f"Prefect's increment without limits no longer fails so on SQLite ({failed!r}): the fix can go"
+        )
+        skip_empty_slot_updates()
+        assert _increment_slots(database, [], commit_elsewhere=True) is True
+        limit_id = asyncio.run(a_limit())
+        assert _increment_slots(database, [limit_id], commit_elsewhere=False) is True
+        assert asyncio.run(slots_taken(limit_id)) == 1
 
 
 # ------------------------------------------------------- the tests' session server (tests/conftest.py)
