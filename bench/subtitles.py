@@ -9,9 +9,10 @@
     .venv/bin/python bench/subtitles.py --hour --size 1280x720 --duration 600 --repeat 6
                                                          # an hour of 720p: 10 rendered minutes x 6
 
-The flow runs against a temporary Prefect server (started once, outside the timing). The first run in a
-process also loads the OCR models; `--speed` runs twice (each run on a video not seen before: no stage
-result from the cache) and reports both.
+The flow runs against the local Prefect server a CLI or notebook call uses (core/local_server.py, on a
+PREFECT_HOME of its own, started once, outside the timing). The first run in a process also loads the OCR
+models; `--speed` runs twice (each run on a video not seen before: no stage result from the cache) and
+reports both.
 """
 
 from __future__ import annotations
@@ -221,16 +222,19 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="hour: the rendered video this many times")
     parser.add_argument("--cases", nargs="+", default=None, help="corpus mode: only these cases (names)")
     args = parser.parse_args()
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from core.local_server import LocalApi, stop
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        prefect_test_harness(server_startup_timeout=120),
+        # the server a CLI or notebook call uses (core/local_server.py), on a PREFECT_HOME of its own;
         # stage results stored for this invocation only: an earlier bench's stored band or events were
         # reused (its cache keys still matched) and its CPU seconds left out of the figures
-        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: Path(tmp) / "results"}),
+        temporary_settings({PREFECT_HOME: Path(tmp) / "home", PREFECT_LOCAL_STORAGE_PATH: Path(tmp) / "out"}),
+        LocalApi() as api,
     ):
+        api.ready()
         cache = Path(args.cache) if args.cache else Path(tmp) / "media"
         if args.speed:
             run_speed(Path(tmp), args.duration or 60.0, args.size or "1280x720", args.runs)
@@ -238,6 +242,7 @@ def main() -> int:
             run_hour(Path(tmp), cache, args.duration or 3600.0, args.size or "640x360", args.repeat)
         else:
             run_corpus(Path(tmp), cache, args.cases)
+        stop(Path(tmp) / "home")
     return 0
 
 
