@@ -224,6 +224,7 @@ def main() -> int:
     args = parser.parse_args()
     from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
+    from core.interrupt import send_queued_records
     from core.local_server import LocalApi, stop
 
     with (
@@ -242,6 +243,7 @@ def main() -> int:
             run_hour(Path(tmp), cache, args.duration or 3600.0, args.size or "640x360", args.repeat)
         else:
             run_corpus(Path(tmp), cache, args.cases)
+        send_queued_records(10.0)
         stop(Path(tmp) / "home")
     return 0
 

@@ -89,16 +89,22 @@ def end_children(grace: float = CHILD_GRACE_S) -> None:
             child.kill()
 
 
-def leave(status: int, line: str, drain_seconds: float = 2.0) -> None:
-    """Print `line`, send Prefect's queued events and logs (bounded), and exit now: the stage threads still
-    running are not joined (the interpreter's exit would wait for each of them)."""
-    print(line, file=sys.stderr, flush=True)
+def send_queued_records(seconds: float) -> None:
+    """Send Prefect's queued events and logs now (bounded by `seconds`), while their API still answers: a
+    process that stops its own server first would lose them at exit."""
     with contextlib.suppress(Exception):
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
 
         for service in (APILogWorker, EventsWorker):
-            service.drain_all(timeout=drain_seconds / 2, at_exit=False)
+            service.drain_all(timeout=seconds / 2, at_exit=False)
+
+
+def leave(status: int, line: str, drain_seconds: float = 2.0) -> None:
+    """Print `line`, send Prefect's queued events and logs (bounded), and exit now: the stage threads still
+    running are not joined (the interpreter's exit would wait for each of them)."""
+    print(line, file=sys.stderr, flush=True)
+    send_queued_records(drain_seconds)
     end_children(grace=0.5)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
