@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from core.errors import ConfigError, MediaInputError
-from core.models import LOAD_COUNTS, evict
+from core.models import LOAD_COUNTS, evict, resident_keys
 from flows.subtitles import extract_subtitles
 from samples.footage import render_case
 from samples.footage_languages import LANGUAGE_CASES, language_case
@@ -49,12 +49,19 @@ def _run(runs, lang: str):
         loads = {
             "engines": {dict(k.options)["lang"]: n for k, n in (LOAD_COUNTS - engines).items()},
             "tesseract": dict(LOADS - tesseract),
+            "resident": _resident_readers(),
         }
         score = score_subtitles(case.truth(), list(result.events))
         chosen = json.loads((result.srt_path.parent / "manifest.json").read_text())["lang"]
         print(f"{case.name:<20} chose {chosen}: {score.line()}  {[e.text for e in result.events]}  {loads}")
         runs["results"][lang] = (score, chosen, loads)
     return runs["results"][lang]
+
+
+def _resident_readers() -> set[str]:
+    """The Tesseract languages of the resident OCR engines."""
+    langs = {dict(k.options).get("lang", "") for k in resident_keys() if k.capability == "ocr"}
+    return {lang.removeprefix("tesseract:") for lang in langs if lang.startswith("tesseract:")}
 
 
 @pytest.mark.slow
@@ -67,6 +74,7 @@ def test_each_language_is_read_with_language_auto(language_runs, lang):
     told_with = {"rus"} if lang == "uk" else set()  # Ukrainian is told from Russian by reading both
     assert set(loads["tesseract"]) - {"osd"} == reads | told_with, loads  # no reader loaded to look only
     assert set(loads["tesseract"].values()) <= {1}, loads  # nor twice
+    assert loads["resident"] == reads, loads  # a reader tried and not chosen holds no resident slot
     cer, recall = GATES.get(lang, (TARGET_CER, TARGET_RECALL))
     assert score.cer <= cer and score.recall >= recall, score.line()
 
@@ -87,8 +95,10 @@ def test_a_video_in_one_language_loads_one_recogniser(language_runs, lang):
 def test_a_script_no_model_reads_is_named_and_not_read(language_runs):
     case = language_case("th").case
     video = render_case(case, language_runs["media"])
+    evict()
     with pytest.raises(MediaInputError) as refused:
         extract_subtitles(str(video), str(language_runs["out"]))
+    assert not _resident_readers(), "the readers tried (kor, rus, ara) are not kept"
     message = str(refused.value)
     assert "look like Thai script" in message and "no installed model reads it" in message, message
     assert "apt-get install tesseract-ocr-tha" in message and "\n" not in message

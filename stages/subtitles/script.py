@@ -25,12 +25,12 @@ from prefect import get_run_logger, task
 
 from core.caching import resumable
 from core.errors import MediaInputError
-from core.models import on_model_thread, release_freed_memory
+from core.models import ModelKey, evict, on_model_thread, release_freed_memory, resident_keys
 from core.packaged_models import tesseract_languages
 from core.schema import OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, LANGUAGES, SCRIPT_LANGUAGE, Language, language
-from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+from stages.subtitles.ocr import OcrSettings, load_ocr_engine, ocr_model_key
 from stages.subtitles.rows import lines_to_rows
 from stages.subtitles.tesseract import ScriptClassifier
 
@@ -165,11 +165,24 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         why = f"no subtitle rows to tell the script from: read as {DEFAULT}"
         return ScriptChoice(DEFAULT, None, True, why)
     text, score = _read(rows, replace(settings, lang=PROBE))
+    resident = set(resident_keys())
     choice = _choose(rows, settings, text, score)
-    if choice.supported or score < CONFIDENT:
-        return choice
-    why = f"{choice.script} said by the classifier, but PP-OCRv6 reads the rows at {score:.2f}"
-    return ScriptChoice(DEFAULT, choice.script, True, why)
+    if not choice.supported and score >= CONFIDENT:
+        why = f"{choice.script} said by the classifier, but PP-OCRv6 reads the rows at {score:.2f}"
+        choice = ScriptChoice(DEFAULT, choice.script, True, why)
+    _unload_tried(settings, choice.lang, resident)
+    return choice
+
+
+def _unload_tried(settings: OcrSettings, chosen: str, resident: set[ModelKey]) -> None:
+    """Evict the Tesseract engines loaded to be tried and not chosen: each would hold one of the
+    YIVIDEO_MAX_RESIDENT_MODELS slots until pushed out (a Thai video tries kor, rus and ara: with the
+    probe, four, every other model pushed out, a pipeline run's speech model too)."""
+    keep = ocr_model_key(replace(settings, lang=chosen))
+    for code, spec in LANGUAGES.items():
+        key = ocr_model_key(replace(settings, lang=code))
+        if spec.recogniser.engine == "tesseract" and key != keep and key not in resident:
+            evict(key)
 
 
 def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: float) -> ScriptChoice:
