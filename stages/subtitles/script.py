@@ -9,7 +9,7 @@ line saying so, rather than being read as look-alikes of another script ("KPACOT
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
 resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
-Vietnamese reader is tried only where PP-OCRv6 kept a Vietnamese-only letter. On the language corpus:
+Vietnamese reader is tried only where PP-OCRv6's reading hints at Vietnamese. On the language corpus:
 Korean, Russian, Arabic and Vietnamese load their reader once, French, Spanish and German none (Korean
 loaded osd, ara and kor twice; Russian rus twice and ukr+rus); Ukrainian loads rus, then ukr.
 """
@@ -194,8 +194,8 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: flo
     latin = sum(c.isascii() or "\u00c0" <= c <= "\u024f" or "\u1e00" <= c <= "\u1eff" for c in letters)
     if score >= CONFIDENT and latin >= 0.8 * max(1, len(letters)):  # Latin whatever OSD said (small
         # English text was called Hebrew); Cyrillic read as Latin look-alikes scores ~0.8, below this
-        language = _latin_language(text, rows, settings)
-        return _supported(language, "Latin", f"PP-OCRv6 reads Latin at {score:.2f}")
+        chosen = _latin_language(text, rows, settings)
+        return _supported(chosen, "Latin", f"PP-OCRv6 reads Latin at {score:.2f}")
     classifier = ScriptClassifier()
     try:
         osd, confidence, degrees = classifier.script(rows)
