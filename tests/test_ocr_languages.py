@@ -11,10 +11,12 @@ zh-Hant; 1.5% uk, es; 2.9% ar; recall 100% each.
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
 from core.errors import ConfigError, MediaInputError
+from core.models import LOAD_COUNTS, evict, resident_keys
 from flows.subtitles import extract_subtitles
 from samples.footage import render_case
 from samples.footage_languages import LANGUAGE_CASES, language_case
@@ -22,6 +24,7 @@ from samples.scoring import score_subtitles
 from stages.subtitles.languages import LANGUAGES, language, spacing_of
 from stages.subtitles.ocr import OcrSettings
 from stages.subtitles.spacing import space_words
+from stages.subtitles.tesseract import LOADS
 
 TARGET_CER, TARGET_RECALL = 0.03, 0.95
 GATES: dict[str, tuple[float, float]] = {}  # (CER, recall) for a language below the target: none now
@@ -35,31 +38,67 @@ def language_runs(prefect_server, media_dir, tmp_path_factory):
 
 
 def _run(runs, lang: str):
+    """The case's run (once a module): its score, the language chosen and the models its run loaded (no
+    model resident before it): OCR engines by recogniser, Tesseract instances by language."""
     if lang not in runs["results"]:
         case = language_case(lang).case
-        result = extract_subtitles(str(render_case(case, runs["media"])), str(runs["out"]))
+        video = render_case(case, runs["media"])
+        evict()
+        engines, tesseract = Counter(LOAD_COUNTS), Counter(LOADS)
+        result = extract_subtitles(str(video), str(runs["out"]))
+        loads = {
+            "engines": {dict(k.options)["lang"]: n for k, n in (LOAD_COUNTS - engines).items()},
+            "tesseract": dict(LOADS - tesseract),
+            "resident": _resident_readers(),
+        }
         score = score_subtitles(case.truth(), list(result.events))
         chosen = json.loads((result.srt_path.parent / "manifest.json").read_text())["lang"]
-        print(f"{case.name:<20} chose {chosen}: {score.line()}  {[e.text for e in result.events]}")
-        runs["results"][lang] = (score, chosen)
+        print(f"{case.name:<20} chose {chosen}: {score.line()}  {[e.text for e in result.events]}  {loads}")
+        runs["results"][lang] = (score, chosen, loads)
     return runs["results"][lang]
+
+
+def _resident_readers() -> set[str]:
+    """The Tesseract languages of the resident OCR engines."""
+    langs = {dict(k.options).get("lang", "") for k in resident_keys() if k.capability == "ocr"}
+    return {lang.removeprefix("tesseract:") for lang in langs if lang.startswith("tesseract:")}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", SUPPORTED)
 def test_each_language_is_read_with_language_auto(language_runs, lang):
-    score, chosen = _run(language_runs, lang)
+    score, chosen, loads = _run(language_runs, lang)
     assert language(chosen).recogniser == language(lang).recogniser, chosen  # the detector's choice
+    rec = language(chosen).recogniser
+    reads = {rec.model} if rec.engine == "tesseract" else set()
+    told_with = {"rus"} if lang == "uk" else set()  # Ukrainian is told from Russian by reading both
+    assert set(loads["tesseract"]) - {"osd"} == reads | told_with, loads  # no reader loaded to look only
+    assert set(loads["tesseract"].values()) <= {1}, loads  # nor twice
+    assert loads["resident"] == reads, loads  # a reader tried and not chosen holds no resident slot
     cer, recall = GATES.get(lang, (TARGET_CER, TARGET_RECALL))
     assert score.cer <= cer and score.recall >= recall, score.line()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lang", ["ko", "ru"])
+def test_a_video_in_one_language_loads_one_recogniser(language_runs, lang):
+    """Language auto: the PP-OCRv6 engine (it finds the band and probes the script), OSD, and the one
+    reader that tells the language and then reads the video. Before, the Korean case loaded osd, ara and
+    kor twice (scored, then read), the Russian one rus twice and ukr+rus."""
+    _, _, loads = _run(language_runs, lang)
+    reader = language(lang).recogniser.model
+    assert loads["engines"] == {"ppocr:pp-ocrv6-small": 1, f"tesseract:{reader}": 1}, loads
+    assert loads["tesseract"] == {"osd": 1, reader: 1}, loads
 
 
 @pytest.mark.slow
 def test_a_script_no_model_reads_is_named_and_not_read(language_runs):
     case = language_case("th").case
     video = render_case(case, language_runs["media"])
+    evict()
     with pytest.raises(MediaInputError) as refused:
         extract_subtitles(str(video), str(language_runs["out"]))
+    assert not _resident_readers(), "the readers tried (kor, rus, ara) are not kept"
     message = str(refused.value)
     assert "look like Thai script" in message and "no installed model reads it" in message, message
     assert "apt-get install tesseract-ocr-tha" in message and "\n" not in message

@@ -6,6 +6,12 @@ script classifier (OSD, stacked rows) and its readers name the script. What was 
 means Japanese, traditional-only characters traditional Chinese, Vietnamese letters Vietnamese, other
 accents a Latin language, plain ASCII English. A script no installed model reads stops the run with one
 line saying so, rather than being read as look-alikes of another script ("KPACOTA" for "КРАСОТА").
+
+A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
+resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
+Vietnamese reader is tried only where PP-OCRv6's reading hints at Vietnamese. On the language corpus:
+Korean, Russian, Arabic and Vietnamese load their reader once, French, Spanish and German none (Korean
+loaded osd, ara and kor twice; Russian rus twice and ukr+rus); Ukrainian loads rus, then ukr.
 """
 
 from __future__ import annotations
@@ -19,20 +25,23 @@ from prefect import get_run_logger, task
 
 from core.caching import resumable
 from core.errors import MediaInputError
-from core.models import on_model_thread, release_freed_memory
+from core.models import ModelKey, evict, on_model_thread, release_freed_memory, resident_keys
 from core.packaged_models import tesseract_languages
 from core.schema import OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, LANGUAGES, SCRIPT_LANGUAGE, Language, language
-from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+from stages.subtitles.ocr import OcrSettings, load_ocr_engine, ocr_model_key
 from stages.subtitles.rows import lines_to_rows
-from stages.subtitles.tesseract import ScriptClassifier, TesseractReader
+from stages.subtitles.tesseract import ScriptClassifier
 
 MAX_ROWS = 12
 LINE_ASPECT = 2.0  # width over height of a detector box that can be a line (two glyphs or more)
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _VIET = re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9]")  # letters only Vietnamese uses
+# ... and PP-OCRv6's readings of its tone marks (ả as å, ạ as ą): a Vietnamese video's probe reading
+# shows one or more; French, Spanish and German never do (a Danish or Polish one is checked in vain)
+_VIET_HINT = re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9åąęÅĄĘ]")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+")
 _UKRAINIAN = re.compile(r"[іїєґІЇЄҐ]")
 PROBE = "zh"  # PP-OCRv6: kana, Han (simplified and traditional), accented Latin
@@ -121,33 +130,32 @@ def _han_language(text: str) -> str:
     return "zh" if traditional > simplified else "ch"
 
 
-def _latin_language(text: str, rows: list[np.ndarray]) -> str:
-    """en for plain ASCII words, vi where Tesseract's Vietnamese reader finds Vietnamese-only letters
-    (PP-OCRv6 drops most of them), else a Latin language with accents (PP-OCRv6)."""
+def _latin_language(text: str, rows: list[np.ndarray], settings: OcrSettings) -> str:
+    """en for plain ASCII words; vi where PP-OCRv6's reading hints at Vietnamese (it keeps đ, ơ, ư, ă
+    and reads a few tone marks as other accents) and Tesseract's Vietnamese reader, which then reads the
+    video, finds Vietnamese-only letters in two words or more; else a Latin language with accents
+    (PP-OCRv6). French, Spanish or German text loads no reader to be told from Vietnamese (each loaded vie
+    to look). On the corpus: 8 words of 54 with a hint in the Vietnamese case's probe ("đp", "ơn", "Cåm",
+    "đang"), none in the French, Spanish and German ones."""
     words = text.split()
     accented = sum(any(c.isalpha() and not c.isascii() for c in w) for w in words)
     if accented < max(2, 0.1 * len(words)):
         return "en"
-    if "vie" in tesseract_languages():
-        reader = TesseractReader("vie")
-        try:
-            viet = " ".join(reader.read_line(row)[0] for row in rows[:6]).split()
-        finally:
-            reader.close()
+    if _VIET_HINT.search(text) and "vie" in tesseract_languages():
+        viet = " ".join(t for t, _ in _read_lines("vi", rows, settings)).split()
         if sum(bool(_VIET.search(w)) for w in viet) >= max(2, 0.2 * len(viet)):
             return "vi"
     return "latin"
 
 
-def _cyrillic_language(rows: list[np.ndarray]) -> str:
-    if "ukr" not in tesseract_languages():
+def _cyrillic_language(rows: list[np.ndarray], settings: OcrSettings, russian: float) -> str:
+    """ru where Tesseract's Russian reader reads the rows (`russian` >= READS: 0.90 on the Russian case);
+    below, they may be Ukrainian, whose і, ї, є, ґ it lacks (0.63 on the Ukrainian case): uk where the
+    Ukrainian reader reads them better and finds those letters (not ы read as ьі)."""
+    if russian >= READS or "ukr" not in tesseract_languages():
         return "ru"
-    reader = TesseractReader("ukr+rus") if "rus" in tesseract_languages() else TesseractReader("ukr")
-    try:
-        text = " ".join(reader.read_line(row)[0] for row in rows)
-    finally:
-        reader.close()
-    return "uk" if _UKRAINIAN.search(text) else "ru"
+    text, ukrainian = _reading(LANGUAGES["uk"], rows, settings)
+    return "uk" if ukrainian > russian and _UKRAINIAN.search(text.replace("ьі", "")) else "ru"
 
 
 def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
@@ -157,14 +165,27 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         why = f"no subtitle rows to tell the script from: read as {DEFAULT}"
         return ScriptChoice(DEFAULT, None, True, why)
     text, score = _read(rows, replace(settings, lang=PROBE))
-    choice = _choose(rows, text, score)
-    if choice.supported or score < CONFIDENT:
-        return choice
-    why = f"{choice.script} said by the classifier, but PP-OCRv6 reads the rows at {score:.2f}"
-    return ScriptChoice(DEFAULT, choice.script, True, why)
+    resident = set(resident_keys())
+    choice = _choose(rows, settings, text, score)
+    if not choice.supported and score >= CONFIDENT:
+        why = f"{choice.script} said by the classifier, but PP-OCRv6 reads the rows at {score:.2f}"
+        choice = ScriptChoice(DEFAULT, choice.script, True, why)
+    _unload_tried(settings, choice.lang, resident)
+    return choice
 
 
-def _choose(rows: list[np.ndarray], text: str, score: float) -> ScriptChoice:
+def _unload_tried(settings: OcrSettings, chosen: str, resident: set[ModelKey]) -> None:
+    """Evict the Tesseract engines loaded to be tried and not chosen: each would hold one of the
+    YIVIDEO_MAX_RESIDENT_MODELS slots until pushed out (a Thai video tries kor, rus and ara: with the
+    probe, four, every other model pushed out, a pipeline run's speech model too)."""
+    keep = ocr_model_key(replace(settings, lang=chosen))
+    for code, spec in LANGUAGES.items():
+        key = ocr_model_key(replace(settings, lang=code))
+        if spec.recogniser.engine == "tesseract" and key != keep and key not in resident:
+            evict(key)
+
+
+def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: float) -> ScriptChoice:
     """The choice from the probe's reading (`text` at mean confidence `score`) and, for other scripts,
     the classifier (OSD) and the Tesseract readers: a Chinese, Japanese or Latin video loads neither."""
     if score >= CONFIDENT and han_share(text) >= 0.5:
@@ -173,21 +194,25 @@ def _choose(rows: list[np.ndarray], text: str, score: float) -> ScriptChoice:
     latin = sum(c.isascii() or "\u00c0" <= c <= "\u024f" or "\u1e00" <= c <= "\u1eff" for c in letters)
     if score >= CONFIDENT and latin >= 0.8 * max(1, len(letters)):  # Latin whatever OSD said (small
         # English text was called Hebrew); Cyrillic read as Latin look-alikes scores ~0.8, below this
-        return _supported(_latin_language(text, rows), "Latin", f"PP-OCRv6 reads Latin at {score:.2f}")
+        chosen = _latin_language(text, rows, settings)
+        return _supported(chosen, "Latin", f"PP-OCRv6 reads Latin at {score:.2f}")
     classifier = ScriptClassifier()
     try:
-        script, confidence = classifier.script(rows)
+        osd, confidence, degrees = classifier.script(rows)
     finally:
         classifier.close()
-    best, best_score = _best_tesseract(rows, script)
-    if best is not None and best_score >= READS and (script is None or best.script != script):
-        script = best.script  # a reader that really reads the rows outvotes the classifier (Korean as Hebrew)
+    # OSD misreads what it finds sideways or upside down (subtitle rows are upright): Korean was called
+    # Arabic at 90 degrees, Hebrew or Devanagari at 180, never Hangul; such a script orders no reader
+    scores = _tesseract_scores(rows, settings, osd if degrees == 0 else None)
+    best = max(scores, key=scores.__getitem__, default=None)
+    best_score, script = scores.get(best, 0.0), osd
+    if best is not None and best_score >= READS and LANGUAGES[best].script != script:
+        script = LANGUAGES[best].script  # a reader that really reads the rows outvotes the classifier
     if script is None:
         return ScriptChoice(DEFAULT, None, True, f"the script could not be told: reading {DEFAULT}")
-    reader = best.code if best else None
-    seen = f"OSD says {script} ({confidence:.1f}), the best Tesseract reader {reader} ({best_score:.2f})"
+    seen = f"OSD says {osd} ({confidence:.1f} at {degrees} deg), the best reader {best} ({best_score:.2f})"
     if script == "Cyrillic":
-        return _supported(_cyrillic_language(rows), script, seen)
+        return _supported(_cyrillic_language(rows, settings, scores.get("ru", 0.0)), script, seen)
     if script == "Latin" and score < LATIN_READ:
         why = f"the subtitles are in a script no installed model reads ({seen}; PP-OCR reads {score:.2f})"
         return ScriptChoice(DEFAULT, None, False, why)  # Thai was called Latin on three short rows
@@ -207,38 +232,40 @@ _SCRIPT_RANGES = {
 }  # fmt: skip
 
 
-def _best_tesseract(rows: list[np.ndarray], said: str | None = None) -> tuple[Language | None, float]:
-    """The installed Tesseract reader of a non-Latin script that reads the rows best: mean confidence
-    times the share of its output in its own script (a wrong reader gives low scores or other letters).
-    The reader of the script the classifier `said` is tried first; one that really reads the rows, or
-    agrees with the classifier, ends the search (Russian and Arabic load one reader, where each of kor,
-    rus and ara was loaded to score)."""
+def _tesseract_scores(rows: list[np.ndarray], settings: OcrSettings, said: str | None) -> dict[str, float]:
+    """The installed Tesseract readers of non-Latin scripts tried on the rows, the script OSD `said` first,
+    else in the order of LANGUAGES (Korean first: OSD never named it), until one really reads them
+    (READS) or agrees with OSD (AGREES): each tried language's score (`_reading`). A video in one of these
+    scripts loads one reader where OSD or that order points at it (each of kor, rus and ara was loaded)."""
     installed = tesseract_languages()
     readers = {}  # one reader a script, in the order of LANGUAGES
     for spec in LANGUAGES.values():
         rec = spec.recogniser
         if rec.engine == "tesseract" and spec.script in _SCRIPT_RANGES and rec.model in installed:
             readers.setdefault(spec.script, spec)
-    order = sorted(readers.values(), key=lambda spec: spec.script != said)
-    best, best_score = None, 0.0
-    for spec in order:
-        score = _reader_score(spec, rows)
-        if score > best_score:
-            best, best_score = spec, score
+    scores: dict[str, float] = {}
+    for spec in sorted(readers.values(), key=lambda spec: spec.script != said):
+        scores[spec.code] = score = _reading(spec, rows, settings)[1]
         if score >= READS or (spec.script == said and score >= AGREES):
             break
-    return best, best_score
+    return scores
 
 
-def _reader_score(spec: Language, rows: list[np.ndarray]) -> float:
-    reader = TesseractReader(spec.recogniser.model, spec.debian)
-    try:
-        reads = [reader.read_line(row) for row in rows[:6]]
-    finally:
-        reader.close()
-    text = "".join(t for t, _ in reads).replace(" ", "")
-    own = len(re.findall(_SCRIPT_RANGES[spec.script], text)) / max(1, len(text))
-    return float(np.mean([c for _, c in reads])) * own if reads else 0.0
+def _read_lines(code: str, rows: list[np.ndarray], settings: OcrSettings) -> list[tuple[str, float]]:
+    """The first rows as the language's OCR engine reads them: the resident engine the video is then read
+    with where this language is chosen, so telling the language and reading it load its reader once."""
+    engine = load_ocr_engine(replace(settings, lang=code))
+    return [engine.read_line(row) for row in rows[:6]]
+
+
+def _reading(spec: Language, rows: list[np.ndarray], settings: OcrSettings) -> tuple[str, float]:
+    """The rows' text as the language reads them, and its score: mean confidence times the share of
+    the text in the language's script (a wrong reader gives low confidences or other letters)."""
+    reads = _read_lines(spec.code, rows, settings)
+    text = " ".join(t for t, _ in reads)
+    letters = text.replace(" ", "")
+    own = len(re.findall(_SCRIPT_RANGES[spec.script], letters)) / max(1, len(letters))
+    return text, float(np.mean([c for _, c in reads])) * own if reads else 0.0
 
 
 def _supported(lang: str, script: str, why: str) -> ScriptChoice:

@@ -10,6 +10,7 @@ where Tesseract's own binarisation gave 20-80%). The same images feed its script
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 import numpy as np
 
@@ -21,6 +22,8 @@ FILL_SHARE = 0.85
 # A sliver of outline at a detector box's edge binarises to a thin column that Tesseract reads as a bar
 # ("| أين المحطة"); subtitles never start or end with one.
 EDGE_BARS = " |¦│"
+LOADS: Counter[str] = Counter()  # Tesseract instances made in this process, by language ("osd": the script
+# classifier); they are parts of engines or short-lived, not resident models (core.models counts those)
 
 
 def binarise_line(crop: np.ndarray, height: int = ROW_HEIGHT) -> np.ndarray:
@@ -55,6 +58,7 @@ class TesseractReader:
             path=str(tessdata_dir()), lang=langs, psm=tesserocr.PSM.SINGLE_LINE, oem=tesserocr.OEM.LSTM_ONLY
         )
         self._lock = threading.Lock()
+        LOADS[langs] += 1
 
     def read_line(self, crop: np.ndarray) -> tuple[str, float]:
         """The text of one row crop and Tesseract's mean word confidence (0-1)."""
@@ -79,13 +83,15 @@ class ScriptClassifier:
         self._api = tesserocr.PyTessBaseAPI(path=str(tessdata_dir()), lang="osd", psm=tesserocr.PSM.OSD_ONLY)
         self._api.SetVariable("min_characters_to_try", "5")  # subtitle rows are short
         self._lock = threading.Lock()
+        LOADS["osd"] += 1
 
-    def script(self, rows: list[np.ndarray]) -> tuple[str | None, float]:
-        """The script of a few subtitle rows stacked into one page (one row alone is too little text)."""
+    def script(self, rows: list[np.ndarray]) -> tuple[str | None, float, int]:
+        """The script of a few subtitle rows stacked into one page (one row alone is too little text), its
+        confidence and the page's orientation in degrees (0: upright, as subtitle rows are)."""
         from PIL import Image
 
         if not rows:
-            return None, 0.0
+            return None, 0.0, 0
         pages = [binarise_line(r) for r in rows]
         width = max(p.shape[1] for p in pages)
         page = np.vstack([np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=255) for p in pages])
@@ -93,8 +99,8 @@ class ScriptClassifier:
             self._api.SetImage(Image.fromarray(page))
             found = self._api.DetectOrientationScript()
         if not found:
-            return None, 0.0
-        return str(found["script_name"]), float(found["script_conf"])
+            return None, 0.0, 0
+        return str(found["script_name"]), float(found["script_conf"]), int(found["orient_deg"])
 
     def close(self) -> None:
         self._api.End()
