@@ -21,8 +21,8 @@ from flows.subtitles import extract_subtitles
 from samples.footage import render_case
 from samples.footage_languages import LANGUAGE_CASES, language_case
 from samples.scoring import score_subtitles
-from stages.subtitles.languages import LANGUAGES, language, spacing_of
-from stages.subtitles.ocr import OcrSettings
+from stages.subtitles.languages import LANGUAGE_CHOICES, LANGUAGES, language, spacing_of
+from stages.subtitles.ocr import OcrSettings, respaces
 from stages.subtitles.spacing import space_words
 from stages.subtitles.tesseract import LOADS
 
@@ -34,7 +34,7 @@ SUPPORTED = [c.lang for c in LANGUAGE_CASES if c.supported]
 @pytest.fixture(scope="module")
 def language_runs(prefect_server, media_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("languages-out")
-    return {"out": out, "media": media_dir / "footage-languages", "results": {}}
+    return {"out": out, "media": media_dir / "footage-languages", "results": {}, "texts": {}}
 
 
 def _run(runs, lang: str):
@@ -55,6 +55,7 @@ def _run(runs, lang: str):
         chosen = json.loads((result.srt_path.parent / "manifest.json").read_text())["lang"]
         print(f"{case.name:<20} chose {chosen}: {score.line()}  {[e.text for e in result.events]}  {loads}")
         runs["results"][lang] = (score, chosen, loads)
+        runs["texts"][lang] = [e.text for e in result.events]
     return runs["results"][lang]
 
 
@@ -92,6 +93,14 @@ def test_a_video_in_one_language_loads_one_recogniser(language_runs, lang):
 
 
 @pytest.mark.slow
+def test_words_the_tight_crop_glued_are_spaced(language_runs):
+    """The detector's tight box around "Wir sehen uns" reads "Wirsehen uns" (CER 0: spaces are not scored);
+    the OCR stage reads Latin lines with spaces again with a margin and takes its spaces, not its letters."""
+    _run(language_runs, "de")
+    assert "Wir sehen uns" in language_runs["texts"]["de"], language_runs["texts"]["de"]
+
+
+@pytest.mark.slow
 def test_a_script_no_model_reads_is_named_and_not_read(language_runs):
     case = language_case("th").case
     video = render_case(case, language_runs["media"])
@@ -112,6 +121,8 @@ def test_word_spaces_follow_the_language():
     assert space_words("今日は いい 天気", spacing_of("ja")) == "今日はいい天気"
     assert space_words("歡迎來到臺灣 Taipei", spacing_of("zh")) == "歡迎來到臺灣 Taipei"
     assert spacing_of("auto") == "english"  # today's default reader (Chinese with English) keeps the repair
+    respaced = [code for code in LANGUAGE_CHOICES if respaces(OcrSettings(lang=code))]
+    assert respaced == ["latin", "fr", "es", "de", "it", "pt"]  # PP-OCR, spaced, no English repair
 
 
 def test_every_language_names_its_reader_and_unknown_codes_fail_once():
