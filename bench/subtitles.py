@@ -201,12 +201,11 @@ def run_hour(tmp: Path, cache: Path, duration: float, size: str, repeat: int = 1
         wall = time.perf_counter() - started
     score = score_subtitles(truth, list(result.events))
     cpu_line = _cpu_line(cpu, duration)
-    rss = _peak_rss_mb()
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rss = _peak_rss_mb()  # no children's figure: a child forked from here reports our RSS as its own
     print(f"flow {wall:.0f} s wall = {duration / wall:.1f}x realtime")
     print(f"    stages: {_stages_line(result.stage_seconds, duration)}")
     print(f"    {cpu_line}")
-    print(f"    peak memory: flow process {rss:.0f} MB, largest child (ffmpeg/server) {child:.0f} MB")
+    print(f"    peak memory: flow process {rss:.0f} MiB")
     print(f"    peak disk under the output folder (temporary files): {disk.peak / 1e6:.1f} MB")
     print(f"    accuracy: {score.line()}")
 
