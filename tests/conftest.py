@@ -89,6 +89,28 @@ def deployed_api(tmp_path_factory) -> Iterator[tuple[str, Path, dict[str, str]]]
             subprocess.run(stop, cwd=REPO, env=procs.env, capture_output=True, timeout=60, check=False)
 
 
+RELEASED_AFTER_LAST_USE = ("deployed_api",)
+LAST_USERS = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The session's browser stack (`deployed_api`) goes after the last test that uses it, not at the end of
+    the session: its server (UI on), PostgreSQL database and model service otherwise idle on for the rest
+    of the worker's tests (on xdist its group ends about halfway through). A later test that asked for it
+    again would get a new one (pytest sets a finished fixture up anew)."""
+    result = yield
+    if LAST_USERS not in item.session.stash:  # items in the order the session runs them (a group's too)
+        names = RELEASED_AFTER_LAST_USE
+        users = {n: i for i in item.session.items for n in names if n in getattr(i, "fixturenames", ())}
+        item.session.stash[LAST_USERS] = users  # the last user of each
+    for name, last in item.session.stash[LAST_USERS].items():
+        if item is last:
+            for fixturedef in item._fixtureinfo.name2fixturedefs.get(name, ()):
+                fixturedef.finish(item._request)
+    return result
+
+
 def deliver_pending_events(where: str, timeout: float = 20.0) -> None:
     """Send this process's queued Prefect events and logs now, so the next ones go to the API current then.
 
