@@ -170,21 +170,37 @@ SHARED_WORKER = {
     "test_web_browser.py": "browser",  # one deployed stack (`deployed_api`) for both
     "test_run_form_browser.py": "browser",
 }
-LONGEST_FIRST = (  # the sums of their tests' times in a full run on 3 workers (load ~12), longest first
-    "test_ray_runner.py",  # with test_ray_cluster.py: 616 s
-    "test_realvideo_subtitles.py",  # 586 s
+LONGEST_FIRST = (  # their groups' times in a full run on 3 workers (load 10-23, 31 min), longest first
+    "test_ray_runner.py",  # with test_ray_cluster.py: 607 s
+    "test_realvideo_subtitles.py",  # 347 s
     "test_subtitle_footage.py",
-    "test_fusion.py",
-    "test_web_browser.py",
-    "test_cli_lifecycle.py",
-    "test_resume.py",
-    "test_bad_input.py",
+    "test_web_browser.py",  # with test_run_form_browser.py: 389 s
+    "test_cues.py",
+    "test_diarization.py",
     "test_ocr_languages.py",
+    "test_cli_lifecycle.py",
+    "test_fusion.py",
+    "test_bad_input.py",
+    "test_resume.py",
     "test_deployments_e2e.py",
     "test_subtitles_flow.py",
-    "test_gpu_slots.py",
+    "test_enhance_progress.py",
     "test_model_service.py",
-    "test_worker_faults.py",  # 118 s
+    "test_enhance_memory.py",
+    "test_transcode_flow.py",  # these two ran last (file order) and set the suite's end
+    "test_transcribe_flow.py",
+    "test_asr.py",
+    "test_gpu_slots.py",
+    "test_crash_rerun.py",
+    "test_worker_faults.py",
+    "test_inbox.py",
+    "test_enhance_flow.py",
+    "test_pipeline_flow.py",
+    "test_notebook.py",
+    "test_enhance.py",
+    "test_enhance_gpu.py",
+    "test_bootstrap_compare.py",
+    "test_enhance_quality.py",  # 32 s; the rest (under 30 s each) fill the workers' ends in file order
 )
 
 
