@@ -16,6 +16,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("YIVIDEO_GPU_GATE", "auto")
+# OpenMP threads (ncnn's enhance, torch, CTranslate2) sleep at once when they wait, not spin first: three
+# xdist workers share two cores, and a spinning thread takes the core the thread it waits for needs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("YIVIDEO_LOCAL_SERVER_IDLE_S", "5")  # a CLI test's shared local server stops soon
 os.environ.setdefault("YIVIDEO_MODEL_SERVICE_IDLE_S", "20")  # so does a deployed run's model service
 # generated media kept across sessions, keyed by the generators' source (samples/media_cache.py); "0": off
