@@ -16,6 +16,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("YIVIDEO_GPU_GATE", "auto")
+# OpenMP threads (ncnn's enhance, torch, CTranslate2) sleep at once when they wait, not spin first: three
+# xdist workers share two cores, and a spinning thread takes the core the thread it waits for needs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("YIVIDEO_LOCAL_SERVER_IDLE_S", "5")  # a CLI test's shared local server stops soon
 os.environ.setdefault("YIVIDEO_MODEL_SERVICE_IDLE_S", "20")  # so does a deployed run's model service
 # generated media kept across sessions, keyed by the generators' source (samples/media_cache.py); "0": off
@@ -89,6 +92,28 @@ def deployed_api(tmp_path_factory) -> Iterator[tuple[str, Path, dict[str, str]]]
             subprocess.run(stop, cwd=REPO, env=procs.env, capture_output=True, timeout=60, check=False)
 
 
+RELEASED_AFTER_LAST_USE = ("deployed_api",)
+LAST_USERS = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The session's browser stack (`deployed_api`) goes after the last test that uses it, not at the end of
+    the session: its server (UI on), PostgreSQL database and model service otherwise idle on for the rest
+    of the worker's tests (on xdist its group ends about halfway through). A later test that asked for it
+    again would get a new one (pytest sets a finished fixture up anew)."""
+    result = yield
+    if LAST_USERS not in item.session.stash:  # items in the order the session runs them (a group's too)
+        names = RELEASED_AFTER_LAST_USE
+        users = {n: i for i in item.session.items for n in names if n in getattr(i, "fixturenames", ())}
+        item.session.stash[LAST_USERS] = users  # the last user of each
+    for name, last in item.session.stash[LAST_USERS].items():
+        if item is last:
+            for fixturedef in item._fixtureinfo.name2fixturedefs.get(name, ()):
+                fixturedef.finish(item._request)
+    return result
+
+
 def deliver_pending_events(where: str, timeout: float = 20.0) -> None:
     """Send this process's queued Prefect events and logs now, so the next ones go to the API current then.
 
@@ -148,21 +173,37 @@ SHARED_WORKER = {
     "test_web_browser.py": "browser",  # one deployed stack (`deployed_api`) for both
     "test_run_form_browser.py": "browser",
 }
-LONGEST_FIRST = (  # the sums of their tests' times in a full run on 3 workers (load ~12), longest first
-    "test_ray_runner.py",  # with test_ray_cluster.py: 616 s
-    "test_realvideo_subtitles.py",  # 586 s
+LONGEST_FIRST = (  # their groups' times in a full run on 3 workers (load 10-23, 31 min), longest first
+    "test_ray_runner.py",  # with test_ray_cluster.py: 607 s
+    "test_realvideo_subtitles.py",  # 347 s
     "test_subtitle_footage.py",
-    "test_fusion.py",
-    "test_web_browser.py",
-    "test_cli_lifecycle.py",
-    "test_resume.py",
-    "test_bad_input.py",
+    "test_web_browser.py",  # with test_run_form_browser.py: 389 s
+    "test_cues.py",
+    "test_diarization.py",
     "test_ocr_languages.py",
+    "test_cli_lifecycle.py",
+    "test_fusion.py",
+    "test_bad_input.py",
+    "test_resume.py",
     "test_deployments_e2e.py",
     "test_subtitles_flow.py",
-    "test_gpu_slots.py",
+    "test_enhance_progress.py",
     "test_model_service.py",
-    "test_worker_faults.py",  # 118 s
+    "test_enhance_memory.py",
+    "test_transcode_flow.py",  # these two ran last (file order) and set the suite's end
+    "test_transcribe_flow.py",
+    "test_asr.py",
+    "test_gpu_slots.py",
+    "test_crash_rerun.py",
+    "test_worker_faults.py",
+    "test_inbox.py",
+    "test_enhance_flow.py",
+    "test_pipeline_flow.py",
+    "test_notebook.py",
+    "test_enhance.py",
+    "test_enhance_gpu.py",
+    "test_bootstrap_compare.py",
+    "test_enhance_quality.py",  # 32 s; the rest (under 30 s each) fill the workers' ends in file order
 )
 
 
