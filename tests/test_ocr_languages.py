@@ -5,7 +5,7 @@ reads is named.
 Every supported language is held to the issue's target (CER <= 3%, recall >= 95%). Arabic reached it once
 Tesseract's edge bars were stripped ("| أين المحطة": 5.7% -> 2.9% CER, one yeh read as beh left). The corpus
 is rendered once per session (media_dir). Measured with language auto: CER 0% ja, ko, ru, fr, de, vi,
-zh-Hant; 1.5% uk, es; 2.9% ar; recall 100% each.
+zh-Hant; 1.5% es; 2.9% ar; 3.0% uk (one reader, rus+ukr; main read it so too); recall 100% each.
 """
 
 from __future__ import annotations
@@ -72,8 +72,7 @@ def test_each_language_is_read_with_language_auto(language_runs, lang):
     assert language(chosen).recogniser == language(lang).recogniser, chosen  # the detector's choice
     rec = language(chosen).recogniser
     reads = {rec.model} if rec.engine == "tesseract" else set()
-    told_with = {"rus"} if lang == "uk" else set()  # Ukrainian is told from Russian by reading both
-    assert set(loads["tesseract"]) - {"osd"} == reads | told_with, loads  # no reader loaded to look only
+    assert set(loads["tesseract"]) - {"osd"} == reads, loads  # no reader loaded to look only
     assert set(loads["tesseract"].values()) <= {1}, loads  # nor twice
     assert loads["resident"] == reads, loads  # a reader tried and not chosen holds no resident slot
     cer, recall = GATES.get(lang, (TARGET_CER, TARGET_RECALL))
@@ -81,11 +80,11 @@ def test_each_language_is_read_with_language_auto(language_runs, lang):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lang", ["ko", "ru"])
+@pytest.mark.parametrize("lang", ["ko", "ru", "uk"])
 def test_a_video_in_one_language_loads_one_recogniser(language_runs, lang):
     """Language auto: the PP-OCRv6 engine (it finds the band and probes the script), OSD, and the one
     reader that tells the language and then reads the video. Before, the Korean case loaded osd, ara and
-    kor twice (scored, then read), the Russian one rus twice and ukr+rus."""
+    kor twice (scored, then read), the Russian one rus twice and ukr+rus, the Ukrainian one rus, then ukr."""
     _, _, loads = _run(language_runs, lang)
     reader = language(lang).recogniser.model
     assert loads["engines"] == {"ppocr:pp-ocrv6-small": 1, f"tesseract:{reader}": 1}, loads

@@ -67,6 +67,24 @@ def test_a_weak_frame_between_two_reads_of_a_line_leaves_one_event_and_a_blank_t
     assert [(e.start, e.end) for e in frames_to_events(apart, settings)] == [(0.0, 1.0), (1.5, 2.5)]
 
 
+def test_a_sure_misread_between_weak_frames_of_one_image_line_is_not_an_event():
+    """The Ukrainian corpus line read by Tesseract rus+ukr, keyframe by keyframe (image line 3): the one
+    frame read at the threshold was "]жакп'е чай зугавою", the frames after it below it, then sure ones. The
+    weak frame between split the line into two events (precision 100% -> 80%); the image saw one line
+    on, so its reads are voted. Two image lines with a weak frame between stay two events."""
+    reads = [(5.4, 5.9, "Їжак п'е чай згавою", 0.52), (5.9, 6.2, "]жакп'е чай зугавою", 0.75),
+             (6.2, 6.6, "Їжак п'є чай згавою", 0.70), (6.6, 7.0, "Їжак п'є чай з Гавою", 0.86),
+             (7.0, 7.4, "Їжак п'єчай згавою", 0.84)]  # fmt: skip
+    frames = [FrameText(i, a, b, (OcrLine(t, c, BOX),), 3) for i, (a, b, t, c) in enumerate(reads)]
+    events = frames_to_events(frames, PostprocessSettings(spacing="keep"))
+    assert [(e.start, e.end, e.text) for e in events] == [(5.9, 7.4, "Їжак п'є чай з Гавою")]
+    two = [FrameText(0, 0.0, 1.0, (OcrLine("Добрий день", 0.9, BOX),), 1),
+           FrameText(1, 1.0, 1.4, (OcrLine("Добрий день", 0.5, BOX),), 1),
+           FrameText(2, 1.4, 1.7, (OcrLine("Побачимося", 0.9, BOX),), 2)]  # fmt: skip
+    events = frames_to_events(two, PostprocessSettings(spacing="keep"))
+    assert [(e.start, e.end, e.text) for e in events] == [(0.0, 1.4, "Добрий день"), (1.4, 1.7, "Побачимося")]
+
+
 def test_a_line_read_in_its_lead_samples_starts_there_and_only_a_new_line_does():
     frames = [frame(0, 8.8, 9.4, "躲了这么久", since=8.2), frame(1, 9.4, 10.0, "躲了这么久", since=9.0)]
     events = frames_to_events(frames, PostprocessSettings(spacing="none"))

@@ -56,12 +56,11 @@ LANGUAGES: dict[str, Language] = {
         Language("it", "Italian", "Latin", PP_OCRV6),
         Language("pt", "Portuguese", "Latin", PP_OCRV6),
         _tess("ko", "Korean", "Hangul", "kor", "tesseract-ocr-kor"),
-        _tess("ru", "Russian", "Cyrillic", "rus", "tesseract-ocr-rus"),
-        _tess("uk", "Ukrainian", "Cyrillic", "ukr", "tesseract-ocr-ukr"),
-        # one Cyrillic reader for both was measured and not taken: ukr alone misreads Russian ы ("Мь
-        # встретимся", "мьшлях"); rus+ukr (or ukr+rus) reads the Russian case as rus does, but the Ukrainian
-        # case's "Їжак п'є чай з ґавою" as "]жакп'е чай зугавою" on one keyframe, splitting it into two
-        # events (precision 100% -> 80%, CER 2.99% either way; ukr+rus WER 12.5% -> 31%)
+        _tess("ru", "Russian", "Cyrillic", "rus+ukr", "tesseract-ocr-rus tesseract-ocr-ukr"),
+        _tess("uk", "Ukrainian", "Cyrillic", "rus+ukr", "tesseract-ocr-rus tesseract-ocr-ukr"),
+        # one Cyrillic reader for both (a video in one language loads one recogniser): ukr alone misreads
+        # Russian ы ("Мь встретимся"); rus+ukr reads the Russian case as rus does and the Ukrainian one as
+        # ukr did (CER 2.99%; ukr+rus WER 12.5% -> 31%); script.py tells them apart by their own letters
         _tess("vi", "Vietnamese", "Latin", "vie", "tesseract-ocr-vie"),
         _tess("ar", "Arabic", "Arabic", "ara", "tesseract-ocr-ara"),
         _tess("th", "Thai", "Thai", "tha", "tesseract-ocr-tha"),

@@ -195,12 +195,15 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
     voted; without a line id (or across two) frames join when their texts are one line (same_line)."""
     drafts: list[_Draft] = []
     current: _Draft | None = None
+    weak = _WeakFrames(frames, settings)
     for frame in sorted(frames, key=lambda f: f.start):
         reads = frame_reads(frame, settings)
         if not reads:
             continue
         conf = max(c for _, c in reads)
-        if current is None or abs(frame.start - current.end) > 1e-6:
+        if current is not None and weak.bridges(current.end, frame.start, frame.line, current.line):
+            joins = True  # the image saw one line on through frames read unsurely ("Їжак п'є чай з ґавою")
+        elif current is None or abs(frame.start - current.end) > 1e-6:
             joins = False  # a repeat after a gap, however short ("别碰我" twice), is a second event
         elif frame.line is not None and frame.line == current.line:
             joins = True  # the image saw the same line: its reads are voted below
@@ -224,7 +227,6 @@ def frames_to_events(frames: list[FrameText], settings: PostprocessSettings) -> 
         parts += [_Draft(d.spans[i][0], d.spans[j - 1][1], d.line, d.reads[i:j], d.spans[i:j],
                          d.confidences[i:j]) for i, j in zip(cuts, cuts[1:], strict=False)]  # fmt: skip
     events = []
-    weak = _WeakFrames(frames, settings)
     widened_end = False  # the last event grew over a weak frame after it
     for part in rejoin_misreads(parts, settings):
         text = part.best_text()
@@ -306,13 +308,28 @@ class _WeakFrames:
     def __init__(self, frames: list[FrameText], settings: PostprocessSettings) -> None:
         self._by_end: dict[float, tuple[float, set[str]]] = {}
         self._by_start: dict[float, tuple[float, set[str]]] = {}
+        self._lines: dict[float, tuple[float, int | None]] = {}  # by start: end and image line
         for frame in frames:
             if frame.lines and not frame_reads(frame, settings):
+                self._lines[round(frame.start, 3)] = (frame.end, frame.line)
                 rows = [normalise(_read_text(ln.text, settings)) for ln in frame.lines]
                 keys = set(rows) | {"".join(rows)}
                 self._by_end[round(frame.end, 3)] = (frame.start, keys)
                 self._by_start[round(frame.start, 3)] = (frame.end, keys)
         self._ends = sorted(self._by_end)
+
+    def bridges(self, end: float, start: float, line: int | None, before: int | None) -> bool:
+        """Whether weak frames of the image line `line` fill the time from `end` to `start`, between two
+        read frames of that line: the line stayed on screen, read unsurely for a moment (a read frame of a
+        line between two weak ones was its own event)."""
+        if line is None or line != before or start - end < 1e-6:
+            return False
+        while end < start - 1e-6:
+            hit = self._lines.get(round(end, 3))
+            if hit is None or hit[1] != line:
+                return False
+            end = hit[0]
+        return abs(end - start) < 1e-6
 
     def _ending_over(self, t: float) -> float:
         """The end of the weak frame that ends at `t` or holds it (else `t`)."""

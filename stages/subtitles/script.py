@@ -11,7 +11,8 @@ A video in one language loads one recogniser (issue 22): each Tesseract reader i
 resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
 Vietnamese reader is tried only where PP-OCRv6's reading hints at Vietnamese. On the language corpus:
 Korean, Russian, Arabic and Vietnamese load their reader once, French, Spanish and German none (Korean
-loaded osd, ara and kor twice; Russian rus twice and ukr+rus); Ukrainian loads rus, then ukr.
+loaded osd, ara and kor twice; Russian rus twice and ukr+rus); Russian and Ukrainian share one reader
+(rus+ukr), told apart by their own letters in its reading (Ukrainian loaded rus, then ukr).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ _VIET = re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9]")  # letters only Vietnames
 _VIET_HINT = re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9åąęÅĄĘ]")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+")
 _UKRAINIAN = re.compile(r"[іїєґІЇЄҐ]")
+_RUSSIAN = re.compile(r"[ыэъёЫЭЪЁ]")
 PROBE = "zh"  # PP-OCRv6: kana, Han (simplified and traditional), accented Latin
 CONFIDENT = 0.9  # PP-OCR's mean score on rows it really reads; look-alike Latin for Cyrillic is ~0.8
 # Common characters written only in traditional or only in simplified Chinese (們/们, 這/这, 說/说 ...)
@@ -149,13 +151,10 @@ def _latin_language(text: str, rows: list[np.ndarray], settings: OcrSettings) ->
 
 
 def _cyrillic_language(rows: list[np.ndarray], settings: OcrSettings, russian: float) -> str:
-    """ru where Tesseract's Russian reader reads the rows (`russian` >= READS: 0.90 on the Russian case);
-    below, they may be Ukrainian, whose і, ї, є, ґ it lacks (0.63 on the Ukrainian case): uk where the
-    Ukrainian reader reads them better and finds those letters (not ы read as ьі)."""
-    if russian >= READS or "ukr" not in tesseract_languages():
-        return "ru"
-    text, ukrainian = _reading(LANGUAGES["uk"], rows, settings)
-    return "uk" if ukrainian > russian and _UKRAINIAN.search(text.replace("ьі", "")) else "ru"
+    """uk where the Cyrillic reader (rus+ukr, one engine for both) finds more of Ukrainian's own letters
+    (і, ї, є, ґ) than of Russian's (ы, э, ъ, ё) in the rows; else ru."""
+    text, _ = _reading(LANGUAGES["uk"], rows, settings)
+    return "uk" if len(_UKRAINIAN.findall(text)) > len(_RUSSIAN.findall(text)) else "ru"
 
 
 def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
@@ -241,7 +240,8 @@ def _tesseract_scores(rows: list[np.ndarray], settings: OcrSettings, said: str |
     readers = {}  # one reader a script, in the order of LANGUAGES
     for spec in LANGUAGES.values():
         rec = spec.recogniser
-        if rec.engine == "tesseract" and spec.script in _SCRIPT_RANGES and rec.model in installed:
+        usable = rec.engine == "tesseract" and set(rec.model.split("+")) <= installed
+        if usable and spec.script in _SCRIPT_RANGES:
             readers.setdefault(spec.script, spec)
     scores: dict[str, float] = {}
     for spec in sorted(readers.values(), key=lambda spec: spec.script != said):
