@@ -216,6 +216,43 @@ def test_a_slot_request_for_tags_without_limits_writes_nothing_on_sqlite(tmp_pat
         assert asyncio.run(slots_taken(limit_id)) == 1
 
 
+
+def test_a_flow_run_leaves_its_heartbeat_thread_unjoined(monkeypatch):
+    """runtime/heartbeat.py: the sync flow engine enters `_send_heartbeats(self)` (looked up at call time)
+    and would join the thread, which sleeps in whole seconds: each run's end waited up to 1 s. Ours exits at
+    once, and the thread still sends its first heartbeat only and stops by itself."""
+    import threading
+    import time
+
+    from prefect import flow_engine
+
+    from runtime.heartbeat import end_runs_without_joining_heartbeats
+
+    assert "with _send_heartbeats(self):" in inspect.getsource(flow_engine.FlowRunEngine.run_context)
+    assert "join_on_exit" in inspect.signature(flow_engine._send_heartbeats).parameters
+    monkeypatch.setattr(flow_engine, "_send_heartbeats", flow_engine._send_heartbeats)
+    end_runs_without_joining_heartbeats()
+    beats: list[float] = []
+
+    class Engine:  # what _send_heartbeats reads of a flow run engine
+        heartbeat_seconds, flow_run, logger = 30, None, flow_engine.get_logger("test")
+
+        def _build_heartbeat_event_template(self) -> tuple[dict, list]:
+            return {}, []
+
+        def _emit_flow_run_heartbeat(self, resource: dict, related: list) -> None:
+            beats.append(time.monotonic())
+
+    before = set(threading.enumerate())
+    with flow_engine._send_heartbeats(Engine()):
+        (thread,) = set(threading.enumerate()) - before
+        while not beats:
+            time.sleep(0.01)
+    assert thread.is_alive(), "the run's end waited for the heartbeat thread"
+    thread.join(timeout=5)
+    assert not thread.is_alive() and len(beats) == 1
+
+
 # ------------------------------------------------------- the tests' session server (tests/conftest.py)
 def test_a_global_settings_context_reaches_plain_threads():
     """conftest's `prefect_server` points the whole process at the session's server as Prefect's own test
