@@ -11,6 +11,7 @@ before it would send a second heartbeat, so the grace is never shorter than a he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from blocks.policy import AlertRules
@@ -91,6 +93,17 @@ def _run(deployment_id: str, marker: Path, seconds: float):
         return client.create_flow_run_from_deployment(deployment_id, parameters=params).id
 
 
+def _flow_run_processes(run_id) -> list[psutil.Process]:
+    """The processes running `run_id`: Prefect's process worker starts each in a session of its own, so
+    killing the worker's process group leaves them running (one outlived a whole suite)."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("PREFECT__FLOW_RUN_ID") == str(run_id):
+                found.append(proc)
+    return found
+
+
 def _state_names(run_id) -> list[str]:
     with _client() as client:
         return [s.name for s in sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)]
@@ -116,7 +129,7 @@ def _fired_for(automation_name: str) -> set[str]:
 def test_a_run_killed_with_its_worker_is_crashed_and_a_finished_run_is_left_alone(server, tmp_path):
     _, deployment_id, env = server
     log = tmp_path / "worker.log"
-    worker = _start_worker(env, log)
+    worker, killed = _start_worker(env, log), None
     try:
         done = _run(deployment_id, tmp_path / "done", 1.0)
         _wait("the short run to complete", lambda: _state_names(done)[-1:] == ["Completed"], 180, log)
@@ -125,8 +138,13 @@ def test_a_run_killed_with_its_worker_is_crashed_and_a_finished_run_is_left_alon
         killed = _run(deployment_id, tmp_path / "killed", 300.0)
         _wait("the long run's body to start", (tmp_path / "killed" / "starts").exists, 180, log)
         time.sleep(3.0)  # its first heartbeat (sent as the body starts) reaches the server
+        running = _flow_run_processes(killed)
+        assert running, "the long run's process was found"
         os.killpg(worker.pid, signal.SIGKILL)  # the worker and the flow-run process: nobody reports a state
+        for proc in running:
+            proc.kill()
         worker.wait()
+        psutil.wait_procs(running, timeout=10)
         killed_at = time.monotonic()
 
         def crashed():
@@ -154,6 +172,8 @@ def test_a_run_killed_with_its_worker_is_crashed_and_a_finished_run_is_left_alon
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+        for proc in _flow_run_processes(killed) if killed else []:
+            proc.kill()
 
 
 def test_the_worker_exits_within_5_s_of_sigterm_after_the_server_died(server, tmp_path):
