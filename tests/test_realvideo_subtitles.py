@@ -110,3 +110,17 @@ def test_a_cut_without_subtitles_says_so_and_reads_no_icons(prefect_server, tmp_
     clip = cut_realvideo(stem, start, 5.0, tmp_path / f"cut-{start}.mp4")
     result = extract_subtitles(str(clip), str(tmp_path / "out"))
     assert not result.events, [event.text for event in result.events]
+
+
+def test_a_drama_whose_first_batches_hold_one_unreadable_row_is_read_not_refused(prefect_server, tmp_path,
+                                                                                  monkeypatch):  # fmt: skip
+    """With 700 px stitched batches the first three of this drama held one row, which PP-OCRv6 read as
+    nothing, and Tesseract's OSD called it Devanagari: the video was refused as Hindi. Too few rows now
+    take the window's next batches (stages/subtitles/script.py, MIN_ROWS) before anything is judged."""
+    from stages.subtitles import stitch
+
+    monkeypatch.setattr(stitch.stitch_keyframes, "__defaults__", (700,))
+    stem = "douyin_7625472985927237489_zh"
+    result = extract_subtitles(str(realvideo_path(stem)), str(tmp_path))
+    score = score_subtitles(answer_key(stem), list(result.events))
+    assert score.recall >= 0.95 and score.cer <= 0.02, score.line()

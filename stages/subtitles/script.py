@@ -35,6 +35,8 @@ from stages.subtitles.ocr import OcrSettings, load_ocr_engine, ocr_model_key
 from stages.subtitles.rows import lines_to_rows
 from stages.subtitles.tesseract import ScriptClassifier
 
+MIN_ROWS = 3  # rows to judge a script from: one unreadable row (PP-OCRv6 read nothing) was refused as
+# Devanagari on OSD's word alone (a real Chinese drama, its first 700 px batches)
 MAX_ROWS = 12
 LINE_ASPECT = 2.0  # width over height of a detector box that can be a line (two glyphs or more)
 _KANA = re.compile(r"[\u3040-\u30ff]")
@@ -289,8 +291,16 @@ def resolve_language(batches: list[StitchedBatch], settings: OcrSettings, video:
     if settings.lang != AUTO:
         spec = language(settings.lang)
         return ScriptChoice(spec.code, spec.script, True, f"subtitles in {spec.name} (given)")
-    images = [cv2.imread(str(b.image_path), cv2.IMREAD_COLOR) for b in batches[:3]]
-    return choose_language(subtitle_rows([i for i in images if i is not None], settings), settings)
+    def images(some: list[StitchedBatch]) -> list[np.ndarray]:
+        read = [cv2.imread(str(b.image_path), cv2.IMREAD_COLOR) for b in some]
+        return [image for image in read if image is not None]
+
+    rows = subtitle_rows(images(batches[:3]), settings)
+    for batch in batches[3:]:  # too few rows to judge: the window's next batches, one at a time
+        if len(rows) >= MIN_ROWS:
+            break
+        rows += subtitle_rows(images([batch]), settings, limit=MAX_ROWS - len(rows))
+    return choose_language(rows, settings)
 
 
 @task(
