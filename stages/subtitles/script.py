@@ -152,10 +152,9 @@ def _latin_language(text: str, rows: list[np.ndarray], settings: OcrSettings) ->
     return "latin"
 
 
-def _cyrillic_language(rows: list[np.ndarray], settings: OcrSettings, russian: float) -> str:
-    """uk where the Cyrillic reader (rus+ukr, one engine for both) finds more of Ukrainian's own letters
-    (і, ї, є, ґ) than of Russian's (ы, э, ъ, ё) in the rows; else ru."""
-    text, _ = _reading(LANGUAGES["uk"], rows, settings)
+def _cyrillic_language(text: str) -> str:
+    """uk where the Cyrillic reader's `text` of the rows (rus+ukr, one engine for both) holds more of
+    Ukrainian's own letters (і, ї, є, ґ) than of Russian's (ы, э, ъ, ё); else ru."""
     return "uk" if len(_UKRAINIAN.findall(text)) > len(_RUSSIAN.findall(text)) else "ru"
 
 
@@ -204,16 +203,17 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: flo
         classifier.close()
     # OSD misreads what it finds sideways or upside down (subtitle rows are upright): Korean was called
     # Arabic at 90 degrees, Hebrew or Devanagari at 180, never Hangul; such a script orders no reader
-    scores = _tesseract_scores(rows, settings, osd if degrees == 0 else None)
-    best = max(scores, key=scores.__getitem__, default=None)
-    best_score, script = scores.get(best, 0.0), osd
+    readings = _tesseract_readings(rows, settings, osd if degrees == 0 else None)
+    best = max(readings, key=lambda code: readings[code][1], default=None)
+    best_score, script = readings[best][1] if best else 0.0, osd
     if best is not None and best_score >= READS and LANGUAGES[best].script != script:
         script = LANGUAGES[best].script  # a reader that really reads the rows outvotes the classifier
     if script is None:
         return ScriptChoice(DEFAULT, None, True, f"the script could not be told: reading {DEFAULT}")
     seen = f"OSD says {osd} ({confidence:.1f} at {degrees} deg), the best reader {best} ({best_score:.2f})"
     if script == "Cyrillic":
-        return _supported(_cyrillic_language(rows, settings, scores.get("ru", 0.0)), script, seen)
+        cyrillic = readings["ru"][0] if "ru" in readings else _reading(LANGUAGES["ru"], rows, settings)[0]
+        return _supported(_cyrillic_language(cyrillic), script, seen)
     if script == "Latin" and score < LATIN_READ:
         why = f"the subtitles are in a script no installed model reads ({seen}; PP-OCR reads {score:.2f})"
         return ScriptChoice(DEFAULT, None, False, why)  # Thai was called Latin on three short rows
@@ -233,11 +233,14 @@ _SCRIPT_RANGES = {
 }  # fmt: skip
 
 
-def _tesseract_scores(rows: list[np.ndarray], settings: OcrSettings, said: str | None) -> dict[str, float]:
+def _tesseract_readings(
+    rows: list[np.ndarray], settings: OcrSettings, said: str | None
+) -> dict[str, tuple[str, float]]:
     """The installed Tesseract readers of non-Latin scripts tried on the rows, the script OSD `said` first,
     else in the order of LANGUAGES (Korean first: OSD never named it), until one really reads them
-    (READS) or agrees with OSD (AGREES): each tried language's score (`_reading`). A video in one of these
-    scripts loads one reader where OSD or that order points at it (each of kor, rus and ara was loaded)."""
+    (READS) or agrees with OSD (AGREES): each tried language's text and score (`_reading`). A video in one of
+    these scripts loads one reader where OSD or that order points at it (each of kor, rus and ara was
+    loaded); the Cyrillic one's text also tells Russian from Ukrainian, without reading the rows again."""
     installed = tesseract_languages()
     readers = {}  # one reader a script, in the order of LANGUAGES
     for spec in LANGUAGES.values():
@@ -245,12 +248,12 @@ def _tesseract_scores(rows: list[np.ndarray], settings: OcrSettings, said: str |
         usable = rec.engine == "tesseract" and set(rec.model.split("+")) <= installed
         if usable and spec.script in _SCRIPT_RANGES:
             readers.setdefault(spec.script, spec)
-    scores: dict[str, float] = {}
+    readings: dict[str, tuple[str, float]] = {}
     for spec in sorted(readers.values(), key=lambda spec: spec.script != said):
-        scores[spec.code] = score = _reading(spec, rows, settings)[1]
+        readings[spec.code] = _, score = _reading(spec, rows, settings)
         if score >= READS or (spec.script == said and score >= AGREES):
             break
-    return scores
+    return readings
 
 
 def _read_lines(code: str, rows: list[np.ndarray], settings: OcrSettings) -> list[tuple[str, float]]:
