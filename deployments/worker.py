@@ -35,7 +35,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -124,13 +125,14 @@ async def crash_on_record_since_pickup(client: PrefectClient, flow_run: FlowRun)
     return any(s.type == StateType.CRASHED and (picked_at is None or s.timestamp > picked_at) for s in states)
 
 
-@contextlib.contextmanager
-def template_process(enabled: bool) -> Iterator[str | None]:
-    """Start the template process runs are forked from; yield the per-run command (None: Prefect's own).
+@contextlib.asynccontextmanager
+async def template_process(enabled: bool, ready_seconds: float = 30.0) -> AsyncIterator[str | None]:
+    """Start the template process runs are forked from; yield the per-run command (None: Prefect's own)
+    once it listens, or after `ready_seconds` (a run before then, or after it died, starts as
+    `python -m prefect.engine`: the client falls back).
 
     It listens in a private folder; its stdin is its lifeline: when this process ends, however, it takes
-    no more runs and exits after the runs it started. Runs started before it is ready, or after it died,
-    start as `python -m prefect.engine` (the client falls back)."""
+    no more runs and exits after the runs it started."""
     if not enabled:
         yield None
         return
@@ -139,6 +141,9 @@ def template_process(enabled: bool) -> Iterator[str | None]:
     command = [sys.executable, "-m", "deployments.zygote", "--socket", path]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, start_new_session=True)
     try:
+        deadline = time.monotonic() + ready_seconds
+        while not os.path.exists(path) and process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         yield shlex.join([sys.executable, "-I", "-S", str(CLIENT), path])
     finally:
         process.stdin.close()
@@ -168,12 +173,10 @@ async def serve(args: argparse.Namespace) -> int:
         work_pool_name=args.pool, work_queues=args.work_queue or None, name=args.name, limit=args.limit
     )
     try:
-        with (
-            temporary_settings({PREFECT_WORKER_QUERY_SECONDS: args.query_seconds}),
-            template_process(args.zygote != "off") as zygote_command,
-        ):
+        async with template_process(args.zygote != "off") as zygote_command:
             ForkedRunJobConfiguration.zygote_command = zygote_command
-            await worker.start(printer=print)
+            with temporary_settings({PREFECT_WORKER_QUERY_SECONDS: args.query_seconds}):
+                await worker.start(printer=print)
     except asyncio.CancelledError:
         if not stopping:
             raise

@@ -238,6 +238,7 @@ def become_run(request: RunRequest, import_env: dict[str, str]) -> None:
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
         os.close(fd)
+    os.set_inheritable(lifeline, False)  # SCM_RIGHTS fds come inheritable: no ffmpeg may hold it
     threading.Thread(target=_die_with_client, args=(lifeline,), name="zygote-lifeline", daemon=True).start()
     zygote_pythonpath = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     os.environ.clear()
