@@ -112,16 +112,17 @@ def test_the_engine_runs_as_main_from_the_environment_and_settings_rebuild_from_
     Prefect's settings from the run's environment."""
     import prefect.context
     import prefect.engine
-    from prefect.settings import get_current_settings
 
     source = inspect.getsource(prefect.engine)
     assert 'if __name__ == "__main__":' in source
     assert 'os.environ.get("PREFECT__FLOW_RUN_ID")' in source
     monkeypatch.setattr(prefect.context, "GLOBAL_SETTINGS_CONTEXT", prefect.context.GLOBAL_SETTINGS_CONTEXT)
-    before = get_current_settings().client.max_retries
+    before = prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.client.max_retries
     monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", str(before + 3))
     prefect.context.refresh_global_settings_context()
-    assert get_current_settings().client.max_retries == before + 3
+    assert prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.client.max_retries == before + 3
+    # a forked run has no settings context entered: Prefect's settings are the global one's
+    assert "or GLOBAL_SETTINGS_CONTEXT" in inspect.getsource(prefect.context.SettingsContext.get)
 
 
 # ---------------------------------------------------------------- prefect-ray (runtime/ray_engine)
