@@ -170,7 +170,10 @@ class Zygote:
                 self.children[pid] = None
                 _signal_group(pid, signal.SIGKILL)
             return
-        signum = json.loads(message).get("signal")
+        try:
+            signum = json.loads(message).get("signal")
+        except (ValueError, AttributeError):
+            return
         if pid in self.children and signum in (signal.SIGTERM, signal.SIGINT):
             _signal_group(pid, signum)
 
