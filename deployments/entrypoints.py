@@ -12,6 +12,7 @@ import logging
 
 from blocks.policy import current_run_policy
 from deployments.crash_reruns import refuse_crash_loops
+from deployments.deployed import DEPLOYED
 
 _policy = current_run_policy()
 
@@ -33,18 +34,6 @@ class ReturnedStateFilter(logging.Filter):
 
 logging.getLogger("prefect.flow_runs").addFilter(ReturnedStateFilter())  # the worker's flow process only
 
-# name: (module, flow, crash re-runs capped). A crashed run is scheduled again by bootstrap's automation;
-# refuse_crash_loops caps how often.
-DEPLOYED: dict[str, tuple[str, str, bool]] = {
-    "extract_subtitles": ("flows.subtitles", "extract_subtitles", True),
-    "enhance_images": ("flows.enhance", "enhance_images", True),
-    "enhance_yardstick": ("flows.enhance", "enhance_yardstick", False),
-    "fuse_subtitles": ("flows.fuse", "fuse_subtitles", True),
-    "run_pipeline": ("flows.pipeline", "run_pipeline", True),
-    "transcode": ("flows.transcode", "transcode", True),
-    "transcribe": ("flows.transcribe", "transcribe", True),
-    "sweep_inbox": ("deployments.inbox", "sweep_inbox", False),
-}
 __all__ = list(DEPLOYED)
 
 

@@ -78,6 +78,53 @@ def test_our_worker_type_does_not_replace_prefects_process_type():
     assert lookup_type(BaseWorker, "yivideo-process") is SingleCrashReportWorker
 
 
+def test_a_command_set_before_prepare_for_flow_run_is_started_as_the_run_s_process():
+    """Our job configuration puts the template's client in `command` before Prefect's
+    `prepare_for_flow_run`; Prefect then starts that command directly (`EngineCommandStarter`, one
+    process whose pid it signals and whose exit status it reads), not its workspace supervisor."""
+    import uuid as _uuid
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.workers.process import ProcessWorker
+
+    from deployments.worker import ForkedRunJobConfiguration
+
+    run = FlowRun(id=_uuid.uuid4(), flow_id=_uuid.uuid4(), name="internals")
+    previous, ForkedRunJobConfiguration.zygote_command = ForkedRunJobConfiguration.zygote_command, "client x"
+    try:
+        config = ForkedRunJobConfiguration()
+        config.prepare_for_flow_run(run)
+        assert config.command == "client x" and config._command_configured is True
+        mine = ForkedRunJobConfiguration(command="theirs")
+        mine.prepare_for_flow_run(run)
+        assert mine.command == "theirs", "a pool's or deployment's command stays theirs"
+    finally:
+        ForkedRunJobConfiguration.zygote_command = previous
+    source = inspect.getsource(ProcessWorker.run)
+    assert "if configuration._command_configured:" in source
+    assert "EngineCommandStarter(\n                        command=configuration.command," in source
+    assert "isolate_process_group" not in source, "the command's own pid is what Prefect signals and kills"
+
+
+def test_the_engine_runs_as_main_from_the_environment_and_settings_rebuild_from_it(monkeypatch):
+    """deployments/zygote.py runs `prefect.engine` as `__main__` in a forked child (the run id from the
+    environment, as `python -m prefect.engine` gets it) after `refresh_global_settings_context()` built
+    Prefect's settings from the run's environment."""
+    import prefect.context
+    import prefect.engine
+
+    source = inspect.getsource(prefect.engine)
+    assert 'if __name__ == "__main__":' in source
+    assert 'os.environ.get("PREFECT__FLOW_RUN_ID")' in source
+    monkeypatch.setattr(prefect.context, "GLOBAL_SETTINGS_CONTEXT", prefect.context.GLOBAL_SETTINGS_CONTEXT)
+    before = prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.client.max_retries
+    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", str(before + 3))
+    prefect.context.refresh_global_settings_context()
+    assert prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.client.max_retries == before + 3
+    # a forked run has no settings context entered: Prefect's settings are the global one's
+    assert "or GLOBAL_SETTINGS_CONTEXT" in inspect.getsource(prefect.context.SettingsContext.get)
+
+
 # ---------------------------------------------------------------- prefect-ray (runtime/ray_engine)
 RAY_SUBMIT_DIGEST = "369467172d18db73"  # prefect-ray 0.6.0's RayTaskRunner.submit, which ours copies
 
