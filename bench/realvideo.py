@@ -6,6 +6,9 @@
     .venv/bin/python bench/realvideo.py --events        # also every event beside its key line
     .venv/bin/python bench/realvideo.py --cuts 100      # 100 five-second cuts, each scored against its
                                                         # part of the key; the imperfect ones printed
+    .venv/bin/python bench/realvideo.py --languages --cuts 36 --batch-height 700
+                                                        # the language stage only (no OCR), on the six
+                                                        # and the cuts: each choice, refused or in doubt
 
 The same stages in the same order as flows/subtitles.py (band, keyframes, crop, stitch, language, OCR,
 postprocess), in one process, models loaded once before the first timing (the warm-up reads a frame of the
@@ -38,6 +41,8 @@ from samples.realvideo import (  # noqa: E402
 from samples.scoring import SubtitleScore, pooled, score_subtitles  # noqa: E402
 
 SCATTERED = "douyin_7625248139076178405_zh"
+BATCH_HEIGHT: list[int] = []  # --batch-height: stitched batches this tall (default: stitch.MAX_BATCH_HEIGHT)
+# (--languages takes several: each video's crops stitched and its language told at each height)
 
 
 def run_video(
@@ -77,7 +82,7 @@ def run_video(
         folder = work / video.stem / f"{window[0]:08.1f}"
         keyframes = timed("keyframes", extract_keyframes, info, band, folder, settings.keyframes, window)
         crops = timed("crop", crop_keyframes, keyframes, folder, settings.keyframes)
-        batches = timed("stitch", stitch_keyframes, crops, folder)
+        batches = timed("stitch", stitch_keyframes, crops, folder, *BATCH_HEIGHT[:1])
         if ocr.lang == AUTO and batches:
             choice = timed("language", resolve_language, batches, ocr, info.path)
             if not choice.supported:
@@ -111,9 +116,14 @@ def main() -> int:
     parser.add_argument("--events", action="store_true", help="print every event beside the key")
     parser.add_argument("--cuts", type=int, default=0, help="instead: this many short cuts of the six")
     parser.add_argument("--cut-seconds", type=float, default=5.0, help="length of each cut")
+    parser.add_argument("--batch-height", type=int, nargs="*", help="stitched batches this tall (px)")
+    parser.add_argument("--languages", action="store_true", help="the language stage only: six and cuts")
     args = parser.parse_args()
     if not realvideo_available():
         raise SystemExit(REALVIDEO_MISSING)
+    BATCH_HEIGHT[:] = args.batch_height or []
+    if args.languages:
+        return run_languages(args.cuts, args.cut_seconds)
     if args.cuts:
         return run_cuts(args.cuts, args.cut_seconds)
     stems = [s for s in REALVIDEO_STEMS if not args.stems or any(s.endswith(x) or x in s for x in args.stems)]
@@ -156,14 +166,10 @@ def run_cuts(count: int, seconds: float) -> int:
     """Short cuts, as users trim and send them (the offsets of bench/throughput.py: round-robin over the six,
     1.7 s apart), each scored against its part of the key; the imperfect ones are printed."""
     from core.errors import MediaInputError
-    from core.media import probe_media
 
-    lengths = {stem: probe_media(realvideo_path(stem)).duration for stem in REALVIDEO_STEMS}
     scores, refused, cpu0 = [], [], time.process_time()
     with tempfile.TemporaryDirectory(prefix="realvideo-cuts-") as tmp:
-        for i in range(count):
-            stem = REALVIDEO_STEMS[i % len(REALVIDEO_STEMS)]
-            start = round((i // len(REALVIDEO_STEMS)) * 1.7 % max(0.1, lengths[stem] - seconds), 2)
+        for i, (stem, start) in enumerate(cut_starts(count, seconds)):
             clip = cut_realvideo(stem, start, seconds, Path(tmp) / f"cut-{i:03d}.mp4")
             key, name = cut_key(stem, start, seconds), f"…{stem.removesuffix('_zh')[-4:]} at {start:5.2f} s"
             edges = cut_edges(stem, start, seconds)
@@ -179,8 +185,68 @@ def run_cuts(count: int, seconds: float) -> int:
                 print(f"      key {[c.text for c in key]}  got {[e.text for e in events]}")
     perfect = sum(s.matched == s.truth == s.predicted and s.cer == 0 for s in scores)
     cpu, load = time.process_time() - cpu0, os.getloadavg()[0]
-    print(f"{count} cuts of {seconds:g} s: {perfect} read perfectly, {len(refused)} refused; "
-          f"pooled {pooled(scores).line()}; CPU {cpu:.0f} s, load {load:.1f}")
+    print(
+        f"{count} cuts of {seconds:g} s: {perfect} read perfectly, {len(refused)} refused; "
+        f"pooled {pooled(scores).line()}; CPU {cpu:.0f} s, load {load:.1f}"
+    )
+    return 0
+
+
+def cut_starts(count: int, seconds: float) -> list[tuple[str, float]]:
+    """The cuts' videos and starts, as bench/throughput.py trims them (round-robin, 1.7 s apart)."""
+    from core.media import probe_media
+
+    lengths = {stem: probe_media(realvideo_path(stem)).duration for stem in REALVIDEO_STEMS}
+    stems = [REALVIDEO_STEMS[i % len(REALVIDEO_STEMS)] for i in range(count)]
+    return [
+        (stem, round((i // len(REALVIDEO_STEMS)) * 1.7 % max(0.1, lengths[stem] - seconds), 2))
+        for i, stem in enumerate(stems)
+    ]
+
+
+def run_languages(cuts: int, seconds: float) -> int:
+    """The flow's stages up to the language of the first window (no OCR), on the six and `cuts` cuts: each
+    choice, whether it was refused or is in doubt, and the language stage's seconds (after a warm-up)."""
+    from blocks.subtitles import SubtitleConfig
+    from core.media import probe_media
+    from stages.subtitles.area import detect_subtitle_band, signal_settings
+    from stages.subtitles.crop import crop_keyframes
+    from stages.subtitles.keyframes import extract_keyframes, video_windows
+    from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+    from stages.subtitles.script import resolve_language
+    from stages.subtitles.stitch import stitch_keyframes
+
+    settings = SubtitleConfig()
+    load_ocr_engine(OcrSettings(lang="ch"))
+    tally: dict[tuple[int | None, str], int] = {}
+    with tempfile.TemporaryDirectory(prefix="realvideo-languages-") as tmp:
+        items = [(stem, None) for stem in REALVIDEO_STEMS] + cut_starts(cuts, seconds)
+        for n, (stem, start) in enumerate(items):
+            video = realvideo_path(stem)
+            if start is not None:
+                video = cut_realvideo(stem, start, seconds, Path(tmp) / f"cut-{n:03d}.mp4")
+            info = probe_media(video)
+            band = detect_subtitle_band(
+                info, settings.ocr, settings.area, None, signal_settings(settings.keyframes)
+            )
+            window = video_windows(info.duration, settings.keyframes.window_seconds)[0]
+            folder = Path(tmp) / f"{n:03d}"
+            keyframes = extract_keyframes(info, band, folder, settings.keyframes, window)
+            crops = crop_keyframes(keyframes, folder, settings.keyframes)
+            for height in BATCH_HEIGHT or [None]:
+                (folder / str(height)).mkdir(parents=True, exist_ok=True)
+                batches = stitch_keyframes(crops, folder / str(height), *([height] if height else []))
+                load, started = os.getloadavg()[0], time.perf_counter()
+                choice = resolve_language(batches, settings.ocr, info.path) if batches else None
+                took = time.perf_counter() - started
+                tag = "no batches" if choice is None else "REFUSED" if not choice.supported else (
+                    "doubt" if getattr(choice, "doubt", False) else choice.lang)  # fmt: skip
+                tally[(height, tag)] = tally.get((height, tag), 0) + 1
+                name = f"…{stem.removesuffix('_zh')[-4:]}" + ("" if start is None else f" at {start:5.2f} s")
+                reason = "" if choice is None else choice.reason[:120]
+                took = f"{took:4.1f} s (load {load:.1f})"
+                print(f"{name:<16} {height} px {len(batches):2d} batches {tag:<8} {took} {reason}")
+    print(f"{len(items)} videos (six and {cuts} cuts), choices by batch height (px): {tally}")
     return 0
 
 

@@ -4,8 +4,13 @@ A few subtitle rows of the first stitched batches are read by PP-OCRv6 (kana, Ha
 Han/kana or Latin reading decides at once (Chinese is this product's main case); otherwise Tesseract's
 script classifier (OSD, stacked rows) and its readers name the script. What was read refines it: kana
 means Japanese, traditional-only characters traditional Chinese, Vietnamese letters Vietnamese, other
-accents a Latin language, plain ASCII English. A script no installed model reads stops the run with one
-line saying so, rather than being read as look-alikes of another script ("KPACOTA" for "КРАСОТА").
+accents a Latin language, plain ASCII English (script_text.py). A script no installed model reads stops the
+run with one line saying so, rather than being read as look-alikes of another script ("KPACOTA" for
+"КРАСОТА"), but only on evidence: the probe finds look-alike glyphs in enough rows (MIN_ROWS, half of them).
+OSD alone names a script on anything: blurred, faded or pixelated rows of real Chinese dramas were refused as
+Devanagari, Thai, Fraktur or "no installed model" in 46 of 138 row sets, and read with the Russian or
+Arabic reader in 44 more. Where the evidence is weak the default reader reads the video and the doubt is
+logged in one line; a reader is chosen only where it reads the rows (AGREES), not on OSD's word.
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
 resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
@@ -33,32 +38,25 @@ from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.languages import AUTO, DEFAULT, LANGUAGES, SCRIPT_LANGUAGE, Language, language
 from stages.subtitles.ocr import OcrSettings, load_ocr_engine, ocr_model_key
 from stages.subtitles.rows import lines_to_rows
+from stages.subtitles.script_text import (
+    VIET,
+    VIET_HINT,
+    cyrillic_language,
+    han_language,
+    han_share,
+    look_alike_rows,
+)
 from stages.subtitles.tesseract import ScriptClassifier
 
 MIN_ROWS = 3  # rows to judge a script from: one unreadable row (PP-OCRv6 read nothing) was refused as
-# Devanagari on OSD's word alone (a real Chinese drama, its first 700 px batches)
+# Devanagari on OSD's word alone (a real Chinese drama, its first 700 px batches); a refusal needs as many
+# rows with look-alike glyphs, and half the rows
 MAX_ROWS = 12
+FIRST_BATCHES = 3  # the batches a try at the language takes (more while they give fewer than MIN_ROWS rows)
+TRIES = 3  # a choice in doubt looks at the window's next batches before it is kept, this many tries in all
 LINE_ASPECT = 2.0  # width over height of a detector box that can be a line (two glyphs or more)
-_KANA = re.compile(r"[\u3040-\u30ff]")
-_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_VIET = re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9]")  # letters only Vietnamese uses
-# ... and PP-OCRv6's readings of its tone marks (ả as å, ạ as ą): a Vietnamese video's probe reading
-# shows one or more; French, Spanish and German never do (a Danish or Polish one is checked in vain)
-_VIET_HINT = re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9åąęÅĄĘ]")
-_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+")
-_UKRAINIAN = re.compile(r"[іїєґІЇЄҐ]")
-_RUSSIAN = re.compile(r"[ыэъёЫЭЪЁ]")
 PROBE = "zh"  # PP-OCRv6: kana, Han (simplified and traditional), accented Latin
 CONFIDENT = 0.9  # PP-OCR's mean score on rows it really reads; look-alike Latin for Cyrillic is ~0.8
-# Common characters written only in traditional or only in simplified Chinese (們/们, 這/这, 說/说 ...)
-_TRADITIONAL_ONLY = frozenset(
-    "們這個來時會說對過還點開關問題學國與見謝幫灣話請樣讓從當實現長頭歡電機沒無為經動應給氣邊間聽覺愛東車錢"
-    "買賣難認識號聲體變歲遠進運選親離萬樂媽爺兒嗎麼裡後臺"
-)
-_SIMPLIFIED_ONLY = frozenset(
-    "们这个来时会说对过还点开关问题学国与见谢帮湾话请样让从当实现长头欢电机没无为经动应给气边间听觉爱东车钱"
-    "买卖难认识号声体变岁远进运选亲离万乐妈爷儿吗"
-)
 LATIN_READ = 0.8  # Latin said by the classifier alone needs a PP-OCR reading this sure (Thai: ~0.7)
 READS = 0.7  # a Tesseract reader's confidence x own-script share on rows it really reads (0.8-0.95)
 AGREES = 0.5  # ... enough where OSD named its script too (ar 0.60, ru on Ukrainian 0.63; wrong ones <= 0.3)
@@ -70,6 +68,7 @@ class ScriptChoice:
     script: str | None  # what the classifier said (None: too little text)
     supported: bool
     reason: str  # one line for the log and the error
+    doubt: bool = False  # the default reader reads it, the script not told for sure: a warning, not a failure
 
     def refuse(self, video: str | Path) -> MediaInputError:
         return MediaInputError(video, self.reason)
@@ -103,35 +102,16 @@ def _line_shaped(box: tuple[int, int, int, int]) -> bool:
     return y1 - y0 >= 8 and x1 - x0 >= LINE_ASPECT * (y1 - y0)
 
 
-def _read(rows: list[np.ndarray], settings: OcrSettings) -> tuple[str, float]:
-    """The rows as the settings' reader (PP-OCRv6 for the probe: kana, Han, accented Latin) reads them."""
+def _read(rows: list[np.ndarray], settings: OcrSettings) -> tuple[list[str], float]:
+    """Each row's text as the settings' reader (PP-OCRv6 for the probe: kana, Han, accented Latin) reads
+    it ("" for none), and the mean confidence of the lines read."""
     engine = load_ocr_engine(settings)
     texts, scores = [], []
     for row in rows:
-        for line in engine.read(row):
-            texts.append(line.text)
-            scores.append(line.confidence)
-    return " ".join(texts), float(np.mean(scores)) if scores else 0.0
-
-
-def han_share(text: str) -> float:
-    """The share of Han/kana in a reading, a character against a Latin word (each carries a word's
-    meaning): "第一行字幕 Second line here" is Chinese with English, 5 against 3, where counting letters
-    (5 against 14) called the main case of this product, Chinese subtitles with English words, English."""
-    han = len(_HAN.findall(text)) + len(_KANA.findall(text))
-    words = len(_LATIN_WORD.findall(text))
-    return han / max(1, han + words)
-
-
-def _han_language(text: str) -> str:
-    """ja where kana is read; zh where the Han read is traditional (more traditional-only than
-    simplified-only characters among the common ones); else ch. One recogniser (PP-OCRv6) reads all three:
-    the choice names the language and its word spaces, and loads nothing more."""
-    if len(_KANA.findall(text)) >= 2:
-        return "ja"
-    traditional = sum(c in _TRADITIONAL_ONLY for c in text)
-    simplified = sum(c in _SIMPLIFIED_ONLY for c in text)
-    return "zh" if traditional > simplified else "ch"
+        lines = engine.read(row)
+        texts.append(" ".join(line.text for line in lines))
+        scores += [line.confidence for line in lines]
+    return texts, float(np.mean(scores)) if scores else 0.0
 
 
 def _latin_language(text: str, rows: list[np.ndarray], settings: OcrSettings) -> str:
@@ -145,33 +125,38 @@ def _latin_language(text: str, rows: list[np.ndarray], settings: OcrSettings) ->
     accented = sum(any(c.isalpha() and not c.isascii() for c in w) for w in words)
     if accented < max(2, 0.1 * len(words)):
         return "en"
-    if _VIET_HINT.search(text) and "vie" in tesseract_languages():
+    if VIET_HINT.search(text) and "vie" in tesseract_languages():
         viet = " ".join(t for t, _ in _read_lines("vi", rows, settings)).split()
-        if sum(bool(_VIET.search(w)) for w in viet) >= max(2, 0.2 * len(viet)):
+        if sum(bool(VIET.search(w)) for w in viet) >= max(2, 0.2 * len(viet)):
             return "vi"
     return "latin"
 
 
-def _cyrillic_language(text: str) -> str:
-    """uk where the Cyrillic reader's `text` of the rows (rus+ukr, one engine for both) holds more of
-    Ukrainian's own letters (і, ї, є, ґ) than of Russian's (ы, э, ъ, ё); else ru."""
-    return "uk" if len(_UKRAINIAN.findall(text)) > len(_RUSSIAN.findall(text)) else "ru"
-
-
 def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoice:
     """The language to read these subtitle rows in, or why none installed reads them. A refusal needs
-    every reader to fail: where PP-OCRv6 (the default reader) reads the rows confidently, it reads them."""
+    every reader to fail and evidence of a script none reads: where PP-OCRv6 (the default reader) reads the
+    rows confidently, it reads them; where it finds no look-alike glyphs in enough rows, it reads them in
+    doubt (blurred, faded or stylised rows, a logo: OSD names a script on those too)."""
     if not rows:
         why = f"no subtitle rows to tell the script from: read as {DEFAULT}"
         return ScriptChoice(DEFAULT, None, True, why)
-    text, score = _read(rows, replace(settings, lang=PROBE))
+    texts, score = _read(rows, replace(settings, lang=PROBE))
     resident = set(resident_keys())
-    choice = _choose(rows, settings, text, score)
+    choice = _choose(rows, settings, " ".join(t for t in texts if t), score)
+    need, seen = max(MIN_ROWS, len(rows) / 2), look_alike_rows(texts)
     if not choice.supported and score >= CONFIDENT:
         why = f"{choice.script} said by the classifier, but PP-OCRv6 reads the rows at {score:.2f}"
         choice = ScriptChoice(DEFAULT, choice.script, True, why)
+    elif not choice.supported and seen < need:
+        why = f"{choice.reason}; yet PP-OCRv6 finds glyphs in {seen} of {len(rows)} rows ({need:g} to refuse)"
+        choice = _doubt(choice.script, why)
     _unload_tried(settings, choice.lang, resident)
     return choice
+
+
+def _doubt(script: str | None, why: str) -> ScriptChoice:
+    """Read with the default reader, the doubt said in one line (a warning): no failure on weak evidence."""
+    return ScriptChoice(DEFAULT, script, True, f"the script is in doubt, read as {DEFAULT}: {why}", True)
 
 
 def _unload_tried(settings: OcrSettings, chosen: str, resident: set[ModelKey]) -> None:
@@ -189,7 +174,7 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: flo
     """The choice from the probe's reading (`text` at mean confidence `score`) and, for other scripts,
     the classifier (OSD) and the Tesseract readers: a Chinese, Japanese or Latin video loads neither."""
     if score >= CONFIDENT and han_share(text) >= 0.5:
-        return _supported(_han_language(text), "Han", f"PP-OCRv6 reads Han/kana at {score:.2f}")
+        return _supported(han_language(text), "Han", f"PP-OCRv6 reads Han/kana at {score:.2f}")
     letters = [c for c in text if c.isalpha()]
     latin = sum(c.isascii() or "\u00c0" <= c <= "\u024f" or "\u1e00" <= c <= "\u1eff" for c in letters)
     if score >= CONFIDENT and latin >= 0.8 * max(1, len(letters)):  # Latin whatever OSD said (small
@@ -209,17 +194,20 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: flo
     if best is not None and best_score >= READS and LANGUAGES[best].script != script:
         script = LANGUAGES[best].script  # a reader that really reads the rows outvotes the classifier
     if script is None:
-        return ScriptChoice(DEFAULT, None, True, f"the script could not be told: reading {DEFAULT}")
+        return _doubt(None, f"no script told (PP-OCR reads {score:.2f}, the best reader {best_score:.2f})")
     seen = f"OSD says {osd} ({confidence:.1f} at {degrees} deg), the best reader {best} ({best_score:.2f})"
+    reader = SCRIPT_LANGUAGE.get(script)
+    if reader in readings and readings[reader][1] < AGREES:  # OSD's script, and its reader reads nothing
+        return _doubt(script, f"{seen}, {reader} {readings[reader][1]:.2f}")  # (blurred Chinese: <= 0.31)
     if script == "Cyrillic":
         cyrillic = readings["ru"][0] if "ru" in readings else _reading(LANGUAGES["ru"], rows, settings)[0]
-        return _supported(_cyrillic_language(cyrillic), script, seen)
+        return _supported(cyrillic_language(cyrillic), script, seen)
     if script == "Latin" and score < LATIN_READ:
         why = f"the subtitles are in a script no installed model reads ({seen}; PP-OCR reads {score:.2f})"
         return ScriptChoice(DEFAULT, None, False, why)  # Thai was called Latin on three short rows
     if script in SCRIPT_LANGUAGE:
         lang = SCRIPT_LANGUAGE[script]
-        chosen = _han_language(text) if lang in ("ch", "zh") else lang
+        chosen = han_language(text) if lang in ("ch", "zh") else lang
         return _supported(chosen, script, seen)
     return ScriptChoice(
         DEFAULT, script, False, f"the subtitles look like {script} script; no installed model reads it"
@@ -294,16 +282,30 @@ def resolve_language(batches: list[StitchedBatch], settings: OcrSettings, video:
     if settings.lang != AUTO:
         spec = language(settings.lang)
         return ScriptChoice(spec.code, spec.script, True, f"subtitles in {spec.name} (given)")
+
     def images(some: list[StitchedBatch]) -> list[np.ndarray]:
         read = [cv2.imread(str(b.image_path), cv2.IMREAD_COLOR) for b in some]
         return [image for image in read if image is not None]
 
-    rows = subtitle_rows(images(batches[:3]), settings)
-    for batch in batches[3:]:  # too few rows to judge: the window's next batches, one at a time
-        if len(rows) >= MIN_ROWS:
+    def rows_from(start: int) -> tuple[list[np.ndarray], int]:
+        """Rows of FIRST_BATCHES batches from `start`, and of the next ones while too few to judge a script
+        from; the index after the last batch taken."""
+        end = start + FIRST_BATCHES
+        rows = subtitle_rows(images(batches[start:end]), settings)
+        while len(rows) < MIN_ROWS and end < len(batches):
+            rows += subtitle_rows(images([batches[end]]), settings, limit=MAX_ROWS - len(rows))
+            end += 1
+        return rows, end
+
+    rows, end = rows_from(0)
+    choice = choose_language(rows, settings)
+    for _ in range(TRIES - 1):  # in doubt (rows nothing reads): the window's next batches, if it has some
+        if not choice.doubt or end >= len(batches):
             break
-        rows += subtitle_rows(images([batch]), settings, limit=MAX_ROWS - len(rows))
-    return choose_language(rows, settings)
+        rows, end = rows_from(end)
+        if rows:
+            choice = choose_language(rows, settings)
+    return choice
 
 
 @task(
@@ -324,5 +326,6 @@ def language_task(batches: list[StitchedBatch], settings: OcrSettings, video: st
     release_freed_memory()  # once a video: the probe's tensors, where another engine reads the language
     if not choice.supported:
         raise choice.refuse(video)
-    get_run_logger().info("%s", choice.reason)
+    logger = get_run_logger()
+    (logger.warning if choice.doubt else logger.info)("%s", choice.reason)
     return replace(settings, lang=choice.lang)
