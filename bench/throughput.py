@@ -92,6 +92,16 @@ async def submit(clips: list[Path]) -> list:
         ]
 
 
+async def worker_online(pool: str, deadline: float) -> None:
+    """Wait until a worker has said it is there (its first heartbeat, sent just before it first polls):
+    the solo runs measure an idle worker, not one still starting (the first run then waited ~2 s more)."""
+    from prefect import get_client
+
+    async with get_client() as client:
+        while not await client.read_workers_for_work_pool(pool) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+
+
 async def run_records(run_ids: list) -> tuple[dict, dict, dict, int]:
     """Per run: its flow run, its state history, the summed durations of its task runs; and how many runs
     logged that they loaded a model themselves."""
@@ -188,6 +198,7 @@ def main() -> int:
         worker = start_worker(env, root / "worker.log", pool="gpu")
         try:
             with temporary_settings({PREFECT_API_URL: server.api_url}):
+                asyncio.run(worker_online("gpu", time.monotonic() + 120))
                 solo = []
                 for clip in solo_clips:  # one at a time on an idle worker: each run's stage time alone
                     solo += asyncio.run(submit([clip]))
