@@ -83,7 +83,8 @@ def _node(names: dict[str, str], short: str) -> str:
 
 
 def test_cli_runs_gpu_stages_on_a_cluster_without_gpus(cluster, video, tmp_path):
-    """The issue's reproduction: `--runner ray` on a CPU-only cluster used to wait forever for a GPU."""
+    """The issue's reproduction: `--runner ray` on a CPU-only cluster used to wait forever for a GPU. Also
+    the CLI as a process (`python -m flows.subtitles`) pointed at an existing cluster by `--ray-address`."""
     from prefect.settings import PREFECT_API_URL
 
     address, _ = cluster
@@ -96,6 +97,7 @@ def test_cli_runs_gpu_stages_on_a_cluster_without_gpus(cluster, video, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     srt = Path(proc.stdout.strip().splitlines()[-1])
     assert "Movingbackgroundtest" in squash(srt.read_text(encoding="utf-8"))
+    assert f"Connecting to existing Ray cluster at address: {address}" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_gpus_required_on_a_cluster_without_gpus_fails_at_once(cluster, video, tmp_path):

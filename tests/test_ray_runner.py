@@ -238,25 +238,6 @@ def test_warm_actors_take_the_prefect_gpu_limit_as_tasks_do(ray_cluster, tmp_pat
     assert max(acquired - started for _, started, acquired, _ in holds) >= 0.8, f"none waited: {holds}"
 
 
-def test_cli_points_the_flow_at_an_existing_ray_cluster(ray_cluster, short_video, tmp_path):
-    from prefect.settings import PREFECT_API_URL
-
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.subtitles", str(short_video), "--output-dir", str(tmp_path)]
-        + ["--runner", "ray", "--ray-address", ray_cluster],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    srt_path = Path(proc.stdout.strip().splitlines()[-1])
-    assert "Movingbackgroundtest" in squash(srt_path.read_text(encoding="utf-8"))
-    assert f"Connecting to existing Ray cluster at address: {ray_cluster}" in proc.stderr, proc.stderr
-
-
 def _start_worker(name: str, queue: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
     command = [sys.executable, "-m", "deployments.worker", "--pool", "gpu", "--work-queue", queue]
     command += ["--name", name, "--limit", "1"]

@@ -122,7 +122,7 @@ def test_video_without_subtitles_gives_an_empty_srt(prefect_server, media_dir, t
 def test_cli_reads_a_path_with_spaces_and_unicode_and_prints_the_srt_path_last(
     prefect_server, media_dir, tmp_path, capsys
 ):
-    """In process; `python -m flows.subtitles` as a process: tests/test_ray_runner.py, test_ray_cluster.py."""
+    """In process; `python -m flows.subtitles` as a process: test_ray_cluster.py, test_cli_lifecycle.py."""
     name = media_dir / "my vidéo 字幕 'quoted' -x.mp4"
     make_subtitled_video(name, busy_script()[:2], duration=5.0, size=(640, 360))
     code = run_cli(main, [str(name), "--output-dir", str(tmp_path)])

@@ -351,3 +351,41 @@ def test_a_fused_run_offers_its_two_sources_apart_and_shows_the_fused_srt(tmp_pa
     assert _srt_text(listed) == "fuse/clip-1 clip.fused.srt"
     assert _settings("fuse", {"lang": "ch", "diarize": True}) == "text ch, speech detected, speaker labels"
     assert _settings("subtitles", {"lang": "ja"}) == "text ja"
+
+
+def test_a_finished_run_s_progress_is_read_once_a_busy_one_s_on_every_poll(prefect_server, tmp_path):
+    """The page polls /api/jobs every second while one of its runs is busy. A final run's progress is read
+    from Prefect once per state and kept (it cannot change: the probe below adds a line no real run would);
+    a running run's is read on every poll; a final run that runs again (a crash re-run) is read again."""
+    from prefect import flow, get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.states import Completed, Running
+
+    from deployments.web.jobs import WEB_TAG
+
+    @flow(name="web-progress-probe")
+    def probe() -> None: ...
+
+    with get_client(sync_client=True) as client:
+        done = client.create_flow_run(probe, tags=[WEB_TAG], state=Completed())
+        busy = client.create_flow_run(probe, tags=[WEB_TAG], state=Running())
+
+        def progress(line: str, value: float) -> None:
+            for run in (done, busy):
+                client.create_artifact(ArtifactCreate(type="progress", data=value, description=line,
+                                                      flow_run_id=run.id))  # fmt: skip
+
+        web = _client(tmp_path)
+
+        def lines() -> dict[str, list[str]]:
+            answer = web.get("/api/jobs", params={"ids": f"{done.id},{busy.id}"})
+            assert answer.status_code == 200, answer.text
+            return {job["id"]: job["progress_lines"] for job in answer.json()["jobs"]}
+
+        progress("first", 40.0)
+        assert lines() == {str(done.id): ["first"], str(busy.id): ["first"]}
+        progress("second", 60.0)
+        assert lines() == {str(done.id): ["first"], str(busy.id): ["first", "second"]}
+        client.set_flow_run_state(done.id, Running(), force=True)
+        client.set_flow_run_state(done.id, Completed(), force=True)
+        assert lines()[str(done.id)] == ["first", "second"], "a new final state is read again"

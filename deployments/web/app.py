@@ -45,7 +45,7 @@ from deployments.web.uploads import (
     sanitize_name,
     save_stream,
 )
-from deployments.web.views import describe_run, progress_of
+from deployments.web.views import SettledProgress, describe_run
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "yivideo_token"
@@ -107,6 +107,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     probed: dict[str, tuple[Path, str]] = {}  # upload id -> (saved path, kind): only probed files may run
     page = page_id(settings.data_dir, settings.page)
     ui = PrefectLink(settings)
+    settled = SettledProgress()  # finished runs' progress, read once (the page polls every second)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -226,7 +227,7 @@ def create_app(settings: WebSettings) -> FastAPI:
             views = []
             for run in runs:
                 view = describe_run(run, settings.outputs, settings.uploads, link)
-                view["progress"], view["progress_lines"] = await progress_of(client, [run.id])
+                view["progress"], view["progress_lines"] = await settled.read(client, run, view["final"])
                 if view["final"] and run.state.is_completed():
                     view["progress"] = 100.0
                 views.append(view)
