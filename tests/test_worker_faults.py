@@ -26,6 +26,7 @@ import pytest
 from blocks.policy import AlertRules
 from deployments.bootstrap import ALERT_PREFIX, NO_HEARTBEAT, alert_automations
 from tests.pg_server import SERVER_PIDS, prefect_postgres_server
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[1]
@@ -77,14 +78,6 @@ def _client():
     return get_client(sync_client=True)
 
 
-def _wait(what: str, check, timeout: float, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{log.read_text()[-3000:]}")
-
 
 def _run(deployment_id: str, marker: Path, seconds: float):
     marker.mkdir()
@@ -132,11 +125,11 @@ def test_a_run_killed_with_its_worker_is_crashed_and_a_finished_run_is_left_alon
     worker, killed = _start_worker(env, log), None
     try:
         done = _run(deployment_id, tmp_path / "done", 1.0)
-        _wait("the short run to complete", lambda: _state_names(done)[-1:] == ["Completed"], 180, log)
+        wait_for("the short run to complete", lambda: _state_names(done)[-1:] == ["Completed"], 180, log)
         completed_at = time.monotonic()
 
         killed = _run(deployment_id, tmp_path / "killed", 300.0)
-        _wait("the long run's body to start", (tmp_path / "killed" / "starts").exists, 180, log)
+        wait_for("the long run's body to start", (tmp_path / "killed" / "starts").exists, 180, log)
         time.sleep(3.0)  # its first heartbeat (sent as the body starts) reaches the server
         running = _flow_run_processes(killed)
         assert running, "the long run's process was found"
@@ -152,11 +145,11 @@ def test_a_run_killed_with_its_worker_is_crashed_and_a_finished_run_is_left_alon
                 state = client.read_flow_run(killed).state
             return state if state.type.value == "CRASHED" else None
 
-        state = _wait("the heartbeat automation to crash the killed run", crashed, GRACE + 90, log)
+        state = wait_for("the heartbeat automation to crash the killed run", crashed, GRACE + 90, log)
         print(f"\nkilled run Crashed {time.monotonic() - killed_at:.1f} s after the kill: {state.message}")
         assert state.message.startswith(NO_HEARTBEAT)
-        alerted = _wait("the alert for the crashed run", lambda: str(killed) in _fired_for(ALERT_AUTOMATION),
-                        30, log)  # fmt: skip
+        fired = lambda: str(killed) in _fired_for(ALERT_AUTOMATION)  # noqa: E731
+        alerted = wait_for("the alert for the crashed run", fired, 30, log)
         assert alerted
 
         # the completed run: a full grace (plus the proactive evaluation's period) after it ended, untouched
@@ -182,7 +175,7 @@ def test_the_worker_exits_within_5_s_of_sigterm_after_the_server_died(server, tm
     worker = _start_worker(env, log)
     try:
         run = _run(deployment_id, tmp_path / "served", 0.0)  # it does serve runs
-        _wait("a run served by the worker", lambda: _state_names(run)[-1:] == ["Completed"], 180, log)
+        wait_for("a run served by the worker", lambda: _state_names(run)[-1:] == ["Completed"], 180, log)
         os.killpg(SERVER_PIDS[api_url], signal.SIGKILL)
         time.sleep(3.0)  # the worker notices nothing yet, or is retrying its next poll
         assert worker.poll() is None, log.read_text()[-3000:]

@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.waiting import wait_for
+
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[1]
 POOL = "zygote-test"
@@ -40,7 +42,7 @@ def worker(postgres_api, tmp_path_factory) -> Iterator[tuple[str, subprocess.Pop
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         try:
-            _wait("the template process to be ready", lambda: "ready on" in log.read_text(), 120, log)
+            wait_for("the template process to be ready", lambda: "ready on" in log.read_text(), 120, log)
             yield deployment_id, process, log
         finally:
             process.send_signal(signal.SIGTERM)
@@ -59,14 +61,6 @@ async def _setup() -> str:
         await client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=template))
         return await deploy(client, REPO, POOL)
 
-
-def _wait(what: str, check, timeout: float, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{log.read_text()[-3000:]}")
 
 
 def _client():
@@ -100,9 +94,9 @@ def test_each_run_is_a_fresh_process_forked_from_the_template_with_its_own_envir
     deployment_id, process, log = worker
     (template,) = _children(process, "deployments.zygote")
     first = _start(deployment_id, tmp_path / "first.json")
-    _wait("the first run to complete", _ended(first, "Completed", "Failed", "Crashed"), 180, log)
+    wait_for("the first run to complete", _ended(first, "Completed", "Failed", "Crashed"), 180, log)
     second = _start(deployment_id, tmp_path / "second.json", env={"ZYGOTE_PROBE": "from-run"})
-    _wait("the second run to complete", _ended(second, "Completed", "Failed", "Crashed"), 180, log)
+    wait_for("the second run to complete", _ended(second, "Completed", "Failed", "Crashed"), 180, log)
     assert _history(first)[-1] == _history(second)[-1] == "Completed", log.read_text()[-3000:]
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("first", "second"))
     print(f"\nruns forked from {template.pid}: {a}\n{b}")
@@ -127,7 +121,7 @@ def test_a_cancelled_run_stops_and_a_killed_run_process_is_crashed_once(worker, 
     for how in ("cancel", "kill the worker's process", "kill the run's process"):
         report = tmp_path / f"{how.replace(' ', '-')}.json"
         run = _start(deployment_id, report, seconds=300)
-        _wait(f"the run to {how} to start", report.exists, 180, log)
+        wait_for(f"the run to {how} to start", report.exists, 180, log)
         pid = json.loads(report.read_text())["pid"]
         started = time.monotonic()
         if how == "cancel":
@@ -139,8 +133,8 @@ def test_a_cancelled_run_stops_and_a_killed_run_process_is_crashed_once(worker, 
         else:
             os.kill(pid, signal.SIGKILL)
         ended = ("Cancelled",) if how == "cancel" else ("Crashed",)
-        history = _wait(f"the run to end after '{how}'", _ended(run, *ended), 90, log)
-        _wait("its process to be gone", lambda pid=pid: not psutil.pid_exists(pid), 30, log)
+        history = wait_for(f"the run to end after '{how}'", _ended(run, *ended), 90, log)
+        wait_for("its process to be gone", lambda pid=pid: not psutil.pid_exists(pid), 30, log)
         print(f"\n{how}: {history[-1]} after {time.monotonic() - started:.1f} s; states {history}")
         time.sleep(3.0)  # a late second crash report would land by now
         assert _history(run).count("Crashed") <= 1, _history(run)
