@@ -240,7 +240,7 @@ def run_languages(cuts: int, seconds: float) -> int:
                 choice = resolve_language(batches, settings.ocr, info.path) if batches else None
                 took = time.perf_counter() - started
                 tag = "no batches" if choice is None else "REFUSED" if not choice.supported else (
-                    "doubt" if getattr(choice, "doubt", False) else choice.lang)  # fmt: skip
+                    "doubt" if choice.doubt else choice.lang)  # fmt: skip
                 tally[(height, tag)] = tally.get((height, tag), 0) + 1
                 name = f"…{stem.removesuffix('_zh')[-4:]}" + ("" if start is None else f" at {start:5.2f} s")
                 reason = "" if choice is None else choice.reason[:120]

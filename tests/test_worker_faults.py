@@ -78,7 +78,6 @@ def _client():
     return get_client(sync_client=True)
 
 
-
 def _run(deployment_id: str, marker: Path, seconds: float):
     marker.mkdir()
     with _client() as client:

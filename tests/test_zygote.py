@@ -62,7 +62,6 @@ async def _setup() -> str:
         return await deploy(client, REPO, POOL)
 
 
-
 def _client():
     from prefect.client.orchestration import get_client
 
