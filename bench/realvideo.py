@@ -53,15 +53,11 @@ def run_video(
     an `optional` line (a cut's edges show it for a moment) are left out of the score."""
     from blocks.subtitles import SubtitleConfig
     from core.media import probe_media
-    from stages.subtitles.area import detect_subtitle_band, signal_settings
     from stages.subtitles.band import WHOLE_FRAME
-    from stages.subtitles.crop import crop_keyframes
-    from stages.subtitles.keyframes import extract_keyframes, video_windows
     from stages.subtitles.languages import AUTO, spacing_of
     from stages.subtitles.ocr import batch_keyframes, load_ocr_engine, recognize_batches
     from stages.subtitles.postprocess import events_by_position, frames_to_events
     from stages.subtitles.script import resolve_language
-    from stages.subtitles.stitch import stitch_keyframes
 
     settings = SubtitleConfig()
     seconds: dict[str, float] = {}
@@ -74,15 +70,10 @@ def run_video(
 
     info = probe_media(video)
     ocr = settings.ocr
-    band = timed(
-        "band", detect_subtitle_band, info, ocr, settings.area, None, signal_settings(settings.keyframes)
-    )
     texts = []
-    for window in video_windows(info.duration, settings.keyframes.window_seconds):
-        folder = work / video.stem / f"{window[0]:08.1f}"
-        keyframes = timed("keyframes", extract_keyframes, info, band, folder, settings.keyframes, window)
-        crops = timed("crop", crop_keyframes, keyframes, folder, settings.keyframes)
-        batches = timed("stitch", stitch_keyframes, crops, folder, *BATCH_HEIGHT[:1])
+    band, windows = stitched_windows(info, settings, work / video.stem, BATCH_HEIGHT[:1], timed)
+    for crops, stitched in windows:
+        batches = stitched[BATCH_HEIGHT[0] if BATCH_HEIGHT else None]
         if ocr.lang == AUTO and batches:
             choice = timed("language", resolve_language, batches, ocr, info.path)
             if not choice.supported:
@@ -97,6 +88,38 @@ def run_video(
     seconds["keyframes_kept"] = len(texts)
     scored = [e for e in events if not any(_is_reading_of(e, cue) for cue in optional)]
     return score_subtitles(key, scored), events, seconds
+
+
+def _untimed(name: str, fn, *args):  # noqa: ARG001 (the name a timed caller files the seconds under)
+    return fn(*args)
+
+
+def stitched_windows(info, settings, folder: Path, heights=(), timed=_untimed, first_only: bool = False):  # noqa: ANN001
+    """The flow's stages up to stitch, as flows/subtitles.py runs them: the band, and the windows (only the
+    first with `first_only`), each lazily as (its crops, {height: its batches stitched that tall}) for each
+    of `heights` (px; none: the stage's default, keyed None). `timed(name, fn, *args)` runs each stage."""
+    from stages.subtitles.area import detect_subtitle_band, signal_settings
+    from stages.subtitles.crop import crop_keyframes
+    from stages.subtitles.keyframes import extract_keyframes, video_windows
+    from stages.subtitles.stitch import stitch_keyframes
+
+    keys = settings.keyframes
+    band = timed("band", detect_subtitle_band, info, settings.ocr, settings.area, None, signal_settings(keys))
+    windows = video_windows(info.duration, keys.window_seconds)
+
+    def each_window():
+        for window in windows[:1] if first_only else windows:
+            where = folder / f"{window[0]:08.1f}"
+            keyframes = timed("keyframes", extract_keyframes, info, band, where, keys, window)
+            crops = timed("crop", crop_keyframes, keyframes, where, keys)
+            stitched = {}
+            for height in heights or [None]:
+                (where / str(height)).mkdir(parents=True, exist_ok=True)
+                tall = [height] if height else []
+                stitched[height] = timed("stitch", stitch_keyframes, crops, where / str(height), *tall)
+            yield crops, stitched
+
+    return band, each_window()
 
 
 def _is_reading_of(event, cue) -> bool:  # noqa: ANN001 (an event, a key cue)
@@ -118,12 +141,15 @@ def main() -> int:
     parser.add_argument("--cut-seconds", type=float, default=5.0, help="length of each cut")
     parser.add_argument("--batch-height", type=int, nargs="*", help="stitched batches this tall (px)")
     parser.add_argument("--languages", action="store_true", help="the language stage only: six and cuts")
+    parser.add_argument("--damaged", action="store_true", help="the language of damaged real row sets")
     args = parser.parse_args()
     if not realvideo_available():
         raise SystemExit(REALVIDEO_MISSING)
     BATCH_HEIGHT[:] = args.batch_height or []
     if args.languages:
         return run_languages(args.cuts, args.cut_seconds)
+    if args.damaged:
+        return run_damaged()
     if args.cuts:
         return run_cuts(args.cuts, args.cut_seconds)
     stems = [s for s in REALVIDEO_STEMS if not args.stems or any(s.endswith(x) or x in s for x in args.stems)]
@@ -209,12 +235,8 @@ def run_languages(cuts: int, seconds: float) -> int:
     choice, whether it was refused or is in doubt, and the language stage's seconds (after a warm-up)."""
     from blocks.subtitles import SubtitleConfig
     from core.media import probe_media
-    from stages.subtitles.area import detect_subtitle_band, signal_settings
-    from stages.subtitles.crop import crop_keyframes
-    from stages.subtitles.keyframes import extract_keyframes, video_windows
     from stages.subtitles.ocr import OcrSettings, load_ocr_engine
     from stages.subtitles.script import resolve_language
-    from stages.subtitles.stitch import stitch_keyframes
 
     settings = SubtitleConfig()
     load_ocr_engine(OcrSettings(lang="ch"))
@@ -226,16 +248,10 @@ def run_languages(cuts: int, seconds: float) -> int:
             if start is not None:
                 video = cut_realvideo(stem, start, seconds, Path(tmp) / f"cut-{n:03d}.mp4")
             info = probe_media(video)
-            band = detect_subtitle_band(
-                info, settings.ocr, settings.area, None, signal_settings(settings.keyframes)
+            _, windows = stitched_windows(
+                info, settings, Path(tmp) / f"{n:03d}", BATCH_HEIGHT, first_only=True
             )
-            window = video_windows(info.duration, settings.keyframes.window_seconds)[0]
-            folder = Path(tmp) / f"{n:03d}"
-            keyframes = extract_keyframes(info, band, folder, settings.keyframes, window)
-            crops = crop_keyframes(keyframes, folder, settings.keyframes)
-            for height in BATCH_HEIGHT or [None]:
-                (folder / str(height)).mkdir(parents=True, exist_ok=True)
-                batches = stitch_keyframes(crops, folder / str(height), *([height] if height else []))
+            for height, batches in next(windows)[1].items():
                 load, started = os.getloadavg()[0], time.perf_counter()
                 choice = resolve_language(batches, settings.ocr, info.path) if batches else None
                 took = time.perf_counter() - started
@@ -247,6 +263,33 @@ def run_languages(cuts: int, seconds: float) -> int:
                 took = f"{took:4.1f} s (load {load:.1f})"
                 print(f"{name:<16} {height} px {len(batches):2d} batches {tag:<8} {took} {reason}")
     print(f"{len(items)} videos (six and {cuts} cuts), choices by batch height (px): {tally}")
+    return 0
+
+
+def run_damaged() -> int:
+    """choose_language on every damaged row set of samples/damaged_rows.py: each choice that is not Chinese
+    in doubt or read (a refusal, another reader or language), and the tally by damage."""
+    from collections import Counter
+
+    from samples.damaged_rows import damaged_row_sets
+    from stages.subtitles.ocr import OcrSettings
+    from stages.subtitles.script import choose_language, subtitle_rows
+
+    settings = OcrSettings(lang="auto")
+    sets = damaged_row_sets(lambda frames: subtitle_rows(frames, settings))
+    tally: Counter[str] = Counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
+    for (stem, n, damage), rows in sets.items():
+        choice = choose_language(rows, settings)
+        tag = "REFUSED" if not choice.supported else "doubt" if choice.doubt else choice.lang
+        tally[tag] += 1
+        if tag not in ("doubt", "ch"):
+            name = f"…{stem.removesuffix('_zh')[-4:]} set {n} {damage}"
+            print(f"{name:<30} {len(rows):2d} rows {tag}: {choice.reason}")
+    took = time.perf_counter() - started
+    print(
+        f"{len(sets)} damaged row sets: {dict(tally)}; {took:.0f} s, load {load:.1f}-{os.getloadavg()[0]:.1f}"
+    )
     return 0
 
 

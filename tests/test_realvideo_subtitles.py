@@ -126,53 +126,32 @@ def test_a_drama_whose_first_batches_hold_one_unreadable_row_is_read_not_refused
     assert score.recall >= 0.95 and score.cer <= 0.02, score.line()
 
 
-def _frames_at_cues(stem: str, count: int) -> list:
-    """The whole frame at the middle of each of the video's first `count` key lines."""
-    import cv2
-
-    video, frames = cv2.VideoCapture(str(realvideo_path(stem))), []
-    for cue in answer_key(stem)[:count]:
-        video.set(cv2.CAP_PROP_POS_MSEC, 1000 * (cue.start + cue.end) / 2)
-        ok, frame = video.read()
-        frames += [frame] if ok else []
-    video.release()
-    return frames
-
-
-def _blurred(row):  # out of focus: a Gaussian a sixth of the row's height
-    import cv2
-
-    return cv2.GaussianBlur(row, (0, 0), row.shape[0] / 6)
-
-
-def _faded(row):  # a half-faded line: 30% of its contrast left, a little soft
-    import cv2
-
-    soft = cv2.GaussianBlur(row, (0, 0), row.shape[0] / 20).astype("float32")
-    return (soft.mean() + 0.3 * (soft - soft.mean())).clip(0, 255).astype("uint8")
-
-
 @pytest.mark.parametrize(
-    ("stem", "degrade"),
+    ("stem", "damage", "cues", "at"),
     [
-        ("douyin_7625060323589901610_zh", _blurred),  # main: refused as Devanagari (Hindi)
-        ("douyin_7625261726909372089_zh", _blurred),  # main: refused as Devanagari (Hindi)
-        ("douyin_7625248139076178405_zh", _faded),  # main: "look like Fraktur script"
+        # before 43f31dc: refused as Devanagari (Hindi), as Devanagari, "look like Fraktur script"
+        ("douyin_7625060323589901610_zh", "blurred", slice(6), (0.5,)),
+        ("douyin_7625261726909372089_zh", "blurred", slice(6), (0.5,)),
+        ("douyin_7625248139076178405_zh", "faded", slice(6), (0.5,)),
+        # before this change: read as Japanese (OSD said Katakana, PP-OCRv6 read nothing: OSD's word alone)
+        ("douyin_7625060323589901610_zh", "faded", slice(2, 5), (0.3, 0.7)),
     ],
 )
-def test_rows_no_reader_reads_are_read_in_doubt_not_refused_on_the_classifier_alone(stem, degrade):
-    """The subtitle rows of a real drama's first lines, blurred or faded so that no reader reads them (an
-    opening out of focus, a fading line): OSD still names a script, and on main its word alone refused the
-    video. PP-OCRv6 finds no look-alike glyphs in them, so the default reader reads it and the doubt is
-    said in one line; nor is a Tesseract reader chosen that reads nothing (main read 44 of 138 such row
-    sets as Russian or Arabic)."""
+def test_rows_no_reader_reads_are_read_in_doubt_not_refused_on_the_classifier_alone(stem, damage, cues, at):
+    """The subtitle rows of a real drama's lines, blurred or faded so that no reader reads them (an opening
+    out of focus, a fading line): OSD still names a script, and its word alone refused the video or picked
+    its reader (samples/damaged_rows.py; bench/realvideo.py --damaged measures 184 such row sets).
+    PP-OCRv6 finds no look-alike glyphs in them, so the default reader reads it and the doubt is said in
+    one line; nor is a Tesseract reader chosen that reads nothing (read 44 of 138 such row sets as Russian
+    or Arabic before 43f31dc), nor ja on OSD's word."""
+    from samples.damaged_rows import DAMAGES, frames_at_cues
     from stages.subtitles.languages import DEFAULT
     from stages.subtitles.ocr import OcrSettings
     from stages.subtitles.script import choose_language, subtitle_rows
 
     settings = OcrSettings(lang="auto")
-    rows = subtitle_rows(_frames_at_cues(stem, 6), settings)
+    rows = subtitle_rows(frames_at_cues(stem, cues, at), settings)
     assert len(rows) >= 3, len(rows)  # enough rows that a refusal would have been judged from them
-    choice = choose_language([degrade(row) for row in rows], settings)
+    choice = choose_language([DAMAGES[damage](row) for row in rows], settings)
     assert choice.supported and choice.doubt and choice.lang == DEFAULT, choice
     assert "in doubt" in choice.reason and "\n" not in choice.reason, choice.reason
