@@ -48,6 +48,15 @@ def prefect_server(request, tmp_path_factory):
             yield
 
 
+# Server loops no test on the session's server needs: no schedules, pauses, cancelled parents or late runs
+# there, and no test reads a worker's or deployment's status. Idle, a session server cost 2.55 CPU s a
+# minute with them and 1.95 without (load 12-15; three such servers run through a suite). Kept: the
+# repossessor (GPU slot leases), triggers (tests/test_crash_rerun.py's automation), the event persister and
+# task run recorder (runs and events read back), the cleanup reconciler (workers' cleanup leases). Servers
+# that tests start themselves keep every service.
+UNUSED_SERVICES = ("LATE_RUNS", "PAUSE_EXPIRATIONS", "SCHEDULER", "CANCELLATION_CLEANUP", "FOREMAN")
+
+
 @pytest.fixture(scope="session")
 def postgres_api() -> Iterator[str]:
     """One Prefect server on a fresh PostgreSQL database for the session's flows (`prefect_server`) and the
@@ -64,6 +73,7 @@ def postgres_api() -> Iterator[str]:
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "10",
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "10",
     }
+    extra |= {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in UNUSED_SERVICES}
     with prefect_postgres_server(f"yivideo_session_{os.getpid()}", extra) as api_url:
         yield api_url
 
