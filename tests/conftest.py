@@ -241,6 +241,17 @@ def pytest_xdist_make_scheduler(config, log):
             path = nodeid.split("::", 1)[0]
             return SHARED_WORKER.get(Path(path).name, path)
 
+        def _reschedule(self, node) -> None:
+            """The next group goes to a worker once it runs its last test (xdist: its last two). A worker
+            with two long tests left (the browser group's end) took a group that then waited behind them
+            while the other workers, the queue empty, stopped: a tail of one worker on two cores."""
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+            elif self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
+
     config.option.loadscopereorder = False  # xdist would put the modules with most tests first
     return ModuleGroups(config, log)
 
