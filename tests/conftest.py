@@ -90,7 +90,9 @@ def deployed_api(tmp_path_factory) -> Iterator[tuple[str, Path, dict[str, str]]]
     from test_web_browser import REPO, deployed_stack
 
     root = tmp_path_factory.mktemp("deployed")
-    extra = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    # the workers poll every 2 s (Prefect's default is 10): each poll every 1 s cost the server ~1 CPU s a
+    # minute more per worker (idle worker on a PostgreSQL-backed server: 2.8-3.1 against 2.1, load 15-19)
+    extra = {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}
     # one model service for the session's page runs (a run starts it; the next finds its models loaded),
     # not one per pause longer than the suite's 20 s; stopped with the stack
     extra["YIVIDEO_MODEL_SERVICE_IDLE_S"] = "900"
