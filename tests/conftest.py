@@ -186,9 +186,9 @@ SHARED_WORKER = {
     "test_run_form_browser.py": "browser",
 }
 LONGEST_FIRST = (  # their groups' times in a full run on 3 workers (load 10-23, 31 min), longest first
-    # the four largest by CPU, each group alone (load 4-15): browser 188.5 CPU s (295 s wall, much of it
-    # waiting on its deployed runs), Ray 163.7 (346 s), real videos 186.4, footage 85 (109 with its media
-    # rendered): footage, the smallest, goes fourth, to the worker that frees up first
+    # the four largest by CPU, each group alone, warm (load 5-17): real videos 186.4 CPU s, Ray 163.7,
+    # browser 140-146 (148-202 s wall, much of it waiting on its deployed runs), footage 85 (109 with its
+    # media rendered): footage, the smallest, goes fourth, to the worker that frees up first
     "test_ray_runner.py",  # with test_ray_cluster.py: 607 s
     "test_web_browser.py",  # with test_run_form_browser.py: 389 s
     "test_realvideo_subtitles.py",  # 347 s
