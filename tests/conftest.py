@@ -48,6 +48,15 @@ def prefect_server(request, tmp_path_factory):
             yield
 
 
+# Server loops no test on the session's server needs: no schedules, pauses, cancelled parents or late runs
+# there, and no test reads a worker's or deployment's status. Idle, a session server cost 2.55 CPU s a
+# minute with them and 1.95 without (load 12-15; three such servers run through a suite). Kept: the
+# repossessor (GPU slot leases), triggers (tests/test_crash_rerun.py's automation), the event persister and
+# task run recorder (runs and events read back), the cleanup reconciler (workers' cleanup leases). Servers
+# that tests start themselves keep every service.
+UNUSED_SERVICES = ("LATE_RUNS", "PAUSE_EXPIRATIONS", "SCHEDULER", "CANCELLATION_CLEANUP", "FOREMAN")
+
+
 @pytest.fixture(scope="session")
 def postgres_api() -> Iterator[str]:
     """One Prefect server on a fresh PostgreSQL database for the session's flows (`prefect_server`) and the
@@ -64,6 +73,7 @@ def postgres_api() -> Iterator[str]:
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "10",
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "10",
     }
+    extra |= {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in UNUSED_SERVICES}
     with prefect_postgres_server(f"yivideo_session_{os.getpid()}", extra) as api_url:
         yield api_url
 
@@ -80,7 +90,9 @@ def deployed_api(tmp_path_factory) -> Iterator[tuple[str, Path, dict[str, str]]]
     from test_web_browser import REPO, deployed_stack
 
     root = tmp_path_factory.mktemp("deployed")
-    extra = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    # the workers poll every 2 s (Prefect's default is 10): each poll every 1 s cost the server ~1 CPU s a
+    # minute more per worker (idle worker on a PostgreSQL-backed server: 2.8-3.1 against 2.1, load 15-19)
+    extra = {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}
     # one model service for the session's page runs (a run starts it; the next finds its models loaded),
     # not one per pause longer than the suite's 20 s; stopped with the stack
     extra["YIVIDEO_MODEL_SERVICE_IDLE_S"] = "900"
@@ -174,10 +186,13 @@ SHARED_WORKER = {
     "test_run_form_browser.py": "browser",
 }
 LONGEST_FIRST = (  # their groups' times in a full run on 3 workers (load 10-23, 31 min), longest first
+    # the four largest by CPU, each group alone, warm (load 5-17): real videos 186.4 CPU s, Ray 163.7,
+    # browser 140-146 (148-202 s wall, much of it waiting on its deployed runs), footage 85 (109 with its
+    # media rendered): footage, the smallest, goes fourth, to the worker that frees up first
     "test_ray_runner.py",  # with test_ray_cluster.py: 607 s
+    "test_web_browser.py",  # with test_run_form_browser.py: 389 s
     "test_realvideo_subtitles.py",  # 347 s
     "test_subtitle_footage.py",
-    "test_web_browser.py",  # with test_run_form_browser.py: 389 s
     "test_cues.py",
     "test_diarization.py",
     "test_ocr_languages.py",
@@ -230,6 +245,17 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return SHARED_WORKER.get(Path(path).name, path)
+
+        def _reschedule(self, node) -> None:
+            """The next group goes to a worker once it runs its last test (xdist: its last two). A worker
+            with two long tests left (the browser group's end) took a group that then waited behind them
+            while the other workers, the queue empty, stopped: a tail of one worker on two cores."""
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+            elif self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
 
     config.option.loadscopereorder = False  # xdist would put the modules with most tests first
     return ModuleGroups(config, log)
