@@ -277,9 +277,12 @@ def report(
         )
     print(f"median stage seconds per run {statistics.median(v for v in stage.values() if v):.2f}")
     print(
-        f"service: {served.get('models')} rss {served.get('rss_mb')} MB; "
+        f"service: {served.get('models')} rss {served.get('rss_mb')} MB "
+        f"(peak {served.get('peak_rss_mb')} MB); "
         f"runs that loaded a model themselves: {loaded_here}"
     )
+    for key, why, seconds in served.get("load_log", []):  # each load of the service and why
+        print(f"  service load: {key} ({seconds:.1f} s): {why}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from dataclasses import fields, replace
 import numpy as np
 import pytest
 
-from core.models import evict, load_count, model_key
+from core.models import LOADS, evict, load_count, model_key
 from stages.enhance.engines import ENGINES as ENHANCE_ENGINES
 from stages.enhance.engines import enhance_model_key
 from stages.enhance.settings import EnhanceSettings
@@ -165,3 +165,28 @@ def test_an_image_detected_once_is_not_detected_again_and_reads_the_same():
     other[0, 0] = 31  # one pixel differs: another image, detected anew
     engine.detect(other)
     assert len(calls) == 2
+
+
+def test_each_load_says_its_key_in_full_and_why(monkeypatch):
+    """The model service's log and status name each load and its cause: a first load, or a reload and what
+    dropped the model (over the resident cap, or unloaded when idle). Keys that differ only in a setting
+    read apart (they all printed 'ocr:rapidocr:pp-ocrv4-det@cpu' before)."""
+    monkeypatch.setenv("YIVIDEO_MAX_RESIDENT_MODELS", "1")
+    evict()
+    chinese, korean = ocr_model_key(OcrSettings(lang="ch")), ocr_model_key(OcrSettings(lang="ko"))
+    assert "lang=ppocr:pp-ocrv6-small" in str(chinese) and "lang=tesseract:kor" in str(korean)
+    assert "det_max_side=1440" in str(chinese) and "det_model_dir" not in str(chinese)  # unset: not shown
+    before = len(LOADS)
+    load_ocr_engine(OcrSettings(lang="ch"))
+    load_ocr_engine(OcrSettings(lang="ko"))  # over the cap of 1: the Chinese engine goes
+    load_ocr_engine(OcrSettings(lang="ch"))
+    evict(chinese, "unloaded after 300 s idle")
+    load_ocr_engine(OcrSettings(lang="ch"))
+    whys = [(key, why) for key, why, _ in list(LOADS)[before:]]
+    assert whys[1:] == [
+        (str(korean), "first load"),
+        (str(chinese), f"reload: evicted for {korean} (over 1 resident)"),
+        (str(chinese), "reload: unloaded after 300 s idle"),
+    ]
+    assert whys[0][0] == str(chinese)
+    evict()
