@@ -141,7 +141,8 @@ def sharing(callers: int, rounds: int, count: int = 24) -> None:
     for i in range(count):
         stem = REALVIDEO_STEMS[i % len(REALVIDEO_STEMS)]
         frames.append(work / f"frame-{i:02d}.png")
-        cmd = ["ffmpeg", "-loglevel", "error", "-ss", f"{1 + 0.7 * (i // len(REALVIDEO_STEMS)):.1f}", "-i", str(realvideo_path(stem))]
+        at = f"{1 + 0.7 * (i // len(REALVIDEO_STEMS)):.1f}"
+        cmd = ["ffmpeg", "-loglevel", "error", "-ss", at, "-i", str(realvideo_path(stem))]
         subprocess.run([*cmd, "-frames:v", "1", str(frames[-1])], check=True)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     print(f"{count} real frames, {callers} callers at once; load {os.getloadavg()[0]:.1f}")

@@ -261,7 +261,9 @@ class Resident:
     faster-whisper 2-3x slower). Runs calling it at once queue: on 2 cores, 24 real frames read by 2 callers
     at once took 8.3-11.9 s on one thread (780 MB peak), 10.3-12.5 s with 2 threads sharing the model and
     12.7-14.6 s with a copy each (1.2 GB both; bench/model_service.py --callers 2, load 5-6); a copy was
-    also a second load, and copies filled the resident slots (a burst evicted and reloaded them)."""
+    also a second load, and copies filled the resident slots (a burst evicted and reloaded them). Sharing
+    would also need rapidocr's detector made safe: it keeps each call's preprocessing (sized by the image) on
+    itself, so two calls at once on images of other sizes could swap theirs."""
 
     def __init__(self, key: ModelKey) -> None:
         self.key, self.calls, self.used = key, 0, time.monotonic()
