@@ -10,8 +10,8 @@ model), holds at most YIVIDEO_MAX_RESIDENT_MODELS of them, unloads one unused fo
 (default 300) and exits after YIVIDEO_MODEL_SERVICE_IDLE_S (default 600) without a request.
 
 GPU slots stay with the run: a stage takes its slot (gpu_slot) in the flow-run process and calls the
-service inside it with the slot's device in its settings; the service only executes, one call at a time per
-model (runs calling one model at once queue for it: one load per model and host), and holds no slot.
+service inside it with the slot's device in its settings; the service only executes (runs calling one model
+at once share it: one load per model and host), and holds no slot.
 
 YIVIDEO_MODEL_SERVICE: `auto` (default) uses the service in processes a worker started for one flow run
 (PREFECT__FLOW_RUN_ID set), `on` everywhere, `off` never. Where it cannot start, or dies under a call, the run
@@ -59,6 +59,7 @@ S = TypeVar("S")
 MODE_ENV = "YIVIDEO_MODEL_SERVICE"  # auto | on | off
 IDLE_ENV, IDLE_SECONDS = "YIVIDEO_MODEL_SERVICE_IDLE_S", 600.0  # the service exits after this long unused
 MODEL_IDLE_ENV, MODEL_IDLE_SECONDS = "YIVIDEO_MODEL_IDLE_S", 300.0  # a model unused this long is unloaded
+CALLS_ENV = "YIVIDEO_MODEL_CALLS"  # calls at once on one CPU model that allows it (default: the cores, <= 4)
 STARTUP_SECONDS = 60.0
 START_LOCK, LOG_FILE = "yivideo-models.start", "yivideo-models.log"
 CODE_ROOT = Path(__file__).resolve().parents[1]
@@ -256,18 +257,18 @@ def ensure_started(home: Path) -> str:
 
 # ---------------------------------------------------------------- the service process
 class Resident:
-    """One model of the service, loaded once, and the one thread that loads and calls it, one call at a time
-    (OpenMP pools, CUDA contexts and per-call state are per thread: calls from a new thread each time made
-    faster-whisper 2-3x slower). Runs calling it at once queue: on 2 cores, 24 real frames read by 2 callers
-    at once took 8.3-11.9 s on one thread (780 MB peak), 10.3-12.5 s with 2 threads sharing the model and
-    12.7-14.6 s with a copy each (1.2 GB both; bench/model_service.py --callers 2, load 5-6); a copy was
-    also a second load, and copies filled the resident slots (a burst evicted and reloaded them). Sharing
-    would also need rapidocr's detector made safe: it keeps each call's preprocessing (sized by the image) on
-    itself, so two calls at once on images of other sizes could swap theirs."""
+    """One model of the service, loaded once, and the threads that load and call it (OpenMP pools, CUDA
+    contexts and per-call state are per thread: calls from a new thread each time made faster-whisper 2-3x
+    slower). Runs calling it at once share it: a CPU model whose engine allows calls at once (`shared_calls`)
+    takes up to YIVIDEO_MODEL_CALLS of them, each on a thread of its own; any other one call at a time.
+    A copy per caller was a second load and filled the resident slots (a burst evicted and reloaded it); 24
+    real frames read by 2 callers at once on 2 cores took 10.3-12.5 s sharing one model, 12.7-14.6 s with
+    a copy each and 8.3-11.9 s one at a time (bench/model_service.py --callers 2, load 5-6), but a burst of
+    30 deployed runs made 4.2-4.3 runs/min one call at a time against 4.7-4.8 with two copies (load 11-18)."""
 
-    def __init__(self, key: ModelKey) -> None:
+    def __init__(self, key: ModelKey, threads: int) -> None:
         self.key, self.calls, self.used = key, 0, time.monotonic()
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"{key.capability}-{key.engine}")
+        self.thread = ThreadPoolExecutor(threads, thread_name_prefix=f"{key.capability}-{key.engine}")
 
     def call(self, build: Callable[[Any], Any], settings: Any, method: str, args: tuple, kwargs: dict) -> Any:
         model = resident_model(self.key, lambda: build(settings))
@@ -278,11 +279,12 @@ class Resident:
 
 
 class Service:
-    """Answers one request a connection, each in its own thread; each model is called on its own thread
-    (`Resident`), whatever the number of runs calling it."""
+    """Answers one request a connection, each in its own thread; each model is loaded once and called on its
+    own threads (`Resident`), whatever the number of runs calling it."""
 
     def __init__(self, addr: str) -> None:
         self.addr = addr
+        self.shared_calls = max(1, int(os.environ.get(CALLS_ENV, "") or min(4, os.cpu_count() or 1)))
         self.idle = idle_seconds(IDLE_ENV, IDLE_SECONDS)
         self.model_idle = idle_seconds(MODEL_IDLE_ENV, MODEL_IDLE_SECONDS)
         self.lock = threading.Lock()
@@ -290,11 +292,12 @@ class Service:
         self.active, self.requests, self.last = 0, 0, time.monotonic()
         self.started, self.stopping = time.time(), False
 
-    def take(self, key: ModelKey) -> Resident:
+    def take(self, key: ModelKey, build: Callable[[Any], Any]) -> Resident:
         with self.lock:
             resident = self.residents.get(key)
             if resident is None:
-                resident = self.residents[key] = Resident(key)
+                shared = key.device == "cpu" and getattr(build, "shared_calls", False)
+                resident = self.residents[key] = Resident(key, self.shared_calls if shared else 1)
             resident.calls += 1
             return resident
 
@@ -309,7 +312,7 @@ class Service:
             self.stopping = True
             return True, None
         _, key, build, settings, method, args, kwargs = message
-        resident = self.take(key)
+        resident = self.take(key, build)
         try:
             return True, resident.thread.submit(resident.call, build, settings, method, args, kwargs).result()
         finally:

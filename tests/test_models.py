@@ -141,6 +141,9 @@ def test_the_detector_input_is_rapidocrs_own_tensor_made_faster():
     library = TextDetector.__new__(TextDetector)
     library.__dict__.update({k: v for k, v in detector.__dict__.items() if k != "get_preprocess"})
     assert np.array_equal(detector(image)[0], library(image)[0]) and len(detector(image)[0]) > 0
+    from stages.subtitles.ppocr import detect  # the library's call, its preprocessing not kept on itself
+
+    assert np.array_equal(detect(detector, image), library(image)[0])
 
 
 def test_an_image_detected_once_is_not_detected_again_and_reads_the_same():
@@ -153,8 +156,8 @@ def test_an_image_detected_once_is_not_detected_again_and_reads_the_same():
 
     engine, fresh = RapidOcrEngine(OcrSettings(lang="en")), RapidOcrEngine(OcrSettings(lang="en"))
     calls = []
-    detector = engine._ocr.text_det
-    engine._ocr.text_det = lambda image: calls.append(image.shape) or detector(image)
+    infer = engine._ocr.text_det.infer  # the detector's network: counted where it runs
+    engine._ocr.text_det.infer = lambda tensor: calls.append(tensor.shape) or infer(tensor)
     image = np.full((120, 640, 3), 30, np.uint8)
     cv2.putText(image, "Gate 5 closes at noon", (20, 75), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (255, 255, 255), 3)
     boxes = engine.detect(image)
