@@ -1,13 +1,16 @@
 """Model loads per flow-run process and time to its first OCR result, with the host's model service or not.
 
-    .venv/bin/python bench/model_service.py [--runs 3] [--asr] [--flow STEM]
+    .venv/bin/python bench/model_service.py [--runs 3] [--asr] [--flow STEM] [--callers N]
 
 Each run is a fresh process, as a process worker starts one per flow run (PREFECT__FLOW_RUN_ID set: the
 service's `auto` mode), that reads a subtitle frame of a real video with PP-OCR (`--asr`: and transcribes the
 first 30 s of a real meeting with the packaged Whisper): the models loaded in it, the seconds from its start
 to the first OCR result, its RSS. Then the service's own RSS with the models resident. `--flow STEM` runs the
 subtitles flow on that real video `--runs` times a mode, each in its own process, stage cache off: OCR loads
-in each run's process, wall, and whether the SRTs are identical across modes.
+in each run's process, wall, and whether the SRTs are identical across modes. `--callers N` measures what
+the service does when N runs call one OCR model at once: N threads share one engine (onnxruntime sessions
+run concurrent calls), one copy per caller, or one thread for all; wall, calls per second, peak RSS, and
+whether every mode read the same text.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.model_service import address, status, stop  # noqa: E402
-from samples.realvideo import realvideo_dir, realvideo_path  # noqa: E402
+from samples.realvideo import REALVIDEO_STEMS, realvideo_dir, realvideo_path  # noqa: E402
 
 VIDEO = "douyin_7625472985927237489_zh"  # a short drama; its frame at 5 s has one subtitle line
 MEETING = realvideo_dir().parent / "realspeech" / "meetings" / "ami_EN2001a_0-30s.wav"
@@ -46,6 +49,23 @@ if len(sys.argv) > 2:
     out.update(asr_at=time.time(), asr=" ".join(s.text for s in window.segments)[:60])
 rss = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({**out, "loads": load_count(), "peak_rss_mb": int(rss) // 1024}))
+"""
+SHARING = """
+import hashlib, json, sys, time, cv2
+from concurrent.futures import ThreadPoolExecutor
+from stages.subtitles.ocr import OcrSettings, RapidOcrEngine
+mode, callers, images = sys.argv[1], int(sys.argv[2]), [cv2.imread(p) for p in sys.argv[3:]]
+engines = [RapidOcrEngine(OcrSettings()) for _ in range(callers if mode == "copies" else 1)]
+pools = [ThreadPoolExecutor(1) for _ in range(1 if mode == "serial" else callers)]
+def read(i):
+    return "|".join(line.text for line in engines[i % len(engines)].read(images[i]))
+start = time.perf_counter()
+futures = [pools[i % len(pools)].submit(read, i) for i in range(len(images))]
+texts = [f.result() for f in futures]
+wall = time.perf_counter() - start
+rss = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+digest = hashlib.sha256("\\n".join(texts).encode()).hexdigest()[:12]
+print(json.dumps({"wall": wall, "peak_rss_mb": int(rss) // 1024, "texts": digest}))
 """
 FLOW = """
 import hashlib, json, sys, time
@@ -74,7 +94,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--asr", action="store_true")
     parser.add_argument("--flow", metavar="STEM")
+    parser.add_argument("--callers", type=int, help="only the calls-at-once comparison, with N callers")
     args = parser.parse_args()
+    if args.callers:
+        sharing(args.callers, args.runs)
+        return
     work = Path(tempfile.mkdtemp(prefix="model-service-"))
     home = work / "home"
     home.mkdir()
@@ -107,6 +131,34 @@ def main() -> None:
     if args.flow:
         flow(args.flow, args.runs, work, home)
     stop(home)
+
+
+def sharing(callers: int, rounds: int, count: int = 24) -> None:
+    """`count` real frames (each read once: no detection is remembered) read by `callers` at once, each mode
+    in a fresh process `rounds` times, interleaved (the others' load falls on every mode alike)."""
+    work = Path(tempfile.mkdtemp(prefix="model-sharing-"))
+    frames = []
+    for i in range(count):
+        stem = REALVIDEO_STEMS[i % len(REALVIDEO_STEMS)]
+        frames.append(work / f"frame-{i:02d}.png")
+        at = f"{1 + 0.7 * (i // len(REALVIDEO_STEMS)):.1f}"
+        cmd = ["ffmpeg", "-loglevel", "error", "-ss", at, "-i", str(realvideo_path(stem))]
+        subprocess.run([*cmd, "-frames:v", "1", str(frames[-1])], check=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    print(f"{count} real frames, {callers} callers at once; load {os.getloadavg()[0]:.1f}")
+    print("| mode | round | wall (s) | calls/s | peak RSS (MB) | load | texts |")
+    print("|---|---|---|---|---|---|---|")
+    for round_ in range(1, rounds + 1):
+        for mode in ("shared", "copies", "serial"):
+            cmd = [sys.executable, "-c", SHARING, mode, str(callers), *map(str, frames)]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(done.stderr[-3000:])
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            print(
+                f"| {mode} | {round_} | {out['wall']:.2f} | {count / out['wall']:.2f} | {out['peak_rss_mb']} "
+                f"| {os.getloadavg()[0]:.1f} | {out['texts']} |"
+            )
 
 
 def flow(stem: str, runs: int, work: Path, home: Path) -> None:

@@ -22,7 +22,8 @@ at once; the bench waits for every one to end and prints:
   in-run overhead  per run, Running -> end minus its stage seconds (flow set-up, API calls, result writes)
   busy        sum of the runs' Pending -> end over wall: how many runs were in flight on average
   model loads the host's model service's loads, plus the runs that loaded a model themselves (a warning
-              line in their log), per run
+              line in their log), per run; then each load of the service with its full key and why (first
+              load, or a reload and what dropped the model), and the service's RSS and peak RSS
 The machine's load (1-min average) is printed before and after: on a shared 2-core host every figure moves
 with it.
 """
@@ -277,9 +278,12 @@ def report(
         )
     print(f"median stage seconds per run {statistics.median(v for v in stage.values() if v):.2f}")
     print(
-        f"service: {served.get('models')} rss {served.get('rss_mb')} MB; "
+        f"service: {served.get('models')} rss {served.get('rss_mb')} MB "
+        f"(peak {served.get('peak_rss_mb')} MB); "
         f"runs that loaded a model themselves: {loaded_here}"
     )
+    for key, why, seconds in served.get("load_log", []):  # each load of the service and why
+        print(f"  service load: {key} ({seconds:.1f} s): {why}")
 
 
 if __name__ == "__main__":

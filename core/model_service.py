@@ -10,8 +10,8 @@ model), holds at most YIVIDEO_MAX_RESIDENT_MODELS of them, unloads one unused fo
 (default 300) and exits after YIVIDEO_MODEL_SERVICE_IDLE_S (default 600) without a request.
 
 GPU slots stay with the run: a stage takes its slot (gpu_slot) in the flow-run process and calls the
-service inside it with the slot's device in its settings; the service only executes, one call at a time per
-model, and holds no slot of its own.
+service inside it with the slot's device in its settings; the service only executes (runs calling one model
+at once share it: one load per model and host), and holds no slot.
 
 YIVIDEO_MODEL_SERVICE: `auto` (default) uses the service in processes a worker started for one flow run
 (PREFECT__FLOW_RUN_ID set), `on` everywhere, `off` never. Where it cannot start, or dies under a call, the run
@@ -38,13 +38,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from core.errors import YiVideoError
 from core.local_server import idle_seconds, log_tail, prefect_home, service_command
 from core.models import (
+    LOADS,
     ModelKey,
     evict,
     load_count,
@@ -59,7 +59,7 @@ S = TypeVar("S")
 MODE_ENV = "YIVIDEO_MODEL_SERVICE"  # auto | on | off
 IDLE_ENV, IDLE_SECONDS = "YIVIDEO_MODEL_SERVICE_IDLE_S", 600.0  # the service exits after this long unused
 MODEL_IDLE_ENV, MODEL_IDLE_SECONDS = "YIVIDEO_MODEL_IDLE_S", 300.0  # a model unused this long is unloaded
-COPIES_ENV = "YIVIDEO_MODEL_COPIES"  # copies of one CPU model for runs calling it at once
+CALLS_ENV = "YIVIDEO_MODEL_CALLS"  # calls at once on one CPU model that allows it (default: the cores, <= 4)
 STARTUP_SECONDS = 60.0
 START_LOCK, LOG_FILE = "yivideo-models.start", "yivideo-models.log"
 CODE_ROOT = Path(__file__).resolve().parents[1]
@@ -256,13 +256,19 @@ def ensure_started(home: Path) -> str:
 
 
 # ---------------------------------------------------------------- the service process
-class Copy:
-    """One copy of a model with the one thread that loads and calls it (OpenMP pools, CUDA contexts and
-    per-call state are per thread: calls from a new thread each time made faster-whisper 2-3x slower)."""
+class Resident:
+    """One model of the service, loaded once, and the threads that load and call it (OpenMP pools, CUDA
+    contexts and per-call state are per thread: calls from a new thread each time made faster-whisper 2-3x
+    slower). Runs calling it at once share it: a CPU model whose engine allows calls at once (`shared_calls`)
+    takes up to YIVIDEO_MODEL_CALLS of them, each on a thread of its own; any other one call at a time.
+    A copy per caller was a second load and filled the resident slots (a burst evicted and reloaded it); 24
+    real frames read by 2 callers at once on 2 cores took 10.3-12.5 s sharing one model, 12.7-14.6 s with
+    a copy each and 8.3-11.9 s one at a time (bench/model_service.py --callers 2, load 5-6), but a burst of
+    30 deployed runs made 4.2-4.3 runs/min one call at a time against 4.7-4.8 with two copies (load 11-18)."""
 
-    def __init__(self, key: ModelKey) -> None:
-        self.key, self.busy, self.used = key, False, time.monotonic()
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"{key.capability}-{key.engine}")
+    def __init__(self, key: ModelKey, threads: int) -> None:
+        self.key, self.calls, self.used = key, 0, time.monotonic()
+        self.thread = ThreadPoolExecutor(threads, thread_name_prefix=f"{key.capability}-{key.engine}")
 
     def call(self, build: Callable[[Any], Any], settings: Any, method: str, args: tuple, kwargs: dict) -> Any:
         model = resident_model(self.key, lambda: build(settings))
@@ -273,39 +279,31 @@ class Copy:
 
 
 class Service:
-    """Answers one request a connection, each in its own thread; each copy of a model serves one call at a
-    time, on its own thread. A CPU model gets up to YIVIDEO_MODEL_COPIES copies (default: the cores, at most
-    4) for runs that call it at once; a GPU model one (the runs' GPU slots decide what runs there)."""
+    """Answers one request a connection, each in its own thread; each model is loaded once and called on its
+    own threads (`Resident`), whatever the number of runs calling it."""
 
     def __init__(self, addr: str) -> None:
         self.addr = addr
+        self.shared_calls = max(1, int(os.environ.get(CALLS_ENV, "") or min(4, os.cpu_count() or 1)))
         self.idle = idle_seconds(IDLE_ENV, IDLE_SECONDS)
         self.model_idle = idle_seconds(MODEL_IDLE_ENV, MODEL_IDLE_SECONDS)
-        self.cpu_copies = max(1, int(os.environ.get(COPIES_ENV, "") or min(4, os.cpu_count() or 1)))
-        self.free = threading.Condition()
-        self.copies: dict[ModelKey, Copy] = {}
+        self.lock = threading.Lock()
+        self.residents: dict[ModelKey, Resident] = {}
         self.active, self.requests, self.last = 0, 0, time.monotonic()
         self.started, self.stopping = time.time(), False
 
-    def take(self, key: ModelKey) -> Copy:
-        """An idle copy of the model (a new one while fewer than allowed are loaded), waiting for one."""
-        count = self.cpu_copies if key.device == "cpu" else 1
-        names = [key] + [replace(key, options=(*key.options, ("copy", i))) for i in range(1, count)]
-        with self.free:
-            while True:
-                for name in names:
-                    copy = self.copies.get(name)
-                    if copy is None:
-                        copy = self.copies[name] = Copy(name)
-                    if not copy.busy:
-                        copy.busy = True
-                        return copy
-                self.free.wait()
+    def take(self, key: ModelKey, build: Callable[[Any], Any]) -> Resident:
+        with self.lock:
+            resident = self.residents.get(key)
+            if resident is None:
+                shared = key.device == "cpu" and getattr(build, "shared_calls", False)
+                resident = self.residents[key] = Resident(key, self.shared_calls if shared else 1)
+            resident.calls += 1
+            return resident
 
-    def give_back(self, copy: Copy) -> None:
-        with self.free:
-            copy.busy, copy.used = False, time.monotonic()
-            self.free.notify_all()
+    def give_back(self, resident: Resident) -> None:
+        with self.lock:
+            resident.calls, resident.used = resident.calls - 1, time.monotonic()
 
     def answer(self, message: tuple) -> tuple[bool, Any]:
         if message[0] == "status":
@@ -314,11 +312,11 @@ class Service:
             self.stopping = True
             return True, None
         _, key, build, settings, method, args, kwargs = message
-        copy = self.take(key)
+        resident = self.take(key, build)
         try:
-            return True, copy.thread.submit(copy.call, build, settings, method, args, kwargs).result()
+            return True, resident.thread.submit(resident.call, build, settings, method, args, kwargs).result()
         finally:
-            self.give_back(copy)
+            self.give_back(resident)
 
     def handle(self, conn: socket.socket) -> None:
         try:
@@ -335,7 +333,7 @@ class Service:
                     except (pickle.PicklingError, TypeError, AttributeError) as exc:
                         send(conn, (False, RemoteError(f"{type(reply[1]).__name__}: {reply[1]} ({exc})")))
         finally:
-            with self.free:
+            with self.lock:
                 self.active -= 1
                 self.requests += 1
                 self.last = time.monotonic()
@@ -344,25 +342,27 @@ class Service:
         return {
             "pid": os.getpid(),
             "rss_mb": _rss_mb(),
-            "models": [f"{k.capability}:{k.engine}:{k.model}@{k.device}" for k in resident_keys()],
+            "peak_rss_mb": _rss_mb("VmHWM"),
+            "models": [str(k) for k in resident_keys()],
             "loads": load_count(),
+            "load_log": list(LOADS),  # each load: key, why (first load, copy, reload and its cause), seconds
             "requests": self.requests,
             "uptime_s": round(time.time() - self.started, 1),
         }
 
     def unload_idle(self) -> None:
-        """Unload each copy unused for YIVIDEO_MODEL_IDLE_S (its thread goes with it)."""
-        with self.free:
+        """Unload each model unused for YIVIDEO_MODEL_IDLE_S (its thread goes with it)."""
+        with self.lock:
             now = time.monotonic()
-            idle = [c for c in self.copies.values() if not c.busy and now - c.used >= self.model_idle]
-            for copy in idle:
-                del self.copies[copy.key]
-        for copy in idle:
-            evict(copy.key)
-            copy.thread.shutdown(wait=False)
+            idle = [r for r in self.residents.values() if not r.calls and now - r.used >= self.model_idle]
+            for resident in idle:
+                del self.residents[resident.key]
+        for resident in idle:
+            evict(resident.key, f"unloaded after {self.model_idle:g} s idle")
+            resident.thread.shutdown(wait=False)
 
     def idle_now(self) -> bool:
-        with self.free:
+        with self.lock:
             return self.stopping or (self.active == 0 and time.monotonic() - self.last >= self.idle)
 
     def serve(self) -> None:
@@ -382,15 +382,16 @@ class Service:
                         return
                     continue
                 conn.settimeout(None)
-                with self.free:
+                with self.lock:
                     self.active += 1
                 threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now (VmHWM: its peak) in MB."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     return 0.0
 
@@ -403,6 +404,7 @@ def stop(home: Path) -> bool:
 
 def serve() -> None:
     os.environ[MODE_ENV] = "off"  # what it loads, it loads in itself
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # its log file
     Service(address(prefect_home())).serve()
 
 

@@ -9,11 +9,13 @@ than YIVIDEO_MAX_RESIDENT_MODELS are held; eviction closes the model and frees G
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import sys
 import threading
+import time
 import weakref
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -31,6 +33,12 @@ class ModelKey:
     model: str  # model name or local path
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
     options: tuple[tuple[str, Any], ...] = ()  # anything else that changes the loaded object
+
+    def __str__(self) -> str:
+        """The key as logs and the model service's status show it: every option set, so two keys that load
+        different objects never read alike (the recogniser, thresholds, sizes, threads)."""
+        shown = ",".join(f"{name}={value}" for name, value in self.options if value is not None)
+        return f"{self.capability}:{self.engine}:{self.model}@{self.device}" + (f"[{shown}]" if shown else "")
 
 
 def _hashable(value: Any) -> Any:
@@ -75,6 +83,9 @@ _models: OrderedDict[ModelKey, Any] = OrderedDict()
 _key_locks: dict[ModelKey, threading.Lock] = {}
 _registry_lock = threading.Lock()
 LOAD_COUNTS: Counter[ModelKey] = Counter()
+LOADS: deque[tuple[str, str, float]] = deque(maxlen=100)  # the last loads: key, why, seconds
+_dropped: dict[ModelKey, str] = {}  # why a model loaded before is gone (the reason its next load gives)
+_log = logging.getLogger("yivideo.models")
 
 
 def max_resident() -> int:
@@ -92,21 +103,29 @@ def resident_model(key: ModelKey, loader: Callable[[], T]) -> T:
         with _registry_lock:
             if key in _models:
                 return _models[key]
+        started = time.monotonic()
         model = loader()
+        seconds = time.monotonic() - started
         with _registry_lock:
             _models[key] = model
+            why = _dropped.pop(key, "first load" if not LOAD_COUNTS[key] else "loaded again")
             LOAD_COUNTS[key] += 1
+            LOADS.append((str(key), why, round(seconds, 2)))
             while len(_models) > max_resident():
                 old_key, old = _models.popitem(last=False)
+                _dropped[old_key] = f"reload: evicted for {key} (over {max_resident()} resident)"
                 _release(old)
+        _log.info("loaded %s in %.2f s: %s", key, seconds, why)
         return model
 
 
-def evict(key: ModelKey | None = None) -> int:
-    """Drop one model (or all with None) and free its memory; returns how many were dropped."""
+def evict(key: ModelKey | None = None, why: str = "evicted") -> int:
+    """Drop one model (or all with None) and free its memory; returns how many were dropped. `why` is what
+    its next load says (the load log tells first loads from reloads and their cause)."""
     with _registry_lock:
         keys = [key] if key is not None else list(_models)
         dropped = [_models.pop(k) for k in keys if k in _models]
+        _dropped.update((k, f"reload: {why}") for k in keys if k in LOAD_COUNTS)
     for model in dropped:
         _release(model)
     return len(dropped)

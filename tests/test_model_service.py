@@ -21,6 +21,7 @@ import pytest
 
 from core.model_service import address, status, stop
 from samples.realvideo import REALVIDEO_MISSING, realvideo_available, realvideo_path
+from stages.subtitles.ocr import OcrSettings, ocr_model_key
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +36,17 @@ image = cv2.imread(sys.argv[1])
 print("calling", flush=True)
 lines = engine.read(image)
 print(type(engine).__name__, load_count(), "|".join(line.text for line in lines))
+"""
+# one run of a burst: the same model called three times; the span of its calls, then what it read
+BURST = """
+import sys, time, cv2
+from core.models import load_count
+from stages.subtitles.ocr import OcrSettings, load_ocr_engine
+engine, image = load_ocr_engine(OcrSettings()), cv2.imread(sys.argv[1])
+start = time.time()
+texts = {"|".join(line.text for line in engine.read(image)) for _ in range(3)}
+print(start, time.time())
+print(type(engine).__name__, load_count(), len(texts), texts.pop())
 """
 # the same, with the service SIGKILLed while it loads the model for this run's first call
 KILLED = """
@@ -118,7 +130,36 @@ def test_two_runs_share_one_load(home, frame, expected) -> None:
     assert first[:3] == second[:3] == ("ServedModel", 0, expected), "no load in either run, same text"
     found = status(address(home))
     assert found is not None and found["loads"] == 1, found
-    assert found["models"] == ["ocr:rapidocr:pp-ocrv4-det@cpu"]
+    key = str(ocr_model_key(OcrSettings()))  # the key in full: detector, recogniser and every setting
+    assert found["models"] == [key] and "lang=ppocr:pp-ocrv6-small" in key and "det_max_side=1440" in key
+    assert [(k, why) for k, why, _ in found["load_log"]] == [(key, "first load")]
+
+
+def test_runs_calling_at_once_make_the_service_load_nothing_more(home, frame, expected) -> None:
+    """The burst case: with the model resident, runs that call it at once queue for it. The service loaded
+    a copy of it for them before (a second load per model; copies then filled the resident slots and a
+    burst of deployed runs evicted and reloaded them)."""
+    assert run(RUN, home, frame)[:3] == ("ServedModel", 0, expected)
+    tiled = frame.parent / "tiled-burst.png"  # about a second a call: the runs' calls overlap
+    big = "import cv2, numpy, sys; cv2.imwrite(sys.argv[1], numpy.tile(cv2.imread(sys.argv[2]), (3, 3, 1)))"
+    subprocess.run([sys.executable, "-c", big, str(tiled), str(frame)], check=True)
+    environ = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
+    environ.pop("YIVIDEO_MODEL_SERVICE", None)
+    burst = [
+        subprocess.Popen(
+            [sys.executable, "-c", BURST, str(tiled)],
+            env={**environ, "PREFECT__FLOW_RUN_ID": str(uuid.uuid4())}, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for _ in range(3)
+    ]
+    outs = [proc.communicate(timeout=300)[0].strip().splitlines() for proc in burst]
+    assert [proc.returncode for proc in burst] == [0, 0, 0], outs
+    spans = [tuple(map(float, out[-2].split())) for out in outs]  # each run's first to last call
+    assert max(start for start, _ in spans) < min(end for _, end in spans), f"not called at once: {spans}"
+    results = {out[-1] for out in outs}  # no load in any run, the same text each call and each run
+    assert len(results) == 1 and results.pop().startswith("ServedModel 0 1 ") and expected in outs[0][-1]
+    found = status(address(home))
+    assert found["loads"] == 1, found
 
 
 def test_a_run_loads_itself_when_the_service_cannot_start(home, frame, expected) -> None:
@@ -138,7 +179,7 @@ def test_a_service_killed_under_a_call_loses_no_run(home, frame, expected) -> No
 
 
 def test_the_service_outlives_a_run_killed_under_a_call(home, frame, expected) -> None:
-    run(RUN, home, frame, YIVIDEO_MODEL_COPIES="1")  # the service is up with one copy of the model
+    run(RUN, home, frame)  # the service is up with the model
     environ = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
     environ["YIVIDEO_MODEL_SERVICE"] = "on"
     big = "import cv2, numpy, sys; cv2.imwrite(sys.argv[1], numpy.tile(cv2.imread(sys.argv[2]), (4, 4, 1)))"

@@ -7,7 +7,7 @@ from dataclasses import fields, replace
 import numpy as np
 import pytest
 
-from core.models import evict, load_count, model_key
+from core.models import LOADS, evict, load_count, model_key
 from stages.enhance.engines import ENGINES as ENHANCE_ENGINES
 from stages.enhance.engines import enhance_model_key
 from stages.enhance.settings import EnhanceSettings
@@ -141,6 +141,9 @@ def test_the_detector_input_is_rapidocrs_own_tensor_made_faster():
     library = TextDetector.__new__(TextDetector)
     library.__dict__.update({k: v for k, v in detector.__dict__.items() if k != "get_preprocess"})
     assert np.array_equal(detector(image)[0], library(image)[0]) and len(detector(image)[0]) > 0
+    from stages.subtitles.ppocr import detect  # the library's call, its preprocessing not kept on itself
+
+    assert np.array_equal(detect(detector, image), library(image)[0])
 
 
 def test_an_image_detected_once_is_not_detected_again_and_reads_the_same():
@@ -153,8 +156,8 @@ def test_an_image_detected_once_is_not_detected_again_and_reads_the_same():
 
     engine, fresh = RapidOcrEngine(OcrSettings(lang="en")), RapidOcrEngine(OcrSettings(lang="en"))
     calls = []
-    detector = engine._ocr.text_det
-    engine._ocr.text_det = lambda image: calls.append(image.shape) or detector(image)
+    infer = engine._ocr.text_det.infer  # the detector's network: counted where it runs
+    engine._ocr.text_det.infer = lambda tensor: calls.append(tensor.shape) or infer(tensor)
     image = np.full((120, 640, 3), 30, np.uint8)
     cv2.putText(image, "Gate 5 closes at noon", (20, 75), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (255, 255, 255), 3)
     boxes = engine.detect(image)
@@ -165,3 +168,28 @@ def test_an_image_detected_once_is_not_detected_again_and_reads_the_same():
     other[0, 0] = 31  # one pixel differs: another image, detected anew
     engine.detect(other)
     assert len(calls) == 2
+
+
+def test_each_load_says_its_key_in_full_and_why(monkeypatch):
+    """The model service's log and status name each load and its cause: a first load, or a reload and what
+    dropped the model (over the resident cap, or unloaded when idle). Keys that differ only in a setting
+    read apart (they all printed 'ocr:rapidocr:pp-ocrv4-det@cpu' before)."""
+    monkeypatch.setenv("YIVIDEO_MAX_RESIDENT_MODELS", "1")
+    evict()
+    chinese, korean = ocr_model_key(OcrSettings(lang="ch")), ocr_model_key(OcrSettings(lang="ko"))
+    assert "lang=ppocr:pp-ocrv6-small" in str(chinese) and "lang=tesseract:kor" in str(korean)
+    assert "det_max_side=1440" in str(chinese) and "det_model_dir" not in str(chinese)  # unset: not shown
+    before = len(LOADS)
+    load_ocr_engine(OcrSettings(lang="ch"))
+    load_ocr_engine(OcrSettings(lang="ko"))  # over the cap of 1: the Chinese engine goes
+    load_ocr_engine(OcrSettings(lang="ch"))
+    evict(chinese, "unloaded after 300 s idle")
+    load_ocr_engine(OcrSettings(lang="ch"))
+    whys = [(key, why) for key, why, _ in list(LOADS)[before:]]
+    assert whys[1:] == [
+        (str(korean), "first load"),
+        (str(chinese), f"reload: evicted for {korean} (over 1 resident)"),
+        (str(chinese), "reload: unloaded after 300 s idle"),
+    ]
+    assert whys[0][0] == str(chinese)
+    evict()

@@ -28,7 +28,7 @@ from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.band import WHOLE_FRAME
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language, spacing_of
 from stages.subtitles.lead import read_lead
-from stages.subtitles.ppocr import detector_and_recogniser
+from stages.subtitles.ppocr import detect, detector_and_recogniser
 from stages.subtitles.rows import lines_to_rows
 
 DETECTIONS_KEPT = 64  # images whose text boxes an engine remembers (RapidOcrEngine._detect_quads): a
@@ -108,6 +108,7 @@ class RapidOcrEngine:
     """
 
     name = "rapidocr"
+    shared_calls = True  # calls at once are safe (onnxruntime sessions, `detect`, locks around the rest)
 
     def __init__(self, settings: OcrSettings) -> None:
         from core.packaged_models import ocr_model_file
@@ -158,7 +159,7 @@ class RapidOcrEngine:
         small = (
             image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), cv2.INTER_AREA)
         )
-        quads, _ = self._ocr.text_det(small)
+        quads = detect(self._ocr.text_det, small)
         if quads is None or len(quads) == 0:
             return np.zeros((0, 4, 2), np.float32)
         return (np.asarray(quads, np.float32) / scale).astype(np.float32)

@@ -30,6 +30,18 @@ def detector_and_recogniser(with_recogniser: bool, **options):
     return ocr
 
 
+def detect(detector, image: np.ndarray) -> np.ndarray | None:
+    """The detector's boxes for `image`, as `TextDetector.__call__` finds them, its preprocessing kept in a
+    local: the library keeps it on the detector (sized by the image), so two calls at once on one detector
+    (the model service's callers share it) could swap theirs."""
+    shape = image.shape[:2]
+    tensor = detector.get_preprocess(max(shape))(image)
+    if tensor is None:
+        return None
+    boxes, _ = detector.postprocess_op(detector.infer(tensor)[0], shape)
+    return detector.filter_tag_det_res(boxes, shape)
+
+
 def _float32_preprocessing(make: Callable) -> Callable:
     """The detector's `get_preprocess` whose normalisation maps each byte through a 256-entry table.
 
