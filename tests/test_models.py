@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from dataclasses import fields, replace
 
 import numpy as np
 import pytest
 
-from core.models import LOADS, evict, load_count, model_key
+from core import models
+from core.models import evict, load_count, model_key
 from stages.enhance.engines import ENGINES as ENHANCE_ENGINES
 from stages.enhance.engines import enhance_model_key
 from stages.enhance.settings import EnhanceSettings
@@ -176,16 +178,19 @@ def test_each_load_says_its_key_in_full_and_why(monkeypatch):
     read apart (they all printed 'ocr:rapidocr:pp-ocrv4-det@cpu' before)."""
     monkeypatch.setenv("YIVIDEO_MAX_RESIDENT_MODELS", "1")
     evict()
+    # this process's history starts here: an earlier test in the same xdist worker had loaded and evicted the
+    # Korean reader (its load said "reload"), and a full log (100 loads) leaves len() unchanged by a load
+    for name, fresh in (("LOADS", deque(maxlen=100)), ("LOAD_COUNTS", Counter()), ("_dropped", {})):
+        monkeypatch.setattr(models, name, fresh)
     chinese, korean = ocr_model_key(OcrSettings(lang="ch")), ocr_model_key(OcrSettings(lang="ko"))
     assert "lang=ppocr:pp-ocrv6-small" in str(chinese) and "lang=tesseract:kor" in str(korean)
     assert "det_max_side=1440" in str(chinese) and "det_model_dir" not in str(chinese)  # unset: not shown
-    before = len(LOADS)
     load_ocr_engine(OcrSettings(lang="ch"))
     load_ocr_engine(OcrSettings(lang="ko"))  # over the cap of 1: the Chinese engine goes
     load_ocr_engine(OcrSettings(lang="ch"))
     evict(chinese, "unloaded after 300 s idle")
     load_ocr_engine(OcrSettings(lang="ch"))
-    whys = [(key, why) for key, why, _ in list(LOADS)[before:]]
+    whys = [(key, why) for key, why, _ in models.LOADS]
     assert whys[1:] == [
         (str(korean), "first load"),
         (str(chinese), f"reload: evicted for {korean} (over 1 resident)"),
