@@ -105,16 +105,13 @@ class ScriptClassifier:
     def script(self, rows: list[np.ndarray]) -> tuple[str | None, float, int]:
         """The script of a few subtitle rows stacked into one page (one row alone is too little text), its
         confidence and the page's orientation in degrees (0: upright, as subtitle rows are)."""
-        from PIL import Image
 
         if not rows:
             return None, 0.0, 0
         pages = [binarise_line(r) for r in rows]
         width = max(p.shape[1] for p in pages)
         page = np.vstack([np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=255) for p in pages])
-        with self._lock:
-            self._api.SetImage(Image.fromarray(page))
-            found = self._api.DetectOrientationScript()
+        found = self._detect(page)
         if not found:
             return None, 0.0, 0
         return str(found["script_name"]), float(found["script_conf"]), int(found["orient_deg"])
@@ -123,15 +120,17 @@ class ScriptClassifier:
         """The script OSD names for each row alone. Too little text for the choice (script() stacks rows
         for that), but a majority of rows names a script the stacked page can miss: rows of one Hebrew line
         stacked were called Thai, each Hebrew row alone Hebrew 7 times in 11, Thai 3."""
+        return [
+            str(found["script_name"]) if (found := self._detect(binarise_line(row))) else None for row in rows
+        ]
+
+    def _detect(self, page: np.ndarray) -> dict | None:
+        """OSD's finding on one binarised page (None where it finds nothing); one call at a time."""
         from PIL import Image
 
-        names = []
-        for row in rows:
-            with self._lock:
-                self._api.SetImage(Image.fromarray(binarise_line(row)))
-                found = self._api.DetectOrientationScript()
-            names.append(str(found["script_name"]) if found else None)
-        return names
+        with self._lock:
+            self._api.SetImage(Image.fromarray(page))
+            return self._api.DetectOrientationScript()
 
     def close(self) -> None:
         self._api.End()
