@@ -219,7 +219,7 @@ def run_cuts(count: int, seconds: float) -> int:
 
 
 def cut_starts(count: int, seconds: float) -> list[tuple[str, float]]:
-    """The cuts' videos and starts, as bench/throughput.py trims them (round-robin, 1.7 s apart)."""
+    """The cuts' videos and starts (round-robin, 1.7 s apart), here and in bench/throughput.py."""
     from core.media import probe_media
 
     lengths = {stem: probe_media(realvideo_path(stem)).duration for stem in REALVIDEO_STEMS}

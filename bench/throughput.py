@@ -44,7 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.faults import TERMINAL, dict_count, start_worker, stop_all, wait_all  # noqa: E402
-from samples.realvideo import REALVIDEO_STEMS, cut_realvideo, realvideo_path  # noqa: E402
+from bench.realvideo import cut_starts  # noqa: E402
+from samples.realvideo import cut_realvideo  # noqa: E402
 from tests.pg_server import postgres_prefect_server  # noqa: E402
 
 DEPLOYMENT = "extract-subtitles/subtitles"
@@ -52,20 +53,14 @@ SERVICE_FALLBACK = ("model service lost", "model service unavailable")  # core.m
 
 
 def cut_clips(folder: Path, count: int, seconds: float) -> list[Path]:
-    """`count` clips of `seconds` s, round-robin over the real videos at offsets 1.7 s apart (wrapping)."""
+    """`count` clips of `seconds` s, round-robin over the real videos at offsets 1.7 s apart (wrapping):
+    the cuts bench/realvideo.py --cuts scores (`cut_starts`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    lengths = [float(_probe_duration(realvideo_path(stem))) for stem in REALVIDEO_STEMS]
-    clips = []
-    for i in range(count):
-        stem, length = REALVIDEO_STEMS[i % len(REALVIDEO_STEMS)], lengths[i % len(REALVIDEO_STEMS)]
-        offset = round((i // len(REALVIDEO_STEMS)) * 1.7 % max(0.1, length - seconds), 2)
-        clips.append(cut_realvideo(stem, offset, seconds, folder / f"clip-{i:03d}.mp4"))
-    return clips
-
-
-def _probe_duration(path: Path) -> str:
-    cmd = ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    starts = cut_starts(count, seconds)
+    return [
+        cut_realvideo(stem, start, seconds, folder / f"clip-{i:03d}.mp4")
+        for i, (stem, start) in enumerate(starts)
+    ]
 
 
 def deploy(env: dict[str, str], out: Path, inbox: Path) -> None:
