@@ -24,8 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 # For a raylet's environment in the tests: Ray starts idle workers of the default runtime environment when the
-# first driver connects, which no flow run here uses (each runs with env_vars of its own), ~2.5 CPU s each
-NO_IDLE_WORKERS = {"RAY_prestart_worker_first_driver": "0"}
+# first driver connects, which no flow run here uses (each runs with env_vars of its own), ~2.5 CPU s each;
+# and no metrics are collected or exported (no test reads them)
+NO_IDLE_WORKERS = {"RAY_prestart_worker_first_driver": "0", "RAY_enable_metrics_collection": "0"}
 
 
 def free_port() -> int:
@@ -109,7 +110,7 @@ def start_cluster(cpus: int, resources: dict[str, float], env: dict[str, str], g
     nodes = RayNodes(f"{get_node_ip_address()}:{free_port()}", temp_dir, {"RAY_AUTH_MODE": "disabled"})
     head = ["--head", "--port", nodes.address.rsplit(":", 1)[1], "--num-gpus", str(gpus)]
     head += ["--ray-client-server-port", str(free_port()), "--include-dashboard", "false"]
-    head += ["--temp-dir", str(temp_dir)]
+    head += ["--temp-dir", str(temp_dir), "--no-monitor"]  # no autoscaler: the tests' nodes are fixed
     nodes.procs.append(_start(nodes, head, cpus, resources, env, None))
     return nodes
 
@@ -120,6 +121,7 @@ def _start(
 ) -> subprocess.Popen:  # fmt: skip
     command = [RAY, "start", "--block", "--disable-usage-stats", "--num-cpus", str(cpus)]
     command += ["--resources", json.dumps(resources), "--dashboard-agent-listen-port", str(free_port())]
+    command += ["--include-log-monitor", "false"]  # worker logs stay in files: no driver here prints them
     command += args
     if hide is not None:  # a private mount namespace with an empty folder where the others see files
         script = f'mount -t tmpfs tmpfs {hide} && exec "$@"'
