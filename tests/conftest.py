@@ -195,8 +195,8 @@ def events_reach_the_current_api(request):
 # built once; the modules below share one worker. The longest modules go first, so none starts last and runs
 # alone; the rest follow in file order.
 SHARED_WORKER = {
-    "test_ray_runner.py": "ray",  # its ray.init() would join the cluster test_ray_cluster.py starts
-    "test_ray_cluster.py": "ray",
+    "test_ray_runner.py": "ray",  # one Ray at a time on two cores. Not for isolation: a plain ray.init() does
+    "test_ray_cluster.py": "ray",  # not join ray_nodes.py's cluster (its address is kept in its temp dir)
     "test_web_browser.py": "browser",  # one deployed stack (`deployed_api`) for both
     "test_run_form_browser.py": "browser",
 }
