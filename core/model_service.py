@@ -6,7 +6,9 @@ detached (its own session, as core.local_server starts the Prefect API) and late
 socket: `served_model()` hands a run a handle whose method calls (`engine.read(image)`) travel there as
 pickles over a Unix socket (numpy arrays included: ~1 ms for a stitched batch), so a run after the first
 loads nothing. The service keys its models as the process would (core.models: every setting that shapes the
-model), holds at most YIVIDEO_MAX_RESIDENT_MODELS of them, unloads one unused for YIVIDEO_MODEL_IDLE_S
+model), holds them within the memory budget YIVIDEO_RESIDENT_MODELS_MB (a model in a call is never pushed
+out by one loaded meanwhile: the language probe's small readers evict idle models, not Whisper under a call),
+unloads one unused for YIVIDEO_MODEL_IDLE_S
 (default 300) and exits after YIVIDEO_MODEL_SERVICE_IDLE_S (default 600) without a request.
 
 GPU slots stay with the run: a stage takes its slot (gpu_slot) in the flow-run process and calls the
@@ -47,6 +49,7 @@ from core.models import (
     LOADS,
     ModelKey,
     evict,
+    holding,
     load_count,
     release_freed_memory,
     resident_keys,
@@ -271,9 +274,9 @@ class Resident:
         self.thread = ThreadPoolExecutor(threads, thread_name_prefix=f"{key.capability}-{key.engine}")
 
     def call(self, build: Callable[[Any], Any], settings: Any, method: str, args: tuple, kwargs: dict) -> Any:
-        model = resident_model(self.key, lambda: build(settings))
         try:
-            return getattr(model, method)(*args, **kwargs)
+            with holding(self.key, lambda: build(settings)) as model:
+                return getattr(model, method)(*args, **kwargs)
         finally:
             release_freed_memory()  # a call's tensors (an OCR batch: ~0.5 GB) go back to the system
 
