@@ -48,11 +48,13 @@ from core.local_server import idle_seconds, log_tail, prefect_home, service_comm
 from core.models import (
     LOADS,
     ModelKey,
+    budget_mb,
     evict,
     holding,
     load_count,
     release_freed_memory,
     resident_keys,
+    resident_mb,
     resident_model,
 )
 
@@ -267,7 +269,10 @@ class Resident:
     A copy per caller was a second load and filled the resident slots (a burst evicted and reloaded it); 24
     real frames read by 2 callers at once on 2 cores took 10.3-12.5 s sharing one model, 12.7-14.6 s with
     a copy each and 8.3-11.9 s one at a time (bench/model_service.py --callers 2, load 5-6), but a burst of
-    30 deployed runs made 4.2-4.3 runs/min one call at a time against 4.7-4.8 with two copies (load 11-18)."""
+    30 deployed runs made 4.2-4.3 runs/min one call at a time against 4.7-4.8 with two copies (load 11-18).
+    Above the cores it gains nothing and costs memory (each OCR call holds its tensors): 4 callers sharing one
+    engine on 2 cores read the same text in 19.97 s against 19.16 s one at a time, peak RSS 1.49 GB against
+    0.77 GB (--callers 4, load 14)."""
 
     def __init__(self, key: ModelKey, threads: int) -> None:
         self.key, self.calls, self.used = key, 0, time.monotonic()
@@ -347,6 +352,8 @@ class Service:
             "rss_mb": _rss_mb(),
             "peak_rss_mb": _rss_mb("VmHWM"),
             "models": [str(k) for k in resident_keys()],
+            "models_mb": sum(map(resident_mb, resident_keys())),  # by measured size, against the budget
+            "budget_mb": budget_mb(),
             "loads": load_count(),
             "load_log": list(LOADS),  # each load: key, why (first load, copy, reload and its cause), seconds
             "requests": self.requests,

@@ -134,6 +134,7 @@ def test_two_runs_share_one_load(home, frame, expected) -> None:
     key = str(ocr_model_key(OcrSettings()))  # the key in full: detector, recogniser and every setting
     assert found["models"] == [key] and "lang=ppocr:pp-ocrv6-small" in key and "det_max_side=1440" in key
     assert [(k, why) for k, why, _ in found["load_log"]] == [(key, "first load")]
+    assert (found["models_mb"], found["budget_mb"]) == (32, 512), "PP-OCRv6 by its measured size"
 
 
 def test_runs_calling_at_once_make_the_service_load_nothing_more(home, frame, expected) -> None:
