@@ -67,6 +67,45 @@ rss = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()
 digest = hashlib.sha256("\\n".join(texts).encode()).hexdigest()[:12]
 print(json.dumps({"wall": wall, "peak_rss_mb": int(rss) // 1024, "texts": digest}))
 """
+SIZE = """
+import json, sys, cv2, numpy as np
+from core.models import release_freed_memory
+kind, what, frame, meeting = sys.argv[1:5]
+def rss():
+    release_freed_memory()
+    return int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
+if kind == "ocr":
+    from stages.subtitles.ocr import OcrSettings, RapidOcrEngine
+    image = cv2.imread(frame)
+    build, use = lambda: RapidOcrEngine(OcrSettings(lang=what)), lambda m: m.read(image)
+elif kind == "asr":
+    from stages.speech.audio import iter_audio_windows
+    from stages.speech.engines import ENGINES, AsrSettings
+    settings = AsrSettings(model=what, device="cpu")
+    _, samples = next(iter_audio_windows(meeting))
+    build = lambda: ENGINES[settings.engine](settings)
+    use = lambda m: m.transcribe(samples, None, settings)
+elif kind == "diarize":
+    from pathlib import Path
+    from stages.speech.engines import DIARIZERS, AsrSettings
+    settings = AsrSettings(device="cpu", diarize=True, diarize_engine=what)
+    build, use = lambda: DIARIZERS[what](settings), lambda m: m.embed(Path(meeting), settings)
+else:
+    from stages.enhance.engines.realesrgan import NcnnNetworks
+    from stages.enhance.settings import EnhanceSettings
+    settings = EnhanceSettings(engine="realesrgan-ncnn", model=what, scale=2.0)
+    tile = cv2.imread(frame)[:96, :96]
+    build = lambda: NcnnNetworks(settings)
+    use = lambda m: [m.run(i, tile) for i in range(len(m.passes))]
+figures, held, base = {}, [], rss()
+for n in (1, 2):  # the first load also imports the engine's libraries; the second is the model alone
+    before = rss()
+    held.append(build())
+    loaded = rss()
+    use(held[-1])
+    figures[f"load{n}"], figures[f"used{n}"] = round(loaded - before), round(rss() - before)
+print(json.dumps({**figures, "base": round(base)}))
+"""
 FLOW = """
 import hashlib, json, sys, time
 from core.local_server import use_local_api
@@ -95,7 +134,11 @@ def main() -> None:
     parser.add_argument("--asr", action="store_true")
     parser.add_argument("--flow", metavar="STEM")
     parser.add_argument("--callers", type=int, help="only the calls-at-once comparison, with N callers")
+    parser.add_argument("--sizes", action="store_true", help="only each model kind's resident MB")
     args = parser.parse_args()
+    if args.sizes:
+        sizes()
+        return
     if args.callers:
         sharing(args.callers, args.runs)
         return
@@ -159,6 +202,38 @@ def sharing(callers: int, rounds: int, count: int = 24) -> None:
                 f"| {mode} | {round_} | {out['wall']:.2f} | {count / out['wall']:.2f} | {out['peak_rss_mb']} "
                 f"| {os.getloadavg()[0]:.1f} | {out['texts']} |"
             )
+
+
+SIZED = [("ocr", "ch"), ("ocr", "ko"), ("ocr", "ru"), ("ocr", "ar"), ("asr", "base")] + [
+    ("enhance", m)
+    for m in ("waifu2x-photo", "realesr-animevideov3", "realesrgan-x4plus", "realesrgan-x4plus-anime")
+]
+
+
+def sizes() -> None:
+    """Each model kind's resident memory, as core.models.RESIDENT_MB writes it down: RSS growth (after
+    malloc_trim) when a model loads and after its first call, in a fresh process; each model is loaded twice,
+    the second figure is the model without its libraries' import."""
+    work = Path(tempfile.mkdtemp(prefix="model-sizes-"))
+    frame = work / "frame.png"
+    cmd = ["ffmpeg", "-loglevel", "error", "-ss", "5", "-i", str(realvideo_path(VIDEO)), "-frames:v", "1"]
+    subprocess.run([*cmd, str(frame)], check=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    print(
+        "| kind | model | MB at 1st load (imports too) | after its call | 2nd load | after its call | load |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for kind, what in SIZED:
+        cmd = [sys.executable, "-c", SIZE, kind, what, str(frame), str(MEETING)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode:
+            print(f"| {kind} | {what} | failed: {done.stderr.strip().splitlines()[-1][:120]} |")
+            continue
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        print(
+            f"| {kind} | {what} | {out['load1']} | {out['used1']} | {out['load2']} | {out['used2']} "
+            f"| {os.getloadavg()[0]:.1f} |"
+        )
 
 
 def flow(stem: str, runs: int, work: Path, home: Path) -> None:

@@ -1,6 +1,7 @@
 """Throughput of many short deployed subtitle runs against the sum of their stage times (issue 23, point 3).
 
 flock /tmp/bench.lock .venv/bin/python bench/throughput.py [--runs 100] [--seconds 5] [--query-seconds S]
+    [--job subtitles] [--job transcribe]
 
 Set up as deployed (README, "Run it for real"): a Prefect server on a fresh PostgreSQL database
 (tests/pg_server.py), `deployments.bootstrap`, `prefect deploy --name subtitles` from prefect.yaml, one
@@ -9,7 +10,11 @@ says otherwise). `--solo` runs are first made one at a time on the idle worker: 
 times the runs are the floor the burst is held to (the runs' own stage seconds overlap and slow each other
 on a small host), and their due->Pending is the worker's polling delay.
 The inputs are `--runs` clips of `--seconds` s cut with ffmpeg from the
-real videos at different offsets (each a new file: the stage cache cannot answer). All runs are submitted
+real videos at different offsets (each a new file: the stage cache cannot answer). `--job transcribe` runs
+the `transcribe` deployment (Whisper through the host's model service; its deployment runs 2 at once, the
+others wait for a slot) on real recorded utterances (../shared/realspeech: LibriSpeech test-other, 4-35 s
+each, every run a different one); both `--job`s interleave the two (a host holding PP-OCR, the readers and
+Whisper). All runs are submitted
 at once; the bench waits for every one to end and prints:
   wall        first submission -> last run's terminal state
   runs/min    completed runs per minute of wall
@@ -48,7 +53,10 @@ from bench.realvideo import cut_starts  # noqa: E402
 from samples.realvideo import cut_realvideo  # noqa: E402
 from tests.pg_server import postgres_prefect_server  # noqa: E402
 
-DEPLOYMENT = "extract-subtitles/subtitles"
+JOBS = {  # --job: its deployment, the flow's parameter for the input, the flow's output folder
+    "subtitles": ("extract-subtitles/subtitles", "video", "subtitles"),
+    "transcribe": ("transcribe/transcribe", "media", "transcribe"),
+}
 SERVICE_FALLBACK = ("model service lost", "model service unavailable")  # core.model_service's warnings
 
 
@@ -63,12 +71,32 @@ def cut_clips(folder: Path, count: int, seconds: float) -> list[Path]:
     ]
 
 
-def deploy(env: dict[str, str], out: Path, inbox: Path) -> None:
-    """Bootstrap and deploy the subtitles flow as the README's commands do."""
+def speech_files(count: int) -> list[Path]:
+    """`count` real utterances, a different file each (LibriSpeech test-other: 10 speakers, 10 each)."""
+    from samples.realvideo import realvideo_dir
+
+    found = sorted((realvideo_dir().parent / "realspeech/speakers/librispeech_test-other").rglob("*.flac"))
+    if len(found) < count:
+        raise SystemExit(f"{count} runs asked for, {len(found)} real utterances found")
+    return found[:count]
+
+
+def job_inputs(jobs: list[str], count: int, seconds: float, folder: Path) -> list[tuple[str, Path]]:
+    """`count` (job, input) pairs, the jobs taking turns."""
+    turns = [jobs[i % len(jobs)] for i in range(count)]
+    inputs = {
+        "transcribe": iter(speech_files(turns.count("transcribe"))),
+        "subtitles": iter(cut_clips(folder, turns.count("subtitles"), seconds)),
+    }
+    return [(job, next(inputs[job])) for job in turns]
+
+
+def deploy(env: dict[str, str], out: Path, inbox: Path, jobs: list[str]) -> None:
+    """Bootstrap and deploy the job's flow as the README's commands do."""
     bin_dir = Path(sys.executable).parent
     for cmd in (
         [sys.executable, "-m", "deployments.bootstrap", "--output-root", str(out), "--inbox", str(inbox)],
-        [str(bin_dir / "prefect"), "--no-prompt", "deploy", "--name", "subtitles"],
+        [str(bin_dir / "prefect"), "--no-prompt", "deploy", *(f"--name={job}" for job in jobs)],
     ):
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         if done.returncode:
@@ -77,14 +105,18 @@ def deploy(env: dict[str, str], out: Path, inbox: Path) -> None:
             )
 
 
-async def submit(clips: list[Path]) -> list:
+async def submit(inputs: list[tuple[str, Path]]) -> list:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        deployment = await client.read_deployment_by_name(DEPLOYMENT)
+        deployments = {job: await client.read_deployment_by_name(JOBS[job][0]) for job, _ in inputs}
         return [
-            (await client.create_flow_run_from_deployment(deployment.id, parameters={"video": str(c)})).id
-            for c in clips
+            (
+                await client.create_flow_run_from_deployment(
+                    deployments[job].id, parameters={JOBS[job][1]: str(path)}
+                )
+            ).id
+            for job, path in inputs
         ]
 
 
@@ -151,7 +183,7 @@ def timeline(history: list) -> dict[str, float]:
 def manifest_seconds(out: Path, clip: Path) -> float | None:
     import json
 
-    found = list(out.glob(f"subtitles/{clip.stem}-*/manifest.json"))
+    found = [p for job in JOBS.values() for p in out.glob(f"{job[2]}/{clip.stem}-*/manifest.json")]
     if not found:
         return None
     return sum(json.loads(found[0].read_text())["stage_seconds"].values())
@@ -170,14 +202,17 @@ def main() -> int:
     )
     parser.add_argument("--solo", type=int, default=3, help="runs submitted one at a time first (the floor)")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--job", choices=sorted(JOBS), action="append", help="repeat to interleave")
     args = parser.parse_args()
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from core.model_service import address, status, stop
 
     root = Path(tempfile.mkdtemp(prefix="yivideo-throughput-"))
-    clips = cut_clips(root / "clips", args.solo + args.runs, args.seconds)
-    solo_clips, clips = clips[: args.solo], clips[args.solo :]
+    jobs = args.job or ["subtitles"]
+    inputs = job_inputs(jobs, args.solo + args.runs, args.seconds, root / "clips")
+    solo_inputs, inputs = inputs[: args.solo], inputs[args.solo :]
+    solo_clips = [p for _, p in solo_inputs]
     home, out = root / "home", root / "output"
     home.mkdir()
     with postgres_prefect_server("yivideo_throughput_bench") as server:
@@ -190,21 +225,23 @@ def main() -> int:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         if args.query_seconds is not None:
             env["PREFECT_WORKER_QUERY_SECONDS"] = str(args.query_seconds)
-        deploy(env, out, root / "inbox")
+        deploy(env, out, root / "inbox", jobs)
         worker = start_worker(env, root / "worker.log", pool="gpu")
         try:
             with temporary_settings({PREFECT_API_URL: server.api_url}):
                 asyncio.run(worker_online("gpu", time.monotonic() + 120))
                 solo = []
-                for clip in solo_clips:  # one at a time on an idle worker: each run's stage time alone
-                    solo += asyncio.run(submit([clip]))
+                for one in solo_inputs:  # one at a time on an idle worker: each run's stage time alone
+                    solo += asyncio.run(submit([one]))
                     wait_all(solo[-1:], time.monotonic() + 600)
                 solo_records = asyncio.run(run_records(solo))
                 load_before = os.getloadavg()[0]
                 now = time.strftime("%H:%M:%S")
-                print(f"[{now}] {args.runs} runs of {args.seconds:g} s at once; load {load_before:.1f}")
+                what = ", ".join(f"{job} {sum(j == job for j, _ in inputs)}" for job in jobs)
+                print(f"[{now}] {args.runs} runs ({what}; clips of {args.seconds:g} s) at once")
+                print(f"load {load_before:.1f}")
                 started = time.time()
-                ids = asyncio.run(submit(clips))
+                ids = asyncio.run(submit(inputs))
                 states = wait_all(ids, time.monotonic() + args.timeout)
                 load_after = os.getloadavg()[0]
                 runs, histories, task_seconds, loaded_here = asyncio.run(run_records(ids))
@@ -214,7 +251,7 @@ def main() -> int:
         stop(home)
     solo_stage = solo_report(out, solo_clips, solo, solo_records[1]) if solo else None
     if ids:
-        report(clips, out, ids, states, histories, task_seconds, started, served, loaded_here, solo_stage)
+        report(inputs, out, ids, states, histories, task_seconds, started, served, loaded_here, solo_stage)
     print(f"load: {load_before:.1f} before, {load_after:.1f} after; worker log {root / 'worker.log'}")
     return 0
 
@@ -237,8 +274,9 @@ def solo_report(out: Path, clips: list[Path], ids: list, histories: dict) -> flo
 
 
 def report(
-    clips, out, ids, states, histories, task_seconds, started, served, loaded_here, solo_stage
+    inputs, out, ids, states, histories, task_seconds, started, served, loaded_here, solo_stage
 ) -> None:
+    clips = [path for _, path in inputs]
     lines = {r: timeline(histories[r]) for r in ids}
     done = [r for r in ids if states[r] == "Completed"]
     ends = [lines[r]["end"] for r in ids if lines[r]]
@@ -272,6 +310,15 @@ def report(
             f"wall / floor {wall / floor:.2f}"
         )
     print(f"median stage seconds per run {statistics.median(v for v in stage.values() if v):.2f}")
+    for job in dict.fromkeys(j for j, _ in inputs):  # a model taking one call at a time: its queue shows here
+        mine = [r for r, (j, _) in zip(ids, inputs, strict=True) if j == job and r in done]
+        if mine:
+            seconds = [stage[r] for r in mine if stage[r]]
+            ran = [lines[r]["end"] - lines[r]["running"] for r in mine]
+            print(
+                f"  {job}: {len(mine)} runs, stage seconds median {statistics.median(seconds):.1f} "
+                f"(p90 {p90(seconds):.1f}), Running->end median {statistics.median(ran):.1f} s"
+            )
     print(
         f"service: {served.get('models')} rss {served.get('rss_mb')} MB "
         f"(peak {served.get('peak_rss_mb')} MB); "

@@ -45,7 +45,7 @@ SETTINGS: dict[str, Callable[[str], str | None]] = {
     "YIVIDEO_LOCAL_SERVER_IDLE_S": _seconds,
     "YIVIDEO_WORKER_SHUTDOWN_SECONDS": _seconds,
     "YIVIDEO_MAX_INPUT_BYTES": _count(1),
-    "YIVIDEO_MAX_RESIDENT_MODELS": _count(1),
+    "YIVIDEO_RESIDENT_MODELS_MB": _count(1),
     "YIVIDEO_NVENC_SESSIONS": _count(1),
     "YIVIDEO_MAX_CRASH_RERUNS": _count(0),
     "YIVIDEO_GPU_GATE": _one_of("auto", "always", "never"),

@@ -6,7 +6,9 @@ detached (its own session, as core.local_server starts the Prefect API) and late
 socket: `served_model()` hands a run a handle whose method calls (`engine.read(image)`) travel there as
 pickles over a Unix socket (numpy arrays included: ~1 ms for a stitched batch), so a run after the first
 loads nothing. The service keys its models as the process would (core.models: every setting that shapes the
-model), holds at most YIVIDEO_MAX_RESIDENT_MODELS of them, unloads one unused for YIVIDEO_MODEL_IDLE_S
+model), holds them within the memory budget YIVIDEO_RESIDENT_MODELS_MB (a model in a call is never pushed
+out by one loaded meanwhile: the language probe's small readers evict idle models, not Whisper under a call),
+unloads one unused for YIVIDEO_MODEL_IDLE_S
 (default 300) and exits after YIVIDEO_MODEL_SERVICE_IDLE_S (default 600) without a request.
 
 GPU slots stay with the run: a stage takes its slot (gpu_slot) in the flow-run process and calls the
@@ -46,10 +48,13 @@ from core.local_server import idle_seconds, log_tail, prefect_home, service_comm
 from core.models import (
     LOADS,
     ModelKey,
+    budget_mb,
     evict,
+    holding,
     load_count,
     release_freed_memory,
     resident_keys,
+    resident_mb,
     resident_model,
 )
 
@@ -264,16 +269,19 @@ class Resident:
     A copy per caller was a second load and filled the resident slots (a burst evicted and reloaded it); 24
     real frames read by 2 callers at once on 2 cores took 10.3-12.5 s sharing one model, 12.7-14.6 s with
     a copy each and 8.3-11.9 s one at a time (bench/model_service.py --callers 2, load 5-6), but a burst of
-    30 deployed runs made 4.2-4.3 runs/min one call at a time against 4.7-4.8 with two copies (load 11-18)."""
+    30 deployed runs made 4.2-4.3 runs/min one call at a time against 4.7-4.8 with two copies (load 11-18).
+    Above the cores it gains nothing and costs memory (each OCR call holds its tensors): 4 callers sharing one
+    engine on 2 cores read the same text in 19.97 s against 19.16 s one at a time, peak RSS 1.49 GB against
+    0.77 GB (--callers 4, load 14)."""
 
     def __init__(self, key: ModelKey, threads: int) -> None:
         self.key, self.calls, self.used = key, 0, time.monotonic()
         self.thread = ThreadPoolExecutor(threads, thread_name_prefix=f"{key.capability}-{key.engine}")
 
     def call(self, build: Callable[[Any], Any], settings: Any, method: str, args: tuple, kwargs: dict) -> Any:
-        model = resident_model(self.key, lambda: build(settings))
         try:
-            return getattr(model, method)(*args, **kwargs)
+            with holding(self.key, lambda: build(settings)) as model:
+                return getattr(model, method)(*args, **kwargs)
         finally:
             release_freed_memory()  # a call's tensors (an OCR batch: ~0.5 GB) go back to the system
 
@@ -344,6 +352,8 @@ class Service:
             "rss_mb": _rss_mb(),
             "peak_rss_mb": _rss_mb("VmHWM"),
             "models": [str(k) for k in resident_keys()],
+            "models_mb": sum(map(resident_mb, resident_keys())),  # by measured size, against the budget
+            "budget_mb": budget_mb(),
             "loads": load_count(),
             "load_log": list(LOADS),  # each load: key, why (first load, copy, reload and its cause), seconds
             "requests": self.requests,

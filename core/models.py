@@ -2,8 +2,9 @@
 
 Loading a model costs seconds and a request milliseconds, so engines ask `resident_model()` for their
 model keyed by `model_key()`: the capability and every settings field that shapes the loaded object
-(engine, model, device, threads, language, sizes...). The least recently used model is evicted when more
-than YIVIDEO_MAX_RESIDENT_MODELS are held; eviction closes the model and frees GPU memory.
+(engine, model, device, threads, language, sizes...). The models held stay within a memory budget,
+YIVIDEO_RESIDENT_MODELS_MB, each counted at its measured size (`resident_mb`): past it the least recently
+used model not in a call (`holding`) is evicted; eviction closes the model and frees GPU memory.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from fnmatch import fnmatchcase
 from functools import cache
 from typing import Any, TypeVar
 
@@ -82,14 +85,41 @@ def model_key(
 _models: OrderedDict[ModelKey, Any] = OrderedDict()
 _key_locks: dict[ModelKey, threading.Lock] = {}
 _registry_lock = threading.Lock()
+_held: Counter[ModelKey] = Counter()  # calls running on each model: never evicted under them
 LOAD_COUNTS: Counter[ModelKey] = Counter()
 LOADS: deque[tuple[str, str, float]] = deque(maxlen=100)  # the last loads: key, why, seconds
 _dropped: dict[ModelKey, str] = {}  # why a model loaded before is gone (the reason its next load gives)
 _log = logging.getLogger("yivideo.models")
 
+BUDGET_ENV, BUDGET_MB = "YIVIDEO_RESIDENT_MODELS_MB", 512
+# What a model holds once loaded and called, by its key (first pattern that matches): RSS growth in a fresh
+# process at its second load, after its first call and malloc_trim (bench/model_service.py --sizes, load 3-9;
+# the first load of a kind also imports its libraries, never freed and not counted: +40 MB onnxruntime,
+# +30 MB CTranslate2, +510 MB torch for the diarizer).
+# The budget's default holds every packaged model at once (450 MB: a mixed host does not evict and reload),
+# and a subtitles and speech pipeline's models (190 MB) are far below it. A model not measured counts as the
+# whole default budget: it is never undercounted by more than its excess over that.
+RESIDENT_MB: tuple[tuple[str, int], ...] = (
+    # the PP-OCR detector + one Tesseract reader (kor 21, rus+ukr 14, ara 11 MB)
+    ("ocr:rapidocr:*lang=tesseract:*", 21),
+    ("ocr:rapidocr:*", 32),  # the PP-OCR detector + PP-OCRv6's recogniser
+    ("asr:faster-whisper:*whisper-base-*", 113),  # the packaged base (int8 on the CPU)
+    ("diarize:resemblyzer:*", 5),
+    ("enhance:realesrgan-ncnn:waifu2x-photo@*", 8),
+    ("enhance:realesrgan-ncnn:realesr-animevideov3@*", 10),
+    ("enhance:realesrgan-ncnn:realesrgan-x4plus@*", 257),
+    ("enhance:realesrgan-ncnn:realesrgan-x4plus-anime@*", 69),
+)
 
-def max_resident() -> int:
-    return max(1, int(os.environ.get("YIVIDEO_MAX_RESIDENT_MODELS", "4")))
+
+def budget_mb() -> int:
+    return max(1, int(os.environ.get(BUDGET_ENV, "") or BUDGET_MB))
+
+
+def resident_mb(key: ModelKey) -> int:
+    """The measured memory of the model `key` loads (RESIDENT_MB); the default budget if not measured."""
+    text = str(key)
+    return next((mb for pattern, mb in RESIDENT_MB if fnmatchcase(text, pattern)), BUDGET_MB)
 
 
 def resident_model(key: ModelKey, loader: Callable[[], T]) -> T:
@@ -111,12 +141,43 @@ def resident_model(key: ModelKey, loader: Callable[[], T]) -> T:
             why = _dropped.pop(key, "first load" if not LOAD_COUNTS[key] else "loaded again")
             LOAD_COUNTS[key] += 1
             LOADS.append((str(key), why, round(seconds, 2)))
-            while len(_models) > max_resident():
-                old_key, old = _models.popitem(last=False)
-                _dropped[old_key] = f"reload: evicted for {key} (over {max_resident()} resident)"
-                _release(old)
-        _log.info("loaded %s in %.2f s: %s", key, seconds, why)
+            dropped = _over_budget(key)
+        for old in dropped:
+            _release(old)
+        _log.info("loaded %s (%d MB) in %.2f s: %s", key, resident_mb(key), seconds, why)
         return model
+
+
+@contextmanager
+def holding(key: ModelKey, loader: Callable[[], T]) -> Iterator[T]:
+    """The resident model for `key` (loaded as by `resident_model`), never evicted while held: a small model
+    loaded meanwhile pushes out idle ones, not the one a call runs on. The budget is kept again on release."""
+    with _registry_lock:
+        _held[key] += 1
+    try:
+        yield resident_model(key, loader)
+    finally:
+        with _registry_lock:
+            _held[key] -= 1
+            if not _held[key]:
+                del _held[key]
+            dropped = _over_budget(key)
+        for old in dropped:
+            _release(old)
+
+
+def _over_budget(keep: ModelKey) -> list[Any]:
+    """Drop the least recently used models, not held nor `keep`, until the rest fit the budget (under
+    _registry_lock; the caller releases what is returned outside it). Held models may exceed it meanwhile."""
+    budget, dropped = budget_mb(), []
+    used = sum(resident_mb(k) for k in _models)
+    for old_key in [k for k in _models if k != keep and not _held[k]]:  # least recently used first
+        if used <= budget:
+            break
+        dropped.append(_models.pop(old_key))
+        used -= resident_mb(old_key)
+        _dropped[old_key] = f"reload: evicted for {keep} (over {budget} MB resident)"
+    return dropped
 
 
 def evict(key: ModelKey | None = None, why: str = "evicted") -> int:

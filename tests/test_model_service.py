@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from core.model_service import address, status, stop
-from samples.realvideo import REALVIDEO_MISSING, realvideo_available, realvideo_path
+from samples.realvideo import REALVIDEO_MISSING, realvideo_available, realvideo_dir, realvideo_path
+from stages.subtitles.ocr import ENGINES as ENGINES_OCR
 from stages.subtitles.ocr import OcrSettings, ocr_model_key
 
 pytestmark = pytest.mark.slow
@@ -133,6 +134,7 @@ def test_two_runs_share_one_load(home, frame, expected) -> None:
     key = str(ocr_model_key(OcrSettings()))  # the key in full: detector, recogniser and every setting
     assert found["models"] == [key] and "lang=ppocr:pp-ocrv6-small" in key and "det_max_side=1440" in key
     assert [(k, why) for k, why, _ in found["load_log"]] == [(key, "first load")]
+    assert (found["models_mb"], found["budget_mb"]) == (32, 512), "PP-OCRv6 by its measured size"
 
 
 def test_runs_calling_at_once_make_the_service_load_nothing_more(home, frame, expected) -> None:
@@ -148,7 +150,9 @@ def test_runs_calling_at_once_make_the_service_load_nothing_more(home, frame, ex
     burst = [
         subprocess.Popen(
             [sys.executable, "-c", BURST, str(tiled)],
-            env={**environ, "PREFECT__FLOW_RUN_ID": str(uuid.uuid4())}, stdout=subprocess.PIPE, text=True,
+            env={**environ, "PREFECT__FLOW_RUN_ID": str(uuid.uuid4())},
+            stdout=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for _ in range(3)
     ]
@@ -202,3 +206,53 @@ def test_enhancement_runs_after_the_first_load_no_network(home, tmp_path) -> Non
     assert first[:3] == second[:3] == ("ServedModel", 0, alone[2]), "no load in either run, the same picture"
     found = status(address(home))
     assert found is not None and found["loads"] == 1, found
+
+
+def test_readers_loaded_during_a_whisper_call_do_not_push_it_out(frame, monkeypatch) -> None:
+    """Issue 23: a run's language probe tries three small Tesseract readers while another run's Whisper call
+    runs. Over the memory budget (40 MB here: Whisper alone is 113), the readers push out each other, never
+    the model under a call: Whisper is loaded once for both calls. With a cap of 1 model (the count cap
+    before), each reader evicted it under its call and the next call loaded it again."""
+    import threading
+
+    import cv2
+
+    from core import models
+    from core.model_service import Service
+    from stages.speech.audio import iter_audio_windows
+    from stages.speech.engines import ENGINES, AsrSettings, asr_model_key
+
+    meeting = realvideo_dir().parent / "realspeech" / "meetings" / "ami_EN2001a_0-30s.wav"
+    if not meeting.exists():
+        pytest.skip(f"{meeting} is absent")
+    monkeypatch.setenv("YIVIDEO_RESIDENT_MODELS_MB", "40")
+    monkeypatch.setenv("YIVIDEO_MAX_RESIDENT_MODELS", "1")
+    models.evict()
+    service, asr = Service("unused"), AsrSettings(device="cpu")
+    _, samples = next(iter_audio_windows(meeting))
+    whisper = ("call", asr_model_key(asr), ENGINES[asr.engine], asr, "transcribe", (samples, None, asr), {})
+    before, spans = models.load_count("asr"), {}
+
+    def transcribe(name: str) -> None:
+        start = time.monotonic()
+        ok, window = service.answer(whisper)
+        assert ok and window.segments, window
+        spans[name] = (start, time.monotonic())
+
+    call = threading.Thread(target=transcribe, args=("first",))
+    call.start()
+    while models.load_count("asr") == before:  # loaded: its call runs now
+        time.sleep(0.02)
+    image = cv2.imread(str(frame))
+    for code in ("ko", "ru", "ar"):
+        settings = OcrSettings(lang=code)
+        ok, _ = service.answer(
+            ("call", ocr_model_key(settings), ENGINES_OCR[settings.engine], settings, "read", (image,), {})
+        )
+        assert ok
+    readers_done = time.monotonic()
+    call.join()
+    assert spans["first"][1] > readers_done, "the readers loaded while Whisper's call ran"
+    transcribe("second")
+    assert models.load_count("asr") == before + 1, list(models.LOADS)[-5:]
+    models.evict()

@@ -13,7 +13,7 @@ from core.models import evict, load_count, model_key
 from stages.enhance.engines import ENGINES as ENHANCE_ENGINES
 from stages.enhance.engines import enhance_model_key
 from stages.enhance.settings import EnhanceSettings
-from stages.speech.engines import AsrSettings, asr_model_key
+from stages.speech.engines import AsrSettings, asr_model_key, load_asr_engine
 from stages.subtitles.ocr import OcrSettings, load_ocr_engine, ocr_model_key
 
 
@@ -176,7 +176,7 @@ def test_each_load_says_its_key_in_full_and_why(monkeypatch):
     """The model service's log and status name each load and its cause: a first load, or a reload and what
     dropped the model (over the resident cap, or unloaded when idle). Keys that differ only in a setting
     read apart (they all printed 'ocr:rapidocr:pp-ocrv4-det@cpu' before)."""
-    monkeypatch.setenv("YIVIDEO_MAX_RESIDENT_MODELS", "1")
+    monkeypatch.setenv("YIVIDEO_RESIDENT_MODELS_MB", "1")
     evict()
     # this process's history starts here: an earlier test in the same xdist worker had loaded and evicted the
     # Korean reader (its load said "reload"), and a full log (100 loads) leaves len() unchanged by a load
@@ -186,15 +186,48 @@ def test_each_load_says_its_key_in_full_and_why(monkeypatch):
     assert "lang=ppocr:pp-ocrv6-small" in str(chinese) and "lang=tesseract:kor" in str(korean)
     assert "det_max_side=1440" in str(chinese) and "det_model_dir" not in str(chinese)  # unset: not shown
     load_ocr_engine(OcrSettings(lang="ch"))
-    load_ocr_engine(OcrSettings(lang="ko"))  # over the cap of 1: the Chinese engine goes
+    load_ocr_engine(OcrSettings(lang="ko"))  # over the budget of 1 MB: the Chinese engine goes
     load_ocr_engine(OcrSettings(lang="ch"))
     evict(chinese, "unloaded after 300 s idle")
     load_ocr_engine(OcrSettings(lang="ch"))
     whys = [(key, why) for key, why, _ in models.LOADS]
     assert whys[1:] == [
         (str(korean), "first load"),
-        (str(chinese), f"reload: evicted for {korean} (over 1 resident)"),
+        (str(chinese), f"reload: evicted for {korean} (over 1 MB resident)"),
         (str(chinese), "reload: unloaded after 300 s idle"),
     ]
     assert whys[0][0] == str(chinese)
+    evict()
+
+
+def test_the_readers_the_probe_tries_do_not_push_out_a_pipelines_models(monkeypatch):
+    """Issue 23: the language probe tries three Tesseract readers (kor, rus+ukr, ara) on a clip it cannot
+    read; under the old cap of 4 models they pushed PP-OCRv6 out of a host that also held Whisper, and the
+    next run loaded it again. By measured size (~190 MB in all) they fit the default budget: no reload."""
+    for name in ("YIVIDEO_RESIDENT_MODELS_MB", "YIVIDEO_MAX_RESIDENT_MODELS"):
+        monkeypatch.delenv(name, raising=False)
+    evict()
+    before = load_count()
+    asr = AsrSettings(device="cpu")
+    pipeline = [lambda: load_ocr_engine(OcrSettings(lang="ch")), lambda: load_asr_engine(asr)]
+    held = [load() for load in pipeline]
+    for code in ("ko", "ru", "ar"):
+        load_ocr_engine(OcrSettings(lang=code))
+    assert [load() for load in pipeline] == held and load_count() == before + 5, list(models.LOADS)[-6:]
+    assert sum(map(models.resident_mb, models.resident_keys())) <= models.budget_mb()
+    evict()
+
+
+def test_the_budget_evicts_the_least_recently_used_models_past_it(monkeypatch):
+    """Past YIVIDEO_RESIDENT_MODELS_MB the least recently used models go, by their measured size: with 60 MB,
+    PP-OCRv6 (32) and the Korean reader (21) fit, the Russian one (21) pushes out the older of the two."""
+    monkeypatch.setenv("YIVIDEO_RESIDENT_MODELS_MB", "60")
+    evict()
+    keys = {code: ocr_model_key(OcrSettings(lang=code)) for code in ("ch", "ko", "ru")}
+    for code in ("ch", "ko"):
+        load_ocr_engine(OcrSettings(lang=code))
+    assert models.resident_keys() == [keys["ch"], keys["ko"]]
+    load_ocr_engine(OcrSettings(lang="ch"))  # used again: the Korean reader is now the least recent
+    load_ocr_engine(OcrSettings(lang="ru"))
+    assert models.resident_keys() == [keys["ch"], keys["ru"]]
     evict()
