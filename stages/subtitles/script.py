@@ -71,6 +71,9 @@ PROBE_READS = ("ch", "zh", "ja")  # languages PP-OCRv6 reads Han and kana for: i
 PROBE_LETTERS = ("Greek",)  # a script whose letters PP-OCRv6 reads (76 Greek in its alphabet, none with
 # a tonos: "Kaληµpα φλοι" for "Καλημέρα φίλοι") and no language reads with it: named from its reading
 AGREES = 0.5  # ... enough where OSD named its script too (ar 0.60, ru on Ukrainian 0.63; wrong ones <= 0.3)
+ON_EVIDENCE = ("Devanagari", "Hebrew", "Greek", "Thai")  # scripts whose reader is tried only where the
+# evidence that would refuse them names them (look-alike glyphs, headlines, Greek letters in half the rows
+# or more): never on rows nothing reads, so unclear Chinese clips load none of them
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
     elif not choice.supported and seen < need:
         why = f"{choice.reason}; yet PP-OCRv6 finds glyphs in {seen} of {len(rows)} rows ({need:g} to refuse)"
         choice = _doubt(choice.script, why)
+    elif not choice.supported and choice.script in ON_EVIDENCE:
+        choice = _read_on_evidence(choice, rows, settings, f"glyphs in {seen} of {len(rows)} rows")
     _unload_tried(settings, choice.lang, resident)
     return choice
 
@@ -171,6 +176,22 @@ def _evidence_rows(script: str | None, rows: list[np.ndarray], texts: list[str])
     gave glyphs), a headline (7 of 7 rows; at most 1 of 11 in real Chinese rows OSD called Devanagari)."""
     seen = look_alike_rows(texts)
     return max(seen, sum(map(has_headline, rows))) if script == "Devanagari" else seen
+
+
+def _read_on_evidence(
+    choice: ScriptChoice, rows: list[np.ndarray], settings: OcrSettings, seen: str
+) -> ScriptChoice:
+    """The script's reader, where installed, tried on the rows the evidence names (ON_EVIDENCE): chosen
+    where it reads them (AGREES); else the refusal stays, saying so."""
+    spec = LANGUAGES[SCRIPT_LANGUAGE[choice.script]]
+    if not _installed(spec):
+        return choice
+    _, score = _reading(spec, rows, settings)
+    script, name = choice.script, spec.name
+    if score >= AGREES:
+        return ScriptChoice(spec.code, script, True, f"subtitles in {name} ({seen}, {spec.code} {score:.2f})")
+    why = f"the subtitles look like {script} script ({name}), yet its reader reads them at {score:.2f}"
+    return ScriptChoice(DEFAULT, script, False, why)
 
 
 def _doubt(script: str | None, why: str) -> ScriptChoice:
@@ -254,11 +275,14 @@ def _classified(
 
 
 def _readable(script: str) -> bool:
-    """A script an installed model reads (the probe's Han, kana and Latin; a Tesseract language's)."""
+    """A script an installed model reads (the probe's Han, kana and Latin; a Tesseract language's) that
+    may be chosen before the evidence is weighed: not one of ON_EVIDENCE (_read_on_evidence tries those)."""
     lang = SCRIPT_LANGUAGE.get(script)
-    if lang is None:
-        return False
-    rec = LANGUAGES[lang].recogniser
+    return lang is not None and script not in ON_EVIDENCE and _installed(LANGUAGES[lang])
+
+
+def _installed(spec: Language) -> bool:
+    rec = spec.recogniser
     return rec.engine != "tesseract" or set(rec.model.split("+")) <= tesseract_languages()
 
 
@@ -285,12 +309,9 @@ def _tesseract_readings(
     (READS) or agrees with OSD (AGREES): each tried language's text and score (`_reading`). A video in one of
     these scripts loads one reader where OSD or that order points at it (each of kor, rus and ara was
     loaded); the Cyrillic one's text also tells Russian from Ukrainian, without reading the rows again."""
-    installed = tesseract_languages()
     readers = {}  # one reader a script, in the order of LANGUAGES
     for spec in LANGUAGES.values():
-        rec = spec.recogniser
-        usable = rec.engine == "tesseract" and set(rec.model.split("+")) <= installed
-        if usable and spec.script in _SCRIPT_RANGES:
+        if spec.recogniser.engine == "tesseract" and spec.script in _SCRIPT_RANGES and _readable(spec.script):
             readers.setdefault(spec.script, spec)
     readings: dict[str, tuple[str, float]] = {}
     for spec in sorted(readers.values(), key=lambda spec: spec.script != said):
@@ -319,8 +340,7 @@ def _reading(spec: Language, rows: list[np.ndarray], settings: OcrSettings) -> t
 
 def _supported(lang: str, script: str, why: str) -> ScriptChoice:
     spec = LANGUAGES[lang]
-    rec = spec.recogniser
-    if rec.engine == "tesseract" and not set(rec.model.split("+")) <= tesseract_languages():
+    if not _readable(spec.script):  # a script ON_EVIDENCE is refused here, and read if its reader agrees
         return ScriptChoice(
             lang,
             script,
