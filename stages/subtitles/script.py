@@ -156,7 +156,7 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         return ScriptChoice(DEFAULT, None, True, why)
     texts, score = _read(rows, replace(settings, lang=PROBE))
     resident = set(resident_keys())
-    choice = _choose(rows, settings, " ".join(t for t in texts if t), score)
+    choice = _choose(rows, settings, texts, score)
     need, seen = max(MIN_ROWS, len(rows) / 2), _evidence_rows(choice.script, rows, texts)
     if not choice.supported and score >= CONFIDENT and choice.script not in PROBE_LETTERS:
         why = f"{choice.script} said by the classifier, but PP-OCRv6 reads the rows at {score:.2f}"
@@ -210,9 +210,10 @@ def _unload_tried(settings: OcrSettings, chosen: str, resident: set[ModelKey]) -
             evict(key)
 
 
-def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: float) -> ScriptChoice:
+def _choose(rows: list[np.ndarray], settings: OcrSettings, texts: list[str], score: float) -> ScriptChoice:
     """The choice from the probe's reading (`text` at mean confidence `score`) and, for other scripts,
     the classifier (OSD) and the Tesseract readers: a Chinese, Japanese or Latin video loads neither."""
+    text = " ".join(t for t in texts if t)
     if score >= CONFIDENT and han_share(text) >= 0.5:
         return _supported(han_language(text), "Han", f"PP-OCRv6 reads Han/kana at {score:.2f}")
     letters = [c for c in text if c.isalpha()]
@@ -228,17 +229,52 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: flo
             return _supported(SCRIPT_LANGUAGE[script], script, why)
     classifier = ScriptClassifier()
     try:
-        return _classified(rows, settings, text, score, classifier)
+        found = classifier.script(rows)
+        named = _named(rows, settings, texts, classifier, found)
+        return named or _classified(rows, settings, text, score, classifier, found)
     finally:
         classifier.close()
 
 
+def _named(
+    rows: list[np.ndarray],
+    settings: OcrSettings,
+    texts: list[str],
+    classifier: ScriptClassifier,
+    found: tuple[str | None, float, int],
+) -> ScriptChoice | None:
+    """The reader of a script ON_EVIDENCE where OSD names one upright and the probe's evidence is there
+    (_evidence_rows in half the rows), chosen where it reads the rows (READS), before the other readers
+    are tried (the Hindi and Hebrew cases loaded kor, rus+ukr and ara first); the script named is the one
+    most rows alone are called (one Hebrew line's rows stacked were called Thai). None: not so named."""
+    osd, _, degrees = found
+    if degrees != 0 or osd not in ON_EVIDENCE:
+        return None
+    if _evidence_rows(osd, rows, texts) < max(MIN_ROWS, len(rows) / 2):
+        return None
+    script = _unreadable_name(rows, classifier, osd)
+    spec = LANGUAGES.get(SCRIPT_LANGUAGE.get(script or "", ""))
+    if spec is None or not _installed(spec):
+        return None
+    _, score = _reading(spec, rows, settings)
+    if score < READS:
+        return None
+    return ScriptChoice(
+        spec.code, script, True, f"subtitles in {spec.name} (OSD says {osd}, {spec.code} {score:.2f})"
+    )
+
+
 def _classified(
-    rows: list[np.ndarray], settings: OcrSettings, text: str, score: float, classifier: ScriptClassifier
+    rows: list[np.ndarray],
+    settings: OcrSettings,
+    text: str,
+    score: float,
+    classifier: ScriptClassifier,
+    found: tuple[str | None, float, int],
 ) -> ScriptChoice:
     """The choice where the probe's reading did not decide: OSD's script of the stacked rows, outvoted by
     a Tesseract reader that reads them; a script no reader reads named by most rows (_unreadable_name)."""
-    osd, confidence, degrees = classifier.script(rows)
+    osd, confidence, degrees = found
     # OSD misreads what it finds sideways or upside down (subtitle rows are upright): Korean was called
     # Arabic at 90 degrees, Hebrew or Devanagari at 180, never Hangul; such a script orders no reader
     readings = _tesseract_readings(rows, settings, osd if degrees == 0 else None)
