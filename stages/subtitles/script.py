@@ -17,7 +17,9 @@ Greek letters in the probe's reading (it has them, without tonos) and, for Devan
 nothing, the headline its letters hang from; a refused script is named by what most rows alone are
 called, not the stacked page (one Hebrew line stacked was called Thai). Measured on 184 real Chinese row
 sets blurred, faded, pixelated, smeared, JPEG-crushed or downscaled: none refused, none read with a
-Tesseract reader, none read as ja (7 before); Thai, Hindi, Hebrew and Greek refused, each named.
+Tesseract reader, none read as ja (7 before). That same evidence, not OSD's word, is what tries the Hindi,
+Hebrew, Greek and Thai readers (ON_EVIDENCE): unclear clips never load them. Hindi, Hebrew and Greek are read
+(tesseract-ocr-hin, -heb, -ell); Thai, its pack 15.6% CER on its case, is not installed: refused, named.
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
 resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
@@ -376,7 +378,9 @@ def _reading(spec: Language, rows: list[np.ndarray], settings: OcrSettings) -> t
 
 def _supported(lang: str, script: str, why: str) -> ScriptChoice:
     spec = LANGUAGES[lang]
-    if not _readable(spec.script):  # a script ON_EVIDENCE is refused here, and read if its reader agrees
+    if _installed(spec) and not _readable(spec.script):  # ON_EVIDENCE: read where its reader agrees
+        return ScriptChoice(lang, script, False, f"the subtitles look like {script} script ({spec.name})")
+    if not _installed(spec):
         return ScriptChoice(
             lang,
             script,

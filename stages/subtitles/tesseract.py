@@ -24,7 +24,11 @@ FILL_SHARE = 0.85
 # A sliver of outline at a detector box's edge binarises to a thin column that Tesseract reads as a bar
 # ("| أين المحطة"); subtitles never start or end with one.
 EDGE_BARS = " |¦│"
-SURE, RETRY_HEIGHTS = 0.75, (56, 100)
+# A row the Hindi, Hebrew, Greek or Thai reader reads below SURE (postprocess' min_confidence) is read again
+# at these heights, the surest kept: at 80 px alone one line each of the Hindi, Hebrew and Greek cases was
+# lost (read empty or at 0.6-0.7, at another height at 0.8-0.9). Not for kor, rus+ukr, ara, vie: the script
+# choice scores those on rows nothing reads, and retried, a blurred Chinese set scored ru 0.52 (chosen uk)
+SURE, RETRY_HEIGHTS, RETRIED = 0.75, (56, 100), frozenset({"hin", "heb", "ell", "tha"})
 # Tesseract's Greek (ell) holds polytonic letters and reads a tonos as a breathing or circumflex ("αὐριο",
 # "εἶναι"); modern Greek subtitles are monotonic: every accent over a Greek vowel is the tonos
 _GREEK_ACCENTS = re.compile("[\u0300\u0301\u0313\u0314\u0342]+")
@@ -89,13 +93,14 @@ class TesseractReader:
         )
         self._lock = threading.Lock()
         self._greek = "ell" in langs.split("+")
+        self._heights = (ROW_HEIGHT, *RETRY_HEIGHTS) if langs in RETRIED else (ROW_HEIGHT,)
         LOADS[langs] += 1
 
     def read_line(self, crop: np.ndarray) -> tuple[str, float]:
         """The text of one row crop and Tesseract's mean word confidence (0-1); a row read below
-        SURE is read again at other heights and the surest reading kept."""
-        best = self._read(crop, ROW_HEIGHT)
-        for height in RETRY_HEIGHTS:
+        SURE is read again at other heights where the language is RETRIED, the surest reading kept."""
+        best = self._read(crop, self._heights[0])
+        for height in self._heights[1:]:
             if best[1] >= SURE:
                 break
             best = max(best, self._read(crop, height), key=lambda read: read[1])
