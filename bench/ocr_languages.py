@@ -40,7 +40,7 @@ def _rss_mb() -> float:
 
 def model_specs() -> list[tuple[str, str]]:
     """(label, spec) of every OCR model the languages use: each ONNX file, each installed Tesseract
-    language (Thai, Hindi... are not installed: those are unsupported), then each distinct engine."""
+    language (Thai is not installed: unsupported), then each distinct engine."""
     from importlib.util import find_spec
 
     from core.packaged_models import _OCR_MODELS, ocr_model_file, tesseract_languages
