@@ -40,7 +40,7 @@ def _rss_mb() -> float:
 
 def model_specs() -> list[tuple[str, str]]:
     """(label, spec) of every OCR model the languages use: each ONNX file, each installed Tesseract
-    language (Thai, Hindi... are not installed: those are unsupported), then each distinct engine."""
+    language (Thai is not installed: unsupported), then each distinct engine."""
     from importlib.util import find_spec
 
     from core.packaged_models import _OCR_MODELS, ocr_model_file, tesseract_languages
@@ -239,6 +239,7 @@ def main() -> None:
             result = {"chose": detected(case_name, media)}
         print(json.dumps(result, ensure_ascii=False))
         return
+    from core.packaged_models import tesseract_languages
     from samples.footage_languages import LANGUAGE_CASES
     from stages.subtitles.languages import language
 
@@ -255,9 +256,9 @@ def main() -> None:
         return
     for item in cases:
         name = item.case.name
-        own = language(item.lang) if item.supported else None
+        own = language(item.lang)
         langs = dict(CANDIDATES)
-        if own is not None and own.recogniser.engine == "tesseract":
+        if own.recogniser.engine == "tesseract" and own.recogniser.model in tesseract_languages():
             langs[f"tesseract {own.recogniser.model}"] = item.lang
         for label, lang in langs.items():
             r = _in_child("measure", name, lang)

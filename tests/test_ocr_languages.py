@@ -5,7 +5,8 @@ reads is named.
 Every supported language is held to the issue's target (CER <= 3%, recall >= 95%). Arabic reached it once
 Tesseract's edge bars were stripped ("| أين المحطة": 5.7% -> 2.9% CER, one yeh read as beh left). The corpus
 is rendered once per session (media_dir). Measured with language auto: CER 0% ja, ko, ru, fr, de, vi,
-zh-Hant; 1.5% es; 2.9% ar; 3.0% uk (one reader, rus+ukr; main read it so too); recall 100% each.
+zh-Hant, hi, he; 1.5% es; 2.9% ar; 3.0% uk (one reader, rus+ukr; main read it so too); 4.8% el (below the
+target: its own gate); recall 100% each. Thai stays refused: tesseract-ocr-tha read its case at 15.6% CER.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from core.models import LOAD_COUNTS, evict, resident_keys
 from flows.subtitles import extract_subtitles
 from samples.footage import render_case
 from samples.footage_languages import LANGUAGE_CASES, language_case
+from samples.realvideo import REALVIDEO_MISSING, realvideo_available
 from samples.scoring import score_subtitles
 from stages.subtitles.languages import LANGUAGE_CHOICES, LANGUAGES, language, spacing_of
 from stages.subtitles.ocr import OcrSettings, respaces
@@ -27,7 +29,9 @@ from stages.subtitles.spacing import space_words
 from stages.subtitles.tesseract import LOADS
 
 TARGET_CER, TARGET_RECALL = 0.03, 0.95
-GATES: dict[str, tuple[float, float]] = {}  # (CER, recall) for a language below the target: none now
+# (CER, recall) for a language below the target: Greek, 3 letters of 63 ("Τα λεμε αυριοκο πρωί": two tonos
+# lost and "το" read "κο" by tesseract-ocr-ell; 6.3% before its polytonic readings were made monotonic)
+GATES: dict[str, tuple[float, float]] = {"el": (0.05, 0.95)}
 SUPPORTED = [c.lang for c in LANGUAGE_CASES if c.supported]
 
 
@@ -99,16 +103,14 @@ def test_words_the_tight_crop_glued_are_spaced(language_runs):
     assert "Wir sehen uns" in language_runs["texts"]["de"], language_runs["texts"]["de"]
 
 
-UNSUPPORTED = {"th": "Thai", "hi": "Devanagari", "he": "Hebrew", "el": "Greek"}  # case: the script named
+UNSUPPORTED = {"th": "Thai"}  # case: the script named
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", [c.lang for c in LANGUAGE_CASES if not c.supported])
 def test_a_script_no_model_reads_is_named_and_not_read(language_runs, lang):
-    """Thai, Hindi, Hebrew and Greek: the run stops before OCR with one line naming the script and the
-    package to install. On main Hindi was read in doubt as Chinese (PP-OCRv6 reads nothing in it, so the
-    look-alike evidence was missing; its headlines are the evidence now) and Greek as Chinese (OSD called
-    it Han; PP-OCRv6 reads its letters, without their accents)."""
+    """Thai (no reader installed: tesseract-ocr-tha read its case at 15.6% CER): the run stops before OCR
+    with one line naming the script and the package to install, and reads no look-alikes."""
     case = language_case(lang).case
     video = render_case(case, language_runs["media"])
     evict()
@@ -122,9 +124,10 @@ def test_a_script_no_model_reads_is_named_and_not_read(language_runs, lang):
 
 
 @pytest.mark.slow
-def test_one_hebrew_line_is_named_hebrew_not_thai(language_runs):
+def test_one_hebrew_line_is_read_as_hebrew_not_thai(language_runs):
     """The rows of one Hebrew line ("שלום חברים", three frames): OSD calls them Thai stacked on one page
-    (main refused them as Thai), Hebrew in most rows alone, and the refusal names what most rows say."""
+    (refused as Thai before the last stop), Hebrew in most rows alone: the Hebrew reader reads them (main
+    refused them, no reader installed)."""
     import cv2
 
     from stages.subtitles.script import choose_language, subtitle_rows
@@ -140,7 +143,7 @@ def test_one_hebrew_line_is_named_hebrew_not_thai(language_runs):
     rows = subtitle_rows(frames, settings)
     assert len(rows) == 3, len(rows)
     choice = choose_language(rows, settings)
-    assert not choice.supported and "look like Hebrew script" in choice.reason, choice.reason
+    assert choice.supported and choice.lang == "he" and not choice.doubt, choice.reason
 
 
 def test_word_spaces_follow_the_language():
@@ -171,3 +174,36 @@ def test_packaged_recogniser_and_tesseract_data_are_installed():
     installed = tesseract_languages()
     wanted = {spec.recogniser.model for c in SUPPORTED for spec in [language(c)]}
     assert {"osd"} | {m for m in wanted if m.isalpha() and not m.startswith("pp")} <= installed, installed
+
+
+def test_greek_readings_are_monotonic():
+    """tesseract-ocr-ell holds polytonic letters and read the Greek case's tonos as a breathing or a
+    circumflex ("Τα λέμε αὐριο", "Πού εἶναι"); modern Greek subtitles carry one tonos, a diaeresis kept."""
+    from stages.subtitles.tesseract import monotonic
+
+    assert monotonic("Τα λέμε αὐριο το πρωί") == "Τα λέμε αύριο το πρωί"
+    assert monotonic("Πού εἶναι ο σταθμός;") == "Πού είναι ο σταθμός;"
+    assert monotonic("Καλημέρα, προϊόν, ΐ") == "Καλημέρα, προϊόν, ΐ"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not realvideo_available(), reason=REALVIDEO_MISSING)
+def test_rows_nothing_reads_try_no_reader_the_evidence_does_not_name():
+    """A real drama's rows blurred so that nothing reads them (OSD named Devanagari or Fraktur on such
+    rows): the Hindi, Hebrew, Greek and Thai readers are tried only where the probe's evidence names their
+    script (script.ON_EVIDENCE), so such clips load none of them; the readers tried in turn before them
+    (kor, rus+ukr, ara) are as before. Where they were tried in that turn too, this clip loaded hin, heb and
+    ell for nothing."""
+    from samples.damaged_rows import DAMAGES, frames_at_cues
+    from stages.subtitles.script import ON_EVIDENCE, choose_language, subtitle_rows
+
+    settings = OcrSettings(lang="auto")
+    rows = subtitle_rows(frames_at_cues("douyin_7625261726909372089_zh", slice(6), (0.5,)), settings)
+    evict()  # a reader resident from an earlier test would be tried without a load
+    before = Counter(LOADS)
+    choice = choose_language([DAMAGES["blurred"](row) for row in rows], settings)
+    assert choice.supported and choice.doubt, choice.reason
+    on_evidence = {
+        language(code).recogniser.model for code, s in LANGUAGES.items() if s.script in ON_EVIDENCE
+    }
+    assert not set(LOADS - before) & on_evidence, dict(LOADS - before)

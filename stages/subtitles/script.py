@@ -17,7 +17,9 @@ Greek letters in the probe's reading (it has them, without tonos) and, for Devan
 nothing, the headline its letters hang from; a refused script is named by what most rows alone are
 called, not the stacked page (one Hebrew line stacked was called Thai). Measured on 184 real Chinese row
 sets blurred, faded, pixelated, smeared, JPEG-crushed or downscaled: none refused, none read with a
-Tesseract reader, none read as ja (7 before); Thai, Hindi, Hebrew and Greek refused, each named.
+Tesseract reader, none read as ja (7 before). That same evidence, not OSD's word, is what tries the Hindi,
+Hebrew, Greek and Thai readers (ON_EVIDENCE): unclear clips never load them. Hindi, Hebrew and Greek are read
+(tesseract-ocr-hin, -heb, -ell); Thai, its pack 15.6% CER on its case, is not installed: refused, named.
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
 resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
@@ -71,6 +73,9 @@ PROBE_READS = ("ch", "zh", "ja")  # languages PP-OCRv6 reads Han and kana for: i
 PROBE_LETTERS = ("Greek",)  # a script whose letters PP-OCRv6 reads (76 Greek in its alphabet, none with
 # a tonos: "Kaληµpα φλοι" for "Καλημέρα φίλοι") and no language reads with it: named from its reading
 AGREES = 0.5  # ... enough where OSD named its script too (ar 0.60, ru on Ukrainian 0.63; wrong ones <= 0.3)
+ON_EVIDENCE = ("Devanagari", "Hebrew", "Greek", "Thai")  # scripts whose reader is tried only where the
+# evidence that would refuse them names them (look-alike glyphs, headlines, Greek letters in half the rows
+# or more): never on rows nothing reads, so unclear Chinese clips load none of them
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         return ScriptChoice(DEFAULT, None, True, why)
     texts, score = _read(rows, replace(settings, lang=PROBE))
     resident = set(resident_keys())
-    choice = _choose(rows, settings, " ".join(t for t in texts if t), score)
+    choice = _choose(rows, settings, texts, score)
     need, seen = max(MIN_ROWS, len(rows) / 2), _evidence_rows(choice.script, rows, texts)
     if not choice.supported and score >= CONFIDENT and choice.script not in PROBE_LETTERS:
         why = f"{choice.script} said by the classifier, but PP-OCRv6 reads the rows at {score:.2f}"
@@ -161,6 +166,8 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
     elif not choice.supported and seen < need:
         why = f"{choice.reason}; yet PP-OCRv6 finds glyphs in {seen} of {len(rows)} rows ({need:g} to refuse)"
         choice = _doubt(choice.script, why)
+    elif not choice.supported and choice.script in ON_EVIDENCE:
+        choice = _read_on_evidence(choice, rows, settings, f"glyphs in {seen} of {len(rows)} rows")
     _unload_tried(settings, choice.lang, resident)
     return choice
 
@@ -171,6 +178,22 @@ def _evidence_rows(script: str | None, rows: list[np.ndarray], texts: list[str])
     gave glyphs), a headline (7 of 7 rows; at most 1 of 11 in real Chinese rows OSD called Devanagari)."""
     seen = look_alike_rows(texts)
     return max(seen, sum(map(has_headline, rows))) if script == "Devanagari" else seen
+
+
+def _read_on_evidence(
+    choice: ScriptChoice, rows: list[np.ndarray], settings: OcrSettings, seen: str
+) -> ScriptChoice:
+    """The script's reader, where installed, tried on the rows the evidence names (ON_EVIDENCE): chosen
+    where it reads them (AGREES); else the refusal stays, saying so."""
+    spec = LANGUAGES[SCRIPT_LANGUAGE[choice.script]]
+    if not _installed(spec):
+        return choice
+    _, score = _reading(spec, rows, settings)
+    script, name = choice.script, spec.name
+    if score >= AGREES:
+        return ScriptChoice(spec.code, script, True, f"subtitles in {name} ({seen}, {spec.code} {score:.2f})")
+    why = f"the subtitles look like {script} script ({name}), yet its reader reads them at {score:.2f}"
+    return ScriptChoice(DEFAULT, script, False, why)
 
 
 def _doubt(script: str | None, why: str) -> ScriptChoice:
@@ -189,9 +212,10 @@ def _unload_tried(settings: OcrSettings, chosen: str, resident: set[ModelKey]) -
             evict(key)
 
 
-def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: float) -> ScriptChoice:
+def _choose(rows: list[np.ndarray], settings: OcrSettings, texts: list[str], score: float) -> ScriptChoice:
     """The choice from the probe's reading (`text` at mean confidence `score`) and, for other scripts,
     the classifier (OSD) and the Tesseract readers: a Chinese, Japanese or Latin video loads neither."""
+    text = " ".join(t for t in texts if t)
     if score >= CONFIDENT and han_share(text) >= 0.5:
         return _supported(han_language(text), "Han", f"PP-OCRv6 reads Han/kana at {score:.2f}")
     letters = [c for c in text if c.isalpha()]
@@ -207,17 +231,52 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings, text: str, score: flo
             return _supported(SCRIPT_LANGUAGE[script], script, why)
     classifier = ScriptClassifier()
     try:
-        return _classified(rows, settings, text, score, classifier)
+        found = classifier.script(rows)
+        named = _named(rows, settings, texts, classifier, found)
+        return named or _classified(rows, settings, text, score, classifier, found)
     finally:
         classifier.close()
 
 
+def _named(
+    rows: list[np.ndarray],
+    settings: OcrSettings,
+    texts: list[str],
+    classifier: ScriptClassifier,
+    found: tuple[str | None, float, int],
+) -> ScriptChoice | None:
+    """The reader of a script ON_EVIDENCE where OSD names one upright and the probe's evidence is there
+    (_evidence_rows in half the rows), chosen where it reads the rows (READS), before the other readers
+    are tried (the Hindi and Hebrew cases loaded kor, rus+ukr and ara first); the script named is the one
+    most rows alone are called (one Hebrew line's rows stacked were called Thai). None: not so named."""
+    osd, _, degrees = found
+    if degrees != 0 or osd not in ON_EVIDENCE:
+        return None
+    if _evidence_rows(osd, rows, texts) < max(MIN_ROWS, len(rows) / 2):
+        return None
+    script = _unreadable_name(rows, classifier, osd)
+    spec = LANGUAGES.get(SCRIPT_LANGUAGE.get(script or "", ""))
+    if spec is None or not _installed(spec):
+        return None
+    _, score = _reading(spec, rows, settings)
+    if score < READS:
+        return None
+    return ScriptChoice(
+        spec.code, script, True, f"subtitles in {spec.name} (OSD says {osd}, {spec.code} {score:.2f})"
+    )
+
+
 def _classified(
-    rows: list[np.ndarray], settings: OcrSettings, text: str, score: float, classifier: ScriptClassifier
+    rows: list[np.ndarray],
+    settings: OcrSettings,
+    text: str,
+    score: float,
+    classifier: ScriptClassifier,
+    found: tuple[str | None, float, int],
 ) -> ScriptChoice:
     """The choice where the probe's reading did not decide: OSD's script of the stacked rows, outvoted by
     a Tesseract reader that reads them; a script no reader reads named by most rows (_unreadable_name)."""
-    osd, confidence, degrees = classifier.script(rows)
+    osd, confidence, degrees = found
     # OSD misreads what it finds sideways or upside down (subtitle rows are upright): Korean was called
     # Arabic at 90 degrees, Hebrew or Devanagari at 180, never Hangul; such a script orders no reader
     readings = _tesseract_readings(rows, settings, osd if degrees == 0 else None)
@@ -254,11 +313,14 @@ def _classified(
 
 
 def _readable(script: str) -> bool:
-    """A script an installed model reads (the probe's Han, kana and Latin; a Tesseract language's)."""
+    """A script an installed model reads (the probe's Han, kana and Latin; a Tesseract language's) that
+    may be chosen before the evidence is weighed: not one of ON_EVIDENCE (_read_on_evidence tries those)."""
     lang = SCRIPT_LANGUAGE.get(script)
-    if lang is None:
-        return False
-    rec = LANGUAGES[lang].recogniser
+    return lang is not None and script not in ON_EVIDENCE and _installed(LANGUAGES[lang])
+
+
+def _installed(spec: Language) -> bool:
+    rec = spec.recogniser
     return rec.engine != "tesseract" or set(rec.model.split("+")) <= tesseract_languages()
 
 
@@ -285,12 +347,9 @@ def _tesseract_readings(
     (READS) or agrees with OSD (AGREES): each tried language's text and score (`_reading`). A video in one of
     these scripts loads one reader where OSD or that order points at it (each of kor, rus and ara was
     loaded); the Cyrillic one's text also tells Russian from Ukrainian, without reading the rows again."""
-    installed = tesseract_languages()
     readers = {}  # one reader a script, in the order of LANGUAGES
     for spec in LANGUAGES.values():
-        rec = spec.recogniser
-        usable = rec.engine == "tesseract" and set(rec.model.split("+")) <= installed
-        if usable and spec.script in _SCRIPT_RANGES:
+        if spec.recogniser.engine == "tesseract" and spec.script in _SCRIPT_RANGES and _readable(spec.script):
             readers.setdefault(spec.script, spec)
     readings: dict[str, tuple[str, float]] = {}
     for spec in sorted(readers.values(), key=lambda spec: spec.script != said):
@@ -319,8 +378,9 @@ def _reading(spec: Language, rows: list[np.ndarray], settings: OcrSettings) -> t
 
 def _supported(lang: str, script: str, why: str) -> ScriptChoice:
     spec = LANGUAGES[lang]
-    rec = spec.recogniser
-    if rec.engine == "tesseract" and not set(rec.model.split("+")) <= tesseract_languages():
+    if _installed(spec) and not _readable(spec.script):  # ON_EVIDENCE: read where its reader agrees
+        return ScriptChoice(lang, script, False, f"the subtitles look like {script} script ({spec.name})")
+    if not _installed(spec):
         return ScriptChoice(
             lang,
             script,

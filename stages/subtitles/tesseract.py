@@ -9,7 +9,9 @@ where Tesseract's own binarisation gave 20-80%). The same images feed its script
 
 from __future__ import annotations
 
+import re
 import threading
+import unicodedata
 from collections import Counter
 
 import numpy as np
@@ -22,6 +24,14 @@ FILL_SHARE = 0.85
 # A sliver of outline at a detector box's edge binarises to a thin column that Tesseract reads as a bar
 # ("| أين المحطة"); subtitles never start or end with one.
 EDGE_BARS = " |¦│"
+# A row the Hindi, Hebrew, Greek or Thai reader reads below SURE (postprocess' min_confidence) is read again
+# at these heights, the surest kept: at 80 px alone one line each of the Hindi, Hebrew and Greek cases was
+# lost (read empty or at 0.6-0.7, at another height at 0.8-0.9). Not for kor, rus+ukr, ara, vie: the script
+# choice scores those on rows nothing reads, and retried, a blurred Chinese set scored ru 0.52 (chosen uk)
+SURE, RETRY_HEIGHTS, RETRIED = 0.75, (56, 100), frozenset({"hin", "heb", "ell", "tha"})
+# Tesseract's Greek (ell) holds polytonic letters and reads a tonos as a breathing or circumflex ("αὐριο",
+# "εἶναι"); modern Greek subtitles are monotonic: every accent over a Greek vowel is the tonos
+_GREEK_ACCENTS = re.compile("[\u0300\u0301\u0313\u0314\u0342]+")
 HEADLINE = 0.6  # the share of a row's width a headline's pixel row is text over (has_headline)
 LOADS: Counter[str] = Counter()  # Tesseract instances made in this process, by language ("osd": the script
 # classifier); they are parts of engines or short-lived, not resident models (core.models counts those)
@@ -64,6 +74,13 @@ def has_headline(crop: np.ndarray) -> bool:
     return bool(full.any() and full.sum() <= 0.2 * len(profile) and profile.mean() <= 0.5 * profile.max())
 
 
+def monotonic(text: str) -> str:
+    """Greek as modern Greek writes it: one tonos for whatever accent or breathing a vowel was read with
+    (a diaeresis kept: "ϊ", "ΐ")."""
+    marks = _GREEK_ACCENTS.sub("\u0301", unicodedata.normalize("NFD", text)).replace("\u0345", "")
+    return unicodedata.normalize("NFC", marks)
+
+
 class TesseractReader:
     """One Tesseract instance for `langs`, reading one line per call (page mode 7, a single text line)."""
 
@@ -75,14 +92,25 @@ class TesseractReader:
             path=str(tessdata_dir()), lang=langs, psm=tesserocr.PSM.SINGLE_LINE, oem=tesserocr.OEM.LSTM_ONLY
         )
         self._lock = threading.Lock()
+        self._greek = "ell" in langs.split("+")
+        self._heights = (ROW_HEIGHT, *RETRY_HEIGHTS) if langs in RETRIED else (ROW_HEIGHT,)
         LOADS[langs] += 1
 
     def read_line(self, crop: np.ndarray) -> tuple[str, float]:
-        """The text of one row crop and Tesseract's mean word confidence (0-1)."""
+        """The text of one row crop and Tesseract's mean word confidence (0-1); a row read below
+        SURE is read again at other heights where the language is RETRIED, the surest reading kept."""
+        best = self._read(crop, self._heights[0])
+        for height in self._heights[1:]:
+            if best[1] >= SURE:
+                break
+            best = max(best, self._read(crop, height), key=lambda read: read[1])
+        return (monotonic(best[0]), best[1]) if self._greek else best
+
+    def _read(self, crop: np.ndarray, height: int) -> tuple[str, float]:
         from PIL import Image
 
         with self._lock:
-            self._api.SetImage(Image.fromarray(binarise_line(crop)))
+            self._api.SetImage(Image.fromarray(binarise_line(crop, height)))
             text = " ".join(self._api.GetUTF8Text().split()).strip(EDGE_BARS)
             return text, max(0.0, self._api.MeanTextConf() / 100.0)
 
