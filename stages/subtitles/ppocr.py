@@ -3,6 +3,7 @@ made in float32 (the same tensor, bit for bit)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import cv2
@@ -33,18 +34,31 @@ def detector_and_recogniser(with_recogniser: bool, **options):
     return ocr
 
 
+_ARENA_LOCK = threading.Lock()
+_ARENA: list[bool] = []  # the process's shared onnxruntime CPU arena, registered once
+
+
 def _with_memory_arena(infer, model_path: str) -> None:  # noqa: ANN001 (rapidocr's OrtInferSession)
-    """The library's CPU session made again with onnxruntime's memory arena on (rapidocr turns it off): each
-    run's tensors were allocated and freed anew, 10% of a detection's CPU (a 1400 x 960 batch: 0.49 -> 0.44 s;
-    the same boxes). The arena keeps the largest run's memory. A CUDA session is left as it is."""
+    """The library's CPU session made again on onnxruntime's memory arena, one for the process, shared by
+    every OCR session (rapidocr turns the arena off: each run allocated and freed its tensors anew, page
+    faults included). Three engines reading real batches: 11.7 -> 9.8 CPU s, the same lines, peak RSS 874 ->
+    752 MB (an arena per session: 1870 MB). The arena keeps the largest run's memory. CUDA is left alone."""
     import onnxruntime as ort
 
     session = infer.session
     providers = session.get_providers()
     if providers != ["CPUExecutionProvider"]:
         return
+    with _ARENA_LOCK:
+        if not _ARENA:
+            cpu = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
+            ort.create_and_register_allocator(cpu, ort.OrtArenaCfg({"arena_extend_strategy": 1}))  # as asked
+            _ARENA.append(True)
     options = session.get_session_options()
     options.enable_cpu_mem_arena = True
+    options.add_session_config_entry("session.use_env_allocators", "1")
     cpu = session.get_provider_options().get("CPUExecutionProvider", {})
     infer.session = ort.InferenceSession(model_path, sess_options=options, providers=[(providers[0], cpu)])
 
