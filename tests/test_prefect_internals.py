@@ -192,7 +192,6 @@ def test_queued_events_and_logs_drain_with_a_bound_and_not_at_exit():
         service.drain_all(timeout=0.5, at_exit=False)  # nothing queued: returns at once
 
 
-
 def _increment_slots(database: Path, limit_ids: list, commit_elsewhere: bool) -> object:
     """The slot increment of `/v2/concurrency_limits/increment-with-lease`, in a transaction that read first
     (as the route does); `commit_elsewhere`: another connection commits in between, as the server's event
@@ -261,7 +260,6 @@ def test_a_slot_request_for_tags_without_limits_writes_nothing_on_sqlite(tmp_pat
         limit_id = asyncio.run(a_limit())
         assert _increment_slots(database, [limit_id], commit_elsewhere=False) is True
         assert asyncio.run(slots_taken(limit_id)) == 1
-
 
 
 def test_a_flow_run_leaves_its_heartbeat_thread_unjoined(monkeypatch):

@@ -202,9 +202,8 @@ def _doubt(script: str | None, why: str) -> ScriptChoice:
 
 
 def _unload_tried(settings: OcrSettings, chosen: str, resident: set[ModelKey]) -> None:
-    """Evict the Tesseract engines loaded to be tried and not chosen: each would hold one of the
-    YIVIDEO_MAX_RESIDENT_MODELS slots until pushed out (a Thai video tries kor, rus and ara: with the
-    probe, four, every other model pushed out, a pipeline run's speech model too)."""
+    """Evict the Tesseract engines loaded to be tried and not chosen: each would hold its share of
+    the YIVIDEO_RESIDENT_MODELS_MB budget until pushed out, while one video only ever reads with one."""
     keep = ocr_model_key(replace(settings, lang=chosen))
     for code, spec in LANGUAGES.items():
         key = ocr_model_key(replace(settings, lang=code))
