@@ -104,31 +104,16 @@ def deployed_api(tmp_path_factory) -> Iterator[tuple[str, Path, dict[str, str]]]
             subprocess.run(stop, cwd=REPO, env=procs.env, capture_output=True, timeout=60, check=False)
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """One chromium for the session's browser tests (both modules above); each page they open is a context of
-    its own (`new_page`). A start cost ~2.5 CPU s (chromium, its GPU process, Playwright's driver)."""
-    from playwright.sync_api import sync_playwright
-    from test_web_browser import CHROMIUM, FLAGS
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-RELEASED_AFTER_LAST_USE = ("deployed_api", "browser")
+RELEASED_AFTER_LAST_USE = ("deployed_api",)
 LAST_USERS = pytest.StashKey[dict]()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item, nextitem):
-    """The session's browser stack (`deployed_api`, `browser`) goes after the last test that uses it, not at
-    the end of the session: its server (UI on), PostgreSQL database, model service and chromium otherwise idle
-    on for the rest of the worker's tests (on xdist its group ends about halfway through). A later test that
-    asked for it again would get a new one (pytest sets a finished fixture up anew)."""
+    """The session's browser stack (`deployed_api`) goes after the last test that uses it, not at the end of
+    the session: its server (UI on), PostgreSQL database and model service otherwise idle on for the rest
+    of the worker's tests (on xdist its group ends about halfway through). A later test that asked for it
+    again would get a new one (pytest sets a finished fixture up anew)."""
     result = yield
     if LAST_USERS not in item.session.stash:  # items in the order the session runs them (a group's too)
         names = RELEASED_AFTER_LAST_USE

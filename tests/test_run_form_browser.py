@@ -12,7 +12,7 @@ import re
 
 import httpx
 import pytest
-from test_web_browser import _shot, shots  # noqa: F401  (a fixture)
+from test_web_browser import _shot, browser, shots  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
 

@@ -139,6 +139,20 @@ def _wait_http(url: str, procs: Procs, timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
+def browser():
+    """Chromium for one module. Not one per session: Playwright's sync API runs an event loop in the
+    worker's thread while it lives, so every later test there that calls asyncio.run() fails."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     folder = Path(os.environ.get("YIVIDEO_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
