@@ -26,7 +26,7 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # For a raylet's environment in the tests: Ray starts idle workers of the default runtime environment when the
 # first driver connects, which no flow run here uses (each runs with env_vars of its own), ~2.5 CPU s each;
 # and no metrics are collected or exported (no test reads them)
-NO_IDLE_WORKERS = {"RAY_prestart_worker_first_driver": "0", "RAY_enable_metrics_collection": "0"}
+QUIET_RAYLET = {"RAY_prestart_worker_first_driver": "0", "RAY_enable_metrics_collection": "0"}
 
 
 def free_port() -> int:

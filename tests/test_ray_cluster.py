@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_nodes import NO_IDLE_WORKERS, REPO, can_hide_folders, start_cluster
+from ray_nodes import QUIET_RAYLET, REPO, can_hide_folders, start_cluster
 
 from blocks.runner import RunnerConfig, StageResources
 from core.errors import ConfigError, MediaInputError
@@ -43,7 +43,7 @@ def cluster(prefect_server, hidden):
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         "PREFECT_API_URL": PREFECT_API_URL.value(),
         "YIVIDEO_GPU_GATE": "auto",
-        **NO_IDLE_WORKERS,
+        **QUIET_RAYLET,
     }
     nodes = start_cluster(cpus=1, resources={"head_node": 1}, env=env)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prefect import flow, task
 from prefect.cache_policies import NONE
-from ray_nodes import NO_IDLE_WORKERS
+from ray_nodes import QUIET_RAYLET
 
 from blocks.policy import RunPolicy
 from blocks.runner import RunnerConfig
@@ -67,8 +67,8 @@ def ray_cluster(prefect_server, tmp_path_factory):
         HOST_ENV: f"ray-test-{os.getpid()}",
         RUN_DIR_ENV: str(tmp_path_factory.mktemp("gpu-run")),
     }
-    saved = {k: os.environ.get(k) for k in {**gpu_env, **NO_IDLE_WORKERS}}
-    os.environ.update(gpu_env | NO_IDLE_WORKERS)  # this process (local runs) and, inherited, the Ray nodes
+    saved = {k: os.environ.get(k) for k in {**gpu_env, **QUIET_RAYLET}}
+    os.environ.update(gpu_env | QUIET_RAYLET)  # this process (local runs) and, inherited, the Ray nodes
     _set_limit(limit_name(0), 1)
     ray.init(
         num_cpus=2,
