@@ -109,7 +109,8 @@ async def submit(inputs: list[tuple[str, Path]]) -> list:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        deployments = {job: await client.read_deployment_by_name(JOBS[job][0]) for job, _ in inputs}
+        jobs = {job for job, _ in inputs}
+        deployments = {job: await client.read_deployment_by_name(JOBS[job][0]) for job in jobs}
         return [
             (
                 await client.create_flow_run_from_deployment(
