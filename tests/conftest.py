@@ -211,6 +211,7 @@ LONGEST_FIRST = (  # their groups' times in a full run on 3 workers (load 10-23,
     "test_gpu_slots.py",
     "test_crash_rerun.py",
     "test_worker_faults.py",
+    "test_gpu_pool_workers.py",  # ~40 s, two deployed runs: out of the Ray group, which it held up
     "test_inbox.py",
     "test_enhance_flow.py",
     "test_pipeline_flow.py",

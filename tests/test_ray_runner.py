@@ -4,12 +4,11 @@ YIVIDEO_GPU_GATE=always so GPU stages take real Prefect GPU slots, real OCR on g
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from gpu_brokers import stop_brokers
 from prefect import flow, task
 from prefect.cache_policies import NONE
 from ray_nodes import QUIET_RAYLET
@@ -50,13 +49,6 @@ def _set_limit(name: str, slots: int) -> None:
         client.upsert_global_concurrency_limit_by_name(name, slots)
 
 
-def _limit_names() -> set[str]:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return {limit.name for limit in client.read_global_concurrency_limits(limit=200)}
-
-
 @pytest.fixture(scope="module")
 def ray_cluster(prefect_server, tmp_path_factory):
     """A local Ray instance whose workers reach the test's Prefect server and gate GPU stages on it."""
@@ -89,6 +81,7 @@ def ray_cluster(prefect_server, tmp_path_factory):
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        stop_brokers(Path(gpu_env[RUN_DIR_ENV]))  # else they idle on past the module, the session's end too
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -236,101 +229,6 @@ def test_warm_actors_take_the_prefect_gpu_limit_as_tasks_do(ray_cluster, tmp_pat
     overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if a[1] > b[0]]
     assert not overlaps, f"two actors held the single GPU slot at once: {overlaps}"
     assert max(acquired - started for _, started, acquired, _ in holds) >= 0.8, f"none waited: {holds}"
-
-
-def _start_worker(name: str, queue: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "deployments.worker", "--pool", "gpu", "--work-queue", queue]
-    command += ["--name", name, "--limit", "1"]
-    with log.open("w") as out:  # a file, not a pipe: nobody drains a pipe while the runs go on
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-
-
-def test_two_workers_on_the_gpu_pool_share_the_runs(prefect_server, short_video, tmp_path):
-    """One Prefect worker per host on the `gpu` pool: each takes runs while the other is busy, and the GPU
-    stages of its runs take its own host's device limit."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_API_URL
-    from prefect.workers.process import ProcessWorker
-
-    queue = f"two-hosts-{os.getpid()}"
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool("gpu")
-        except ObjectNotFound:
-            template = ProcessWorker.get_default_base_job_template()
-            client.create_work_pool(WorkPoolCreate(name="gpu", type="process", base_job_template=template))
-        flow_id = client.create_flow_from_name(extract_subtitles.name)
-        client.create_deployment(
-            flow_id=flow_id,
-            name=queue,
-            work_pool_name="gpu",
-            work_queue_name=queue,
-            entrypoint="flows/subtitles.py:extract_subtitles",
-            pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
-        )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YIVIDEO_")}  # local runner per host
-    env["YIVIDEO_MODEL_SERVICE_IDLE_S"] = "20"  # the runs' model service: gone soon after, not 600 s later
-    env |= {"PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
-    env |= {"PREFECT_LOGGING_LEVEL": "INFO", GATE_ENV: "always", RUN_DIR_ENV: str(tmp_path / "gpu-run")}
-    hosts = [f"host-{letter}-{os.getpid()}" for letter in "ab"]  # two hosts, each with its own device limit
-    logs = {host: tmp_path / f"{host}.log" for host in hosts}
-    workers = [_start_worker(host, queue, log, env | {HOST_ENV: host}) for host, log in logs.items()]
-    try:
-        _wait_polling("gpu", hosts, workers)  # a worker still starting could leave both runs to the other
-        runs = [
-            run_deployment(
-                f"{extract_subtitles.name}/{queue}",
-                parameters={"video": str(short_video), "output_dir": str(tmp_path / f"out{i}")},
-                timeout=0,
-            )
-            for i in range(2)  # each worker takes one at a time (--limit 1): the second goes to the other
-        ]
-        states = _wait_final([r.id for r in runs], timeout=240)
-    finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(timeout=30)
-    assert all(s.is_completed() for s in states.values()), {k: s.message for k, s in states.items()}
-    taken = {host: _runs_taken(log.read_text(), runs) for host, log in logs.items()}
-    assert all(taken.values()), f"one worker took every run: {taken}"
-    assert not set.intersection(*taken.values()) and len(set.union(*taken.values())) == len(runs), taken
-    assert {limit_name(0, host) for host in hosts} <= _limit_names(), "each host's stages took its own limit"
-    for i in range(len(runs)):
-        (srt,) = (tmp_path / f"out{i}").rglob("*.srt")
-        assert "Movingbackgroundtest" in squash(srt.read_text(encoding="utf-8"))
-
-
-def _wait_polling(pool: str, names: list[str], workers: list[subprocess.Popen], timeout: float = 120) -> None:
-    """Until every named worker has reported to the server (it polls from then on)."""
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while not set(names) <= {w.name for w in client.read_workers_for_work_pool(pool)}:
-            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "workers not up"
-            time.sleep(0.5)
-
-
-def _runs_taken(worker_log: str, runs) -> set[str]:
-    """Runs this worker claimed: it logs every run it tries, and an abort for those another worker won."""
-    tried = {str(r.id) for r in runs if f"submitting flow run '{r.id}'" in worker_log}
-    return {i for i in tried if f"Aborted submission of flow run '{i}'" not in worker_log}
-
-
-def _wait_final(run_ids, timeout: float) -> dict:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while True:
-            states = {str(i): client.read_flow_run(i).state for i in run_ids}
-            if all(s.is_final() for s in states.values()) or time.monotonic() > deadline:
-                return states
-            time.sleep(1)
 
 
 def test_runner_configuration_errors_are_clear(prefect_server, monkeypatch):
