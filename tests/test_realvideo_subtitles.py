@@ -9,9 +9,12 @@ band as in it, so the whole frame is read and events are made per position; it m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from flows.subtitles import extract_subtitles
+from samples.media_cache import cached_media
 from samples.realvideo import (
     REALVIDEO_MISSING,
     REALVIDEO_STEMS,
@@ -29,6 +32,18 @@ SCATTERED = "douyin_7625248139076178405_zh"  # meme edit: lines all over the fra
 DRAMAS = [stem for stem in REALVIDEO_STEMS if stem != SCATTERED]
 CUTS = [(SCATTERED, 8.5), ("douyin_7625472985927237489_zh", 15.3)]  # 5 s cuts the throughput bench made
 CUTS += [(SCATTERED, 6.8)]  # an emoji row counted as the band's line: 1 of 4 captions (bench/realvideo.py)
+
+
+@cached_media("out")
+def _cut(source: Path, stem: str, start: float, seconds: float, out: Path) -> Path:
+    """cut_realvideo's clip, kept across sessions like the generated media (samples/media_cache.py): an
+    x264 encode of each cut cost ~1.6 CPU s per test, every session. `source`, the shared video itself,
+    keys the entry by its content; the samples sources and ffmpeg's version key it too."""
+    return cut_realvideo(stem, start, seconds, out)
+
+
+def cut(stem: str, start: float, out: Path) -> Path:
+    return _cut(realvideo_path(stem), stem, start, 5.0, out)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +92,7 @@ def test_a_five_second_cut_is_read_not_refused_as_another_script(prefect_server,
     "the subtitles look like Devanagari / Hebrew script": on the meme cut only pictures reached the script
     classifier (a line beside a picture was joined into the picture's row), and on the drama cut the band
     went onto a wall tile's glyph-sized icons (four samples) instead of the one line (two samples)."""
-    clip = cut_realvideo(stem, start, 5.0, tmp_path / f"cut-{start}.mp4")
+    clip = cut(stem, start, tmp_path / f"cut-{start}.mp4")
     result = extract_subtitles(str(clip), str(tmp_path / "out"))
     score = score_subtitles(cut_key(stem, start, 5.0), list(result.events))
     assert score.recall == 1 and score.precision == 1 and score.cer == 0, score.line()
@@ -94,7 +109,7 @@ def test_a_line_held_over_most_of_a_cut_is_read_not_masked_as_a_logo(prefect_ser
     static overlay, masked, and the cut read no line at all (…1610: three lines of one width in 8 of 10
     samples; …2089: one line in 6). The pixels inside the box tell: a logo's never change over the clip,
     these lines come, go and replace each other (stages/subtitles/overlays.py)."""
-    clip = cut_realvideo(stem, start, 5.0, tmp_path / f"cut-{start}.mp4")
+    clip = cut(stem, start, tmp_path / f"cut-{start}.mp4")
     result = extract_subtitles(str(clip), str(tmp_path / "out"))
     assert not result.band.static_boxes, result.band
     score = score_subtitles(cut_key(stem, start, 5.0), list(result.events))
@@ -107,7 +122,7 @@ def test_a_cut_without_subtitles_says_so_and_reads_no_icons(prefect_server, tmp_
     gives the lower part and OCR finds nothing there."""
     stem, start = "douyin_7625472985927237489_zh", 17.0
     assert not cut_key(stem, start, 5.0)
-    clip = cut_realvideo(stem, start, 5.0, tmp_path / f"cut-{start}.mp4")
+    clip = cut(stem, start, tmp_path / f"cut-{start}.mp4")
     result = extract_subtitles(str(clip), str(tmp_path / "out"))
     assert not result.events, [event.text for event in result.events]
 
