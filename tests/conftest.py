@@ -188,7 +188,9 @@ SHARED_WORKER = {
 LONGEST_FIRST = (  # their groups' times in a full run on 3 workers (load 10-23, 31 min), longest first
     # the four largest by CPU, each group alone, warm (load 5-17): real videos 186.4 CPU s, Ray 163.7,
     # browser 140-146 (148-202 s wall, much of it waiting on its deployed runs), footage 85 (109 with its
-    # media rendered): footage, the smallest, goes fourth, to the worker that frees up first
+    # media rendered): footage, the smallest, goes fourth, to the worker that frees up first. Measured again
+    # 2026-12-05, each alone (cgroup, load 3-18): real videos 157.2 CPU s (331 s wall), Ray 131.8 (runner
+    # 55.7 + cluster 76.1, the two-workers test moved out), browser 133.7-136.9 (147-172 s)
     "test_ray_runner.py",  # with test_ray_cluster.py: 607 s
     "test_web_browser.py",  # with test_run_form_browser.py: 389 s
     "test_realvideo_subtitles.py",  # 347 s
