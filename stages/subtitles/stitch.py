@@ -53,13 +53,15 @@ def follows(kf: Keyframe, leader: _Leader | None, shape: tuple[int, int], band: 
 
 
 def stitch_keyframes(
-    keyframes: KeyframeSet, work_dir: Path, max_height: int = MAX_BATCH_HEIGHT
+    keyframes: KeyframeSet, work_dir: Path, max_height: int = MAX_BATCH_HEIGHT, followers: bool = True
 ) -> list[StitchedBatch]:
     """Crops stacked into batches, in order. A keyframe that `follows` the one stitched before it is not
     stacked: the detector's cost grows with its input's pixels, and over moving footage most keyframes of a
     line are kept for the background (4 of 5 on the 10-minute 720p bench); OCR reads each at the boxes found
     in its line's stitched crop, so every keyframe is still read once (the votes of stages/subtitles/vote.py
-    come from its own pixels)."""
+    come from its own pixels). `followers=False` stacks every crop: the language stage (script.py) counts a
+    script's evidence in the rows of the first batches, and read with followers Thai was not refused and
+    Hindi and Greek clips tried three more readers (tests/test_ocr_languages.py)."""
     stacked: list[tuple[Path, list[int], list[int], list[int], list[_Leader]]] = []
     suffix, params = scratch_format(keyframes.band)
     pending: list[tuple[int, np.ndarray]] = []
@@ -92,7 +94,7 @@ def stitch_keyframes(
         if img is None:
             raise FileNotFoundError(f"band crop {kf.image_path} is missing or unreadable")
         shape = (img.shape[0], img.shape[1])
-        if follows(kf, leader, shape, keyframes.band):
+        if followers and follows(kf, leader, shape, keyframes.band):
             leader.followers.append((kf.index, leader.index, (shape[1] - leader.shape[1]) // 2))
             continue
         if pending and used + img.shape[0] + GAP_PX > max_height:
@@ -112,5 +114,5 @@ def stitch_keyframes(
 
 
 @task(name="stitch", task_run_name="stitch crops", **resumable())
-def stitch_task(keyframes: KeyframeSet, work_dir: Path) -> list[StitchedBatch]:
-    return stitch_keyframes(keyframes, work_dir)
+def stitch_task(keyframes: KeyframeSet, work_dir: Path, followers: bool = True) -> list[StitchedBatch]:
+    return stitch_keyframes(keyframes, work_dir, followers=followers)
