@@ -176,18 +176,6 @@ def _exists(value: Any) -> bool:
     return not isinstance(value, str) or Path(value).exists()
 
 
-def scratch_png() -> list[int]:
-    """cv2.imwrite parameters of the work images a flow writes, reads once or twice and deletes (band strips,
-    crops, stitched batches): lossless PNG at zlib level 1 with one row filter (Sub) and run-length matching,
-    about half the encoding CPU of level 1 with its per-row filter search, for ~20% more bytes."""
-    import cv2
-
-    return [
-        cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
-        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-    ]  # fmt: skip
-
-
 def write_image(path: str | Path, image: Any, params: list[int] | None = None) -> Path:
     """cv2.imwrite that fails loudly: it returns False on a full or read-only disk instead of raising."""
     import cv2

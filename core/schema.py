@@ -100,6 +100,9 @@ class StitchedBatch:
     keyframe_indices: tuple[int, ...]
     y_offsets: tuple[int, ...]  # top row of each crop inside the stitched image
     heights: tuple[int, ...]
+    # keyframes not stitched, read at the boxes found in the crop of an earlier keyframe of their line in
+    # this batch: (follower's index, that keyframe's index, columns the follower's crop is shifted by)
+    followers: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)

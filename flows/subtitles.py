@@ -125,7 +125,8 @@ def read_band_texts(
                 crops = stages.run(crop_task, keyframes, folder, settings.keyframes)
                 cropped += len(crops.frames)
                 if until != "crop":
-                    batches = stages.run(stitch_task, crops, folder)
+                    # every crop stacked until the language is told from them (stitch.py's followers)
+                    batches = stages.run(stitch_task, crops, folder, ocr.lang != AUTO)
                     stitched += len(batches)
                     if until != "stitch":
                         if ocr.lang == AUTO and batches:  # once per video, from the first batches with text

@@ -70,6 +70,14 @@ class OcrEngine(Protocol):
         """Text boxes only (no recognition): cheap, for finding the subtitle band."""
         ...
 
+    def quads(self, image: np.ndarray) -> np.ndarray:
+        """The detector's text quads (n x 4 x 2, image pixels), remembered for `read` of the same image."""
+        ...
+
+    def read_at(self, image: np.ndarray, quads: np.ndarray) -> list[OcrLine]:
+        """`read` at given quads (recognition alone): another sample of a line already detected."""
+        ...
+
     def read_line(self, crop: np.ndarray) -> tuple[str, float]:
         """Recognition alone of one line's crop (no detection): is a known line there?"""
         ...
@@ -164,8 +172,13 @@ class RapidOcrEngine:
             return np.zeros((0, 4, 2), np.float32)
         return (np.asarray(quads, np.float32) / scale).astype(np.float32)
 
+    def quads(self, image: np.ndarray) -> np.ndarray:
+        return self._detect_quads(image)
+
     def read(self, image: np.ndarray) -> list[OcrLine]:
-        quads = self._detect_quads(image)
+        return self.read_at(image, self._detect_quads(image))
+
+    def read_at(self, image: np.ndarray, quads: np.ndarray) -> list[OcrLine]:
         if len(quads) == 0:
             return []
         if self._lines is not None:
@@ -251,6 +264,13 @@ class PaddleOcrEngine:
         pages = self._ocr.ocr(image, rec=False, cls=False) or []
         return [_quad_to_box(q) for q in (pages[0] or [])] if pages else []
 
+    def quads(self, image: np.ndarray) -> np.ndarray:
+        """None remembered: PaddleOCR detects and recognises in one call, so a follower is detected alone."""
+        return np.zeros((0, 4, 2), np.float32)
+
+    def read_at(self, image: np.ndarray, quads: np.ndarray) -> list[OcrLine]:
+        return self.read(image)
+
     def read_line(self, crop: np.ndarray) -> tuple[str, float]:
         pages = self._ocr.ocr(crop, det=False, cls=False) or []
         text, score = pages[0][0] if pages and pages[0] else ("", 0.0)
@@ -318,31 +338,41 @@ def respaced(line: OcrLine, strip: np.ndarray, engine: OcrEngine) -> str:
 def recognize_batches(
     batches: list[StitchedBatch], keyframes: KeyframeSet, engine: OcrEngine, respace: bool = False
 ) -> list[FrameText]:
-    """OCR each stitched batch once and give every keyframe its own lines back; `respace` (`respaces`)
+    """OCR each stitched batch once and give every keyframe its own lines back, a batch's followers (keyframes
+    not stitched: stitch.py's `follows`) recognised at its quads (`read_follower`); `respace` (`respaces`)
     re-reads each line with a margin for the word spaces the tight crop glued (once per text read: the
     keyframes of one line mostly read alike)."""
     import cv2
 
     per_frame: dict[int, list[OcrLine]] = {kf.index: [] for kf in keyframes.frames}
     spaced: dict[str, str] = {}  # tight reading -> its reading with the margin's spaces
+
+    def spaces_of(line: OcrLine, crop: np.ndarray) -> OcrLine:
+        if not respace:
+            return line
+        if line.text not in spaced:
+            spaced[line.text] = respaced(line, crop, engine)
+        return replace(line, text=spaced[line.text])
+
+    by_index = {kf.index: kf for kf in keyframes.frames}
     for batch in batches:
         image = cv2.imread(str(batch.image_path), cv2.IMREAD_COLOR)
         if image is None:
             raise FileNotFoundError(f"stitched batch {batch.image_path} is missing or unreadable")
+        rows = list(zip(batch.keyframe_indices, batch.y_offsets, batch.heights, strict=True))
         for line in engine.read(image):
             centre = (line.box[1] + line.box[3]) / 2
-            for kf_index, top, height in zip(
-                batch.keyframe_indices, batch.y_offsets, batch.heights, strict=True
-            ):
+            for kf_index, top, height in rows:
                 if top <= centre < top + height:
                     x0, y0, x1, y1 = line.box
                     own = OcrLine(line.text, line.confidence, (x0, y0 - top, x1, y1 - top))
-                    if respace:
-                        if own.text not in spaced:
-                            spaced[own.text] = respaced(own, image[top : top + height], engine)
-                        own = replace(own, text=spaced[own.text])
-                    per_frame[kf_index].append(own)
+                    per_frame[kf_index].append(spaces_of(own, image[top : top + height]))
                     break
+        for follower, leader, shift in batch.followers:
+            top = next(top for index, top, _ in rows if index == leader)
+            crop = _read_image(by_index[follower].image_path)
+            lines = read_follower(engine, image, crop, top, shift, len(per_frame[leader]))
+            per_frame[follower] = [spaces_of(line, crop) for line in lines]
     misses: dict[int, int] = {}  # per on-screen line: second looks in a row that found nothing
     second_looks = keyframes.band.source != WHOLE_FRAME
     for kf in keyframes.frames:
@@ -355,6 +385,33 @@ def recognize_batches(
         FrameText(kf.index, kf.start, kf.end, lines_to_rows(per_frame[kf.index]), kf.line)
         for kf in keyframes.frames
     ]
+
+
+def read_follower(
+    engine: OcrEngine, batch: np.ndarray, crop: np.ndarray, top: int, shift: int, leader_lines: int
+) -> list[OcrLine]:
+    """A keyframe read at the quads detected in its leader's crop (`top`: the leader's row in the batch,
+    `shift`: how many columns further right the same text sits in this crop). It is detected on its own
+    where its leader read nothing or where a quad reads nothing here: the text may have moved or changed."""
+    height = crop.shape[0]
+    quads = engine.quads(batch)  # remembered from the batch's `read`: no second detection
+    centres = quads[:, :, 1].mean(axis=1) if len(quads) else np.zeros(0)
+    mine = quads[(centres >= top) & (centres < top + height)] + np.float32([shift, -top])
+    if leader_lines == 0 or len(mine) == 0:
+        return engine.read(crop)
+    mine[:, :, 0] = np.clip(mine[:, :, 0], 0, crop.shape[1] - 1)
+    mine[:, :, 1] = np.clip(mine[:, :, 1], 0, height - 1)
+    lines = engine.read_at(crop, mine)
+    return lines if len(lines) >= leader_lines else engine.read(crop)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"band crop {path} is missing or unreadable")
+    return image
 
 
 def reread_enlarged(crop_path: Path, engine: OcrEngine, scale: float = 1.5) -> list[OcrLine]:
@@ -397,6 +454,7 @@ def ocr_task(
 
 
 def batch_keyframes(keyframes: KeyframeSet, batch: StitchedBatch) -> KeyframeSet:
-    """The keyframes stitched into `batch`: what its OCR run needs (and its cache key covers)."""
-    wanted = set(batch.keyframe_indices)
+    """The keyframes stitched into `batch` and its followers: what its OCR run needs (and its cache key
+    covers)."""
+    wanted = set(batch.keyframe_indices) | {follower for follower, _, _ in batch.followers}
     return replace(keyframes, frames=tuple(kf for kf in keyframes.frames if kf.index in wanted))

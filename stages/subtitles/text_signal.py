@@ -19,7 +19,9 @@ class KeyframeSettings:
     bright_level: int = 175  # text fill (white, yellow) is at least this bright in grey
     dark_level: int = 80  # outline/shadow is at most this dark
     cell: int = 4  # the signal is pooled over cell x cell pixels
-    window_seconds: float = 300.0  # the flow extracts, reads and deletes strips window by window
+    window_seconds: float = 120.0  # the flow extracts, reads and deletes strips window by window: OCR reads
+    # one window while the next decodes (5-minute windows left it idle for the second one's whole decode, and
+    # held two windows' images: 648 MB on 10 minutes of 720p, 268 MB at 2 minutes)
     line_change: float = 0.5  # a new line loses (or gains) this share of the old line's cells ...
     line_change_other: float = 0.25  # ... and gains (loses) this share: centred lines overlap in strokes
     character_change: float = 0.42  # ... or of one character's columns (a one-character change)
