@@ -368,10 +368,11 @@ def recognize_batches(
                     own = OcrLine(line.text, line.confidence, (x0, y0 - top, x1, y1 - top))
                     per_frame[kf_index].append(spaces_of(own, image[top : top + height]))
                     break
+        quads = engine.quads(image) if batch.followers else np.zeros((0, 4, 2), np.float32)  # from `read`
         for follower, leader, shift in batch.followers:
             top = next(top for index, top, _ in rows if index == leader)
             crop = _read_image(by_index[follower].image_path)
-            lines = read_follower(engine, image, crop, top, shift, len(per_frame[leader]))
+            lines = read_follower(engine, quads, crop, top, shift, len(per_frame[leader]))
             per_frame[follower] = [spaces_of(line, crop) for line in lines]
     misses: dict[int, int] = {}  # per on-screen line: second looks in a row that found nothing
     second_looks = keyframes.band.source != WHOLE_FRAME
@@ -388,13 +389,13 @@ def recognize_batches(
 
 
 def read_follower(
-    engine: OcrEngine, batch: np.ndarray, crop: np.ndarray, top: int, shift: int, leader_lines: int
+    engine: OcrEngine, quads: np.ndarray, crop: np.ndarray, top: int, shift: int, leader_lines: int
 ) -> list[OcrLine]:
-    """A keyframe read at the quads detected in its leader's crop (`top`: the leader's row in the batch,
+    """A keyframe read at the quads detected in its leader's batch (`top`: the leader's row in the batch,
     `shift`: how many columns further right the same text sits in this crop). It is detected on its own
-    where its leader read nothing or where a quad reads nothing here: the text may have moved or changed."""
+    where its leader read nothing or where a quad reads nothing here: the text may have moved or changed.
+    `quads` come once per batch: through the model service each call ships the whole batch image."""
     height = crop.shape[0]
-    quads = engine.quads(batch)  # remembered from the batch's `read`: no second detection
     centres = quads[:, :, 1].mean(axis=1) if len(quads) else np.zeros(0)
     mine = quads[(centres >= top) & (centres < top + height)] + np.float32([shift, -top])
     if leader_lines == 0 or len(mine) == 0:
