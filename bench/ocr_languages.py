@@ -40,7 +40,7 @@ def _rss_mb() -> float:
 
 def model_specs() -> list[tuple[str, str]]:
     """(label, spec) of every OCR model the languages use: each ONNX file, each installed Tesseract
-    language (Thai is not installed: unsupported), then each distinct engine."""
+    language, then each distinct engine."""
     from importlib.util import find_spec
 
     from core.packaged_models import _OCR_MODELS, ocr_model_file, tesseract_languages
@@ -208,7 +208,8 @@ def run_flow(cases, media: Path) -> None:
             try:
                 result = extract_subtitles(str(render_case(item.case, media)), out)
                 line = score_subtitles(item.case.truth(), list(result.events)).line()
-            except Exception as exc:  # noqa: BLE001 - the bench reports the refusal (Thai) and goes on
+                line += f"  {[event.text for event in result.events]}"
+            except Exception as exc:  # noqa: BLE001 - the bench reports a refusal and goes on
                 line = f"refused: {str(exc).splitlines()[0]}"
             print(f"{item.case.name:<20} {time.perf_counter() - start:5.1f}s  {line}", flush=True)
 

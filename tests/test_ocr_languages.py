@@ -3,10 +3,13 @@ libass-burned subtitles per language (samples/footage_languages.py), scored like
 reads is named.
 
 Every supported language is held to the issue's target (CER <= 3%, recall >= 95%). Arabic reached it once
-Tesseract's edge bars were stripped ("| أين المحطة": 5.7% -> 2.9% CER, one yeh read as beh left). The corpus
-is rendered once per session (media_dir). Measured with language auto: CER 0% ja, ko, ru, fr, de, vi,
-zh-Hant, hi, he; 1.5% es; 2.9% ar; 3.0% uk (one reader, rus+ukr; main read it so too); 4.8% el (below the
-target: its own gate); recall 100% each. Thai stays refused: tesseract-ocr-tha read its case at 15.6% CER.
+Tesseract's edge bars were stripped ("| أين المحطة": 5.7% -> 2.9% CER, one yeh read as beh left); Greek and
+Thai once their reader kept only the shapes a dark outline rings (sunlit grass between the letters was read
+as marks: "Τα λεμε αυριοκο πρωί") and read each row at three heights, the letters most agree on kept (el
+4.8% -> 0%, th 15.6% -> 0%, "ปขขบคุณมาค" for "ขอบคุณมาก"). The corpus is rendered once per session
+(media_dir). Measured with language auto: CER 0% ja, ko, ru, fr, de, vi, zh-Hant, hi, he, el, th; 1.5% es;
+2.9% ar; 3.0% uk (one reader, rus+ukr; main read it so too); recall 100% each. A host without a script's
+pack names the script and reads nothing.
 """
 
 from __future__ import annotations
@@ -29,9 +32,6 @@ from stages.subtitles.spacing import space_words
 from stages.subtitles.tesseract import LOADS
 
 TARGET_CER, TARGET_RECALL = 0.03, 0.95
-# (CER, recall) for a language below the target: Greek, 3 letters of 63 ("Τα λεμε αυριοκο πρωί": two tonos
-# lost and "το" read "κο" by tesseract-ocr-ell; 6.3% before its polytonic readings were made monotonic)
-GATES: dict[str, tuple[float, float]] = {"el": (0.05, 0.95)}
 SUPPORTED = [c.lang for c in LANGUAGE_CASES if c.supported]
 
 
@@ -79,8 +79,7 @@ def test_each_language_is_read_with_language_auto(language_runs, lang):
     assert set(loads["tesseract"]) - {"osd"} == reads, loads  # no reader loaded to look only
     assert set(loads["tesseract"].values()) <= {1}, loads  # nor twice
     assert loads["resident"] == reads, loads  # a reader tried and not chosen holds no resident slot
-    cer, recall = GATES.get(lang, (TARGET_CER, TARGET_RECALL))
-    assert score.cer <= cer and score.recall >= recall, score.line()
+    assert score.cer <= TARGET_CER and score.recall >= TARGET_RECALL, score.line()
 
 
 @pytest.mark.slow
@@ -103,24 +102,32 @@ def test_words_the_tight_crop_glued_are_spaced(language_runs):
     assert "Wir sehen uns" in language_runs["texts"]["de"], language_runs["texts"]["de"]
 
 
-UNSUPPORTED = {"th": "Thai"}  # case: the script named
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("lang", [c.lang for c in LANGUAGE_CASES if not c.supported])
-def test_a_script_no_model_reads_is_named_and_not_read(language_runs, lang):
-    """Thai (no reader installed: tesseract-ocr-tha read its case at 15.6% CER): the run stops before OCR
-    with one line naming the script and the package to install, and reads no look-alikes."""
-    case = language_case(lang).case
+def test_a_script_no_model_reads_is_named_and_not_read(language_runs, tmp_path, monkeypatch):
+    """Thai on a host without its pack (Debian's tessdata, tesseract-ocr-tha left out): the run stops before
+    OCR with one line naming the script and the package to install, and reads no look-alikes. No other
+    script makes this case: Georgian, Armenian, Khmer, Bengali and Tamil rows were named Telugu, Arabic,
+    Katakana, Bengali in doubt and Malayalam by OSD (the flow reads them in doubt as ch or refuses them
+    under the wrong name), so the pack is what is taken away."""
+    from core.caching import CACHE_ENV
+    from core.packaged_models import TESSDATA_ENV, tessdata_dir
+
+    thai = language("th")
+    for data in tessdata_dir().glob("*.traineddata"):
+        if data.stem != thai.recogniser.model:
+            (tmp_path / data.name).symlink_to(data)
+    monkeypatch.setenv(TESSDATA_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, "0")  # the language stage ran on this video with the pack
+    case = language_case("th").case
     video = render_case(case, language_runs["media"])
     evict()
     with pytest.raises(MediaInputError) as refused:
-        extract_subtitles(str(video), str(language_runs["out"]))
+        extract_subtitles(str(video), str(tmp_path / "out"))
     assert not _resident_readers(), "the readers tried (kor, rus, ara) are not kept"
     message = str(refused.value)
-    assert f"look like {UNSUPPORTED[lang]} script" in message and "no installed model reads it" in message
-    assert f"apt-get install {language(lang).debian}" in message and "\n" not in message, message
-    assert not list(language_runs["out"].glob(f"subtitles/{case.name}-*")), "partial output left behind"
+    assert "look like Thai script" in message and "no installed model reads it" in message
+    assert f"apt-get install {thai.debian}" in message and "\n" not in message, message
+    assert not list((tmp_path / "out").glob(f"subtitles/{case.name}-*")), "partial output left behind"
 
 
 @pytest.mark.slow
@@ -178,12 +185,14 @@ def test_packaged_recogniser_and_tesseract_data_are_installed():
 
 def test_greek_readings_are_monotonic():
     """tesseract-ocr-ell holds polytonic letters and read the Greek case's tonos as a breathing or a
-    circumflex ("Τα λέμε αὐριο", "Πού εἶναι"); modern Greek subtitles carry one tonos, a diaeresis kept."""
+    circumflex ("Τα λέμε αὐριο", "Πού εἶναι"); modern Greek subtitles carry one tonos, a diaeresis kept, and
+    mu where it reads the micro sign ("φίλοι µου")."""
     from stages.subtitles.tesseract import monotonic
 
     assert monotonic("Τα λέμε αὐριο το πρωί") == "Τα λέμε αύριο το πρωί"
     assert monotonic("Πού εἶναι ο σταθμός;") == "Πού είναι ο σταθμός;"
     assert monotonic("Καλημέρα, προϊόν, ΐ") == "Καλημέρα, προϊόν, ΐ"
+    assert monotonic("Καλημέρα φίλοι \u00b5ου") == "Καλημέρα φίλοι μου"
 
 
 @pytest.mark.slow

@@ -18,8 +18,8 @@ nothing, the headline its letters hang from; a refused script is named by what m
 called, not the stacked page (one Hebrew line stacked was called Thai). Measured on 184 real Chinese row
 sets blurred, faded, pixelated, smeared, JPEG-crushed or downscaled: none refused, none read with a
 Tesseract reader, none read as ja (7 before). That same evidence, not OSD's word, is what tries the Hindi,
-Hebrew, Greek and Thai readers (ON_EVIDENCE): unclear clips never load them. Hindi, Hebrew and Greek are read
-(tesseract-ocr-hin, -heb, -ell); Thai, its pack 15.6% CER on its case, is not installed: refused, named.
+Hebrew, Greek and Thai readers (ON_EVIDENCE): unclear clips never load them. Hindi, Hebrew, Greek and Thai are
+read (tesseract-ocr-hin, -heb, -ell, -tha); a script whose pack is missing is refused and named.
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
 resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
@@ -247,13 +247,21 @@ def _named(
     """The reader of a script ON_EVIDENCE where OSD names one upright and the probe's evidence is there
     (_evidence_rows in half the rows), chosen where it reads the rows (READS), before the other readers
     are tried (the Hindi and Hebrew cases loaded kor, rus+ukr and ara first); the script named is the one
-    most rows alone are called (one Hebrew line's rows stacked were called Thai). None: not so named."""
+    most rows alone are called (one Hebrew line's rows stacked were called Thai). Where the stacked page
+    names another script or is not upright, look-alike glyphs in half the rows let the rows alone name one
+    ON_EVIDENCE: the Thai case's 7 rows stacked were called Thai at 180 degrees (alone Thai 4 times, Latin,
+    Hebrew, Arabic) and kor, rus+ukr and ara were loaded before tha; the Korean, Russian, Ukrainian and
+    Arabic cases' probe finds look-alikes in 0-2 rows of 12. None: not so named."""
     osd, _, degrees = found
-    if degrees != 0 or osd not in ON_EVIDENCE:
+    need = max(MIN_ROWS, len(rows) / 2)
+    if osd in ON_EVIDENCE and degrees == 0 and _evidence_rows(osd, rows, texts) >= need:
+        script = _unreadable_name(rows, classifier, osd)
+    elif look_alike_rows(texts) >= need:
+        script = _unreadable_name(rows, classifier, None)
+        if script not in ON_EVIDENCE:
+            return None
+    else:
         return None
-    if _evidence_rows(osd, rows, texts) < max(MIN_ROWS, len(rows) / 2):
-        return None
-    script = _unreadable_name(rows, classifier, osd)
     spec = LANGUAGES.get(SCRIPT_LANGUAGE.get(script or "", ""))
     if spec is None or not _installed(spec):
         return None
