@@ -216,3 +216,19 @@ def test_rows_nothing_reads_try_no_reader_the_evidence_does_not_name():
         language(code).recogniser.model for code, s in LANGUAGES.items() if s.script in ON_EVIDENCE
     }
     assert not set(LOADS - before) & on_evidence, dict(LOADS - before)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not realvideo_available(), reason=REALVIDEO_MISSING)
+def test_crushed_chinese_rows_called_latin_upside_down_are_not_chosen_as_english():
+    """A real drama's first key lines JPEG-crushed (bench/realvideo.py --damaged, the one set of 184 chosen
+    en): OSD called them Latin at 180 degrees and main chose English; subtitle rows are upright, so that is
+    no word for Latin: read in doubt with the default reader (the same model: the text alike)."""
+    from samples.damaged_rows import DAMAGES, frames_at_cues
+    from stages.subtitles.script import choose_language, subtitle_rows
+
+    settings = OcrSettings(lang="auto")
+    frames = frames_at_cues("douyin_7625472985927237489_zh", slice(0, 3), (0.3, 0.7))
+    rows = subtitle_rows(frames, settings)
+    choice = choose_language([DAMAGES["crushed"](row) for row in rows], settings)
+    assert choice.supported and choice.doubt and choice.lang == "ch", choice.reason

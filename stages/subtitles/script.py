@@ -296,6 +296,10 @@ def _classified(
     if script is None:
         return _doubt(None, f"no script told (PP-OCR reads {score:.2f}, the best reader {best_score:.2f})")
     seen = f"OSD says {osd} ({confidence:.1f} at {degrees} deg), the best reader {best} ({best_score:.2f})"
+    if script == osd == "Latin" and degrees != 0:  # Latin sideways or upside down, as subtitles never
+        # are: a JPEG-crushed real Chinese set was called Latin at 180 degrees and chosen en (the same
+        # model read it: the text alike, the language named wrong)
+        return _doubt(script, f"{seen}: not upright")
     if script == "Latin" and score < LATIN_READ:  # Thai was called Latin on three short rows
         script = _unreadable_name(rows, classifier, None)
         if script is None:
