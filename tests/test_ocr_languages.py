@@ -26,7 +26,7 @@ from samples.footage import render_case
 from samples.footage_languages import LANGUAGE_CASES, language_case
 from samples.realvideo import REALVIDEO_MISSING, realvideo_available
 from samples.scoring import score_subtitles
-from stages.subtitles.languages import LANGUAGE_CHOICES, LANGUAGES, language, spacing_of
+from stages.subtitles.languages import LANGUAGE_CHOICES, LANGUAGES, SCRIPT_LANGUAGE, language, spacing_of
 from stages.subtitles.ocr import OcrSettings, respaces
 from stages.subtitles.spacing import space_words
 from stages.subtitles.tesseract import LOADS
@@ -130,27 +130,60 @@ def test_a_script_no_model_reads_is_named_and_not_read(language_runs, tmp_path, 
     assert not list((tmp_path / "out").glob(f"subtitles/{case.name}-*")), "partial output left behind"
 
 
+def _choice(runs, lang: str, lines: int, at: tuple[float, ...]):
+    """The language stage's choice (stage function level, no flow run) on the rows of the case's first
+    `lines` subtitles, a frame at each share `at` of each one's time on screen; and the number of rows."""
+    import cv2
+
+    from stages.subtitles.script import choose_language, subtitle_rows
+
+    case = language_case(lang).case
+    capture, frames = cv2.VideoCapture(str(render_case(case, runs["media"]))), []
+    for event in case.events[:lines]:
+        for share in at:
+            capture.set(cv2.CAP_PROP_POS_MSEC, 1000 * (event.start + share * (event.end - event.start)))
+            frames.append(capture.read()[1])
+    capture.release()
+    settings = OcrSettings(lang="auto")
+    rows = subtitle_rows(frames, settings)
+    return choose_language(rows, settings), len(rows)
+
+
 @pytest.mark.slow
 def test_one_hebrew_line_is_read_as_hebrew_not_thai(language_runs):
     """The rows of one Hebrew line ("שלום חברים", three frames): OSD calls them Thai stacked on one page
     (refused as Thai before the last stop), Hebrew in most rows alone: the Hebrew reader reads them (main
     refused them, no reader installed)."""
-    import cv2
-
-    from stages.subtitles.script import choose_language, subtitle_rows
-
-    case = language_case("he").case
-    capture, frames = cv2.VideoCapture(str(render_case(case, language_runs["media"]))), []
-    first = case.events[0]
-    for at in (0.25, 0.5, 0.75):
-        capture.set(cv2.CAP_PROP_POS_MSEC, 1000 * (first.start + at * (first.end - first.start)))
-        frames.append(capture.read()[1])
-    capture.release()
-    settings = OcrSettings(lang="auto")
-    rows = subtitle_rows(frames, settings)
-    assert len(rows) == 3, len(rows)
-    choice = choose_language(rows, settings)
+    choice, rows = _choice(language_runs, "he", 1, (0.25, 0.5, 0.75))
+    assert rows == 3, rows
     assert choice.supported and choice.lang == "he" and not choice.doubt, choice.reason
+
+
+# Scripts OSD names (osd.traineddata) that a refusal could misname an unreadable script as
+OSD_SCRIPTS = {*SCRIPT_LANGUAGE, *"Telugu Malayalam Kannada Fraktur Bengali Georgian Armenian".split()}
+OSD_SCRIPTS |= {*"Khmer Ethiopic Tamil Gujarati Gurmukhi Myanmar Sinhala".split()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("lang", "named"), [("ka", None), ("hy", None), ("km", None), ("am", None), ("bn", "Bengali")]
+)
+def test_a_script_no_model_reads_is_refused_in_one_line_not_named_as_another(language_runs, lang, named):
+    """Georgian, Armenian, Khmer, Ethiopic and Bengali rows (12, four lines): refused with one line that
+    says no installed model reads them, naming the script only where OSD names it on the page and in the
+    rows (Bengali; its headlines are the evidence), never another script. Main refused Georgian as
+    "Telugu" (OSD's name for 3 rows of 12) and Ethiopic as Devanagari (the Hindi reader read 0.03), and
+    read Armenian, Khmer and Bengali in doubt as ch (look-alike Latin in 5-12 rows, read at 0.63-0.66)."""
+    choice, rows = _choice(language_runs, lang, 4, (0.2, 0.5, 0.8))
+    assert rows == 12, rows
+    assert not choice.supported, choice.reason
+    message = str(choice.refuse("video.mp4"))
+    said = {name for name in OSD_SCRIPTS if f"{name} " in message or f"({name})" in message}
+    if named is None:
+        assert "a script no installed model reads" in message and not said, message
+    else:
+        assert f"look like {named} script" in message and said == {named}, message
+    assert "\n" not in message, message
 
 
 def test_word_spaces_follow_the_language():

@@ -19,7 +19,12 @@ called, not the stacked page (one Hebrew line stacked was called Thai). Measured
 sets blurred, faded, pixelated, smeared, JPEG-crushed or downscaled: none refused, none read with a
 Tesseract reader, none read as ja (7 before). That same evidence, not OSD's word, is what tries the Hindi,
 Hebrew, Greek and Thai readers (ON_EVIDENCE): unclear clips never load them. Hindi, Hebrew, Greek and Thai are
-read (tesseract-ocr-hin, -heb, -ell, -tha); a script whose pack is missing is refused and named.
+read (tesseract-ocr-hin, -heb, -ell, -tha); a script whose pack is missing is refused and named. Look-alike
+glyphs in half the rows that no reader reads and the probe reads weakly (below LATIN_READ) are refused too,
+where OSD names nothing right: Georgian, Armenian, Khmer and Ethiopic rows were refused as Telugu or
+Devanagari, or read in doubt as ch; now "a script no installed model reads", one line. A refusal names a
+script no language has only where OSD says it twice (the stacked page and the rows: Bengali, whose headlines
+are its evidence, as Devanagari's). Tamil rows are still read in doubt: the probe reads nothing in 10 of 12.
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
 resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
@@ -76,6 +81,11 @@ AGREES = 0.5  # ... enough where OSD named its script too (ar 0.60, ru on Ukrain
 ON_EVIDENCE = ("Devanagari", "Hebrew", "Greek", "Thai")  # scripts whose reader is tried only where the
 # evidence that would refuse them names them (look-alike glyphs, headlines, Greek letters in half the rows
 # or more): never on rows nothing reads, so unclear Chinese clips load none of them
+HEADLINED = ("Devanagari", "Bengali")  # scripts whose letters hang from a headline (has_headline): PP-OCRv6
+# reads nothing in them (the Bengali rows: glyphs in 5 of 12, headlines in 12; OSD says Bengali)
+LATIN_LOOK_ALIKES = ("Thai",)  # ON_EVIDENCE scripts the probe reads as plain Latin ("abansu" for Thai at
+# 0.86, OSD "Latin" upright on one line's rows): their reader is tried before such rows are chosen English
+UNREADABLE = "the subtitles are in a script no installed model reads"
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,10 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         choice = _doubt(choice.script, why)
     elif not choice.supported and choice.script in ON_EVIDENCE:
         choice = _read_on_evidence(choice, rows, settings, f"glyphs in {seen} of {len(rows)} rows")
+    elif choice.doubt and score < LATIN_READ and look_alike_rows(texts) >= need:  # glyphs in enough rows
+        # that no reader reads, the probe reading them weakly: Armenian and Khmer were read as ch in doubt
+        why = f"look-alike glyphs in {look_alike_rows(texts)} of {len(rows)} rows, read at {score:.2f}"
+        choice = ScriptChoice(DEFAULT, None, False, f"{UNREADABLE} ({why}, by no reader at {AGREES})")
     _unload_tried(settings, choice.lang, resident)
     return choice
 
@@ -177,7 +191,7 @@ def _evidence_rows(script: str | None, rows: list[np.ndarray], texts: list[str])
     reading (Thai, Hebrew, Greek letters), or for Devanagari, of which PP-OCRv6 reads nothing (2 rows of 7
     gave glyphs), a headline (7 of 7 rows; at most 1 of 11 in real Chinese rows OSD called Devanagari)."""
     seen = look_alike_rows(texts)
-    return max(seen, sum(map(has_headline, rows))) if script == "Devanagari" else seen
+    return max(seen, sum(map(has_headline, rows))) if script in HEADLINED else seen
 
 
 def _read_on_evidence(
@@ -192,8 +206,8 @@ def _read_on_evidence(
     script, name = choice.script, spec.name
     if score >= AGREES:
         return ScriptChoice(spec.code, script, True, f"subtitles in {name} ({seen}, {spec.code} {score:.2f})")
-    why = f"the subtitles look like {script} script ({name}), yet its reader reads them at {score:.2f}"
-    return ScriptChoice(DEFAULT, script, False, why)
+    why = f"{UNREADABLE} ({seen}, yet the {spec.code} reader reads them at {score:.2f})"  # not that script:
+    return ScriptChoice(DEFAULT, None, False, why)  # Ethiopic rows, called Devanagari, were so refused
 
 
 def _doubt(script: str | None, why: str) -> ScriptChoice:
@@ -232,7 +246,7 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings, texts: list[str], sco
     try:
         found = classifier.script(rows)
         named = _named(rows, settings, texts, classifier, found)
-        return named or _classified(rows, settings, text, score, classifier, found)
+        return named or _classified(rows, settings, texts, score, classifier, found)
     finally:
         classifier.close()
 
@@ -276,7 +290,7 @@ def _named(
 def _classified(
     rows: list[np.ndarray],
     settings: OcrSettings,
-    text: str,
+    texts: list[str],
     score: float,
     classifier: ScriptClassifier,
     found: tuple[str | None, float, int],
@@ -284,6 +298,7 @@ def _classified(
     """The choice where the probe's reading did not decide: OSD's script of the stacked rows, outvoted by
     a Tesseract reader that reads them; a script no reader reads named by most rows (_unreadable_name)."""
     osd, confidence, degrees = found
+    text = " ".join(t for t in texts if t)
     # OSD misreads what it finds sideways or upside down (subtitle rows are upright): Korean was called
     # Arabic at 90 degrees, Hebrew or Devanagari at 180, never Hangul; such a script orders no reader
     readings = _tesseract_readings(rows, settings, osd if degrees == 0 else None)
@@ -300,10 +315,17 @@ def _classified(
         # are: a JPEG-crushed real Chinese set was called Latin at 180 degrees and chosen en (the same
         # model read it: the text alike, the language named wrong)
         return _doubt(script, f"{seen}: not upright")
+    need = max(MIN_ROWS, len(rows) / 2)
+    if script == osd == "Latin" and score < CONFIDENT and look_alike_rows(texts) >= need:
+        for other in LATIN_LOOK_ALIKES:  # one Thai line's rows were read "abansu" at 0.86 (chosen en)
+            spec = LANGUAGES[SCRIPT_LANGUAGE[other]]
+            if _installed(spec) and (read := _reading(spec, rows, settings)[1]) >= READS:
+                why = f"{seen}; PP-OCRv6 reads look-alike Latin at {score:.2f}, {spec.code} {read:.2f}"
+                return ScriptChoice(spec.code, other, True, f"subtitles in {spec.name} ({why})")
     if script == "Latin" and score < LATIN_READ:  # Thai was called Latin on three short rows
         script = _unreadable_name(rows, classifier, None)
         if script is None:
-            why = f"the subtitles are in a script no installed model reads ({seen}; PP-OCR reads {score:.2f})"
+            why = f"{UNREADABLE} (PP-OCR reads {score:.2f}, the best reader {best} {best_score:.2f})"
             return ScriptChoice(DEFAULT, None, False, why)
     reader = SCRIPT_LANGUAGE.get(script)
     if reader in readings and readings[reader][1] < AGREES:  # OSD's script, and its reader reads nothing
@@ -338,9 +360,15 @@ def _installed(spec: Language) -> bool:
 def _unreadable_name(rows: list[np.ndarray], classifier: ScriptClassifier, stacked: str | None) -> str | None:
     """The script no installed model reads that most rows alone are called by OSD (`stacked`, the stacked
     page's name, where none is): the stacked rows of one Hebrew line were called Thai, its rows alone
-    Hebrew 7 times in 11 and Thai 3; Thai rows alone Thai 4 times in 7, Hebrew once."""
+    Hebrew 7 times in 11 and Thai 3; Thai rows alone Thai 4 times in 7, Hebrew once. A script no language
+    has (a refusal's name, no reader to check it) only where OSD says it twice, most rows or the stacked page
+    and the rows: Georgian rows were called Telugu 3 times in 12 (Malayalam 2, the page Latin), so refused
+    as Telugu; None: no script named."""
     votes = Counter(name for name in classifier.row_scripts(rows) if name is not None and not _readable(name))
-    return votes.most_common(1)[0][0] if votes else stacked
+    if not votes:
+        return stacked if stacked in SCRIPT_LANGUAGE else None
+    name, count = votes.most_common(1)[0]
+    return name if name in SCRIPT_LANGUAGE or name == stacked or count > len(rows) / 2 else None
 
 
 _SCRIPT_RANGES = {
