@@ -159,6 +159,18 @@ def test_one_hebrew_line_is_read_as_hebrew_not_thai(language_runs):
     assert choice.supported and choice.lang == "he" and not choice.doubt, choice.reason
 
 
+@pytest.mark.slow
+def test_one_thai_line_is_read_as_thai_not_english(language_runs):
+    """The rows of one Thai line ("สวัสดีครับ", three frames), as a short clip gives: PP-OCRv6 reads
+    "abansu" at 0.80, OSD says Hebrew (Latin upright at 0.2/0.5/0.8 of its time, chosen en at 0.86), and the
+    Hebrew reader failing, the rows were refused. Look-alike glyphs in every row that nothing else reads try
+    the Thai reader last: it reads them (0.94). Each line of the Thai case so taken, at four sets of times:
+    th 12 of 12 (th 5, en 2, refused as Hebrew 2, in doubt 3 before)."""
+    choice, rows = _choice(language_runs, "th", 1, (0.25, 0.5, 0.75))
+    assert rows == 3, rows
+    assert choice.supported and choice.lang == "th" and not choice.doubt, choice.reason
+
+
 # Scripts OSD names (osd.traineddata) that a refusal could misname an unreadable script as
 OSD_SCRIPTS = {*SCRIPT_LANGUAGE, *"Telugu Malayalam Kannada Fraktur Bengali Georgian Armenian".split()}
 OSD_SCRIPTS |= {*"Khmer Ethiopic Tamil Gujarati Gurmukhi Myanmar Sinhala".split()}

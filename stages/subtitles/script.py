@@ -25,6 +25,8 @@ where OSD names nothing right: Georgian, Armenian, Khmer and Ethiopic rows were 
 Devanagari, or read in doubt as ch; now "a script no installed model reads", one line. A refusal names a
 script no language has only where OSD says it twice (the stacked page and the rows: Bengali, whose headlines
 are its evidence, as Devanagari's). Tamil rows are still read in doubt: the probe reads nothing in 10 of 12.
+Before such rows are refused or read in doubt, the Thai reader is tried last (LATIN_LOOK_ALIKES): one Thai
+line's rows, read "abansu", were called Latin, Hebrew or Cyrillic by OSD as the frames went.
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
 resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
@@ -84,7 +86,8 @@ ON_EVIDENCE = ("Devanagari", "Hebrew", "Greek", "Thai")  # scripts whose reader 
 HEADLINED = ("Devanagari", "Bengali")  # scripts whose letters hang from a headline (has_headline): PP-OCRv6
 # reads nothing in them (the Bengali rows: glyphs in 5 of 12, headlines in 12; OSD says Bengali)
 LATIN_LOOK_ALIKES = ("Thai",)  # ON_EVIDENCE scripts the probe reads as plain Latin ("abansu" for Thai at
-# 0.86, OSD "Latin" upright on one line's rows): their reader is tried before such rows are chosen English
+# 0.80-0.86): their reader is tried where rows so read are in doubt or refused (_look_alike_script), and
+LOOK_ALIKE_READS = 0.85  # chosen where it reads them this surely: one Thai line 0.92-0.94, Armenian 0.78
 UNREADABLE = "the subtitles are in a script no installed model reads"
 
 
@@ -178,12 +181,27 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         choice = _doubt(choice.script, why)
     elif not choice.supported and choice.script in ON_EVIDENCE:
         choice = _read_on_evidence(choice, rows, settings, f"glyphs in {seen} of {len(rows)} rows")
-    elif choice.doubt and score < LATIN_READ and look_alike_rows(texts) >= need:  # glyphs in enough rows
+    if (choice.doubt or not choice.supported) and score < CONFIDENT and look_alike_rows(texts) >= need:
+        choice = _look_alike_script(rows, settings, score) or choice  # Thai read as Latin, last
+    if choice.doubt and score < LATIN_READ and look_alike_rows(texts) >= need:  # glyphs in enough rows
         # that no reader reads, the probe reading them weakly: Armenian and Khmer were read as ch in doubt
         why = f"look-alike glyphs in {look_alike_rows(texts)} of {len(rows)} rows, read at {score:.2f}"
         choice = ScriptChoice(DEFAULT, None, False, f"{UNREADABLE} ({why}, by no reader at {AGREES})")
     _unload_tried(settings, choice.lang, resident)
     return choice
+
+
+def _look_alike_script(rows: list[np.ndarray], settings: OcrSettings, score: float) -> ScriptChoice | None:
+    """The reader of a script the probe reads as look-alike Latin (LATIN_LOOK_ALIKES), where it reads rows
+    nothing else read (LOOK_ALIKE_READS): one Thai line's rows ("abansu" at 0.80-0.86) were called Latin,
+    Hebrew or Cyrillic upside down by OSD, as its row sets went, and chosen en, refused as Hebrew or read in
+    doubt. Tried last, so it loads nothing where another reader or the probe's own reading decided."""
+    for script in LATIN_LOOK_ALIKES:
+        spec = LANGUAGES[SCRIPT_LANGUAGE[script]]
+        if _installed(spec) and (read := _reading(spec, rows, settings)[1]) >= LOOK_ALIKE_READS:
+            why = f"look-alike glyphs read at {score:.2f} by PP-OCRv6, {spec.code} {read:.2f}"
+            return ScriptChoice(spec.code, script, True, f"subtitles in {spec.name} ({why})")
+    return None
 
 
 def _evidence_rows(script: str | None, rows: list[np.ndarray], texts: list[str]) -> int:
@@ -315,13 +333,9 @@ def _classified(
         # are: a JPEG-crushed real Chinese set was called Latin at 180 degrees and chosen en (the same
         # model read it: the text alike, the language named wrong)
         return _doubt(script, f"{seen}: not upright")
-    need = max(MIN_ROWS, len(rows) / 2)
-    if script == osd == "Latin" and score < CONFIDENT and look_alike_rows(texts) >= need:
-        for other in LATIN_LOOK_ALIKES:  # one Thai line's rows were read "abansu" at 0.86 (chosen en)
-            spec = LANGUAGES[SCRIPT_LANGUAGE[other]]
-            if _installed(spec) and (read := _reading(spec, rows, settings)[1]) >= READS:
-                why = f"{seen}; PP-OCRv6 reads look-alike Latin at {score:.2f}, {spec.code} {read:.2f}"
-                return ScriptChoice(spec.code, other, True, f"subtitles in {spec.name} ({why})")
+    if script == "Latin" and score < CONFIDENT and look_alike_rows(texts) >= max(MIN_ROWS, len(rows) / 2):
+        if looks := _look_alike_script(rows, settings, score):  # Thai rows read "abansu" at 0.86 were
+            return looks  # chosen en; English the probe reads so weakly still is, where Thai's reader fails
     if script == "Latin" and score < LATIN_READ:  # Thai was called Latin on three short rows
         script = _unreadable_name(rows, classifier, None)
         if script is None:
