@@ -7,7 +7,7 @@ SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng chromium
 # subtitles in other scripts (stages/subtitles/languages.py): Tesseract's data (OSD script classifier with
 # tesseract-ocr) and the fonts the language corpus renders with (samples/footage_languages.py)
 OCR_LANGUAGE_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-rus tesseract-ocr-ukr tesseract-ocr-vie \
-	tesseract-ocr-ara tesseract-ocr-hin tesseract-ocr-heb tesseract-ocr-ell fonts-noto-core
+	tesseract-ocr-ara tesseract-ocr-hin tesseract-ocr-heb tesseract-ocr-ell tesseract-ocr-tha fonts-noto-core
 # defined above APT_PACKAGES: ':=' expands at once, so a later definition left the list without them
 APT_PACKAGES := ffmpeg fonts-noto-cjk espeak-ng chromium $(OCR_LANGUAGE_PACKAGES)
 
@@ -19,7 +19,7 @@ setup: system-deps $(VENV)/.setup-done
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing="$$missing fonts-noto-cjk"; \
-	for l in osd kor rus ukr vie ara hin heb ell; do ls /usr/share/tesseract-ocr/*/tessdata/$$l.traineddata >/dev/null 2>&1 \
+	for l in osd kor rus ukr vie ara hin heb ell tha; do ls /usr/share/tesseract-ocr/*/tessdata/$$l.traineddata >/dev/null 2>&1 \
 	  || missing="$$missing tesseract-ocr-$$l"; done; \
 	fc-list 2>/dev/null | grep -qi "Noto Sans Arabic" || missing="$$missing fonts-noto-core"; \
 	if [ -n "$$missing" ]; then \

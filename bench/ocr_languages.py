@@ -3,6 +3,7 @@
     .venv/bin/python bench/ocr_languages.py                 # every language, every candidate
     .venv/bin/python bench/ocr_languages.py --langs ja,ko   # some
     .venv/bin/python bench/ocr_languages.py --flow          # the whole flow per case (lang auto): CER, recall
+    .venv/bin/python bench/ocr_languages.py --flow --langs ka,hy  # also scripts no model reads: the refusal
     .venv/bin/python bench/ocr_languages.py --models        # load time and resident memory per model
 
 Candidates per case: PP-OCRv4 (rapidocr-onnxruntime), PP-OCRv6 small (rapidocr 3.10's wheel) and
@@ -40,7 +41,7 @@ def _rss_mb() -> float:
 
 def model_specs() -> list[tuple[str, str]]:
     """(label, spec) of every OCR model the languages use: each ONNX file, each installed Tesseract
-    language (Thai is not installed: unsupported), then each distinct engine."""
+    language, then each distinct engine."""
     from importlib.util import find_spec
 
     from core.packaged_models import _OCR_MODELS, ocr_model_file, tesseract_languages
@@ -208,7 +209,8 @@ def run_flow(cases, media: Path) -> None:
             try:
                 result = extract_subtitles(str(render_case(item.case, media)), out)
                 line = score_subtitles(item.case.truth(), list(result.events)).line()
-            except Exception as exc:  # noqa: BLE001 - the bench reports the refusal (Thai) and goes on
+                line += f"  {[event.text for event in result.events]}"
+            except Exception as exc:  # noqa: BLE001 - the bench reports a refusal and goes on
                 line = f"refused: {str(exc).splitlines()[0]}"
             print(f"{item.case.name:<20} {time.perf_counter() - start:5.1f}s  {line}", flush=True)
 
@@ -240,10 +242,11 @@ def main() -> None:
         print(json.dumps(result, ensure_ascii=False))
         return
     from core.packaged_models import tesseract_languages
-    from samples.footage_languages import LANGUAGE_CASES
+    from samples.footage_languages import LANGUAGE_CASES, UNSUPPORTED_CASES
     from stages.subtitles.languages import language
 
-    cases = [c for c in LANGUAGE_CASES if not args.langs or c.lang in args.langs.split(",")]
+    known = LANGUAGE_CASES + (UNSUPPORTED_CASES if args.flow else ())  # scripts no model reads: the flow's
+    cases = [c for c in known if not args.langs or c.lang in args.langs.split(",")]  # refusal, no candidates
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if args.models:
         print_models(media)

@@ -3,10 +3,13 @@ libass-burned subtitles per language (samples/footage_languages.py), scored like
 reads is named.
 
 Every supported language is held to the issue's target (CER <= 3%, recall >= 95%). Arabic reached it once
-Tesseract's edge bars were stripped ("| أين المحطة": 5.7% -> 2.9% CER, one yeh read as beh left). The corpus
-is rendered once per session (media_dir). Measured with language auto: CER 0% ja, ko, ru, fr, de, vi,
-zh-Hant, hi, he; 1.5% es; 2.9% ar; 3.0% uk (one reader, rus+ukr; main read it so too); 4.8% el (below the
-target: its own gate); recall 100% each. Thai stays refused: tesseract-ocr-tha read its case at 15.6% CER.
+Tesseract's edge bars were stripped ("| أين المحطة": 5.7% -> 2.9% CER, one yeh read as beh left); Greek and
+Thai once their reader kept only the shapes a dark outline rings (sunlit grass between the letters was read
+as marks: "Τα λεμε αυριοκο πρωί") and read each row at three heights, the letters most agree on kept (el
+4.8% -> 0%, th 15.6% -> 0%, "ปขขบคุณมาค" for "ขอบคุณมาก"). The corpus is rendered once per session
+(media_dir). Measured with language auto: CER 0% ja, ko, ru, fr, de, vi, zh-Hant, hi, he, el, th; 1.5% es;
+2.9% ar; 3.0% uk (one reader, rus+ukr; main read it so too); recall 100% each. A host without a script's
+pack names the script and reads nothing.
 """
 
 from __future__ import annotations
@@ -23,15 +26,12 @@ from samples.footage import render_case
 from samples.footage_languages import LANGUAGE_CASES, language_case
 from samples.realvideo import REALVIDEO_MISSING, realvideo_available
 from samples.scoring import score_subtitles
-from stages.subtitles.languages import LANGUAGE_CHOICES, LANGUAGES, language, spacing_of
+from stages.subtitles.languages import LANGUAGE_CHOICES, LANGUAGES, SCRIPT_LANGUAGE, language, spacing_of
 from stages.subtitles.ocr import OcrSettings, respaces
 from stages.subtitles.spacing import space_words
 from stages.subtitles.tesseract import LOADS
 
 TARGET_CER, TARGET_RECALL = 0.03, 0.95
-# (CER, recall) for a language below the target: Greek, 3 letters of 63 ("Τα λεμε αυριοκο πρωί": two tonos
-# lost and "το" read "κο" by tesseract-ocr-ell; 6.3% before its polytonic readings were made monotonic)
-GATES: dict[str, tuple[float, float]] = {"el": (0.05, 0.95)}
 SUPPORTED = [c.lang for c in LANGUAGE_CASES if c.supported]
 
 
@@ -79,8 +79,7 @@ def test_each_language_is_read_with_language_auto(language_runs, lang):
     assert set(loads["tesseract"]) - {"osd"} == reads, loads  # no reader loaded to look only
     assert set(loads["tesseract"].values()) <= {1}, loads  # nor twice
     assert loads["resident"] == reads, loads  # a reader tried and not chosen holds no resident slot
-    cer, recall = GATES.get(lang, (TARGET_CER, TARGET_RECALL))
-    assert score.cer <= cer and score.recall >= recall, score.line()
+    assert score.cer <= TARGET_CER and score.recall >= TARGET_RECALL, score.line()
 
 
 @pytest.mark.slow
@@ -103,24 +102,51 @@ def test_words_the_tight_crop_glued_are_spaced(language_runs):
     assert "Wir sehen uns" in language_runs["texts"]["de"], language_runs["texts"]["de"]
 
 
-UNSUPPORTED = {"th": "Thai"}  # case: the script named
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("lang", [c.lang for c in LANGUAGE_CASES if not c.supported])
-def test_a_script_no_model_reads_is_named_and_not_read(language_runs, lang):
-    """Thai (no reader installed: tesseract-ocr-tha read its case at 15.6% CER): the run stops before OCR
-    with one line naming the script and the package to install, and reads no look-alikes."""
-    case = language_case(lang).case
+def test_a_script_no_model_reads_is_named_and_not_read(language_runs, tmp_path, monkeypatch):
+    """Thai on a host without its pack (Debian's tessdata, tesseract-ocr-tha left out): the run stops before
+    OCR with one line naming the script and the package to install, and reads no look-alikes. No other
+    script makes this case: Georgian, Armenian, Khmer, Bengali and Tamil rows were named Telugu, Arabic,
+    Katakana, Bengali in doubt and Malayalam by OSD (the flow reads them in doubt as ch or refuses them
+    under the wrong name), so the pack is what is taken away."""
+    from core.caching import CACHE_ENV
+    from core.packaged_models import TESSDATA_ENV, tessdata_dir
+
+    thai = language("th")
+    for data in tessdata_dir().glob("*.traineddata"):
+        if data.stem != thai.recogniser.model:
+            (tmp_path / data.name).symlink_to(data)
+    monkeypatch.setenv(TESSDATA_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, "0")  # the language stage ran on this video with the pack
+    case = language_case("th").case
     video = render_case(case, language_runs["media"])
     evict()
     with pytest.raises(MediaInputError) as refused:
-        extract_subtitles(str(video), str(language_runs["out"]))
+        extract_subtitles(str(video), str(tmp_path / "out"))
     assert not _resident_readers(), "the readers tried (kor, rus, ara) are not kept"
     message = str(refused.value)
-    assert f"look like {UNSUPPORTED[lang]} script" in message and "no installed model reads it" in message
-    assert f"apt-get install {language(lang).debian}" in message and "\n" not in message, message
-    assert not list(language_runs["out"].glob(f"subtitles/{case.name}-*")), "partial output left behind"
+    assert "look like Thai script" in message and "no installed model reads it" in message
+    assert f"apt-get install {thai.debian}" in message and "\n" not in message, message
+    assert not list((tmp_path / "out").glob(f"subtitles/{case.name}-*")), "partial output left behind"
+
+
+def _choice(runs, lang: str, lines: int, at: tuple[float, ...]):
+    """The language stage's choice (stage function level, no flow run) on the rows of the case's first
+    `lines` subtitles, a frame at each share `at` of each one's time on screen; and the number of rows."""
+    import cv2
+
+    from stages.subtitles.script import choose_language, subtitle_rows
+
+    case = language_case(lang).case
+    capture, frames = cv2.VideoCapture(str(render_case(case, runs["media"]))), []
+    for event in case.events[:lines]:
+        for share in at:
+            capture.set(cv2.CAP_PROP_POS_MSEC, 1000 * (event.start + share * (event.end - event.start)))
+            frames.append(capture.read()[1])
+    capture.release()
+    settings = OcrSettings(lang="auto")
+    rows = subtitle_rows(frames, settings)
+    return choose_language(rows, settings), len(rows)
 
 
 @pytest.mark.slow
@@ -128,22 +154,48 @@ def test_one_hebrew_line_is_read_as_hebrew_not_thai(language_runs):
     """The rows of one Hebrew line ("שלום חברים", three frames): OSD calls them Thai stacked on one page
     (refused as Thai before the last stop), Hebrew in most rows alone: the Hebrew reader reads them (main
     refused them, no reader installed)."""
-    import cv2
-
-    from stages.subtitles.script import choose_language, subtitle_rows
-
-    case = language_case("he").case
-    capture, frames = cv2.VideoCapture(str(render_case(case, language_runs["media"]))), []
-    first = case.events[0]
-    for at in (0.25, 0.5, 0.75):
-        capture.set(cv2.CAP_PROP_POS_MSEC, 1000 * (first.start + at * (first.end - first.start)))
-        frames.append(capture.read()[1])
-    capture.release()
-    settings = OcrSettings(lang="auto")
-    rows = subtitle_rows(frames, settings)
-    assert len(rows) == 3, len(rows)
-    choice = choose_language(rows, settings)
+    choice, rows = _choice(language_runs, "he", 1, (0.25, 0.5, 0.75))
+    assert rows == 3, rows
     assert choice.supported and choice.lang == "he" and not choice.doubt, choice.reason
+
+
+@pytest.mark.slow
+def test_one_thai_line_is_read_as_thai_not_english(language_runs):
+    """The rows of one Thai line ("สวัสดีครับ", three frames), as a short clip gives: PP-OCRv6 reads
+    "abansu" at 0.80, OSD says Hebrew (Latin upright at 0.2/0.5/0.8 of its time, chosen en at 0.86), and the
+    Hebrew reader failing, the rows were refused. Look-alike glyphs in every row that nothing else reads try
+    the Thai reader last: it reads them (0.94). Each line of the Thai case so taken, at four sets of times:
+    th 12 of 12 (th 5, en 2, refused as Hebrew 2, in doubt 3 before)."""
+    choice, rows = _choice(language_runs, "th", 1, (0.25, 0.5, 0.75))
+    assert rows == 3, rows
+    assert choice.supported and choice.lang == "th" and not choice.doubt, choice.reason
+
+
+# Scripts OSD names (osd.traineddata) that a refusal could misname an unreadable script as
+OSD_SCRIPTS = {*SCRIPT_LANGUAGE, *"Telugu Malayalam Kannada Fraktur Bengali Georgian Armenian".split()}
+OSD_SCRIPTS |= {*"Khmer Ethiopic Tamil Gujarati Gurmukhi Myanmar Sinhala".split()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("lang", "named"), [("ka", None), ("hy", None), ("km", None), ("am", None), ("bn", "Bengali")]
+)
+def test_a_script_no_model_reads_is_refused_in_one_line_not_named_as_another(language_runs, lang, named):
+    """Georgian, Armenian, Khmer, Ethiopic and Bengali rows (12, four lines): refused with one line that
+    says no installed model reads them, naming the script only where OSD names it on the page and in the
+    rows (Bengali; its headlines are the evidence), never another script. Main refused Georgian as
+    "Telugu" (OSD's name for 3 rows of 12) and Ethiopic as Devanagari (the Hindi reader read 0.03), and
+    read Armenian, Khmer and Bengali in doubt as ch (look-alike Latin in 5-12 rows, read at 0.63-0.66)."""
+    choice, rows = _choice(language_runs, lang, 4, (0.2, 0.5, 0.8))
+    assert rows == 12, rows
+    assert not choice.supported, choice.reason
+    message = str(choice.refuse("video.mp4"))
+    said = {name for name in OSD_SCRIPTS if f"{name} " in message or f"({name})" in message}
+    if named is None:
+        assert "a script no installed model reads" in message and not said, message
+    else:
+        assert f"look like {named} script" in message and said == {named}, message
+    assert "\n" not in message, message
 
 
 def test_word_spaces_follow_the_language():
@@ -178,12 +230,14 @@ def test_packaged_recogniser_and_tesseract_data_are_installed():
 
 def test_greek_readings_are_monotonic():
     """tesseract-ocr-ell holds polytonic letters and read the Greek case's tonos as a breathing or a
-    circumflex ("Τα λέμε αὐριο", "Πού εἶναι"); modern Greek subtitles carry one tonos, a diaeresis kept."""
+    circumflex ("Τα λέμε αὐριο", "Πού εἶναι"); modern Greek subtitles carry one tonos, a diaeresis kept, and
+    mu where it reads the micro sign ("φίλοι µου")."""
     from stages.subtitles.tesseract import monotonic
 
     assert monotonic("Τα λέμε αὐριο το πρωί") == "Τα λέμε αύριο το πρωί"
     assert monotonic("Πού εἶναι ο σταθμός;") == "Πού είναι ο σταθμός;"
     assert monotonic("Καλημέρα, προϊόν, ΐ") == "Καλημέρα, προϊόν, ΐ"
+    assert monotonic("Καλημέρα φίλοι \u00b5ου") == "Καλημέρα φίλοι μου"
 
 
 @pytest.mark.slow
@@ -207,3 +261,19 @@ def test_rows_nothing_reads_try_no_reader_the_evidence_does_not_name():
         language(code).recogniser.model for code, s in LANGUAGES.items() if s.script in ON_EVIDENCE
     }
     assert not set(LOADS - before) & on_evidence, dict(LOADS - before)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not realvideo_available(), reason=REALVIDEO_MISSING)
+def test_crushed_chinese_rows_called_latin_upside_down_are_not_chosen_as_english():
+    """A real drama's first key lines JPEG-crushed (bench/realvideo.py --damaged, the one set of 184 chosen
+    en): OSD called them Latin at 180 degrees and main chose English; subtitle rows are upright, so that is
+    no word for Latin: read in doubt with the default reader (the same model: the text alike)."""
+    from samples.damaged_rows import DAMAGES, frames_at_cues
+    from stages.subtitles.script import choose_language, subtitle_rows
+
+    settings = OcrSettings(lang="auto")
+    frames = frames_at_cues("douyin_7625472985927237489_zh", slice(0, 3), (0.3, 0.7))
+    rows = subtitle_rows(frames, settings)
+    choice = choose_language([DAMAGES["crushed"](row) for row in rows], settings)
+    assert choice.supported and choice.doubt and choice.lang == "ch", choice.reason

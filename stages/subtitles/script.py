@@ -18,8 +18,15 @@ nothing, the headline its letters hang from; a refused script is named by what m
 called, not the stacked page (one Hebrew line stacked was called Thai). Measured on 184 real Chinese row
 sets blurred, faded, pixelated, smeared, JPEG-crushed or downscaled: none refused, none read with a
 Tesseract reader, none read as ja (7 before). That same evidence, not OSD's word, is what tries the Hindi,
-Hebrew, Greek and Thai readers (ON_EVIDENCE): unclear clips never load them. Hindi, Hebrew and Greek are read
-(tesseract-ocr-hin, -heb, -ell); Thai, its pack 15.6% CER on its case, is not installed: refused, named.
+Hebrew, Greek and Thai readers (ON_EVIDENCE): unclear clips never load them. Hindi, Hebrew, Greek and Thai are
+read (tesseract-ocr-hin, -heb, -ell, -tha); a script whose pack is missing is refused and named. Look-alike
+glyphs in half the rows that no reader reads and the probe reads weakly (below LATIN_READ) are refused too,
+where OSD names nothing right: Georgian, Armenian, Khmer and Ethiopic rows were refused as Telugu or
+Devanagari, or read in doubt as ch; now "a script no installed model reads", one line. A refusal names a
+script no language has only where OSD says it twice (the stacked page and the rows: Bengali, whose headlines
+are its evidence, as Devanagari's). Tamil rows are still read in doubt: the probe reads nothing in 10 of 12.
+Before such rows are refused or read in doubt, the Thai reader is tried last (LATIN_LOOK_ALIKES): one Thai
+line's rows, read "abansu", were called Latin, Hebrew or Cyrillic by OSD as the frames went.
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
 resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
@@ -76,6 +83,12 @@ AGREES = 0.5  # ... enough where OSD named its script too (ar 0.60, ru on Ukrain
 ON_EVIDENCE = ("Devanagari", "Hebrew", "Greek", "Thai")  # scripts whose reader is tried only where the
 # evidence that would refuse them names them (look-alike glyphs, headlines, Greek letters in half the rows
 # or more): never on rows nothing reads, so unclear Chinese clips load none of them
+HEADLINED = ("Devanagari", "Bengali")  # scripts whose letters hang from a headline (has_headline): PP-OCRv6
+# reads nothing in them (the Bengali rows: glyphs in 5 of 12, headlines in 12; OSD says Bengali)
+LATIN_LOOK_ALIKES = ("Thai",)  # ON_EVIDENCE scripts the probe reads as plain Latin ("abansu" for Thai at
+# 0.80-0.86): their reader is tried where rows so read are in doubt or refused (_look_alike_script), and
+LOOK_ALIKE_READS = 0.85  # chosen where it reads them this surely: one Thai line 0.92-0.94, Armenian 0.78
+UNREADABLE = "the subtitles are in a script no installed model reads"
 
 
 @dataclass(frozen=True)
@@ -168,8 +181,27 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         choice = _doubt(choice.script, why)
     elif not choice.supported and choice.script in ON_EVIDENCE:
         choice = _read_on_evidence(choice, rows, settings, f"glyphs in {seen} of {len(rows)} rows")
+    if (choice.doubt or not choice.supported) and score < CONFIDENT and look_alike_rows(texts) >= need:
+        choice = _look_alike_script(rows, settings, score) or choice  # Thai read as Latin, last
+    if choice.doubt and score < LATIN_READ and look_alike_rows(texts) >= need:  # glyphs in enough rows
+        # that no reader reads, the probe reading them weakly: Armenian and Khmer were read as ch in doubt
+        why = f"look-alike glyphs in {look_alike_rows(texts)} of {len(rows)} rows, read at {score:.2f}"
+        choice = ScriptChoice(DEFAULT, None, False, f"{UNREADABLE} ({why}, by no reader at {AGREES})")
     _unload_tried(settings, choice.lang, resident)
     return choice
+
+
+def _look_alike_script(rows: list[np.ndarray], settings: OcrSettings, score: float) -> ScriptChoice | None:
+    """The reader of a script the probe reads as look-alike Latin (LATIN_LOOK_ALIKES), where it reads rows
+    nothing else read (LOOK_ALIKE_READS): one Thai line's rows ("abansu" at 0.80-0.86) were called Latin,
+    Hebrew or Cyrillic upside down by OSD, as its row sets went, and chosen en, refused as Hebrew or read in
+    doubt. Tried last, so it loads nothing where another reader or the probe's own reading decided."""
+    for script in LATIN_LOOK_ALIKES:
+        spec = LANGUAGES[SCRIPT_LANGUAGE[script]]
+        if _installed(spec) and (read := _reading(spec, rows, settings)[1]) >= LOOK_ALIKE_READS:
+            why = f"look-alike glyphs read at {score:.2f} by PP-OCRv6, {spec.code} {read:.2f}"
+            return ScriptChoice(spec.code, script, True, f"subtitles in {spec.name} ({why})")
+    return None
 
 
 def _evidence_rows(script: str | None, rows: list[np.ndarray], texts: list[str]) -> int:
@@ -177,7 +209,7 @@ def _evidence_rows(script: str | None, rows: list[np.ndarray], texts: list[str])
     reading (Thai, Hebrew, Greek letters), or for Devanagari, of which PP-OCRv6 reads nothing (2 rows of 7
     gave glyphs), a headline (7 of 7 rows; at most 1 of 11 in real Chinese rows OSD called Devanagari)."""
     seen = look_alike_rows(texts)
-    return max(seen, sum(map(has_headline, rows))) if script == "Devanagari" else seen
+    return max(seen, sum(map(has_headline, rows))) if script in HEADLINED else seen
 
 
 def _read_on_evidence(
@@ -192,8 +224,8 @@ def _read_on_evidence(
     script, name = choice.script, spec.name
     if score >= AGREES:
         return ScriptChoice(spec.code, script, True, f"subtitles in {name} ({seen}, {spec.code} {score:.2f})")
-    why = f"the subtitles look like {script} script ({name}), yet its reader reads them at {score:.2f}"
-    return ScriptChoice(DEFAULT, script, False, why)
+    why = f"{UNREADABLE} ({seen}, yet the {spec.code} reader reads them at {score:.2f})"  # not that script:
+    return ScriptChoice(DEFAULT, None, False, why)  # Ethiopic rows, called Devanagari, were so refused
 
 
 def _doubt(script: str | None, why: str) -> ScriptChoice:
@@ -232,7 +264,7 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings, texts: list[str], sco
     try:
         found = classifier.script(rows)
         named = _named(rows, settings, texts, classifier, found)
-        return named or _classified(rows, settings, text, score, classifier, found)
+        return named or _classified(rows, settings, texts, score, classifier, found)
     finally:
         classifier.close()
 
@@ -247,13 +279,21 @@ def _named(
     """The reader of a script ON_EVIDENCE where OSD names one upright and the probe's evidence is there
     (_evidence_rows in half the rows), chosen where it reads the rows (READS), before the other readers
     are tried (the Hindi and Hebrew cases loaded kor, rus+ukr and ara first); the script named is the one
-    most rows alone are called (one Hebrew line's rows stacked were called Thai). None: not so named."""
+    most rows alone are called (one Hebrew line's rows stacked were called Thai). Where the stacked page
+    names another script or is not upright, look-alike glyphs in half the rows let the rows alone name one
+    ON_EVIDENCE: the Thai case's 7 rows stacked were called Thai at 180 degrees (alone Thai 4 times, Latin,
+    Hebrew, Arabic) and kor, rus+ukr and ara were loaded before tha; the Korean, Russian, Ukrainian and
+    Arabic cases' probe finds look-alikes in 0-2 rows of 12. None: not so named."""
     osd, _, degrees = found
-    if degrees != 0 or osd not in ON_EVIDENCE:
+    need = max(MIN_ROWS, len(rows) / 2)
+    if osd in ON_EVIDENCE and degrees == 0 and _evidence_rows(osd, rows, texts) >= need:
+        script = _unreadable_name(rows, classifier, osd)
+    elif look_alike_rows(texts) >= need:
+        script = _unreadable_name(rows, classifier, None)
+        if script not in ON_EVIDENCE:
+            return None
+    else:
         return None
-    if _evidence_rows(osd, rows, texts) < max(MIN_ROWS, len(rows) / 2):
-        return None
-    script = _unreadable_name(rows, classifier, osd)
     spec = LANGUAGES.get(SCRIPT_LANGUAGE.get(script or "", ""))
     if spec is None or not _installed(spec):
         return None
@@ -268,7 +308,7 @@ def _named(
 def _classified(
     rows: list[np.ndarray],
     settings: OcrSettings,
-    text: str,
+    texts: list[str],
     score: float,
     classifier: ScriptClassifier,
     found: tuple[str | None, float, int],
@@ -276,6 +316,7 @@ def _classified(
     """The choice where the probe's reading did not decide: OSD's script of the stacked rows, outvoted by
     a Tesseract reader that reads them; a script no reader reads named by most rows (_unreadable_name)."""
     osd, confidence, degrees = found
+    text = " ".join(t for t in texts if t)
     # OSD misreads what it finds sideways or upside down (subtitle rows are upright): Korean was called
     # Arabic at 90 degrees, Hebrew or Devanagari at 180, never Hangul; such a script orders no reader
     readings = _tesseract_readings(rows, settings, osd if degrees == 0 else None)
@@ -288,10 +329,17 @@ def _classified(
     if script is None:
         return _doubt(None, f"no script told (PP-OCR reads {score:.2f}, the best reader {best_score:.2f})")
     seen = f"OSD says {osd} ({confidence:.1f} at {degrees} deg), the best reader {best} ({best_score:.2f})"
+    if script == osd == "Latin" and degrees != 0:  # Latin sideways or upside down, as subtitles never
+        # are: a JPEG-crushed real Chinese set was called Latin at 180 degrees and chosen en (the same
+        # model read it: the text alike, the language named wrong)
+        return _doubt(script, f"{seen}: not upright")
+    if script == "Latin" and score < CONFIDENT and look_alike_rows(texts) >= max(MIN_ROWS, len(rows) / 2):
+        if looks := _look_alike_script(rows, settings, score):  # Thai rows read "abansu" at 0.86 were
+            return looks  # chosen en; English the probe reads so weakly still is, where Thai's reader fails
     if script == "Latin" and score < LATIN_READ:  # Thai was called Latin on three short rows
         script = _unreadable_name(rows, classifier, None)
         if script is None:
-            why = f"the subtitles are in a script no installed model reads ({seen}; PP-OCR reads {score:.2f})"
+            why = f"{UNREADABLE} (PP-OCR reads {score:.2f}, the best reader {best} {best_score:.2f})"
             return ScriptChoice(DEFAULT, None, False, why)
     reader = SCRIPT_LANGUAGE.get(script)
     if reader in readings and readings[reader][1] < AGREES:  # OSD's script, and its reader reads nothing
@@ -326,9 +374,15 @@ def _installed(spec: Language) -> bool:
 def _unreadable_name(rows: list[np.ndarray], classifier: ScriptClassifier, stacked: str | None) -> str | None:
     """The script no installed model reads that most rows alone are called by OSD (`stacked`, the stacked
     page's name, where none is): the stacked rows of one Hebrew line were called Thai, its rows alone
-    Hebrew 7 times in 11 and Thai 3; Thai rows alone Thai 4 times in 7, Hebrew once."""
+    Hebrew 7 times in 11 and Thai 3; Thai rows alone Thai 4 times in 7, Hebrew once. A script no language
+    has (a refusal's name, no reader to check it) only where OSD says it twice, most rows or the stacked page
+    and the rows: Georgian rows were called Telugu 3 times in 12 (Malayalam 2, the page Latin), so refused
+    as Telugu; None: no script named."""
     votes = Counter(name for name in classifier.row_scripts(rows) if name is not None and not _readable(name))
-    return votes.most_common(1)[0][0] if votes else stacked
+    if not votes:
+        return stacked if stacked in SCRIPT_LANGUAGE else None
+    name, count = votes.most_common(1)[0]
+    return name if name in SCRIPT_LANGUAGE or name == stacked or count > len(rows) / 2 else None
 
 
 _SCRIPT_RANGES = {

@@ -5,6 +5,8 @@ each row is binarised here: the glyph fill is the brightest part of a subtitle l
 of the row's 99.5th brightness percentile are text (white or yellow fill alike) and become black on white,
 scaled to 80 px rows (measured over the language corpus: 0-2% CER on Korean, Cyrillic and Vietnamese
 where Tesseract's own binarisation gave 20-80%). The same images feed its script classifier (OSD).
+Bright footage between the letters (sunlit grass) passes that threshold too and is read as marks: the
+readers of OUTLINED scripts keep only the bright shapes a dark outline rings (`outlined`).
 """
 
 from __future__ import annotations
@@ -24,29 +26,62 @@ FILL_SHARE = 0.85
 # A sliver of outline at a detector box's edge binarises to a thin column that Tesseract reads as a bar
 # ("| أين المحطة"); subtitles never start or end with one.
 EDGE_BARS = " |¦│"
-# A row the Hindi, Hebrew, Greek or Thai reader reads below SURE (postprocess' min_confidence) is read again
-# at these heights, the surest kept: at 80 px alone one line each of the Hindi, Hebrew and Greek cases was
-# lost (read empty or at 0.6-0.7, at another height at 0.8-0.9). Not for kor, rus+ukr, ara, vie: the script
-# choice scores those on rows nothing reads, and retried, a blurred Chinese set scored ru 0.52 (chosen uk)
-SURE, RETRY_HEIGHTS, RETRIED = 0.75, (56, 100), frozenset({"hin", "heb", "ell", "tha"})
+# The Hindi, Hebrew, Greek and Thai readers read each row at these heights too and keep the letters most
+# heights agree on (the surest reading of those): at 80 px alone one line each of the Hindi, Hebrew and Greek
+# cases was lost (read empty or at 0.6-0.7, at another height at 0.8-0.9), and Thai misread a third of its
+# rows at 0.87-0.93, each height other rows ("ปขขบคุณมาค" at 80 px, right at 56 and 100): 6 letters of 100
+# wrong at 80 px, 1 agreed on; Greek 1 of 225 either way. Not for kor, rus+ukr, ara, vie: the script choice
+# scores those on rows nothing reads, and retried, a blurred Chinese set scored ru 0.52 (chosen uk)
+RETRY_HEIGHTS, RETRIED = (56, 100), frozenset({"hin", "heb", "ell", "tha"})
 # Tesseract's Greek (ell) holds polytonic letters and reads a tonos as a breathing or circumflex ("αὐριο",
 # "εἶναι"); modern Greek subtitles are monotonic: every accent over a Greek vowel is the tonos
 _GREEK_ACCENTS = re.compile("[\u0300\u0301\u0313\u0314\u0342]+")
+# The readers whose rows keep only the bright shapes a dark outline surrounds (binarise_line's `outlined`):
+# grass specks between the letters were read as marks ("Τα λεμε αυριοκο πρωί", el CER 4.8% -> 0; Thai
+# "ขอขบคุณมาค"); kor, rus+ukr, vie and ara read as well or better without it (their tiny marks' rings
+# are not dark: "nhiêu" for "nhiều") and score the script choice on unclear Chinese rows: they keep the
+# plain one
+# Specks gone, their threshold can take more of a glyph's soft edge (thicker strokes): 0.8 of the fill read
+# the Thai and Greek rows with no letter wrong, 0.85 with 1 each (the heights agreeing, 9 and 14 rows)
+OUTLINED, OUTLINED_FILL = RETRIED, 0.8
+RING_SHARE = 0.5  # a ring at most this share of the fill's brightness is an outline
 HEADLINE = 0.6  # the share of a row's width a headline's pixel row is text over (has_headline)
 LOADS: Counter[str] = Counter()  # Tesseract instances made in this process, by language ("osd": the script
 # classifier); they are parts of engines or short-lived, not resident models (core.models counts those)
 
 
-def binarise_line(crop: np.ndarray, height: int = ROW_HEIGHT) -> np.ndarray:
-    """A subtitle row as black text on white, `height` px tall, with a white margin."""
+def binarise_line(crop: np.ndarray, height: int = ROW_HEIGHT, outlined: bool = False) -> np.ndarray:
+    """A subtitle row as black text on white, `height` px tall, with a white margin; `outlined`: only
+    the bright shapes ringed by a dark outline, as subtitle glyphs are (footage specks are not)."""
     import cv2
 
     gray = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     scale = height / max(1, gray.shape[0])
     gray = cv2.resize(gray, (max(1, round(gray.shape[1] * scale)), height), interpolation=cv2.INTER_CUBIC)
-    text = gray >= FILL_SHARE * np.percentile(gray, 99.5)
+    fill = np.percentile(gray, 99.5)
+    text = gray >= (OUTLINED_FILL if outlined else FILL_SHARE) * fill
+    if outlined:
+        text = _ringed(text, gray, RING_SHARE * fill, max(2, height // 20))
     page = np.where(text, 0, 255).astype(np.uint8)
     return cv2.copyMakeBorder(page, 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255)
+
+
+def _ringed(text: np.ndarray, gray: np.ndarray, dark: float, reach: int) -> np.ndarray:
+    """The shapes of `text` whose surroundings within `reach` px (text excluded) are dark: median at
+    most `dark`. A glyph's ring is its outline; a speck of bright footage is ringed by footage."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(text.astype(np.uint8), connectivity=8)
+    kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+    keep = np.zeros(count, bool)
+    for label in range(1, count):
+        x, y, w, h = stats[label, :4]
+        x0, y0 = max(0, x - reach), max(0, y - reach)
+        window = np.s_[y0 : y + h + reach, x0 : x + w + reach]
+        shape = (labels[window] == label).astype(np.uint8)
+        ring = (cv2.dilate(shape, kernel) > 0) & ~text[window]
+        keep[label] = bool(ring.any()) and float(np.median(gray[window][ring])) <= dark
+    return keep[labels]
 
 
 def require_languages(langs: str, why: str, debian: str = "") -> str:
@@ -76,8 +111,9 @@ def has_headline(crop: np.ndarray) -> bool:
 
 def monotonic(text: str) -> str:
     """Greek as modern Greek writes it: one tonos for whatever accent or breathing a vowel was read with
-    (a diaeresis kept: "ϊ", "ΐ")."""
+    (a diaeresis kept: "ϊ", "ΐ"), and mu for the micro sign ell reads it as ("µου")."""
     marks = _GREEK_ACCENTS.sub("\u0301", unicodedata.normalize("NFD", text)).replace("\u0345", "")
+    marks = marks.replace("\u00b5", "\u03bc")
     return unicodedata.normalize("NFC", marks)
 
 
@@ -94,23 +130,26 @@ class TesseractReader:
         self._lock = threading.Lock()
         self._greek = "ell" in langs.split("+")
         self._heights = (ROW_HEIGHT, *RETRY_HEIGHTS) if langs in RETRIED else (ROW_HEIGHT,)
+        self._outlined = langs in OUTLINED
         LOADS[langs] += 1
 
     def read_line(self, crop: np.ndarray) -> tuple[str, float]:
-        """The text of one row crop and Tesseract's mean word confidence (0-1); a row read below
-        SURE is read again at other heights where the language is RETRIED, the surest reading kept."""
-        best = self._read(crop, self._heights[0])
-        for height in self._heights[1:]:
-            if best[1] >= SURE:
-                break
-            best = max(best, self._read(crop, height), key=lambda read: read[1])
-        return (monotonic(best[0]), best[1]) if self._greek else best
+        """The text of one row crop and Tesseract's mean word confidence (0-1); where the language is
+        RETRIED, the surest of the readings whose letters (spaces aside) most heights agree on (an empty
+        reading agrees with none: a line one height reads is kept)."""
+        reads = [self._read(crop, height) for height in self._heights]
+        if self._greek:
+            reads = [(monotonic(text), score) for text, score in reads]
+        letters = ["".join(text.split()) for text, _ in reads]
+        agree = Counter(letters)
+        best = max(range(len(reads)), key=lambda i: (agree[letters[i]] if letters[i] else 0, reads[i][1]))
+        return reads[best]
 
     def _read(self, crop: np.ndarray, height: int) -> tuple[str, float]:
         from PIL import Image
 
         with self._lock:
-            self._api.SetImage(Image.fromarray(binarise_line(crop, height)))
+            self._api.SetImage(Image.fromarray(binarise_line(crop, height, self._outlined)))
             text = " ".join(self._api.GetUTF8Text().split()).strip(EDGE_BARS)
             return text, max(0.0, self._api.MeanTextConf() / 100.0)
 
