@@ -342,8 +342,6 @@ def recognize_batches(
     not stitched: stitch.py's `follows`) recognised at its quads (`read_follower`); `respace` (`respaces`)
     re-reads each line with a margin for the word spaces the tight crop glued (once per text read: the
     keyframes of one line mostly read alike)."""
-    import cv2
-
     per_frame: dict[int, list[OcrLine]] = {kf.index: [] for kf in keyframes.frames}
     spaced: dict[str, str] = {}  # tight reading -> its reading with the margin's spaces
 
@@ -356,9 +354,7 @@ def recognize_batches(
 
     by_index = {kf.index: kf for kf in keyframes.frames}
     for batch in batches:
-        image = cv2.imread(str(batch.image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"stitched batch {batch.image_path} is missing or unreadable")
+        image = _read_image(batch.image_path, "stitched batch")
         rows = list(zip(batch.keyframe_indices, batch.y_offsets, batch.heights, strict=True))
         for line in engine.read(image):
             centre = (line.box[1] + line.box[3]) / 2
@@ -371,7 +367,7 @@ def recognize_batches(
         quads = engine.quads(image) if batch.followers else np.zeros((0, 4, 2), np.float32)  # from `read`
         for follower, leader, shift in batch.followers:
             top = next(top for index, top, _ in rows if index == leader)
-            crop = _read_image(by_index[follower].image_path)
+            crop = _read_image(by_index[follower].image_path, "band crop")
             lines = read_follower(engine, quads, crop, top, shift, len(per_frame[leader]))
             per_frame[follower] = [spaces_of(line, crop) for line in lines]
     misses: dict[int, int] = {}  # per on-screen line: second looks in a row that found nothing
@@ -406,12 +402,12 @@ def read_follower(
     return lines if len(lines) >= leader_lines else engine.read(crop)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path, what: str) -> np.ndarray:
     import cv2
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise FileNotFoundError(f"band crop {path} is missing or unreadable")
+        raise FileNotFoundError(f"{what} {path} is missing or unreadable")
     return image
 
 
@@ -423,9 +419,7 @@ def reread_enlarged(crop_path: Path, engine: OcrEngine, scale: float = 1.5) -> l
     """
     import cv2
 
-    image = cv2.imread(str(crop_path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"band crop {crop_path} is missing or unreadable")
+    image = _read_image(crop_path, "band crop")
     big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     return [
         OcrLine(ln.text, ln.confidence, tuple(int(round(v / scale)) for v in ln.box))
