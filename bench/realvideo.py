@@ -55,10 +55,11 @@ def run_video(
     from blocks.subtitles import SubtitleConfig
     from core.media import probe_media
     from stages.subtitles.band import WHOLE_FRAME
+    from stages.subtitles.language_stage import resolve_language
     from stages.subtitles.languages import AUTO, spacing_of
-    from stages.subtitles.ocr import batch_keyframes, load_ocr_engine, recognize_batches
+    from stages.subtitles.ocr import load_ocr_engine, recognize_batches
     from stages.subtitles.postprocess import events_by_position, frames_to_events
-    from stages.subtitles.script import resolve_language
+    from stages.subtitles.stitch import batch_keyframes
 
     settings = SubtitleConfig()
     seconds: dict[str, float] = {}
@@ -162,8 +163,8 @@ def main() -> int:
         return run_cuts(args.cuts, args.cut_seconds)
     stems = [s for s in REALVIDEO_STEMS if not args.stems or any(s.endswith(x) or x in s for x in args.stems)]
     from core.media import probe_media
+    from stages.subtitles.language_stage import resolve_language  # noqa: F401  (imports its models' code)
     from stages.subtitles.ocr import OcrSettings, load_ocr_engine
-    from stages.subtitles.script import resolve_language  # noqa: F401  (imports its models' code)
 
     load_ocr_engine(OcrSettings(lang="ch"))  # warm: the model load is not a video's cost
     probe_media(realvideo_path(stems[0]))
@@ -249,8 +250,8 @@ def run_languages(cuts: int, seconds: float) -> int:
     choice, whether it was refused or is in doubt, and the language stage's seconds (after a warm-up)."""
     from blocks.subtitles import SubtitleConfig
     from core.media import probe_media
+    from stages.subtitles.language_stage import resolve_language
     from stages.subtitles.ocr import OcrSettings, load_ocr_engine
-    from stages.subtitles.script import resolve_language
 
     settings = SubtitleConfig()
     load_ocr_engine(OcrSettings(lang="ch"))

@@ -51,11 +51,11 @@ from stages.subtitles.area import describe_band, signal_settings, subtitle_area_
 from stages.subtitles.band import WHOLE_FRAME
 from stages.subtitles.crop import crop_task
 from stages.subtitles.keyframes import keyframes_task, video_windows
+from stages.subtitles.language_stage import language_task
 from stages.subtitles.languages import AUTO, LANGUAGE_CHOICES, spacing_of
-from stages.subtitles.ocr import ENGINES, OcrSettings, batch_keyframes, ocr_task
+from stages.subtitles.ocr import ENGINES, OcrSettings, ocr_task
 from stages.subtitles.postprocess import PostprocessSettings, postprocess_task, write_subtitle_files
-from stages.subtitles.script import language_task
-from stages.subtitles.stitch import stitch_task
+from stages.subtitles.stitch import batch_keyframes, stitch_task
 
 WindowStage = Literal["keyframes", "crop", "stitch", "ocr"]
 OcrEngineName = choice(ENGINES)  # the Run form's dropdowns (empty: the settings block's value)

@@ -32,7 +32,8 @@ from runtime.runner import (
 from runtime.stage import Stages, run_stage
 from samples.scoring import squash
 from samples.video import busy_script, make_subtitled_video
-from stages.subtitles.ocr import OcrSettings, batch_keyframes, ocr_task
+from stages.subtitles.ocr import OcrSettings, ocr_task
+from stages.subtitles.stitch import batch_keyframes
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")

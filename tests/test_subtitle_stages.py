@@ -495,8 +495,8 @@ def test_ocr_batches_run_on_the_engine_thread_whichever_task_thread_asks(tmp_pat
     import threading
 
     from core.schema import Keyframe, KeyframeSet
-    from stages.subtitles.ocr import OcrSettings, batch_keyframes, load_ocr_engine, ocr_task
-    from stages.subtitles.stitch import stitch_keyframes
+    from stages.subtitles.ocr import OcrSettings, load_ocr_engine, ocr_task
+    from stages.subtitles.stitch import batch_keyframes, stitch_keyframes
 
     frames = []
     for i, text in enumerate(["HELLO", "WORLD"]):

@@ -446,10 +446,3 @@ def ocr_task(
         if number == 1:
             release_freed_memory()  # what this window's earlier stages freed in their threads' arenas
         return on_model_thread(engine, recognize_batches, [batch], keyframes, engine, respaces(settings))
-
-
-def batch_keyframes(keyframes: KeyframeSet, batch: StitchedBatch) -> KeyframeSet:
-    """The keyframes stitched into `batch` and its followers: what its OCR run needs (and its cache key
-    covers)."""
-    wanted = set(batch.keyframe_indices) | {follower for follower, _, _ in batch.followers}
-    return replace(keyframes, frames=tuple(kf for kf in keyframes.frames if kf.index in wanted))

@@ -6,7 +6,7 @@ recorded so OCR boxes map back to the crop (and so the keyframe) they came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -116,3 +116,10 @@ def stitch_keyframes(
 @task(name="stitch", task_run_name="stitch crops", **resumable())
 def stitch_task(keyframes: KeyframeSet, work_dir: Path, followers: bool = True) -> list[StitchedBatch]:
     return stitch_keyframes(keyframes, work_dir, followers=followers)
+
+
+def batch_keyframes(keyframes: KeyframeSet, batch: StitchedBatch) -> KeyframeSet:
+    """The keyframes stitched into `batch` and its followers: what its OCR run needs (and its cache key
+    covers)."""
+    wanted = set(batch.keyframe_indices) | {follower for follower, _, _ in batch.followers}
+    return replace(keyframes, frames=tuple(kf for kf in keyframes.frames if kf.index in wanted))
