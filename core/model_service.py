@@ -51,6 +51,7 @@ from core.models import (
     budget_mb,
     evict,
     holding,
+    limit_malloc_arenas,
     load_count,
     release_freed_memory,
     resident_keys,
@@ -414,6 +415,7 @@ def stop(home: Path) -> bool:
 
 def serve() -> None:
     os.environ[MODE_ENV] = "off"  # what it loads, it loads in itself
+    limit_malloc_arenas()  # its call threads' heaps keep what they freed otherwise
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # its log file
     Service(address(prefect_home())).serve()
 

@@ -218,13 +218,34 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+MALLOC_ARENAS = 2  # glibc's M_ARENA_MAX for a process that runs stages (see limit_malloc_arenas)
+
+
+def limit_malloc_arenas() -> None:
+    """At most MALLOC_ARENAS C heaps in this process (glibc's `mallopt(M_ARENA_MAX)`); a no-op elsewhere.
+
+    Every Prefect task thread that allocates gets a heap of its own by default (up to 8 per core), and
+    each heap keeps the free pieces between its live blocks, which `malloc_trim` cannot hand back: 20
+    minutes of 720p grew from 585 to 632 MiB by tenths with the heaps' free bytes 93 -> 153 MB, and flat
+    at 532-594 MiB with two heaps, the same CPU (bench/subtitles.py --hour, load 10-12). Set where a
+    process starts running stages, before its task threads allocate."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX (malloc.h)
+
+
 @cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc() -> Any:
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    return ctypes.CDLL(name) if name else None
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    return getattr(_libc(), "malloc_trim", None)
 
 
 def _release(model: Any) -> None:

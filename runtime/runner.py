@@ -20,6 +20,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from blocks.runner import RunnerConfig
 from core.errors import ConfigError
+from core.models import limit_malloc_arenas
 
 RUNNER_ENV = "YIVIDEO_RUNNER"  # local | ray
 RAY_ADDRESS_ENV = "YIVIDEO_RAY_ADDRESS"  # ray://<head>:10001 | auto | <head>:6379; implies YIVIDEO_RUNNER=ray
@@ -94,6 +95,7 @@ class StageRunner(TaskRunner):
         return isinstance(other, StageRunner) and self.settings == other.settings
 
     def __enter__(self) -> Self:
+        limit_malloc_arenas()  # before the run's task threads allocate: memory flat over a long video
         settings = self.settings or _parent_settings() or runner_settings_from_env()
         engine = build_task_runner(settings)
         engine.__enter__()

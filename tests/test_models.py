@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter, deque
 from dataclasses import fields, replace
 
@@ -231,3 +233,41 @@ def test_the_budget_evicts_the_least_recently_used_models_past_it(monkeypatch):
     load_ocr_engine(OcrSettings(lang="ru"))
     assert models.resident_keys() == [keys["ch"], keys["ru"]]
     evict()
+
+
+HEAPS_AFTER_THREADS = """
+import ctypes, os, sys, tempfile, threading
+from runtime.runner import StageRunner
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+libc.fclose.argtypes = [ctypes.c_void_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+with StageRunner():
+    started, stop, held = threading.Barrier(9), threading.Event(), []
+    def stage():  # a task thread's C allocations while the others hold theirs
+        held.append([bytearray(64 * 1024) for _ in range(50)])
+        started.wait()
+        stop.wait()
+    threads = [threading.Thread(target=stage) for _ in range(8)]
+    for t in threads:
+        t.start()
+    started.wait()
+    path = os.path.join(tempfile.mkdtemp(), "heaps.xml")
+    stream = libc.fopen(path.encode(), b"w")
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    stop.set()
+    for t in threads:
+        t.join()
+print(open(path).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
+def test_a_process_running_stages_keeps_at_most_two_c_heaps():
+    """Eight task threads allocating at once share two C heaps, not one each: each heap keeps the free pieces
+    between its live blocks, and a 20-minute 720p run's memory grew with them (core.models.MALLOC_ARENAS)."""
+    out = subprocess.run(
+        [sys.executable, "-c", HEAPS_AFTER_THREADS], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert int(out.stdout.split()[-1]) <= models.MALLOC_ARENAS, out.stdout
