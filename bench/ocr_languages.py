@@ -8,8 +8,9 @@
 
 Candidates per case: PP-OCRv4 (rapidocr-onnxruntime), PP-OCRv6 small (rapidocr 3.10's wheel) and
 Tesseract with the case's Debian language pack, all on the rows PP-OCRv4's detector finds in frames taken
-at each subtitle's middle (samples/footage_languages.py). Prints CER (samples/scoring.squash), ms per
-row, load time and resident memory added by loading (each model loaded in a fresh process).
+at each subtitle's middle (samples/footage_languages.py). Prints CER (samples/scoring.squash), WER (its
+words: glued words count), ms per row, load time and resident memory added by loading (each model loaded in
+a fresh process).
 `--models`: every OCR model on its own, one fresh process each (the ONNX files through onnxruntime, each
 Tesseract language through tesserocr), then each language's engine as the flow loads it (PP-OCRv4 detector
 and classifier + the language's recogniser): seconds and RSS added by the library import, by the load and
@@ -149,7 +150,7 @@ def measure(case_name: str, lang: str, media: Path) -> dict:
 
     from samples.footage import render_case
     from samples.footage_languages import language_case
-    from samples.scoring import squash
+    from samples.scoring import squash, word_errors, words
     from stages.subtitles.languages import language
     from stages.subtitles.ocr import OcrSettings, load_ocr_engine
     from stages.subtitles.rows import lines_to_rows
@@ -160,7 +161,7 @@ def measure(case_name: str, lang: str, media: Path) -> dict:
     before, start = _rss_mb(), time.perf_counter()
     engine = load_ocr_engine(OcrSettings(lang=lang))
     load_s, load_mb = time.perf_counter() - start, _rss_mb() - before
-    errors = chars = rows = 0
+    errors = chars = rows = word_edits = word_count = 0
     start, read = time.perf_counter(), []
     for image, truth in shots:
         lines = lines_to_rows(engine.read(image))
@@ -169,9 +170,10 @@ def measure(case_name: str, lang: str, media: Path) -> dict:
         read.append(text)
         errors += Levenshtein.distance(squash(truth), squash(text))
         chars += len(squash(truth))
+        word_edits, word_count = word_edits + word_errors(truth, text), word_count + len(words(truth))
     per_row = (time.perf_counter() - start) / max(1, rows)
-    return {"cer": errors / max(1, chars), "ms_row": 1000 * per_row, "load_s": load_s, "load_mb": load_mb,
-            "read": read[:2]}  # fmt: skip
+    return {"cer": errors / max(1, chars), "wer": word_edits / max(1, word_count), "ms_row": 1000 * per_row,
+            "load_s": load_s, "load_mb": load_mb, "read": read[:2]}  # fmt: skip
 
 
 def detected(case_name: str, media: Path) -> str:
@@ -269,8 +271,8 @@ def main() -> None:
                 print(f"{name:<20} {label:<16} {r['error']}")
                 continue
             print(
-                f"{name:<20} {label:<16} CER {r['cer']:6.1%}  {r['ms_row']:5.0f} ms/row  "
-                f"load {r['load_s']:4.2f}s +{r['load_mb']:4.0f} MB  {r['read']}",
+                f"{name:<20} {label:<16} CER {r['cer']:6.1%}  WER {r['wer']:6.1%}  "
+                f"{r['ms_row']:5.0f} ms/row  load {r['load_s']:4.2f}s +{r['load_mb']:4.0f} MB  {r['read']}",
                 flush=True,
             )
         print(f"{name:<20} auto-detected: {_in_child('detect', name)['chose']}", flush=True)

@@ -24,7 +24,8 @@ glyphs in half the rows that no reader reads and the probe reads weakly (below L
 where OSD names nothing right: Georgian, Armenian, Khmer and Ethiopic rows were refused as Telugu or
 Devanagari, or read in doubt as ch; now "a script no installed model reads", one line. A refusal names a
 script no language has only where OSD says it twice (the stacked page and the rows: Bengali, whose headlines
-are its evidence, as Devanagari's). Tamil rows are still read in doubt: the probe reads nothing in 10 of 12.
+are its evidence, as Devanagari's). Rows in doubt whose glyphs are sharp and outlined (sharp_rows) yet read as
+Han in a quarter of them at most are refused too: Tamil (the probe reads nothing in 8 of 12, OSD Latin at 90).
 Before such rows are refused or read in doubt, the Thai reader is tried last (LATIN_LOOK_ALIKES): one Thai
 line's rows, read "abansu", were called Latin, Hebrew or Cyrillic by OSD as the frames went.
 
@@ -60,7 +61,7 @@ from stages.subtitles.script_text import (
     han_share,
     look_alike_rows,
 )
-from stages.subtitles.tesseract import ScriptClassifier, has_headline
+from stages.subtitles.tesseract import ScriptClassifier, has_headline, sharp_rows
 
 MIN_ROWS = 3  # rows to judge a script from: one unreadable row (PP-OCRv6 read nothing) was refused as
 # Devanagari on OSD's word alone (a real Chinese drama, its first 700 px batches); a refusal needs as many
@@ -184,6 +185,10 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         # that no reader reads, the probe reading them weakly: Armenian and Khmer were read as ch in doubt
         why = f"look-alike glyphs in {look_alike_rows(texts)} of {len(rows)} rows, read at {score:.2f}"
         choice = ScriptChoice(DEFAULT, None, False, f"{UNREADABLE} ({why}, by no reader at {AGREES})")
+    han = sum(han_share(t) >= 0.5 for t in texts if t)
+    if choice.doubt and score < LATIN_READ and han <= len(rows) / 4 and sharp_rows(rows):
+        why = f"sharp outlined glyphs, PP-OCRv6 reads Han/kana in {han} of {len(rows)} rows at {score:.2f}"
+        choice = ScriptChoice(DEFAULT, None, False, f"{UNREADABLE} ({why})")
     _unload_tried(settings, choice.lang, resident)
     return choice
 

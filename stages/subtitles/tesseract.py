@@ -20,6 +20,7 @@ import numpy as np
 
 from core.errors import ConfigError
 from core.packaged_models import tessdata_dir, tesseract_languages
+from stages.subtitles.spacing import spaces_from_gaps
 
 ROW_HEIGHT = 80
 FILL_SHARE = 0.85
@@ -45,6 +46,12 @@ _GREEK_ACCENTS = re.compile("[\u0300\u0301\u0313\u0314\u0342]+")
 # the Thai and Greek rows with no letter wrong, 0.85 with 1 each (the heights agreeing, 9 and 14 rows)
 OUTLINED, OUTLINED_FILL = RETRIED, 0.8
 RING_SHARE = 0.5  # a ring at most this share of the fill's brightness is an outline
+# The readers whose spaces come from the glyphs' gaps too (spacing.spaces_from_gaps): ell glued "Τα λέμε" and
+# "αύριο το" (Greek case WER 28.6% -> 0, CER 0 either way; 8 other Greek lines at 32, 40 and 52 px: WER
+# 10.8-24.3% -> 0-5.4%, "ξέρωτιναπω" for "ξέρω τι να πω").
+# Not kor (syllable blocks sit a space apart: "반 갑 습니다", WER 0 -> 60%) nor hin (a matra read apart:
+# 0 -> 16.7%); rus+ukr, vie, heb, ara read the same either way (their cases glue no word)
+GAP_SPACED = frozenset({"ell"})
 HEADLINE = 0.6  # the share of a row's width a headline's pixel row is text over (has_headline)
 LOADS: Counter[str] = Counter()  # Tesseract instances made in this process, by language ("osd": the script
 # classifier); they are parts of engines or short-lived, not resident models (core.models counts those)
@@ -55,15 +62,39 @@ def binarise_line(crop: np.ndarray, height: int = ROW_HEIGHT, outlined: bool = F
     the bright shapes ringed by a dark outline, as subtitle glyphs are (footage specks are not)."""
     import cv2
 
-    gray = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    scale = height / max(1, gray.shape[0])
-    gray = cv2.resize(gray, (max(1, round(gray.shape[1] * scale)), height), interpolation=cv2.INTER_CUBIC)
-    fill = np.percentile(gray, 99.5)
+    gray, fill = _scaled_gray(crop, height)
     text = gray >= (OUTLINED_FILL if outlined else FILL_SHARE) * fill
     if outlined:
         text = _ringed(text, gray, RING_SHARE * fill, max(2, height // 20))
     page = np.where(text, 0, 255).astype(np.uint8)
     return cv2.copyMakeBorder(page, 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255)
+
+
+def _scaled_gray(crop: np.ndarray, height: int) -> tuple[np.ndarray, float]:
+    """The row in grey, `height` px tall, and its glyph fill's brightness (99.5th percentile)."""
+    import cv2
+
+    gray = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    scale = height / max(1, gray.shape[0])
+    gray = cv2.resize(gray, (max(1, round(gray.shape[1] * scale)), height), interpolation=cv2.INTER_CUBIC)
+    return gray, float(np.percentile(gray, 99.5))
+
+
+def outlined_share(crop: np.ndarray) -> float:
+    """The share of a row's bright fill in shapes a dark outline rings: sharp subtitle glyphs keep their
+    outline (1.0, 0.97, 0.98 a row, median, in the Tamil, Georgian and Armenian cases), blur, fading and
+    mosaics smear fill and outline together (real Chinese rows blurred or faded 0, pixelated 0.17-0.23)."""
+    gray, fill = _scaled_gray(crop, ROW_HEIGHT)
+    text = gray >= OUTLINED_FILL * fill
+    ringed = _ringed(text, gray, RING_SHARE * fill, max(2, ROW_HEIGHT // 20))
+    return float(ringed.sum() / max(1, text.sum()))
+
+
+SHARP = 0.9  # the median outlined_share of rows whose glyphs blur, fading or a mosaic have not smeared
+
+
+def sharp_rows(rows: list[np.ndarray]) -> bool:
+    return float(np.median([outlined_share(row) for row in rows])) >= SHARP
 
 
 def _ringed(text: np.ndarray, gray: np.ndarray, dark: float, reach: int) -> np.ndarray:
@@ -131,6 +162,7 @@ class TesseractReader:
         self._greek = "ell" in langs.split("+")
         self._heights = (ROW_HEIGHT, *RETRY_HEIGHTS) if langs in RETRIED else (ROW_HEIGHT,)
         self._outlined = langs in OUTLINED
+        self._gap_spaced = langs in GAP_SPACED
         LOADS[langs] += 1
 
     def read_line(self, crop: np.ndarray) -> tuple[str, float]:
@@ -150,8 +182,29 @@ class TesseractReader:
 
         with self._lock:
             self._api.SetImage(Image.fromarray(binarise_line(crop, height, self._outlined)))
-            text = " ".join(self._api.GetUTF8Text().split()).strip(EDGE_BARS)
-            return text, max(0.0, self._api.MeanTextConf() / 100.0)
+            text = " ".join(self._api.GetUTF8Text().split())
+            if self._gap_spaced and text:
+                text = self._spaced_by_gaps(text, height)
+            return text.strip(EDGE_BARS), max(0.0, self._api.MeanTextConf() / 100.0)
+
+    def _spaced_by_gaps(self, text: str, height: int) -> str:
+        """`text` with the spaces its glyphs' gaps show (the page just read); as read where the glyphs
+        Tesseract iterates are not the text's letters."""
+        from tesserocr import RIL
+
+        glyphs, found = [], self._api.GetIterator()
+        while found:
+            try:
+                glyph = found.GetUTF8Text(RIL.SYMBOL)
+            except RuntimeError:  # tesserocr's word for a glyph with no text: not the text's letters
+                return text
+            box = found.BoundingBox(RIL.SYMBOL)
+            glyphs.append((glyph, box[0], box[2], found.IsAtBeginningOf(RIL.WORD)))
+            if not found.Next(RIL.SYMBOL):
+                break
+        if "".join(g[0] for g in glyphs) != "".join(text.split()):
+            return text
+        return spaces_from_gaps(glyphs, height)
 
     def close(self) -> None:
         self._api.End()
