@@ -46,9 +46,13 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# xdist workers: 3 on CI's and this 2-core host (a third fills the cores while a worker waits on a server or
+# a deployed run); `make test TEST_WORKERS=4` to compare
+TEST_WORKERS ?= 3
+
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 3 --dist loadgroup --durations=30  # 3 workers, a module per worker (tests/conftest.py)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=30  # a module per worker (tests/conftest.py)
 
 # The edit loop (<= 90 s of pytest on 2 cores): pure stage functions, the pure GPU scheduler, blocks, the
 # upload app and structure checks, in process; no Prefect server (marker `server`), no slow end-to-end runs.
