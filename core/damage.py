@@ -7,6 +7,10 @@ goes, the decoders' own error reports interleaved, so each error gets the media 
 the number of errors and their time ranges; a flow puts them in its artifact, warns on stderr and exits 1
 ("partly done") when any were found. Dating errors by frames, not by progress reports (every 0.25 s of wall
 time), keeps the times right where decoding is faster than that: a short clip, an audio track.
+The subtitles flow needs no pass of its own: its keyframes stage decodes every picture already, window by
+window, and has the same ffmpeg write these frame lines beside its samples (core.media.iter_video_frames
+`frame_log`); each window keeps the errors of its own part (`damage_in_window`), the flow joins them
+(`combined_damage`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from prefect import task
@@ -23,7 +27,7 @@ from prefect.cache_policies import NONE
 
 from core.cli import EXIT_OK, EXIT_PARTIAL
 from core.errors import StageTimeout, printable
-from core.media import require_tool
+from core.media import FRAME_LINES, Streams, require_tool
 from core.schema import DecodeDamage, MediaInfo
 
 JOIN_SECONDS = 1.0  # errors closer than this are one damaged range
@@ -34,20 +38,16 @@ _TIME_BASE = re.compile(r"^#tb (\d+): (\d+)/(\d+)")  # framecrc's header: each s
 
 
 def scan_decode_errors(
-    info: MediaInfo, timeout: float | None = None, audio_only: bool = False
+    info: MediaInfo, timeout: float | None = None, streams: Streams = "both"
 ) -> DecodeDamage:
-    """Decode `info.path` once (the video and the audio stream ffmpeg picks, one of each; only the audio
-    with `audio_only`: what speech recognition reads, damaged pictures lose it nothing) and collect the
-    decoders' errors with their media times. The log is read as it comes: a line per frame, millions
-    for a long recording, is never held whole."""
+    """Decode `info.path` once (the video and the audio stream ffmpeg picks, one of each; only the audio:
+    what speech recognition reads, damaged pictures lose it nothing; only the pictures: what subtitles are
+    read from) and collect the decoders' errors with their media times. The log is read as it comes: a
+    line per frame, millions for a long recording, is never held whole."""
     limit = timeout if timeout is not None else 60.0 + 2.0 * max(info.duration, 0.0)
     # one decoding thread: the check runs beside the stages, whose own decodes and OCR want the cores
     cmd = [require_tool("ffmpeg"), "-v", "error", "-nostdin", "-nostats", "-threads", "1"]
-    cmd += ["-i", str(info.path)]
-    # the pictures go out as wrapped_avframe (a reference to the decoded frame, what the null muxer gets):
-    # a CRC of each raw frame was a third of the check's CPU on 720p, and only the frame's time is read
-    cmd += ["-vn", "-sn", "-dn"] if audio_only else ["-c:v", "wrapped_avframe"]
-    cmd += ["-f", "framecrc", "-flush_packets", "1", "pipe:1"]
+    cmd += ["-i", str(info.path), *FRAME_LINES[streams], "pipe:1"]
     # stderr into stdout: the error lines arrive between the frame lines that date them
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     expired = threading.Event()
@@ -68,10 +68,12 @@ def scan_decode_errors(
     return damage
 
 
-def damage_from_log(path: Path, lines: Iterable[str], duration: float) -> DecodeDamage:
-    """Errors and their time ranges from ffmpeg's interleaved frame lines (framecrc) or progress reports
-    (`out_time_us=`) and error lines: an error is dated by the last time seen before it."""
-    now, times, first = 0.0, [], ""
+def dated_errors(lines: Iterable[str]) -> Iterator[tuple[float | None, str]]:
+    """(media time, the decoder's words) of each error in ffmpeg's interleaved frame lines (framecrc) or
+    progress reports (`out_time_us=`) and error lines: an error is dated by the last time seen before it,
+    None before any was (a decode that began with an input seek: the frames before its first are the
+    previous part's)."""
+    now: float | None = None
     bases: dict[int, float] = {}
     for line in lines:
         line = line.strip()
@@ -83,8 +85,38 @@ def damage_from_log(path: Path, lines: Iterable[str], duration: float) -> Decode
             value = line.partition("=")[2]
             now = int(value) / 1e6 if value.lstrip("-").isdigit() else now
         elif line and not line.startswith("#") and not _PROGRESS.match(line):
-            times.append(max(now, 0.0))
-            first = first or re.sub(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*", "", line)
+            yield now, re.sub(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*", "", line)
+
+
+def damage_from_log(path: Path, lines: Iterable[str], duration: float) -> DecodeDamage:
+    """Errors and their time ranges from one decode of the whole input (dated_errors)."""
+    return damage_of(path, ((now or 0.0, error) for now, error in dated_errors(lines)), duration)
+
+
+def damage_in_window(
+    path: Path, errors: Iterable[tuple[float | None, str]], start: float, until: float, duration: float
+) -> DecodeDamage:
+    """The damage of one window of a decode in windows: `errors` (dated_errors) of a decode that began at
+    `start` (input seek; its times from there), those dated before `until`, where the next window's decode
+    begins. Each window keeps what comes after its first frame and before the next one's first: the
+    errors before a seek's first frame (its run-up from the keyframe before `start`) are the previous
+    window's, whose frame lines go on past its end to date them (core.media FRAME_LINES_PAST_S), so none is
+    counted twice or lost."""
+    kept = (
+        (start + (now or 0.0), error)
+        for now, error in errors
+        if (now is not None or start <= 0.0) and start + (now or 0.0) < until - 1e-3
+    )
+    return damage_of(path, kept, duration)
+
+
+def damage_of(path: Path, errors: Iterable[tuple[float, str]], duration: float) -> DecodeDamage:
+    """Dated errors to a count and time ranges: errors closer than JOIN_SECONDS are one range, widened by
+    MARGIN_SECONDS each side within the input's duration."""
+    times, first = [], ""
+    for now, error in errors:
+        times.append(max(now, 0.0))
+        first = first or error
     ranges: list[list[float]] = []
     for t in sorted(times):
         if ranges and t - ranges[-1][1] <= JOIN_SECONDS:
@@ -94,6 +126,20 @@ def damage_from_log(path: Path, lines: Iterable[str], duration: float) -> Decode
     end = duration if duration > 0 else float("inf")
     spans = tuple((max(0.0, a - MARGIN_SECONDS), min(end, b + MARGIN_SECONDS)) for a, b in ranges)
     return DecodeDamage(Path(path), len(times), spans, first)
+
+
+def combined_damage(path: Path, parts: Sequence[DecodeDamage]) -> DecodeDamage:
+    """One input's damage from its parts' (windows decoded apart), as one pass over it would say: two errors
+    at most JOIN_SECONDS apart have widened ranges that overlap or touch, so those ranges join."""
+    ranges: list[list[float]] = []
+    for a, b in sorted(span for part in parts for span in part.ranges):
+        if ranges and a - ranges[-1][1] <= JOIN_SECONDS - 2 * MARGIN_SECONDS + 1e-9:
+            ranges[-1][1] = max(ranges[-1][1], b)
+        else:
+            ranges.append([a, b])
+    first = next((part.first_error for part in parts if part.damaged), "")
+    spans = tuple((a, b) for a, b in ranges)
+    return DecodeDamage(Path(path), sum(part.errors for part in parts), spans, first)
 
 
 def exit_status(damage: DecodeDamage | None) -> int:
@@ -125,5 +171,5 @@ def report_damage(damage: DecodeDamage, flow: str) -> None:
 
 
 @task(name="decode-check", task_run_name="check {info.path.name} decodes", cache_policy=NONE)
-def decode_check_task(info: MediaInfo, audio_only: bool = False) -> DecodeDamage:
-    return scan_decode_errors(info, audio_only=audio_only)
+def decode_check_task(info: MediaInfo, streams: Streams = "both") -> DecodeDamage:
+    return scan_decode_errors(info, streams=streams)

@@ -13,10 +13,11 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from queue import SimpleQueue
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -34,25 +35,19 @@ MAX_SIDE = 16384  # ffmpeg's own limit on a frame side is about this
 MAX_DURATION_S = 24 * 3600.0
 PROBE_TIMEOUT_S = 60.0
 
-IMAGE_FORMATS = {
-    "image2",
-    "apng",
-    "png_pipe",
-    "jpeg_pipe",
-    "webp_pipe",
-    "bmp_pipe",
-    "tiff_pipe",
-    "gif",
-    "gif_pipe",
-    "pgm_pipe",
-    "ppm_pipe",
-    "pam_pipe",
-    "qdraw_pipe",
-    "j2k_pipe",
-    "jpegls_pipe",
-    "dpx_pipe",
-    "exr_pipe",
+Streams = Literal["both", "audio", "video"]
+# frames as framecrc lines to date errors by (core/damage.py); wrapped_avframe: no pixel CRC (1/3 of the CPU)
+FRAME_LINES: dict[Streams, list[str]] = {
+    "both": ["-sn", "-dn", "-c:v", "wrapped_avframe", "-f", "framecrc", "-flush_packets", "1"],
+    "audio": ["-vn", "-sn", "-dn", "-f", "framecrc", "-flush_packets", "1"],
+    "video": ["-an", "-sn", "-dn", "-c:v", "wrapped_avframe", "-f", "framecrc", "-flush_packets", "1"],
 }
+FRAME_LINES_PAST_S = 2.0  # past a decode's end: its reorder delay's errors get a frame line after them
+
+IMAGE_FORMATS = set(  # ffprobe's format names of still images
+    "image2 apng png_pipe jpeg_pipe webp_pipe bmp_pipe tiff_pipe gif gif_pipe pgm_pipe ppm_pipe pam_pipe "
+    "qdraw_pipe j2k_pipe jpegls_pipe dpx_pipe exr_pipe".split()
+)
 
 
 def max_input_bytes() -> int:
@@ -330,14 +325,15 @@ def iter_video_frames(
     fast_decode: bool = False,
     start: float = 0.0,
     duration: float | None = None,
+    frame_log: Callable[[Iterator[str]], object] | None = None,
 ):
     """Yield (sample_index, BGR frame) decoded by ffmpeg at `fps` after `filters` (e.g. a crop or scale).
 
-    `start`/`duration` decode one window (input seek): sample 0 is at `start`.
-
-    Frames stream through a pipe, so memory stays at one frame whatever the video's length; the whole
-    decode is bounded by `timeout` and ffmpeg is killed if we stop early or time out.
-    """
+    `start`/`duration` decode one window (input seek): sample 0 is at `start`. `frame_log` reads the
+    same ffmpeg's stderr as it comes, on a thread, with a framecrc line per decoded frame between the
+    decoders' error lines (core/damage.py dates the errors by them: every frame is decoded anyway, the fps
+    filter picks its samples among them). Frames stream through a pipe, so memory stays at one frame
+    whatever the video's length; the decode is bounded by `timeout`; ffmpeg is killed if we stop early."""
     import time
 
     import numpy as np
@@ -351,9 +347,12 @@ def iter_video_frames(
     cmd += ["-i", str(path), "-an", "-sn"]
     cmd += ["-t", f"{duration:.3f}"] if duration is not None else []
     cmd += ["-vf", f"fps={fps:.6f},{filters}", "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
+    past = ["-t", f"{duration + FRAME_LINES_PAST_S:.3f}"] if duration is not None else []
+    cmd += [*FRAME_LINES["video"], *past, "pipe:2"] if frame_log is not None else []
     frame_bytes = out_width * out_height * 3
     deadline = time.monotonic() + timeout
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=frame_bytes * 2)
+    said, failed, reader = _read_stderr(proc, frame_log)
     index = 0
     try:
         assert proc.stdout is not None
@@ -366,16 +365,45 @@ def iter_video_frames(
             yield index, np.frombuffer(buf, np.uint8).reshape(out_height, out_width, 3)
             index += 1
         proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        reader.join()
+        if failed:
+            raise failed[0]
         if proc.returncode != 0:
-            err = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace").strip().splitlines()
-            raise StageError(stage, path, f"ffmpeg decode failed: {' | '.join(err[-3:]) or proc.returncode}")
+            raise StageError(stage, path, f"ffmpeg decode failed: {' | '.join(said) or proc.returncode}")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reader.join()
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+def _read_stderr(proc: subprocess.Popen, frame_log: Callable[[Iterator[str]], object] | None):
+    """ffmpeg's stderr drained on a thread (read at the end, 64 kB of errors would stall ffmpeg and us): its
+    last lines but frame lines (a failed decode's words); each line to `frame_log` (its error: `failed`)."""
+    said: deque[str] = deque(maxlen=3)
+    failed: list[BaseException] = []
+
+    def lines() -> Iterator[str]:
+        for line in (raw.decode("utf-8", "replace").strip() for raw in proc.stderr or ()):
+            if line and not line[:1].isdigit() and not line.startswith("#"):
+                said.append(line)
+            yield line
+
+    def drain() -> None:
+        source = lines()
+        try:
+            if frame_log is not None:
+                frame_log(source)
+        except BaseException as exc:  # noqa: BLE001 (raised on the caller's thread)
+            failed.append(exc)
+        deque(source, maxlen=0)
+
+    reader = threading.Thread(target=drain, name="ffmpeg-stderr", daemon=True)
+    reader.start()
+    return said, failed, reader
 
 
 def read_ahead(items: Iterable[T]) -> Iterator[T]:

@@ -90,6 +90,8 @@ class KeyframeSet:
     duration: float
     frames: tuple[Keyframe, ...]
     samples_decoded: int
+    # the decoders' errors in the part decoded (the flow's decode check: core/damage.py); None: not decoded
+    damage: DecodeDamage | None = None
 
 
 @dataclass(frozen=True)

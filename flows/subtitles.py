@@ -29,13 +29,14 @@ from core.cli import (
     preflight_output_dir,
     run_cli,
 )
-from core.damage import decode_check_task, exit_status, report_damage
+from core.damage import combined_damage, decode_check_task, exit_status, report_damage
 from core.errors import ConfigError
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.progress import StageProgress
 from core.schema import (
     Band,
+    DecodeDamage,
     FrameText,
     KeyframeSet,
     MediaInfo,
@@ -99,11 +100,14 @@ def read_band_texts(
     work_dir: Path,
     until: WindowStage = "ocr",
     keep: bool = False,
+    window_damage: list[DecodeDamage] | None = None,
 ) -> BandTexts:
     """Keyframes -> crop -> stitch -> OCR over the video window by window (`keyframes.window_seconds`),
     each window's images deleted after its OCR unless `keep`: temporary disk stays bounded on long video
     (two windows' images at most). The next window's keyframes decode while this one is read: OCR uses
-    one core, decoding the other. `until` stops each window after that stage (the pipeline's chains)."""
+    one core, decoding the other. `until` stops each window after that stage (the pipeline's chains).
+    Each window's decode errors (KeyframeSet.damage) go into `window_damage` as it is decoded: the caller has
+    those of the windows before a failure too."""
     windows = video_windows(info.duration, settings.keyframes.window_seconds)
     texts: list[FrameText] = []
     samples = kept = cropped = stitched = 0
@@ -118,6 +122,8 @@ def read_band_texts(
         for number, window in enumerate(windows, 1):
             folder = work_dir / f"{window[0]:08.1f}"
             keyframes = decoding()
+            if window_damage is not None and keyframes.damage is not None:
+                window_damage.append(keyframes.damage)
             if number < len(windows):
                 decoding = decode(windows[number])
             samples, kept = samples + keyframes.samples_decoded, kept + len(keyframes.frames)
@@ -211,24 +217,29 @@ def extract_subtitles(
     stages = Stages()
     (video,), output_dir = stages.shared([video], output_dir)
     info = stages.run(probe_task, video, "video")
-    # a corrupt middle decodes as lost subtitles; the check's ffmpeg runs beside the stages (the other core)
-    checking = stages.start(decode_check_task, info)
+    # a corrupt middle decodes as lost subtitles: the keyframes decode of each window dates its errors
+    window_damage: list[DecodeDamage] = []
     run_dir = run_output_dir(output_dir, "subtitles", info.path)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
     try:
         subtitle_band = find_band(info, settings, stages)  # `band`, the parameter, is the user's fractions
-        reading = read_band_texts(info, subtitle_band, settings, stages, work)
+        reading = read_band_texts(info, subtitle_band, settings, stages, work, window_damage=window_damage)
+        # the pictures only, as the keyframes decode reads them: subtitles lose nothing to damaged audio
+        damage = (
+            combined_damage(info.path, window_damage)
+            if window_damage
+            else stages.run(decode_check_task, info, "video")  # an empty band: nothing was decoded
+        )
         by_position = subtitle_band.source == WHOLE_FRAME  # lines all over the frame: events per position
         events = stages.run(postprocess_task, reading.texts, spaced_for(reading, settings), by_position)
         files = write_subtitle_files(
             events, run_dir, safe_stem(info.path), video=info.path, band=subtitle_band,
             sample_fps=settings.sample_fps,
         )  # fmt: skip
-        damage = checking()
     except BaseException as exc:
-        if isinstance(exc, Exception):  # a failed run is explained too (not waited for on a Ctrl-C)
+        if isinstance(exc, Exception) and window_damage:  # a failed run is explained by what was decoded
             with contextlib.suppress(Exception):
-                report_damage(checking(), "subtitles")
+                report_damage(combined_damage(info.path, window_damage), "subtitles")
         close_work_dir(work, exc)  # kept when the user stopped the run: the re-run resumes from it
         discard_if_empty(run_dir, output_dir)  # a failed run leaves no empty folder behind
         raise

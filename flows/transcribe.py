@@ -71,7 +71,7 @@ def transcribe(
     diarization: Diarization | None = None
     (media,), output_dir = stages.shared([media], output_dir)
     info = require_audio(stages.run(probe_task, media, "video", "audio"))
-    damage = stages.run(decode_check_task, info, True)  # a corrupt stretch of audio is speech lost
+    damage = stages.run(decode_check_task, info, "audio")  # a corrupt stretch of audio is speech lost
     report_damage(damage, "transcribe")
     work = scratch_dir(Path(output_dir) / "transcribe")  # beside the outputs: other (Ray) workers see it
     try:

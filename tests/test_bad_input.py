@@ -441,6 +441,35 @@ def test_damage_inside_a_video_is_reported_and_exits_1(prefect_server, tmp_path,
     assert 5.0 < start < end < 33.0, "the damage is in the middle, not at the ends"
 
 
+@pytest.mark.slow
+def test_subtitles_date_the_damage_in_their_own_decode(prefect_server, tmp_path, capsys):
+    """Issue 23 point 4: the subtitles flow decoded every picture twice, for its keyframes and once more in
+    a decode check beside them (~20 of 112 CPU s on 10 minutes of 720p). The keyframes decode now dates the
+    decoders' errors itself, window by window (tests/test_decode_windows.py cuts the damage every way):
+    the count, first error and time ranges of one pass over the pictures, the same warning, manifest and
+    exit 1, and no decode-check stage run."""
+    import json
+
+    from core.damage import scan_decode_errors
+    from core.media import probe_media
+
+    if not REAL_VIDEO.is_file():
+        pytest.skip(f"real footage not here: {REAL_VIDEO.parent} (see its README)")
+    video = _corrupt_middle(REAL_VIDEO, tmp_path / "damaged.mp4")
+    code, _, err = _run("subtitles", ["--output-dir", str(tmp_path / "out"), str(video)], capsys)
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 1, err[-3000:]
+    assert len(warnings) == 1 and str(video) in warnings[0] and " decode errors at " in warnings[0], err
+    (manifest,) = (tmp_path / "out").rglob("manifest.json")
+    written = json.loads(manifest.read_text(encoding="utf-8"))
+    assert "keyframes" in written["stage_seconds"] and "decode-check" not in written["stage_seconds"], written
+    damage, once = written["decode_errors"], scan_decode_errors(probe_media(video), streams="video")
+    assert once.errors > 10, once
+    assert (damage["errors"], damage["first_error"]) == (once.errors, once.first_error), (damage, once)
+    flat = [t for span in damage["ranges"] for t in span]
+    assert flat == pytest.approx([t for span in once.ranges for t in span]), (damage, once)
+
+
 SHORT_VIDEO = realvideo_dir() / "douyin_7625253704698556297_zh.mp4"  # 10 s drama, 540x940
 
 

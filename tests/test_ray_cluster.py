@@ -129,8 +129,8 @@ def test_stages_land_on_both_nodes_with_the_local_runners_outputs(cluster, video
     assert placed["ocr"] == placed["subtitle_area"] == {"b"}, placed
     assert placed["crop"] == placed["stitch"] == {"head"}, placed
     assert set().union(*placed.values()) == {"head", "b"}, placed
-    # probe, decode check, band, language, keyframes, crop, stitch, OCR, postprocess: all on Ray
-    assert {"decode_check", "language"} <= set(placed) and len(placed) == 9, placed
+    # probe, band, language, keyframes (the decode check too), crop, stitch, OCR, postprocess: all on Ray
+    assert "language" in placed and "decode_check" not in placed and len(placed) == 8, placed
 
 
 @pytest.mark.skipif(not can_hide_folders(), reason="needs unshare + mount (root)")

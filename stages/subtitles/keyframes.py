@@ -17,6 +17,7 @@ import numpy as np
 from prefect import task
 
 from core.caching import resumable
+from core.damage import damage_in_window, dated_errors
 from core.media import iter_video_frames
 from core.outputs import write_image
 from core.schema import Band, Keyframe, KeyframeSet, MediaInfo
@@ -77,6 +78,8 @@ def extract_keyframes(
     each part's strips before the next: temporary disk stays bounded whatever the video's length.
     A line crossing the window's end continues, contiguous, into the next window's first keyframe, whose
     lead samples are the previous window's last `lead_seconds` (decoded again, kept for OCR only).
+    Every frame is decoded (the fps filter picks the samples), so the same ffmpeg dates the decoders'
+    errors in the window too (`damage`: the subtitles flow's decode check; None when nothing was decoded).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     fps = settings.sample_fps
@@ -86,10 +89,7 @@ def extract_keyframes(
     first = round(w_start * fps)
     last_window = w_end >= info.duration - 1e-6
     lead_samples = max(0, round(settings.lead_seconds * fps))
-    # a whole frame's first keyframe of a window: the previous window's tail as its lead (a band's keyframes
-    # are as they were: its lines' text signal shows when they appear; a pre-roll there moved the first
-    # sample's steady signal and ended a line of …7489 0.2 s early)
-    pre = max(0, first - lead_samples) if band.source == WHOLE_FRAME else first
+    pre = _decode_from(w_start, band, settings)
     kept: list[tuple[int, float, Path, bool, float, int, tuple]] = []  # index, time, path, has_text, change,
     # line, lead samples
     lead: deque[tuple[int, np.ndarray]] = deque(maxlen=lead_samples)
@@ -98,6 +98,7 @@ def extract_keyframes(
     recent: list[np.ndarray] = []  # the current line's last two signals (a cross-fade is one mixed sample)
     faded_run = 0  # samples in a row where the current line's strokes thinned below the count
     suffix, params = scratch_format(band)
+    errors: list[tuple[float | None, str]] = []  # the decoders' errors, dated by the frames around them
     frames = iter_video_frames(
         info.path,
         fps=fps,
@@ -108,6 +109,7 @@ def extract_keyframes(
         stage="keyframes",
         start=pre / fps,
         duration=None if last_window else w_end - pre / fps,
+        frame_log=lambda lines: errors.extend(dated_errors(lines)),
     )
     for local, strip, signal in steady_signals(frames, band, settings):
         index = pre + local
@@ -160,7 +162,19 @@ def extract_keyframes(
                 lead=early,
             )
         )
-    return KeyframeSet(info.path, band, fps, info.duration, tuple(keyframes), samples)
+    until = float("inf") if last_window else _decode_from(w_end, band, settings) / fps  # the next window's
+    damage = damage_in_window(info.path, errors, pre / fps, until, info.duration)
+    return KeyframeSet(info.path, band, fps, info.duration, tuple(keyframes), samples, damage)
+
+
+def _decode_from(start: float, band: Band, settings: KeyframeSettings) -> int:
+    """The sample a window starting at `start` seconds decodes from: its first; a whole frame's, the
+    previous window's tail as its first keyframe's lead (a band's keyframes are as they were: its lines'
+    text signal shows when they appear; a pre-roll there moved the first sample's steady signal and ended
+    a line of …7489 0.2 s early)."""
+    first = round(start * settings.sample_fps)
+    lead_samples = max(0, round(settings.lead_seconds * settings.sample_fps))
+    return max(0, first - lead_samples) if band.source == WHOLE_FRAME else first
 
 
 def _write_lead(work_dir: Path, lead: deque[tuple[int, np.ndarray]], fps: float, band: Band):
