@@ -115,6 +115,8 @@ def test_video_without_subtitles_gives_an_empty_srt(prefect_server, media_dir, t
     assert state.is_completed() and state.message.startswith("no subtitles found"), state.message
     result = state.result()
     assert result.events == ()
+    # no band, no keyframes decode: the decode check decoded the pictures itself (clean: no damage)
+    assert result.band.is_empty and "decode-check" in result.stage_seconds and result.damage is None, result
     assert result.srt_path.read_text(encoding="utf-8") == ""
     assert json.loads(result.json_path.read_text(encoding="utf-8"))["events"] == []
 
