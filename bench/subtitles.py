@@ -111,9 +111,7 @@ def run_speed(tmp: Path, duration: float, size: str, runs: int) -> None:
         print(f"    stages: {_stages_line(result.stage_seconds, duration)}")
         in_line = {name: s for name, s in result.stage_seconds.items() if name != "decode-check"}
         overhead = wall - sum(in_line.values())
-        print(
-            f"    orchestration {overhead:.2f} s (flow wall - stage walls)"
-        )
+        print(f"    orchestration {overhead:.2f} s (flow wall - stage walls)")
         print(f"    {_cpu_line(cpu, duration)}; peak RSS so far {_peak_rss_mb():.0f} MB")
         print(f"    accuracy: {score.line()}")
 
