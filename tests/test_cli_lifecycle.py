@@ -190,8 +190,8 @@ def _interrupt(video: Path, out: Path, home: Path, signum: int) -> tuple[int, fl
     else:
         pytest.fail("the run ended before its keyframes stage: " + "".join(seen[-20:]))
     deadline = time.monotonic() + 60
-    # the keyframes' ffmpeg, not the decode check's (framecrc), which runs beside the stages
-    while not any(_is_ffmpeg(c) and "framecrc" not in c for c in _group(proc.pid)):
+    # the keyframes' ffmpeg (its samples go out as rawvideo; its frame lines, framecrc, date decode errors)
+    while not any(_is_ffmpeg(c) and "rawvideo" in c for c in _group(proc.pid)):
         assert time.monotonic() < deadline, "keyframes never started ffmpeg"
         time.sleep(0.05)
     sent, sent_at = time.monotonic(), datetime.datetime.now().time()
