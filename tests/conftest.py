@@ -179,8 +179,9 @@ def events_reach_the_current_api(request):
 # basetemp. A module's tests stay on one worker, so its module fixtures (an OCR corpus run, a Ray cluster) are
 # built once; the modules below share one worker. The longest modules go first, so none starts last and runs
 # alone; the rest follow in file order.
-SHARED_WORKER = {  # the two Ray modules may run at once on two workers: test_ray_runner's plain ray.init()
-    # does not join ray_nodes.py's cluster (its address is kept in its temp dir; both at once: 10 passed)
+SHARED_WORKER = {
+    "test_ray_runner.py": "ray",  # one Ray at a time on two cores. Not for isolation: a plain ray.init() does
+    "test_ray_cluster.py": "ray",  # not join ray_nodes.py's cluster (its address is kept in its temp dir)
     "test_web_browser.py": "browser",  # one deployed stack (`deployed_api`) for both
     "test_run_form_browser.py": "browser",
 }
@@ -189,14 +190,10 @@ LONGEST_FIRST = (  # their groups' times in a full run on 3 workers (load 10-23,
     # browser 140-146 (148-202 s wall, much of it waiting on its deployed runs), footage 85 (109 with its
     # media rendered): footage, the smallest, goes fourth, to the worker that frees up first. Measured again
     # 2026-12-05, each alone (cgroup, load 3-18): real videos 157.2 CPU s (331 s wall), Ray 131.8 (runner
-    # 55.7 + cluster 76.1, the two-workers test moved out), browser 133.7-136.9 (147-172 s). The two Ray
-    # modules on one worker made the longest group (607 s in a loaded suite): now two groups, the cluster
-    # (the larger) third, the runner fourth; both at once on two workers (load 15-19): 307 s for the pair,
-    # 358 s one after the other on one worker (load 19-20)
-    "test_realvideo_subtitles.py",  # 347 s
+    # 55.7 + cluster 76.1, the two-workers test moved out), browser 133.7-136.9 (147-172 s)
+    "test_ray_runner.py",  # with test_ray_cluster.py: 607 s
     "test_web_browser.py",  # with test_run_form_browser.py: 389 s
-    "test_ray_cluster.py",
-    "test_ray_runner.py",
+    "test_realvideo_subtitles.py",  # 347 s
     "test_subtitle_footage.py",
     "test_cues.py",
     "test_diarization.py",
