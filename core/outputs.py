@@ -176,6 +176,16 @@ def _exists(value: Any) -> bool:
     return not isinstance(value, str) or Path(value).exists()
 
 
+def read_image(path: str | Path, what: str) -> Any:
+    """cv2.imread (colour) that fails loudly: it returns None for a missing or unreadable work image."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"{what} {path} is missing or unreadable")
+    return image
+
+
 def write_image(path: str | Path, image: Any, params: list[int] | None = None) -> Path:
     """cv2.imwrite that fails loudly: it returns False on a full or read-only disk instead of raising."""
     import cv2

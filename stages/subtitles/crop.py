@@ -15,7 +15,7 @@ import numpy as np
 from prefect import task
 
 from core.caching import resumable
-from core.outputs import write_image
+from core.outputs import read_image, write_image
 from core.schema import Band, KeyframeSet
 from stages.subtitles.band import WHOLE_FRAME, mask_static_boxes
 from stages.subtitles.text_signal import KeyframeSettings, text_signal
@@ -81,9 +81,7 @@ def crop_keyframe_image(
     boxes read in the keyframe fall on the same place in them)."""
     if band.source == WHOLE_FRAME and not band.static_boxes:  # lines anywhere: the frame as it is (shrunk,
         return strip_path  # its small text is lost), nothing to mask: the strip itself, not a copy
-    strip = cv2.imread(str(strip_path), cv2.IMREAD_COLOR)
-    if strip is None:
-        raise FileNotFoundError(f"keyframe strip {strip_path} is missing or unreadable")
+    strip = read_image(strip_path, "keyframe strip")
     crop = crop_band(strip, band)
     _, params = scratch_format(band)
     if band.source == WHOLE_FRAME:

@@ -23,6 +23,7 @@ from core.caching import resumable
 from core.errors import ConfigError
 from core.model_service import served_model
 from core.models import ModelKey, model_key, on_model_thread, release_freed_memory
+from core.outputs import read_image
 from core.schema import FrameText, KeyframeSet, OcrLine, StitchedBatch
 from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.band import WHOLE_FRAME
@@ -354,7 +355,7 @@ def recognize_batches(
 
     by_index = {kf.index: kf for kf in keyframes.frames}
     for batch in batches:
-        image = _read_image(batch.image_path, "stitched batch")
+        image = read_image(batch.image_path, "stitched batch")
         rows = list(zip(batch.keyframe_indices, batch.y_offsets, batch.heights, strict=True))
         for line in engine.read(image):
             centre = (line.box[1] + line.box[3]) / 2
@@ -367,7 +368,7 @@ def recognize_batches(
         quads = engine.quads(image) if batch.followers else np.zeros((0, 4, 2), np.float32)  # from `read`
         for follower, leader, shift in batch.followers:
             top = next(top for index, top, _ in rows if index == leader)
-            crop = _read_image(by_index[follower].image_path, "band crop")
+            crop = read_image(by_index[follower].image_path, "band crop")
             lines = read_follower(engine, quads, crop, top, shift, len(per_frame[leader]))
             per_frame[follower] = [spaces_of(line, crop) for line in lines]
     misses: dict[int, int] = {}  # per on-screen line: second looks in a row that found nothing
@@ -402,15 +403,6 @@ def read_follower(
     return lines if len(lines) >= leader_lines else engine.read(crop)
 
 
-def _read_image(path: Path, what: str) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"{what} {path} is missing or unreadable")
-    return image
-
-
 def reread_enlarged(crop_path: Path, engine: OcrEngine, scale: float = 1.5) -> list[OcrLine]:
     """A second look at a crop whose text signal was set but where the batch read nothing.
 
@@ -419,7 +411,7 @@ def reread_enlarged(crop_path: Path, engine: OcrEngine, scale: float = 1.5) -> l
     """
     import cv2
 
-    image = _read_image(crop_path, "band crop")
+    image = read_image(crop_path, "band crop")
     big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     return [
         OcrLine(ln.text, ln.confidence, tuple(int(round(v / scale)) for v in ln.box))

@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 from prefect import task
 
 from core.caching import resumable
-from core.outputs import write_image
+from core.outputs import read_image, write_image
 from core.schema import Band, Keyframe, KeyframeSet, StitchedBatch
 from stages.subtitles.band import WHOLE_FRAME
 from stages.subtitles.crop import scratch_format
@@ -90,9 +89,7 @@ def stitch_keyframes(
     used = GAP_PX // 2
     leader: _Leader | None = None
     for kf in keyframes.frames:
-        img = cv2.imread(str(kf.image_path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise FileNotFoundError(f"band crop {kf.image_path} is missing or unreadable")
+        img = read_image(kf.image_path, "band crop")
         shape = (img.shape[0], img.shape[1])
         if followers and follows(kf, leader, shape, keyframes.band):
             leader.followers.append((kf.index, leader.index, (shape[1] - leader.shape[1]) // 2))
