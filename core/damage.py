@@ -142,6 +142,18 @@ def combined_damage(path: Path, parts: Sequence[DecodeDamage]) -> DecodeDamage:
     return DecodeDamage(Path(path), sum(part.errors for part in parts), spans, first)
 
 
+def input_damage(
+    path: Path, pictures: DecodeDamage | None, audio: DecodeDamage | None, both: DecodeDamage | None
+) -> DecodeDamage | None:
+    """One input's damage from the checks a run's steps made: a check of both streams (transcode's) says
+    all of it; else the pictures' (the subtitle steps') and the audio's (transcribe's), joined. None: no
+    step checked."""
+    if both is not None:
+        return both
+    parts = [part for part in (pictures, audio) if part is not None]
+    return combined_damage(path, parts) if parts else None
+
+
 def exit_status(damage: DecodeDamage | None) -> int:
     """A CLI's status once its outputs are written: 0, or 1 (partly done) after one warning line naming
     the input, its decode errors and their time ranges."""

@@ -12,6 +12,7 @@ the plan that ran is in the manifest and the results table. Unknown names fail b
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -28,12 +29,13 @@ from blocks.loader import load_block
 from blocks.subtitles import SubtitleConfig
 from core.caching import close_work_dir, open_work_dir
 from core.cli import EPILOG, CliParser, api_ready, preflight_media, preflight_output_dir, run_cli
-from core.damage import decode_check_task, exit_status, report_damage
+from core.damage import combined_damage, decode_check_task, exit_status, input_damage, report_damage
 from core.errors import ConfigError, PartlyDone
 from core.media import probe_task
 from core.outputs import discard_if_empty, run_output_dir, safe_stem, write_manifest
 from core.schema import (
     Band,
+    DecodeDamage,
     FrameText,
     MediaInfo,
     PipelineResult,
@@ -189,10 +191,14 @@ def run_pipeline(
     (video,), output_dir = stages.shared([video], output_dir)
     info = stages.run(probe_task, video, "video")
     settings = load_block(SubtitleConfig, settings_block)  # a wrong block name fails before the decode check
-    damage = None  # the steps run as sub-flows check the input themselves (their damage is taken below)
-    if any(name not in SUBFLOW_STEPS for name in plan):  # the subtitle steps: a corrupt middle loses lines
-        damage = stages.run(decode_check_task, info)
-        report_damage(damage, "pipeline")
+    # a corrupt middle loses lines: the keyframes decode dates the pictures' errors window by window; the
+    # steps run as sub-flows check the input themselves (input_damage joins what each saw)
+    pictures: DecodeDamage | None = None
+    window_damage: list[DecodeDamage] = []
+    audio = both = None
+    if "keyframes" not in plan and any(name not in SUBFLOW_STEPS for name in plan):
+        pictures = stages.run(decode_check_task, info, "video")  # the band's samples are not dated
+        report_damage(pictures, "pipeline")
     run_dir = run_output_dir(output_dir, "pipeline", info.path)
     work = open_work_dir(run_dir / ".work")  # a crashed run's .work (and its token) lets a re-run resume
     windowed = [name for name in plan if name in WINDOW_STAGES]
@@ -211,9 +217,16 @@ def run_pipeline(
                     band = find_band(info, settings, stages)
                     log.done(name, describe_band(band, info))
                 elif name == "keyframes":
+                    until, kept = windowed[-1], keep_intermediates
                     reading = read_band_texts(
-                        info, _made(band, name), settings, stages, work, windowed[-1], keep_intermediates
+                        info, _made(band, name), settings, stages, work, until, kept, window_damage
                     )
+                    pictures = (
+                        combined_damage(info.path, window_damage)
+                        if window_damage
+                        else stages.run(decode_check_task, info, "video")  # an empty band decodes nothing
+                    )
+                    report_damage(pictures, "pipeline")
                     texts = reading.texts
                     for step in windowed:
                         log.done(step, reading.summary(step))
@@ -225,7 +238,7 @@ def run_pipeline(
                     log.done(name, *_subtitle_files(events, _made(band, name), info, run_dir, settings))
                 elif name == "transcribe":
                     speech = _transcribe(info, output_dir)
-                    damage = damage or speech.damage
+                    audio = speech.damage
                     log.done(name, *_heard(speech))
                 elif name == "diarize":
                     speech = _diarize(_made(speech, name), output_dir)
@@ -234,17 +247,22 @@ def run_pipeline(
                     log.done(name, *_fused(run_dir, info, events, _made(speech, name), stages))
                 else:
                     rendered = _transcode(info, output_dir)
-                    damage = damage or rendered.damage
+                    both = rendered.damage
                     log.done(name, *_renditions(rendered))
     except Exception as exc:
         stopped = exc
+        if pictures is None and window_damage:  # a failed run is explained by what was decoded
+            pictures = combined_damage(info.path, window_damage)
+            with contextlib.suppress(Exception):
+                report_damage(pictures, "pipeline")
+        damage = input_damage(info.path, pictures, audio, both)
         if not log.outputs:  # nothing published: no empty run folder left, the error as it is
             discard_if_empty(run_dir, output_dir)
             raise
         manifest = write_manifest(
             run_dir, flow="pipeline", input_path=info.path, outputs=log.outputs,
             extra={"workflow_chain": list(workflow_chain), "plan": plan, "stages": log.outcomes,
-                   "failed": log.failed, "decode_errors": damage},
+                   "failed": log.failed, "decode_errors": damage, "stage_seconds": stages.timings},
         )  # fmt: skip
         step = log.failed[0] if log.failed else "a stage"
         kept = f"{len(log.outputs)} outputs kept, listed in {manifest}"
@@ -256,6 +274,7 @@ def run_pipeline(
         _report(info, plan, log.outcomes, log.failed)
         if not keep_intermediates:  # kept when the user stopped the run: the re-run resumes from it
             close_work_dir(work, stopped)
+    damage = input_damage(info.path, pictures, audio, both)
     manifest = write_manifest(
         run_dir,
         flow="pipeline",
@@ -267,6 +286,7 @@ def run_pipeline(
             "stages": log.outcomes,
             "events": len(events),
             "decode_errors": damage,
+            "stage_seconds": stages.timings,
         },
     )
     return PipelineResult(

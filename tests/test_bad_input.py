@@ -486,13 +486,18 @@ def _corrupt_audio(out: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flow", ["transcribe", "pipeline", "pipeline-transcribe"])
+@pytest.mark.parametrize("flow", ["transcribe", "pipeline", "pipeline-transcribe", "pipeline-ocr"])
 def test_damage_is_reported_by_transcribe_and_the_pipeline(prefect_server, flow, tmp_path, capsys):
     """Issue 29 point 4 beyond transcode and subtitles: a damaged stretch of speech (transcribe checks the
     audio it reads) and a corrupt middle under the pipeline's own subtitle stages or under its transcribe
     step (a sub-flow, whose damage the pipeline reported nowhere and exited 0): counted, one warning with
-    the time ranges, the ranges in the pipeline's manifest, exit 1 (partly done)."""
+    the time ranges, the ranges in the pipeline's manifest, exit 1 (partly done). Issue 23: where the
+    pipeline reads keyframes, their decode dates the pictures' errors (one pass's count and first error),
+    with no decode check of its own (a second decode of every picture)."""
     import json
+
+    from core.damage import scan_decode_errors
+    from core.media import probe_media
 
     if not REAL_VIDEO.is_file():
         pytest.skip(f"real footage not here: {REAL_VIDEO.parent} (see its README)")
@@ -502,17 +507,23 @@ def test_damage_is_reported_by_transcribe_and_the_pipeline(prefect_server, flow,
         argv = ["--language", "zh", "--output-dir", str(out), str(damaged)]
     else:
         damaged = _corrupt_middle(SHORT_VIDEO, tmp_path / "damaged.mp4")
-        chain = "transcribe" if flow == "pipeline-transcribe" else "subtitle_area"
+        chain = {"pipeline-transcribe": "transcribe", "pipeline-ocr": "ocr"}.get(flow, "subtitle_area")
         argv = ["--chain", chain, "--output-dir", str(out), str(damaged)]
     code, _, err = _run(flow.split("-")[0], argv, capsys)
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert code == 1, err[-3000:]
     assert len(warnings) == 1 and str(damaged) in warnings[0] and " decode errors at " in warnings[0], err
     (manifest,) = out.glob(f"{flow.split('-')[0]}/*/manifest.json")
-    damage = json.loads(manifest.read_text(encoding="utf-8"))["decode_errors"]
+    written = json.loads(manifest.read_text(encoding="utf-8"))
+    damage = written["decode_errors"]
     assert damage["errors"] > 0 and damage["ranges"], damage
     start, end = damage["ranges"][0]
     assert 0.5 < start < end < 11.5, "the damage is in the middle, not at the ends"
+    if flow == "pipeline-ocr":
+        assert "keyframes" in written["stage_seconds"], written
+        assert "decode-check" not in written["stage_seconds"], written
+        once = scan_decode_errors(probe_media(damaged), streams="video")
+        assert (damage["errors"], damage["first_error"]) == (once.errors, once.first_error), (damage, once)
 
 
 def test_a_transcode_timeout_in_the_environment_reaches_the_stage_as_its_setting(
