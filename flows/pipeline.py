@@ -44,7 +44,7 @@ from core.schema import (
     TranscodeResult,
     TranscriptResult,
 )
-from flows.subtitles import WINDOW_STAGES, find_band, read_band_texts, spaced_for
+from flows.subtitles import WINDOW_STAGES, find_band, pictures_damage, read_band_texts, spaced_for
 from runtime.naming import artifact_key, run_named_after
 from runtime.runner import StageRunner
 from runtime.stage import Stages
@@ -217,15 +217,11 @@ def run_pipeline(
                     band = find_band(info, settings, stages)
                     log.done(name, describe_band(band, info))
                 elif name == "keyframes":
-                    until, kept = windowed[-1], keep_intermediates
                     reading = read_band_texts(
-                        info, _made(band, name), settings, stages, work, until, kept, window_damage
-                    )
-                    pictures = (
-                        combined_damage(info.path, window_damage)
-                        if window_damage
-                        else stages.run(decode_check_task, info, "video")  # an empty band decodes nothing
-                    )
+                        info, _made(band, name), settings, stages, work, windowed[-1], keep_intermediates,
+                        window_damage=window_damage,
+                    )  # fmt: skip
+                    pictures = pictures_damage(info, window_damage, stages)
                     report_damage(pictures, "pipeline")
                     texts = reading.texts
                     for step in windowed:

@@ -147,6 +147,14 @@ def read_band_texts(
     return BandTexts(texts, samples, kept, cropped, stitched, ocr.lang)
 
 
+def pictures_damage(info: MediaInfo, window_damage: list[DecodeDamage], stages: Stages) -> DecodeDamage:
+    """The pictures' decode errors once `read_band_texts` ran: its windows' joined, or a decode check of the
+    pictures where an empty band decoded nothing. Subtitles lose nothing to damaged audio."""
+    if window_damage:
+        return combined_damage(info.path, window_damage)
+    return stages.run(decode_check_task, info, "video")
+
+
 def read_batches(
     info: MediaInfo,
     crops: KeyframeSet,
@@ -224,12 +232,7 @@ def extract_subtitles(
     try:
         subtitle_band = find_band(info, settings, stages)  # `band`, the parameter, is the user's fractions
         reading = read_band_texts(info, subtitle_band, settings, stages, work, window_damage=window_damage)
-        # the pictures only, as the keyframes decode reads them: subtitles lose nothing to damaged audio
-        damage = (
-            combined_damage(info.path, window_damage)
-            if window_damage
-            else stages.run(decode_check_task, info, "video")  # an empty band: nothing was decoded
-        )
+        damage = pictures_damage(info, window_damage, stages)
         by_position = subtitle_band.source == WHOLE_FRAME  # lines all over the frame: events per position
         events = stages.run(postprocess_task, reading.texts, spaced_for(reading, settings), by_position)
         files = write_subtitle_files(
