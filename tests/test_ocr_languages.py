@@ -202,13 +202,31 @@ def test_a_script_no_model_reads_is_refused_in_one_line_not_named_as_another(lan
     choice, rows = _choice(language_runs, lang, 4, (0.2, 0.5, 0.8))
     assert rows == 12, rows
     assert not choice.supported, choice.reason
-    message = str(choice.refuse("video.mp4"))
+    _assert_refused_by_name(str(choice.refuse("video.mp4")), named)
+
+
+def _assert_refused_by_name(message: str, named: str | None) -> None:
+    """One line saying no installed model reads the subtitles, naming `named` and no other script."""
     said = {name for name in OSD_SCRIPTS if f"{name} " in message or f"({name})" in message}
     if named is None:
         assert "a script no installed model reads" in message and not said, message
     else:
         assert f"look like {named} script" in message and said == {named}, message
     assert "\n" not in message, message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("lang", "named"), [("ka", None), ("km", None), ("bn", "Bengali")])
+def test_the_flow_refuses_a_script_no_model_reads_before_any_ocr(language_runs, tmp_path, lang, named):
+    """The whole flow, language auto, on the Georgian, Khmer and Bengali cases: the language stage judges
+    the rows of the first stitched batches (8, 6 and 7 rows), fewer than the stage test's 12. Before,
+    Georgian was refused as Kannada (OSD's page at confidence 0 and 2 rows of 8) and Khmer read as Thai (the
+    Thai reader at 0.60: "ชรค..." for every line, CER 100%). Nothing is left in the output folder."""
+    case = language_case(lang).case
+    with pytest.raises(MediaInputError) as refused:
+        extract_subtitles(str(render_case(case, language_runs["media"])), str(tmp_path / "out"))
+    _assert_refused_by_name(str(refused.value), named)
+    assert not list((tmp_path / "out").glob(f"subtitles/{case.name}-*")), "partial output left behind"
 
 
 def test_word_spaces_follow_the_language():
