@@ -212,7 +212,8 @@ def test_readers_loaded_during_a_whisper_call_do_not_push_it_out(frame, monkeypa
     """Issue 23: a run's language probe tries three small Tesseract readers while another run's Whisper call
     runs. Over the memory budget (40 MB here: Whisper alone is 113), the readers push out each other, never
     the model under a call: Whisper is loaded once for both calls. With a cap of 1 model (the count cap
-    before), each reader evicted it under its call and the next call loaded it again."""
+    before), each reader evicted it under its call and the next call loaded it again. The first call is held
+    open (the real one after the readers) so that they load under it however loaded the host is."""
     import threading
 
     import cv2
@@ -232,6 +233,13 @@ def test_readers_loaded_during_a_whisper_call_do_not_push_it_out(frame, monkeypa
     _, samples = next(iter_audio_windows(meeting))
     whisper = ("call", asr_model_key(asr), ENGINES[asr.engine], asr, "transcribe", (samples, None, asr), {})
     before, spans = models.load_count("asr"), {}
+    readers_in, real_transcribe = threading.Event(), ENGINES[asr.engine].transcribe
+
+    def held_open(engine, *args, **kwargs):  # the first call stays under way until the readers are loaded:
+        readers_in.wait(120)  # on a loaded host (4 xdist workers) the 30 s meeting was read before them
+        return real_transcribe(engine, *args, **kwargs)
+
+    monkeypatch.setattr(ENGINES[asr.engine], "transcribe", held_open)
 
     def transcribe(name: str) -> None:
         start = time.monotonic()
@@ -251,6 +259,7 @@ def test_readers_loaded_during_a_whisper_call_do_not_push_it_out(frame, monkeypa
         )
         assert ok
     readers_done = time.monotonic()
+    readers_in.set()
     call.join()
     assert spans["first"][1] > readers_done, "the readers loaded while Whisper's call ran"
     transcribe("second")
