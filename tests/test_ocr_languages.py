@@ -116,9 +116,9 @@ def test_words_the_tight_crop_glued_are_spaced(language_runs):
 def test_a_script_no_model_reads_is_named_and_not_read(language_runs, tmp_path, monkeypatch):
     """Thai on a host without its pack (Debian's tessdata, tesseract-ocr-tha left out): the run stops before
     OCR with one line naming the script and the package to install, and reads no look-alikes. No other
-    script makes this case: Georgian, Armenian, Khmer, Bengali and Tamil rows were named Telugu, Arabic,
-    Katakana, Bengali in doubt and Malayalam by OSD (the flow reads them in doubt as ch or refuses them
-    under the wrong name), so the pack is what is taken away."""
+    script makes this case: OSD names Georgian, Armenian, Khmer and Tamil rows as other scripts (Telugu,
+    Arabic, Katakana, Malayalam), and the flow refuses them without a name (only Bengali is named, and it
+    has no reader to install), so the pack is what is taken away."""
     from core.caching import CACHE_ENV
     from core.packaged_models import TESSDATA_ENV, tessdata_dir
 
