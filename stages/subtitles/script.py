@@ -379,10 +379,9 @@ def _unreadable_name(rows: list[np.ndarray], classifier: ScriptClassifier, stack
     page's name, where none is): the stacked rows of one Hebrew line were called Thai, its rows alone
     Hebrew 7 times in 11 and Thai 3; Thai rows alone Thai 4 times in 7, Hebrew once. A script no language
     has (a refusal's name, no reader to check it) only where OSD says it twice, most rows or the stacked page
-    and a third of the rows it names a script in. Georgian was refused under wrong names: as Telugu where
-    OSD called 3 rows of 12 so (Malayalam 2, the page Latin), as Kannada in the flow where it called 2 rows
-    of 8 and the page (at confidence 0) so. Bengali keeps its name: 3 of the 3 and 6 named rows, the page
-    too. None: no script named."""
+    and a third of the rows it names a script in. Georgian was refused as Telugu (3 rows of 12, the page
+    Latin) and in the flow as Kannada (2 rows of 8 and the page, at confidence 0); Bengali keeps its name
+    (3 of the 3 and 6 named rows, the page too). None: no script named."""
     named = [name for name in classifier.row_scripts(rows) if name is not None]
     votes = Counter(name for name in named if not _readable(name))
     if not votes:
