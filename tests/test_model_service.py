@@ -252,14 +252,15 @@ def test_readers_loaded_during_a_whisper_call_do_not_push_it_out(frame, monkeypa
     while models.load_count("asr") == before:  # loaded: its call runs now
         time.sleep(0.02)
     image = cv2.imread(str(frame))
-    for code in ("ko", "ru", "ar"):
-        settings = OcrSettings(lang=code)
-        ok, _ = service.answer(
-            ("call", ocr_model_key(settings), ENGINES_OCR[settings.engine], settings, "read", (image,), {})
-        )
-        assert ok
-    readers_done = time.monotonic()
-    readers_in.set()
+    try:
+        for code in ("ko", "ru", "ar"):
+            settings = OcrSettings(lang=code)
+            reader = (ocr_model_key(settings), ENGINES_OCR[settings.engine], settings)
+            ok, _ = service.answer(("call", *reader, "read", (image,), {}))
+            assert ok
+        readers_done = time.monotonic()
+    finally:
+        readers_in.set()  # a reader that failed leaves no held call waiting out its 120 s
     call.join()
     assert spans["first"][1] > readers_done, "the readers loaded while Whisper's call ran"
     transcribe("second")
