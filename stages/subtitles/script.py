@@ -21,20 +21,17 @@ Tesseract reader, none read as ja (7 before). That same evidence, not OSD's word
 Hebrew, Greek and Thai readers (ON_EVIDENCE): unclear clips never load them. Hindi, Hebrew, Greek and Thai are
 read (tesseract-ocr-hin, -heb, -ell, -tha); a script whose pack is missing is refused and named. Look-alike
 glyphs in half the rows that no reader reads and the probe reads weakly (below LATIN_READ) are refused too,
-where OSD names nothing right: Georgian, Armenian, Khmer and Ethiopic rows were refused as Telugu or
-Devanagari, or read in doubt as ch; now "a script no installed model reads", one line. A refusal names a
-script no language has only where OSD says it twice (the stacked page and the rows: Bengali, whose headlines
-are its evidence, as Devanagari's). Rows in doubt whose glyphs are sharp and outlined (sharp_rows) yet read as
-Han in a quarter of them at most are refused too: Tamil (the probe reads nothing in 8 of 12, OSD Latin at 90).
-Before such rows are refused or read in doubt, the Thai reader is tried last (LATIN_LOOK_ALIKES): one Thai
-line's rows, read "abansu", were called Latin, Hebrew or Cyrillic by OSD as the frames went.
+where OSD names nothing right (Georgian, Armenian, Khmer), and rows in doubt in which the probe reads stray
+ASCII letters (lettered_rows: Ethiopic, Sinhala, Lao, Telugu and Tamil were read as ch junk). A refusal
+names a script no language has only where OSD says it twice (the stacked page and the rows: Bengali, whose
+headlines are its evidence, as Devanagari's). Before such rows are refused or read in doubt, the Thai reader
+is tried last (LATIN_LOOK_ALIKES): one Thai line's rows, read "abansu", were called Latin, Hebrew or
+Cyrillic by OSD.
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
-resident OCR engine, which then reads the video; OSD's script picks the first one tried, and Tesseract's
-Vietnamese reader is tried only where PP-OCRv6's reading hints at Vietnamese. On the language corpus:
-Korean, Russian, Arabic and Vietnamese load their reader once, French, Spanish and German none (Korean
-loaded osd, ara and kor twice; Russian rus twice and ukr+rus); Russian and Ukrainian share one reader
-(rus+ukr), told apart by their own letters in its reading (Ukrainian loaded rus, then ukr).
+resident OCR engine, which then reads the video; OSD's script picks the first one tried; Vietnamese's only
+where PP-OCRv6's reading hints at it. Korean, Russian, Arabic and Vietnamese load their reader once, French,
+Spanish and German none; Russian and Ukrainian share one (rus+ukr), told apart by their own letters.
 """
 
 from __future__ import annotations
@@ -54,18 +51,19 @@ from stages.subtitles.languages import AUTO, DEFAULT, LANGUAGES, SCRIPT_LANGUAGE
 from stages.subtitles.ocr import OcrSettings, load_ocr_engine, ocr_model_key
 from stages.subtitles.rows import lines_to_rows
 from stages.subtitles.script_text import (
+    SCRIPT_RANGES,
     VIET,
     VIET_HINT,
     cyrillic_language,
     han_language,
     han_share,
+    lettered_rows,
     look_alike_rows,
 )
-from stages.subtitles.tesseract import ScriptClassifier, has_headline, sharp_rows
+from stages.subtitles.tesseract import ScriptClassifier, has_headline
 
-MIN_ROWS = 3  # rows to judge a script from: one unreadable row (PP-OCRv6 read nothing) was refused as
-# Devanagari on OSD's word alone (a real Chinese drama, its first 700 px batches); a refusal needs as many
-# rows with look-alike glyphs, and half the rows
+MIN_ROWS = 3  # rows a refusal needs evidence in: one row PP-OCRv6 read nothing in was refused as Devanagari
+# on OSD's word alone (a real Chinese drama, its first 700 px batches)
 MAX_ROWS = 12
 FIRST_BATCHES = 3  # the batches a try at the language takes (more while they give fewer than MIN_ROWS rows)
 TRIES = 3  # a choice in doubt looks at the window's next batches before it is kept, this many tries in all
@@ -185,10 +183,10 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         # that no reader reads, the probe reading them weakly: Armenian and Khmer were read as ch in doubt
         why = f"look-alike glyphs in {look_alike_rows(texts)} of {len(rows)} rows, read at {score:.2f}"
         choice = ScriptChoice(DEFAULT, None, False, f"{UNREADABLE} ({why}, by no reader at {AGREES})")
-    han = sum(han_share(t) >= 0.5 for t in texts if t)
-    if choice.doubt and score < LATIN_READ and han <= len(rows) / 4 and sharp_rows(rows):
-        why = f"sharp outlined glyphs, PP-OCRv6 reads Han/kana in {han} of {len(rows)} rows at {score:.2f}"
-        choice = ScriptChoice(DEFAULT, None, False, f"{UNREADABLE} ({why})")
+    stray = lettered_rows(texts)  # unknown glyphs read as letters (Ethiopic, Sinhala, Lao, Telugu)
+    if choice.doubt and score < LATIN_READ and stray >= max(MIN_ROWS, len(rows) / 3):
+        why = f"PP-OCRv6 reads stray ASCII letters in {stray} of {len(rows)} rows at {score:.2f}"
+        choice = ScriptChoice(DEFAULT, None, False, f"{_unreadable(choice.script)} ({why})")
     _unload_tried(settings, choice.lang, resident)
     return choice
 
@@ -231,6 +229,12 @@ def _read_on_evidence(
     return ScriptChoice(DEFAULT, None, False, why)  # Ethiopic rows, called Devanagari, were so refused
 
 
+def _unreadable(script: str | None) -> str:
+    """The refusal's words, naming a script no language has (what OSD said twice: _unreadable_name)."""
+    named = script is not None and script not in SCRIPT_LANGUAGE
+    return f"the subtitles look like {script} script; no installed model reads it" if named else UNREADABLE
+
+
 def _doubt(script: str | None, why: str) -> ScriptChoice:
     """Read with the default reader, the doubt said in one line (a warning): no failure on weak evidence."""
     return ScriptChoice(DEFAULT, script, True, f"the script is in doubt, read as {DEFAULT}: {why}", True)
@@ -259,7 +263,7 @@ def _choose(rows: list[np.ndarray], settings: OcrSettings, texts: list[str], sco
         chosen = _latin_language(text, rows, settings)
         return _supported(chosen, "Latin", f"PP-OCRv6 reads Latin at {score:.2f}")
     for script in PROBE_LETTERS:  # letters of a script the probe knows but no language reads with it
-        own = len(re.findall(_SCRIPT_RANGES[script], text))
+        own = len(re.findall(SCRIPT_RANGES[script], text))
         if own >= 0.5 * max(1, len(letters)) and own >= 4:
             why = f"PP-OCRv6 reads {own} {script} letters of {len(letters)} at {score:.2f}"
             return _supported(SCRIPT_LANGUAGE[script], script, why)
@@ -357,9 +361,7 @@ def _classified(
         lang = SCRIPT_LANGUAGE[script]
         chosen = han_language(text) if lang in PROBE_READS else lang
         return _supported(chosen, script, seen)
-    return ScriptChoice(
-        DEFAULT, script, False, f"the subtitles look like {script} script; no installed model reads it"
-    )
+    return ScriptChoice(DEFAULT, script, False, _unreadable(script))
 
 
 def _readable(script: str) -> bool:
@@ -391,13 +393,6 @@ def _unreadable_name(rows: list[np.ndarray], classifier: ScriptClassifier, stack
     return name if name in SCRIPT_LANGUAGE or said_twice else None
 
 
-_SCRIPT_RANGES = {
-    "Hangul": r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]", "Cyrillic": r"[\u0400-\u04ff]",
-    "Arabic": r"[\u0600-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff]", "Thai": r"[\u0e00-\u0e7f]",
-    "Devanagari": r"[\u0900-\u097f]", "Hebrew": r"[\u0590-\u05ff]", "Greek": r"[\u0370-\u03ff]",
-}  # fmt: skip
-
-
 def _tesseract_readings(
     rows: list[np.ndarray], settings: OcrSettings, said: str | None
 ) -> dict[str, tuple[str, float]]:
@@ -408,7 +403,7 @@ def _tesseract_readings(
     loaded); the Cyrillic one's text also tells Russian from Ukrainian, without reading the rows again."""
     readers = {}  # one reader a script, in the order of LANGUAGES
     for spec in LANGUAGES.values():
-        if spec.recogniser.engine == "tesseract" and spec.script in _SCRIPT_RANGES and _readable(spec.script):
+        if spec.recogniser.engine == "tesseract" and spec.script in SCRIPT_RANGES and _readable(spec.script):
             readers.setdefault(spec.script, spec)
     readings: dict[str, tuple[str, float]] = {}
     for spec in sorted(readers.values(), key=lambda spec: spec.script != said):
@@ -431,7 +426,7 @@ def _reading(spec: Language, rows: list[np.ndarray], settings: OcrSettings) -> t
     reads = _read_lines(spec.code, rows, settings)
     text = " ".join(t for t, _ in reads)
     letters = text.replace(" ", "")
-    own = len(re.findall(_SCRIPT_RANGES[spec.script], letters)) / max(1, len(letters))
+    own = len(re.findall(SCRIPT_RANGES[spec.script], letters)) / max(1, len(letters))
     return text, float(np.mean([c for _, c in reads])) * own if reads else 0.0
 
 

@@ -80,23 +80,6 @@ def _scaled_gray(crop: np.ndarray, height: int) -> tuple[np.ndarray, float]:
     return gray, float(np.percentile(gray, 99.5))
 
 
-def outlined_share(crop: np.ndarray) -> float:
-    """The share of a row's bright fill in shapes a dark outline rings: sharp subtitle glyphs keep their
-    outline (1.0, 0.97, 0.98 a row, median, in the Tamil, Georgian and Armenian cases), blur, fading and
-    mosaics smear fill and outline together (real Chinese rows blurred or faded 0, pixelated 0.17-0.23)."""
-    gray, fill = _scaled_gray(crop, ROW_HEIGHT)
-    text = gray >= OUTLINED_FILL * fill
-    ringed = _ringed(text, gray, RING_SHARE * fill, max(2, ROW_HEIGHT // 20))
-    return float(ringed.sum() / max(1, text.sum()))
-
-
-SHARP = 0.9  # the median outlined_share of rows whose glyphs blur, fading or a mosaic have not smeared
-
-
-def sharp_rows(rows: list[np.ndarray]) -> bool:
-    return float(np.median([outlined_share(row) for row in rows])) >= SHARP
-
-
 def _ringed(text: np.ndarray, gray: np.ndarray, dark: float, reach: int) -> np.ndarray:
     """The shapes of `text` whose surroundings within `reach` px (text excluded) are dark: median at
     most `dark`. A glyph's ring is its outline; a speck of bright footage is ringed by footage."""
