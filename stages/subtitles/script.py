@@ -169,9 +169,12 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
     resident = set(resident_keys())
     choice = _choose(rows, settings, texts, score)
     need, seen = max(MIN_ROWS, len(rows) / 2), _evidence_rows(choice.script, rows, texts)
+    few = not choice.supported and choice.script in ON_EVIDENCE and 1 < seen == len(rows) < need
     if not choice.supported and score >= CONFIDENT and choice.script not in PROBE_LETTERS:
         why = f"{choice.script} said by the classifier, but PP-OCRv6 reads the rows at {score:.2f}"
         choice = ScriptChoice(DEFAULT, choice.script, True, why)
+    elif few and (read := _read_on_evidence(choice, rows, settings, f"glyphs in all {seen} rows")).supported:
+        choice = read  # two rows (one short line), evidence in both: read where its reader reads them
     elif not choice.supported and seen < need:
         why = f"{choice.reason}; yet PP-OCRv6 finds glyphs in {seen} of {len(rows)} rows ({need:g} to refuse)"
         choice = _doubt(choice.script, why)
