@@ -5,6 +5,7 @@
     .venv/bin/python bench/ocr_languages.py --flow          # the whole flow per case (lang auto): CER, recall
     .venv/bin/python bench/ocr_languages.py --flow --langs ka,hy  # also scripts no model reads: the refusal
     .venv/bin/python bench/ocr_languages.py --models        # load time and resident memory per model
+    .venv/bin/python bench/ocr_languages.py --lines         # the language of one line (2-3 frames) at a time
 
 Candidates per case: PP-OCRv4 (rapidocr-onnxruntime), PP-OCRv6 small (rapidocr 3.10's wheel) and
 Tesseract with the case's Debian language pack, all on the rows PP-OCRv4's detector finds in frames taken
@@ -217,6 +218,42 @@ def run_flow(cases, media: Path) -> None:
             print(f"{item.case.name:<20} {time.perf_counter() - start:5.1f}s  {line}", flush=True)
 
 
+def run_lines(cases, media: Path) -> None:
+    """The language stage on one line at a time, as a short clip gives it: each of a case's first four lines
+    in two frames (0.2, 0.8 of its time) and in three (0.25, 0.5, 0.75); every choice that is not the case's
+    language printed, then the tally per case."""
+    from collections import Counter
+
+    import cv2
+
+    from samples.footage import render_case
+    from stages.subtitles.languages import language
+    from stages.subtitles.ocr import OcrSettings
+    from stages.subtitles.script import choose_language, subtitle_rows
+
+    settings, tally, latin = OcrSettings(lang="auto"), Counter(), language("latin").recogniser
+    for item in cases:
+        video = render_case(item.case, media)
+        for n, event in enumerate(item.case.events[:4]):
+            for shares in ((0.2, 0.8), (0.25, 0.5, 0.75)):
+                capture, frames = cv2.VideoCapture(str(video)), []
+                for share in shares:
+                    seconds = event.start + share * (event.end - event.start)
+                    capture.set(cv2.CAP_PROP_POS_MSEC, 1000 * seconds)
+                    frames.append(capture.read()[1])
+                capture.release()
+                rows = subtitle_rows(frames, settings)
+                choice = choose_language(rows, settings)
+                tag = "refused" if not choice.supported else "doubt" if choice.doubt else choice.lang
+                own = tag == item.lang or (tag == "latin" and language(item.lang).recogniser == latin)
+                tally[item.lang, "own" if own else tag] += 1  # fr, es, de: "latin" names their reading
+                if not own:
+                    print(f"{item.lang} line {n} {shares} {len(rows)} rows: {tag}: {choice.reason[:110]}")
+    for lang in dict.fromkeys(lang for lang, _ in tally):
+        print(lang, {tag: count for (code, tag), count in tally.items() if code == lang})
+    print("all:", dict(Counter(tag for (_, tag) in tally.elements())))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -225,6 +262,7 @@ def main() -> None:
     parser.add_argument("--media", default="/tmp/yivideo-lang-media", help="where the corpus is rendered")
     parser.add_argument("--flow", action="store_true")
     parser.add_argument("--models", action="store_true", help="load time and memory of each model alone")
+    parser.add_argument("--lines", action="store_true", help="the language of one line at a time")
     parser.add_argument("--child", nargs="+")
     args = parser.parse_args()
     media = Path(args.media)
@@ -252,6 +290,9 @@ def main() -> None:
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if args.models:
         print_models(media)
+        return
+    if args.lines:
+        run_lines(cases, media)
         return
     if args.flow:
         from prefect.testing.utilities import prefect_test_harness
