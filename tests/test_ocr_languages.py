@@ -239,7 +239,7 @@ def test_the_flow_refuses_a_script_no_model_reads_before_any_ocr(language_runs, 
     the language stage judges the rows of the first stitched batches (5-11 rows), fewer than the stage
     test's 12. Before, Georgian was refused as Kannada (OSD's page at confidence 0 and 2 rows of 8) and Khmer
     read as Thai (the Thai reader at 0.60: "ชรค..." for every line, CER 100%); Ethiopic, Sinhala and Telugu
-    were read in doubt as ch, one event of junk each ("mnSO+10?", "seg"), OSD calling them Devanagari,
+    were read in doubt as ch (one event of junk, "mnSO+10?" and "seg"; none), OSD calling them Devanagari,
     Latin upside down and Telugu with too few look-alike rows; the probe reads stray Latin letters in 3-7 of
     their rows, in at most one of each real Chinese row set in doubt. Nothing is left in the output folder."""
     case = language_case(lang).case
