@@ -180,10 +180,12 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
         choice = _doubt(choice.script, why)
     elif not choice.supported and choice.script in ON_EVIDENCE:
         choice = _read_on_evidence(choice, rows, settings, f"glyphs in {seen} of {len(rows)} rows")
+    if choice.doubt and len(rows) > 1 and all(map(has_headline, rows)):  # Hindi lines OSD called Hebrew,
+        read = _read_on_evidence(_doubt("Devanagari", ""), rows, settings, "headlines in every row")
+        choice = read if read.supported and not read.doubt else choice  # or Japanese sideways: hin reads it
     if (choice.doubt or not choice.supported) and score < CONFIDENT and look_alike_rows(texts) >= need:
         choice = _look_alike_script(rows, settings, score) or choice  # Thai read as Latin, last
-    if choice.doubt and score < LATIN_READ and look_alike_rows(texts) >= need:  # glyphs in enough rows
-        # that no reader reads, the probe reading them weakly: Armenian and Khmer were read as ch in doubt
+    if choice.doubt and score < LATIN_READ and look_alike_rows(texts) >= need:  # Armenian, Khmer: no reader
         why = f"look-alike glyphs in {look_alike_rows(texts)} of {len(rows)} rows, read at {score:.2f}"
         choice = ScriptChoice(DEFAULT, None, False, f"{UNREADABLE} ({why}, by no reader at {AGREES})")
     stray = lettered_rows(texts)  # unknown glyphs read as letters (Ethiopic, Sinhala, Lao, Telugu)
