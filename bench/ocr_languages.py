@@ -224,9 +224,8 @@ def run_lines(cases, media: Path) -> None:
     language printed, then the tally per case."""
     from collections import Counter
 
-    import cv2
-
     from samples.footage import render_case
+    from samples.frames import frames_at
     from stages.subtitles.languages import language
     from stages.subtitles.ocr import OcrSettings
     from stages.subtitles.script import choose_language, subtitle_rows
@@ -236,13 +235,7 @@ def run_lines(cases, media: Path) -> None:
         video = render_case(item.case, media)
         for n, event in enumerate(item.case.events[:4]):
             for shares in ((0.2, 0.8), (0.25, 0.5, 0.75)):
-                capture, frames = cv2.VideoCapture(str(video)), []
-                for share in shares:
-                    seconds = event.start + share * (event.end - event.start)
-                    capture.set(cv2.CAP_PROP_POS_MSEC, 1000 * seconds)
-                    frames.append(capture.read()[1])
-                capture.release()
-                rows = subtitle_rows(frames, settings)
+                rows = subtitle_rows(frames_at(video, [event], shares), settings)
                 choice = choose_language(rows, settings)
                 tag = "refused" if not choice.supported else "doubt" if choice.doubt else choice.lang
                 own = tag == item.lang or (tag == "latin" and language(item.lang).recogniser == latin)

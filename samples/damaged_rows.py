@@ -12,19 +12,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from samples.frames import frames_at
 from samples.realvideo import REALVIDEO_STEMS, answer_key, realvideo_path
 
 
 def frames_at_cues(stem: str, cues: slice, at: tuple[float, ...] = (0.5,)) -> list[np.ndarray]:
     """The whole frame at each of the `at` points (0: start, 1: end) of each of the video's `cues`."""
-    video, frames = cv2.VideoCapture(str(realvideo_path(stem))), []
-    for cue in answer_key(stem)[cues]:
-        for point in at:
-            video.set(cv2.CAP_PROP_POS_MSEC, 1000 * (cue.start + point * (cue.end - cue.start)))
-            ok, frame = video.read()
-            frames += [frame] if ok else []
-    video.release()
-    return frames
+    return frames_at(realvideo_path(stem), answer_key(stem)[cues], at)
 
 
 def blurred(row: np.ndarray, share: float = 1 / 6) -> np.ndarray:

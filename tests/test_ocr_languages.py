@@ -24,6 +24,7 @@ from core.models import LOAD_COUNTS, evict, resident_keys
 from flows.subtitles import extract_subtitles
 from samples.footage import render_case
 from samples.footage_languages import LANGUAGE_CASES, language_case
+from samples.frames import frames_at
 from samples.realvideo import REALVIDEO_MISSING, realvideo_available
 from samples.scoring import score_subtitles
 from stages.subtitles.languages import LANGUAGE_CHOICES, LANGUAGES, SCRIPT_LANGUAGE, language, spacing_of
@@ -144,17 +145,10 @@ def _choice(runs, lang: str, lines: int, at: tuple[float, ...], skip: int = 0):
     """The language stage's choice (stage function level, no flow run) on the rows of the case's first
     `lines` subtitles after `skip`, a frame at each share `at` of each one's time on screen; and the number
     of rows."""
-    import cv2
-
     from stages.subtitles.script import choose_language, subtitle_rows
 
     case = language_case(lang).case
-    capture, frames = cv2.VideoCapture(str(render_case(case, runs["media"]))), []
-    for event in case.events[skip : skip + lines]:
-        for share in at:
-            capture.set(cv2.CAP_PROP_POS_MSEC, 1000 * (event.start + share * (event.end - event.start)))
-            frames.append(capture.read()[1])
-    capture.release()
+    frames = frames_at(render_case(case, runs["media"]), case.events[skip : skip + lines], at)
     settings = OcrSettings(lang="auto")
     rows = subtitle_rows(frames, settings)
     return choose_language(rows, settings), len(rows)

@@ -45,16 +45,12 @@ def test_right_to_left_rows_and_marks_over_letters_make_no_space():
 def test_greek_words_the_reader_glued_are_spaced_by_their_gaps(media_dir):
     """The Greek case's third line, read by tesseract-ocr-ell as "Ταλέμε αύριοτο πρωί" (its letters right,
     CER 0, WER 2 of 5): the glyph gaps of "Τα|λέμε" and "αύριο|το" are as wide as its spaces."""
-    import cv2
-
+    from samples.frames import frames_at
     from stages.subtitles.ocr import OcrSettings, load_ocr_engine
 
     case = language_case("el").case
     event = case.events[2]
-    capture = cv2.VideoCapture(str(render_case(case, media_dir / "footage-languages")))
-    capture.set(cv2.CAP_PROP_POS_MSEC, 1000 * (event.start + event.end) / 2)
-    frame = capture.read()[1]
-    capture.release()
+    (frame,) = frames_at(render_case(case, media_dir / "footage-languages"), [event])
     band = frame[int(frame.shape[0] * 0.66) :]
     read = [line.text for line in load_ocr_engine(OcrSettings(lang="el")).read(band)]
     assert read == [ass_plain_text(event.text)] == ["Τα λέμε αύριο το πρωί"], read
