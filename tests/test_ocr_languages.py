@@ -20,7 +20,7 @@ from collections import Counter
 import pytest
 
 from core.errors import ConfigError, MediaInputError
-from core.models import LOAD_COUNTS, evict, resident_keys
+from core.models import LOAD_COUNTS, evict, evict_keys, resident_keys
 from flows.subtitles import extract_subtitles
 from samples.footage import render_case
 from samples.footage_languages import LANGUAGE_CASES, language_case
@@ -56,9 +56,7 @@ def _run(runs, lang: str):
         video = render_case(case, runs["media"])
         if lang in ENGINE_LOADS_COUNTED:
             evict()
-        for key in resident_keys():
-            if dict(key.options).get("lang", "").startswith("tesseract:"):
-                evict(key)
+        evict_keys(k for k in resident_keys() if dict(k.options).get("lang", "").startswith("tesseract:"))
         engines, tesseract = Counter(LOAD_COUNTS), Counter(LOADS)
         result = extract_subtitles(str(video), str(runs["out"]))
         loads = {

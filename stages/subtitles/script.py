@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import MediaInputError
-from core.models import ModelKey, evict, resident_keys
+from core.models import ModelKey, evict_keys, resident_keys
 from core.packaged_models import tesseract_languages
 from core.schema import OcrLine
 from stages.subtitles.languages import AUTO, DEFAULT, LANGUAGES, SCRIPT_LANGUAGE, Language
@@ -249,10 +249,9 @@ def _unload_tried(settings: OcrSettings, chosen: str, resident: set[ModelKey]) -
     """Evict the Tesseract engines loaded to be tried and not chosen: each would hold its share of
     the YIVIDEO_RESIDENT_MODELS_MB budget until pushed out, while one video only ever reads with one."""
     keep = ocr_model_key(replace(settings, lang=chosen))
-    for code, spec in LANGUAGES.items():
-        key = ocr_model_key(replace(settings, lang=code))
-        if spec.recogniser.engine == "tesseract" and key != keep and key not in resident:
-            evict(key)
+    readers = [code for code, spec in LANGUAGES.items() if spec.recogniser.engine == "tesseract"]
+    tried = {ocr_model_key(replace(settings, lang=code)) for code in readers}
+    evict_keys(tried - resident - {keep})
 
 
 def _choose(rows: list[np.ndarray], settings: OcrSettings, texts: list[str], score: float) -> ScriptChoice:
