@@ -192,8 +192,9 @@ def evict_keys(keys: Iterable[ModelKey], why: str = "evicted") -> int:
         keys = list(keys)
         dropped = [_models.pop(k) for k in keys if k in _models]
         _dropped.update((k, f"reload: {why}") for k in keys if k in LOAD_COUNTS)
+    count = len(dropped)
     _release(dropped)
-    return len(dropped)
+    return count
 
 
 def load_count(capability: str | None = None, engine: str | None = None) -> int:
