@@ -188,8 +188,8 @@ def evict(key: ModelKey | None = None, why: str = "evicted") -> int:
 
 def evict_keys(keys: Iterable[ModelKey], why: str = "evicted") -> int:
     """Drop these models (those resident) and free their memory once for all (`evict`)."""
+    keys = list(keys)  # outside the lock: an iterable that reads the registry would wait on it for good
     with _registry_lock:
-        keys = list(keys)
         dropped = [_models.pop(k) for k in keys if k in _models]
         _dropped.update((k, f"reload: {why}") for k in keys if k in LOAD_COUNTS)
     count = len(dropped)
