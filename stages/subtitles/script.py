@@ -83,7 +83,8 @@ HEADLINED = ("Devanagari", "Bengali")  # scripts whose letters hang from a headl
 # reads nothing in them (the Bengali rows: glyphs in 5 of 12, headlines in 12; OSD says Bengali)
 LATIN_LOOK_ALIKES = ("Thai",)  # ON_EVIDENCE scripts the probe reads as plain Latin ("abansu" for Thai at
 # 0.80-0.86): their reader is tried where rows so read are in doubt or refused (_look_alike_script), and
-LOOK_ALIKE_READS = 0.85  # chosen where it reads them this surely: one Thai line 0.92-0.94, Armenian 0.78
+LOOK_ALIKE_READS = 0.85  # chosen where it reads them this surely, also where OSD named them: one Thai
+# line 0.92-0.94; Armenian rows 0.78-0.80 and a Hebrew line's 0.71 (_named chose th on those at READS)
 UNREADABLE = "the subtitles are in a script no installed model reads"
 
 
@@ -228,7 +229,7 @@ def _read_on_evidence(
         return choice
     _, score = _reading(spec, rows, settings)
     script, name = choice.script, spec.name
-    if score >= READS:  # not AGREES: the Thai reader read the flow's Khmer rows at 0.60 (Thai itself 0.93)
+    if score >= (LOOK_ALIKE_READS if script in LATIN_LOOK_ALIKES else READS):  # not AGREES: Khmer 0.60
         return ScriptChoice(spec.code, script, True, f"subtitles in {name} ({seen}, {spec.code} {score:.2f})")
     why = f"{UNREADABLE} ({seen}, yet the {spec.code} reader reads them at {score:.2f})"  # not that script:
     return ScriptChoice(DEFAULT, None, False, why)  # Ethiopic rows, called Devanagari, were so refused
@@ -309,7 +310,7 @@ def _named(
     if spec is None or not _installed(spec):
         return None
     _, score = _reading(spec, rows, settings)
-    if score < READS:
+    if score < (LOOK_ALIKE_READS if script in LATIN_LOOK_ALIKES else READS):
         return None
     return ScriptChoice(
         spec.code, script, True, f"subtitles in {spec.name} (OSD says {osd}, {spec.code} {score:.2f})"
