@@ -84,7 +84,7 @@ HEADLINED = ("Devanagari", "Bengali")  # scripts whose letters hang from a headl
 LATIN_LOOK_ALIKES = ("Thai",)  # ON_EVIDENCE scripts the probe reads as plain Latin ("abansu" for Thai at
 # 0.80-0.86): their reader is tried where rows so read are in doubt or refused (_look_alike_script), and
 LOOK_ALIKE_READS = 0.85  # chosen where it reads them this surely, also where OSD named them: one Thai
-# line 0.92-0.94; Armenian rows 0.78-0.80 and a Hebrew line's 0.71 (_named chose th on those at READS)
+# line 0.92-0.94; Armenian rows 0.78-0.81 and a Hebrew line's 0.71 (_named chose th on those at READS)
 UNREADABLE = "the subtitles are in a script no installed model reads"
 
 
