@@ -211,16 +211,17 @@ def source_closure(module: str, root: Path) -> list[Path]:
         if name in seen or source is None:
             continue
         seen[name] = source
-        todo += _imported_names(source)
+        todo += imported_names(source)
         todo += [name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)]  # its packages' __init__
     return sorted(set(seen.values()))
 
 
 @functools.lru_cache(maxsize=512)
-def _imported_names(source: Path) -> tuple[str, ...]:
+def imported_names(source: Path) -> tuple[str, ...]:
     """What `source` imports (modules, and names that may be modules), parsed once a process: the closures
     of a flow's stages share most of their files (the subtitle stages' nine: 168 parses of 43 files, 0.41
-    CPU s in each run's process, a deployed run's fork included; 43 parses now)."""
+    CPU s in each run's process, a deployed run's fork included; 43 parses now). tests/test_structure.py
+    reads the import graph with it too."""
     import ast
 
     names: list[str] = []

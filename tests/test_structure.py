@@ -9,6 +9,8 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+from core.caching import imported_names
+
 REPO = Path(__file__).resolve().parents[1]
 # lower may not import higher; samples/ (generated media with ground truth) is a product package: the
 # demos (`--demo`) and the enhance yardstick make their media with it, tests and benches their corpora
@@ -23,23 +25,12 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-    return names
-
-
 def _graph() -> dict[str, set[str]]:
     mods = _modules()
     graph = {}
     for name, path in mods.items():
         deps = set()
-        for imported in _imports(path):
+        for imported in imported_names(path):  # the stage cache's reading (core/caching.py)
             while imported and imported not in mods:
                 imported = imported.rpartition(".")[0]
             if imported and imported != name:
