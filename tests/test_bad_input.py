@@ -409,13 +409,13 @@ def test_animated_images_in_a_batch_are_refused_in_plain_words(prefect_server, b
 REAL_VIDEO = realvideo_dir() / "douyin_7625472985927237489_zh.mp4"  # 38 s short drama, 960x720
 
 
-def _corrupt_middle(source: Path, out: Path, seed: int = 0) -> Path:
-    """A real encode with 60 kB of its middle written over with random bytes (from `seed`, so a run's
-    damage is the same in every run): it still probes and decodes to its end, so only the decoders'
+def _corrupt_middle(source: Path, out: Path, seed: int = 0, size: int = 60000) -> Path:
+    """A real encode with `size` bytes of its middle written over with random bytes (from `seed`, so a
+    run's damage is the same in every run): it still probes and decodes to its end, so only the decoders'
     errors tell."""
     data = bytearray(source.read_bytes())
     middle = len(data) * 45 // 100
-    data[middle : middle + 60000] = random.Random(seed).randbytes(60000)
+    data[middle : middle + size] = random.Random(seed).randbytes(size)
     out.write_bytes(data)
     return out
 
@@ -481,15 +481,10 @@ SHORT_VIDEO = realvideo_dir() / "douyin_7625253704698556297_zh.mp4"  # 10 s dram
 
 def _corrupt_audio(out: Path) -> Path:
     """The real drama's speech alone (AAC, 12 s, the index last as ffmpeg writes it), 6 kB of its middle
-    overwritten (seeded, as `_corrupt_middle`): it probes and decodes to its end; only the AAC decoder's
-    errors tell."""
+    overwritten (`_corrupt_middle`): it probes and decodes to its end; only the AAC decoder's errors tell."""
     audio = out.with_name("clean-" + out.name)
     _ffmpeg("-i", str(REAL_VIDEO), "-vn", "-c:a", "copy", "-t", "12", str(audio))
-    data = bytearray(audio.read_bytes())
-    middle = len(data) * 45 // 100
-    data[middle : middle + 6000] = random.Random(0).randbytes(6000)
-    out.write_bytes(bytes(data))
-    return out
+    return _corrupt_middle(audio, out, size=6000)
 
 
 def test_a_damaged_middle_that_stops_ffmpeg_on_both_streams_is_not_called_truncated(tmp_path):

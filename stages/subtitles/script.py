@@ -85,6 +85,7 @@ LATIN_LOOK_ALIKES = ("Thai",)  # ON_EVIDENCE scripts the probe reads as plain La
 # 0.80-0.86): their reader is tried where rows so read are in doubt or refused (_look_alike_script), and
 LOOK_ALIKE_READS = 0.85  # chosen where it reads them this surely, also where OSD named them: one Thai
 # line 0.92-0.94; Armenian rows 0.78-0.81 and a Hebrew line's 0.71 (_named chose th on those at READS)
+READING_NEEDED = dict.fromkeys(LATIN_LOOK_ALIKES, LOOK_ALIKE_READS)  # by script; any other: READS
 UNREADABLE = "the subtitles are in a script no installed model reads"
 
 
@@ -222,14 +223,13 @@ def _read_on_evidence(
     choice: ScriptChoice, rows: list[np.ndarray], settings: OcrSettings, seen: str
 ) -> ScriptChoice:
     """The script's reader, where installed, tried on the rows the evidence names (ON_EVIDENCE): chosen
-    where it reads them (READS: these readers read their own script at 0.91-0.94); else the refusal stays,
-    saying so."""
+    where it reads them (READING_NEEDED: their own script 0.91-0.94); else the refusal stays, saying so."""
     spec = LANGUAGES[SCRIPT_LANGUAGE[choice.script]]
     if not _installed(spec):
         return choice
     _, score = _reading(spec, rows, settings)
     script, name = choice.script, spec.name
-    if score >= (LOOK_ALIKE_READS if script in LATIN_LOOK_ALIKES else READS):  # not AGREES: Khmer 0.60
+    if score >= READING_NEEDED.get(script, READS):  # not AGREES: Khmer 0.60
         return ScriptChoice(spec.code, script, True, f"subtitles in {name} ({seen}, {spec.code} {score:.2f})")
     why = f"{UNREADABLE} ({seen}, yet the {spec.code} reader reads them at {score:.2f})"  # not that script:
     return ScriptChoice(DEFAULT, None, False, why)  # Ethiopic rows, called Devanagari, were so refused
@@ -310,7 +310,7 @@ def _named(
     if spec is None or not _installed(spec):
         return None
     _, score = _reading(spec, rows, settings)
-    if score < (LOOK_ALIKE_READS if script in LATIN_LOOK_ALIKES else READS):
+    if score < READING_NEEDED.get(script, READS):
         return None
     return ScriptChoice(
         spec.code, script, True, f"subtitles in {spec.name} (OSD says {osd}, {spec.code} {score:.2f})"
