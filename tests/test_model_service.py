@@ -40,10 +40,15 @@ print(type(engine).__name__, load_count(), "|".join(line.text for line in lines)
 """
 # one run of a burst: the same model called three times; the span of its calls, then what it read
 BURST = """
-import sys, time, cv2
+import os, sys, time, cv2
+from pathlib import Path
 from core.models import load_count
 from stages.subtitles.ocr import OcrSettings, load_ocr_engine
 engine, image = load_ocr_engine(OcrSettings()), cv2.imread(sys.argv[1])
+ready, deadline = Path(sys.argv[2]), time.monotonic() + 120
+(ready / str(os.getpid())).touch()
+while len(list(ready.iterdir())) < int(sys.argv[3]) and time.monotonic() < deadline:
+    time.sleep(0.01)
 start = time.time()
 texts = {"|".join(line.text for line in engine.read(image)) for _ in range(3)}
 print(start, time.time())
@@ -147,9 +152,11 @@ def test_runs_calling_at_once_make_the_service_load_nothing_more(home, frame, ex
     subprocess.run([sys.executable, "-c", big, str(tiled), str(frame)], check=True)
     environ = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
     environ.pop("YIVIDEO_MODEL_SERVICE", None)
+    ready = home.parent / "burst-ready"  # the runs call once all three are up: their imports under load
+    ready.mkdir()  # differ by more than three calls take, and one run finished before another called
     burst = [
         subprocess.Popen(
-            [sys.executable, "-c", BURST, str(tiled)],
+            [sys.executable, "-c", BURST, str(tiled), str(ready), "3"],
             env={**environ, "PREFECT__FLOW_RUN_ID": str(uuid.uuid4())},
             stdout=subprocess.PIPE,
             text=True,
