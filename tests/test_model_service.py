@@ -38,7 +38,8 @@ print("calling", flush=True)
 lines = engine.read(image)
 print(type(engine).__name__, load_count(), "|".join(line.text for line in lines))
 """
-# one run of a burst: the same model called three times; the span of its calls, then what it read
+# one run of a burst: once argv[3] runs are up (argv[2] holds a file for each), the same model called three
+# times; the span of its calls, then what it read
 BURST = """
 import os, sys, time, cv2
 from pathlib import Path
@@ -152,16 +153,16 @@ def test_runs_calling_at_once_make_the_service_load_nothing_more(home, frame, ex
     subprocess.run([sys.executable, "-c", big, str(tiled), str(frame)], check=True)
     environ = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
     environ.pop("YIVIDEO_MODEL_SERVICE", None)
-    ready = home.parent / "burst-ready"  # the runs call once all three are up: their imports under load
+    runs, ready = 3, home.parent / "burst-ready"  # the runs call once all are up: their imports under load
     ready.mkdir()  # differ by more than three calls take, and one run finished before another called
     burst = [
         subprocess.Popen(
-            [sys.executable, "-c", BURST, str(tiled), str(ready), "3"],
+            [sys.executable, "-c", BURST, str(tiled), str(ready), str(runs)],
             env={**environ, "PREFECT__FLOW_RUN_ID": str(uuid.uuid4())},
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        for _ in range(3)
+        for _ in range(runs)
     ]
     outs = [proc.communicate(timeout=300)[0].strip().splitlines() for proc in burst]
     assert [proc.returncode for proc in burst] == [0, 0, 0], outs
