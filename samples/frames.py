@@ -31,6 +31,7 @@ def frames_at(video: str | Path, spans: Iterable[Span], at: tuple[float, ...] = 
             if not index <= wanted <= index + READ_ON_S * fps:
                 capture.set(cv2.CAP_PROP_POS_MSEC, 1000 * seconds)
                 index = round(capture.get(cv2.CAP_PROP_POS_FRAMES)) - 1
+                wanted = max(wanted, index + 1)  # the frame the seek landed on, read as a seek reads it
             ok = True
             while ok and index < wanted:
                 ok, index = capture.grab(), index + 1
