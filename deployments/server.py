@@ -19,6 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from core.local_server import TASK_RUN_BATCHING
+
 FILESYSTEM_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 
 
@@ -56,6 +58,7 @@ def server_env(url: str, home: Path, host: str, port: int) -> dict[str, str]:
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": os.environ.get("YIVIDEO_DB_POOL_SIZE", "20"),
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": os.environ.get("YIVIDEO_DB_MAX_OVERFLOW", "20"),
         "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
+        **TASK_RUN_BATCHING,
     }
 
 

@@ -9,8 +9,9 @@ import os
 import queue
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -307,20 +308,40 @@ def run_logs_at_info() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def recorded(read: Callable[[], list], key: Callable[[Any], Any], timeout: float = 60.0) -> list:
+    """What `read` returns once the server has recorded the task runs it was sent: it writes them from their
+    events in batches a second apart (core/local_server.py), late in a busy session too, so the read is
+    repeated until two reads a flush apart agree (`key`: a record's id and state)."""
+    from core.local_server import TASK_RUN_FLUSH_S
+
+    deadline, seen = time.monotonic() + timeout, None
+    while True:
+        records = read()
+        now = {key(record) for record in records}
+        if (records and now == seen) or time.monotonic() > deadline:
+            return records
+        seen = now
+        time.sleep(TASK_RUN_FLUSH_S + 0.5)
+
+
+def recorded_task_runs(client, flow_run_ids: list) -> list:
+    """The task runs of these flow runs, as the server recorded them (`recorded`)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    of_these = FlowRunFilter(id=FlowRunFilterId(any_=list(flow_run_ids)))
+    return recorded(
+        lambda: client.read_task_runs(flow_run_filter=of_these), lambda run: (run.id, run.state_name)
+    )
+
+
 def read_back_run(flow_run_id) -> tuple[list, list[str]]:
     """A flow run's task runs and log messages, as the Prefect UI reads them from the API."""
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
     APILogHandler().flush()  # the run's last lines are still batched in this process
-    deadline = time.monotonic() + 60  # the server records task runs from events: late in a busy session
-    of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
     with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=of_this_run)
-            if runs or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
+        runs = recorded_task_runs(client, [flow_run_id])
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
     return runs, [log.message for log in logs]

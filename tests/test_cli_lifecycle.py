@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import recorded
 
 from core.local_server import client_lock
 from samples.realvideo import realvideo_dir
@@ -87,7 +88,11 @@ def _runs(url: str) -> list[dict]:
 
 def _task_runs(url: str, flow_run_id: str) -> list[dict]:
     body = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
-    return httpx.post(f"{url}/task_runs/filter", json=body, timeout=30).json()
+
+    def read() -> list[dict]:
+        return httpx.post(f"{url}/task_runs/filter", json=body, timeout=30).json()
+
+    return recorded(read, lambda run: (run["id"], run["state_type"]))
 
 
 @pytest.fixture(scope="module")
@@ -397,3 +402,20 @@ def test_setup_builds_the_database_template_the_first_call_copies(tmp_path):
     seeded = subprocess.run([sys.executable, "-c", seed], env=env, capture_output=True, text=True, cwd=REPO)
     assert seeded.stdout.strip() == "True", seeded.stderr[-2000:]
     assert (home / "prefect.db").stat().st_size == template.stat().st_size
+
+
+def test_both_servers_record_task_runs_in_batches(monkeypatch, tmp_path):
+    """The local server and deployments/server.py's record task runs in batches (a transaction per task run
+    was most of a server's CPU on OCR runs), by settings Prefect reads under these names: a name an upgrade
+    changed would bring the transaction per task run back without a word."""
+    from prefect.settings.models.server.services import ServerServicesTaskRunRecorderSettings
+
+    from core.local_server import SERVER_ENV, TASK_RUN_BATCHING, TASK_RUN_FLUSH_S
+    from deployments.server import server_env
+
+    deployed = server_env("postgresql+asyncpg://postgres@127.0.0.1:5432/x", tmp_path, "127.0.0.1", 4200)
+    assert TASK_RUN_BATCHING.items() <= SERVER_ENV.items() and TASK_RUN_BATCHING.items() <= deployed.items()
+    for name, value in TASK_RUN_BATCHING.items():
+        monkeypatch.setenv(name, value)
+    recorder = ServerServicesTaskRunRecorderSettings()
+    assert recorder.batch_size == 100 and recorder.flush_interval == TASK_RUN_FLUSH_S, recorder

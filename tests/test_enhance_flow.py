@@ -12,7 +12,7 @@ import pytest
 from core.schema import EnhanceBatchResult
 from flows.enhance import enhance_images, enhance_yardstick, main
 from samples.images import make_corrupt_image, make_face_set, make_huge_image, write_real_photos
-from tests.conftest import assert_no_partial_outputs
+from tests.conftest import assert_no_partial_outputs, recorded_task_runs
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,6 @@ def _run_records(flow_run_id):
         ArtifactFilter,
         ArtifactFilterFlowRunId,
         FlowRunFilter,
-        FlowRunFilterId,
         FlowRunFilterParentFlowRunId,
     )
 
@@ -42,7 +41,7 @@ def _run_records(flow_run_id):
         parent = FlowRunFilterParentFlowRunId(any_=[flow_run_id])
         children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=parent))
         ids = [flow_run_id] + [c.id for c in children]
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        tasks = recorded_task_runs(client, ids)
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
         )

@@ -67,10 +67,11 @@ def video(media_dir) -> Path:
 def _node_tags(flow_run_id) -> dict[str, set[str]]:
     """Task name -> the Ray node tags on its task runs (runtime/ray_engine.py tags each run)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tests.conftest import recorded_task_runs
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        runs = recorded_task_runs(client, [flow_run_id])
     tags: dict[str, set[str]] = {}
     for run in runs:  # task_key: "<function>-<hash>", e.g. ocr_task-1a2b3c4d (run names are for people)
         name = run.task_key.rsplit("-", 1)[0].removesuffix("_task")

@@ -104,8 +104,9 @@ def _cached(state) -> set[str]:
 def _stages(run: Path | object, state_name: str) -> set[str]:
     """Stage names of one flow run (by id, or the run writing into an output folder) in a given state."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort
+
+    from tests.conftest import recorded_task_runs
 
     with get_client(sync_client=True) as client:
         if isinstance(run, Path):
@@ -115,14 +116,7 @@ def _stages(run: Path | object, state_name: str) -> set[str]:
             ids = [run]
         if not ids:
             return set()
-        # the server records task runs from events: late in a busy session
-        deadline = time.monotonic() + (0 if isinstance(run, Path) else 60)
-        while True:
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
-            settled = tasks and all(t.state is not None and t.state.is_final() for t in tasks)
-            if settled or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
+        tasks = recorded_task_runs(client, ids)
     return {t.task_key.rsplit("-", 1)[0].removesuffix("_task") for t in tasks if t.state_name == state_name}
 
 
