@@ -308,29 +308,40 @@ def run_logs_at_info() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def recorded(read: Callable[[], list], key: Callable[[Any], Any], timeout: float = 60.0) -> list:
+def recorded(
+    read: Callable[[], list],
+    key: Callable[[Any], Any],
+    done: Callable[[list], bool] = bool,
+    timeout: float = 60.0,
+) -> list:
     """What `read` returns once the server has recorded the task runs it was sent: it writes them from their
     events in batches a second apart (core/local_server.py), late in a busy session too, so the read is
-    repeated until two reads a flush apart agree (`key`: a record's id and state)."""
+    repeated until two reads a flush apart agree (`key`: a record's id and state) on records that are `done`
+    (default: any)."""
     from core.local_server import TASK_RUN_FLUSH_S
 
     deadline, seen = time.monotonic() + timeout, None
     while True:
         records = read()
         now = {key(record) for record in records}
-        if (records and now == seen) or time.monotonic() > deadline:
+        if (records and done(records) and now == seen) or time.monotonic() > deadline:
             return records
         seen = now
         time.sleep(TASK_RUN_FLUSH_S + 0.5)
 
 
-def recorded_task_runs(client, flow_run_ids: list) -> list:
-    """The task runs of these flow runs, as the server recorded them (`recorded`)."""
+def recorded_task_runs(client, flow_run_ids: list, final: bool = False) -> list:
+    """The task runs of these flow runs, as the server recorded them (`recorded`); `final`: each in a final
+    state (a run that has ended, not one a kill left running)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     of_these = FlowRunFilter(id=FlowRunFilterId(any_=list(flow_run_ids)))
+
+    def ended(runs: list) -> bool:
+        return not final or all(run.state is not None and run.state.is_final() for run in runs)
+
     return recorded(
-        lambda: client.read_task_runs(flow_run_filter=of_these), lambda run: (run.id, run.state_name)
+        lambda: client.read_task_runs(flow_run_filter=of_these), lambda run: (run.id, run.state_name), ended
     )
 
 

@@ -116,7 +116,7 @@ def _stages(run: Path | object, state_name: str) -> set[str]:
             ids = [run]
         if not ids:
             return set()
-        tasks = recorded_task_runs(client, ids)
+        tasks = recorded_task_runs(client, ids, final=not isinstance(run, Path))  # by id: a run that ended
     return {t.task_key.rsplit("-", 1)[0].removesuffix("_task") for t in tasks if t.state_name == state_name}
 
 
