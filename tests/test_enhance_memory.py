@@ -38,10 +38,12 @@ def _peak(side: int) -> dict:
 
 def test_peak_memory_does_not_grow_with_the_photo():
     """ncnn's shared pools kept a buffer set per tile shape (1.34 GB at 1024 px); per-tile allocators keep
-    a 1024 px photo within 200 MB of a 512 px photo's peak, and under issue 24's 1.5 GB. Most of the peak is
-    one tile's inference (~550 MB over the 200 MB the loaded process holds), so the peak is ~0.85-1.0 GB at
-    any size: a 1 GB bound failed CI at 1004 MB (957-973 MB here, 976 MB at 2048 px)."""
-    small, large = _peak(512), _peak(1024)
+    the peak at one tile's inference (~550 MB over the 200 MB the loaded process holds), under issue 24's
+    1.5 GB at any size. Both photos are cut into default tiles (256 px, 16 px of context) with inner tiles
+    padded on all four sides (a 3 x 3 and a 4 x 4 grid), so the largest tile is the same and the growth is
+    the image's own buffers (measured 45-65 MB). A 512 px photo, the earlier small one, has no inner tile:
+    its smaller tiles made the growth ~185 MB, over its 200 MB bound in one suite run in five."""
+    small, large = _peak(600), _peak(1024)
     assert large["model"] == "waifu2x-photo" and large["shape"] == [2048, 2048, 3]
     assert large["peak_mb"] < 1500, (small, large)
-    assert large["peak_mb"] - small["peak_mb"] < 200, (small, large)
+    assert large["peak_mb"] - small["peak_mb"] < 120, (small, large)
