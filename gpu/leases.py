@@ -31,11 +31,14 @@ class PrefectLeases:
         response = await self.client.increment_concurrency_slots_with_lease(
             names=[limit], slots=1, mode="concurrency", lease_duration=self.lease_seconds
         )
-        return str(response.json()["lease_id"])
+        lease_id = str(response.json()["lease_id"])
+        log.info("took lease %s of %s", lease_id, limit)  # the log a stuck limit is diagnosed from
+        return lease_id
 
     async def give_back(self, lease_id: str) -> None:
         try:
             await self.client.release_concurrency_slots_with_lease(uuid.UUID(lease_id))
+            log.info("returned lease %s", lease_id)
         except Exception as exc:  # the lease lapses on the server anyway
             log.warning("releasing lease %s failed: %r", lease_id, exc)
 

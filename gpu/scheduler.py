@@ -406,8 +406,14 @@ class Scheduler:
         holders = [f"{g.request.stage} (pid {g.request.pid}, {now - g.granted:.1f} s)"
                    for d in allowed for g in d.grants.values()]  # fmt: skip
         limits = ", ".join(d.limit for d in allowed)
+        outside = (
+            f"; Prefect's limit {self.devices[waiter.acquiring].limit} stayed full with slots this broker "
+            "does not hold (another client's, or a lease of a dead process until it lapses)"
+            if waiter.acquiring is not None
+            else ""
+        )
         return (
             f"GPU slot timeout: stage {waiter.request.stage!r} waited {now - waiter.since:.1f} s for "
             f"{waiter.request.units or 'its'} unit(s) of {limits}; held by {holders or 'nobody'}, "
-            f"{ahead} other waiter(s)"
+            f"{ahead} other waiter(s){outside}"
         )

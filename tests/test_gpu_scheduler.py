@@ -109,6 +109,18 @@ def test_a_wait_past_its_timeout_is_refused_naming_holder_and_limit():
     assert "holder (pid 42" in refuse.refused.message and "gpu:h:0" in refuse.refused.message
 
 
+def test_a_wait_on_a_limit_full_with_slots_held_elsewhere_says_so():
+    """The broker holds nothing, yet Prefect's limit stays full (another client, a dead process's lease):
+    "held by nobody" alone would leave the user guessing."""
+    s = scheduler()
+    seq, actions = s.enqueue(Acquire("late", timeout=5.0, since=1.0), 1.0)
+    assert actions == [Fetch(seq, 0)]  # every take answered "locked": nothing fetched
+    (refuse,) = s.tick(6.0)
+    message = refuse.refused.message
+    assert "held by nobody" in message
+    assert "limit gpu:h:0 stayed full with slots this broker does not hold" in message
+
+
 def test_the_policy_max_wait_applies_without_a_timeout():
     s = scheduler(max_wait_seconds=50)
     hold(s, "holder", 0.0, ["L1"])
