@@ -217,8 +217,10 @@ class Broker:
             locked = any(is_locked(r) for r in results)
             outage = any(is_transient(r) for r in results) and time.monotonic() < outage_until
             for result in results:
-                if isinstance(result, BaseException) and not is_locked(result) and not outage:
-                    failures, error = failures + 1, repr(result)
+                if isinstance(result, BaseException) and not is_locked(result):
+                    log.warning("taking a slot of %s failed: %r", limit, result)
+                    if not outage:
+                        failures, error = failures + 1, repr(result)
             self.state_changed()
             if failures >= 3:
                 message = f"could not take a slot of {limit} from Prefect: {error}"
