@@ -41,8 +41,8 @@ def test_peak_memory_does_not_grow_with_the_photo():
     the peak at one tile's inference (~550 MB over the 200 MB the loaded process holds), under issue 24's
     1.5 GB at any size. Both photos are cut into default tiles (256 px, 16 px of context) with inner tiles
     padded on all four sides (a 3 x 3 and a 4 x 4 grid), so the largest tile is the same and the growth is
-    the image's own buffers (measured 45-65 MB). A 512 px photo, the earlier small one, has no inner tile:
-    its smaller tiles made the growth ~185 MB, over its 200 MB bound in one suite run in five."""
+    the image's own buffers (23-55 MB in seven pairs here). A 512 px photo, the earlier small one, has no
+    inner tile: its smaller tiles made the growth ~185 MB, over its 200 MB bound in one suite run in five."""
     small, large = _peak(600), _peak(1024)
     assert large["model"] == "waifu2x-photo" and large["shape"] == [2048, 2048, 3]
     assert large["peak_mb"] < 1500, (small, large)
