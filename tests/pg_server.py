@@ -37,10 +37,19 @@ PG_PASSWORD = os.environ.get("PGPASSWORD")
 SERVER_PIDS: dict[str, int] = {}  # API URL -> the server's process (group) id, for tests that kill the server
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports free now: every socket stays bound until all are chosen, since a port closed
+    before the next bind can be handed out again (a Ray head got one port for its GCS and its client
+    server in a suite run, and refused to start)."""
+    with contextlib.ExitStack() as bound:
+        socks = [bound.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, host)[0]
 
 
 async def _drop_database(database: str, host: str = PG_HOST, port: int = PG_PORT) -> None:

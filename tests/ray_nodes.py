@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,18 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pg_server import free_port, free_ports
+
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 # For a raylet's environment in the tests: Ray starts idle workers of the default runtime environment when the
 # first driver connects, which no flow run here uses (each runs with env_vars of its own), ~2.5 CPU s each;
 # and no metrics are collected or exported (no test reads them)
 QUIET_RAYLET = {"RAY_prestart_worker_first_driver": "0", "RAY_enable_metrics_collection": "0"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def can_hide_folders() -> bool:
@@ -60,7 +55,7 @@ class RayNodes:
     def add_node(
         self, cpus: int, resources: dict[str, float], env: dict[str, str], hide: Path | None = None
     ) -> None:
-        self.procs.append(_start(self, ["--address", self.address], cpus, resources, env, hide))
+        self.procs.append(_start(self, ["--address", self.address], cpus, resources, env, hide, free_port()))
 
     def wait_for(self, nodes: int, timeout: float = 120.0) -> None:
         """Until `nodes` nodes are alive, asked by one driver process that polls them (a new driver each
@@ -107,20 +102,21 @@ def start_cluster(cpus: int, resources: dict[str, float], env: dict[str, str], g
     from ray.util import get_node_ip_address
 
     temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths are limited
-    nodes = RayNodes(f"{get_node_ip_address()}:{free_port()}", temp_dir, {"RAY_AUTH_MODE": "disabled"})
-    head = ["--head", "--port", nodes.address.rsplit(":", 1)[1], "--num-gpus", str(gpus)]
-    head += ["--ray-client-server-port", str(free_port()), "--include-dashboard", "false"]
+    gcs_port, client_port, agent_port = free_ports(3)
+    nodes = RayNodes(f"{get_node_ip_address()}:{gcs_port}", temp_dir, {"RAY_AUTH_MODE": "disabled"})
+    head = ["--head", "--port", str(gcs_port), "--num-gpus", str(gpus)]
+    head += ["--ray-client-server-port", str(client_port), "--include-dashboard", "false"]
     head += ["--temp-dir", str(temp_dir), "--no-monitor"]  # no autoscaler: the tests' nodes are fixed
-    nodes.procs.append(_start(nodes, head, cpus, resources, env, None))
+    nodes.procs.append(_start(nodes, head, cpus, resources, env, None, agent_port))
     return nodes
 
 
 def _start(
     nodes: RayNodes, args: list[str], cpus: int, resources: dict[str, float], env: dict[str, str],
-    hide: Path | None,
+    hide: Path | None, agent_port: int,
 ) -> subprocess.Popen:  # fmt: skip
     command = [RAY, "start", "--block", "--disable-usage-stats", "--num-cpus", str(cpus)]
-    command += ["--resources", json.dumps(resources), "--dashboard-agent-listen-port", str(free_port())]
+    command += ["--resources", json.dumps(resources), "--dashboard-agent-listen-port", str(agent_port)]
     command += ["--include-log-monitor", "false"]  # worker logs stay in files: no driver here prints them
     command += args
     if hide is not None:  # a private mount namespace with an empty folder where the others see files

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pg_server import free_port
 
 from samples.video import Cue, make_subtitled_video
 
@@ -36,12 +36,6 @@ BIN = Path(sys.executable).parent
 CUES = [Cue(0.3, 1.8, "部署测试字幕"), Cue(2.2, 3.8, "Deployed for real")]
 SUBTITLES = "extract-subtitles/subtitles"
 TRANSCODE_FLOW = "transcode"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _drop_database(name: str) -> None:
@@ -115,7 +109,7 @@ def stack(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, Path], str]]:
     root = tmp_path_factory.mktemp("deployments-e2e")
     dirs = {"out": root / "output", "inbox": root / "inbox", "home": root / "prefect-home"}
     database = f"yivideo_deployments_e2e_{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
