@@ -23,7 +23,7 @@ import pytest
 from conftest import read_back_run, run_logs_at_info
 from gpu_brokers import stop_brokers
 
-from gpu.client import GpuSlotError, GpuSlotTimeout, broker_dir, broker_status
+from gpu.client import GpuSlotError, GpuSlotTimeout, _log_tail, broker_dir, broker_status
 from gpu.devices import limit_name, visible_gpus
 from gpu.health import collect_health, free_slots, publish_artifact, render_markdown
 from gpu.policy import GpuPolicy
@@ -303,8 +303,7 @@ def _slot_or_evidence(stage: str, host: str, timeout: float):
             yield grant
     except GpuSlotTimeout as exc:
         active = _limit(limit_name(0, host)).active_slots
-        log = (broker_dir() / "broker.log").read_text(errors="replace")[-4000:]
-        evidence = f"Prefect counts {active} slot(s) in use; the broker log:\n{log}"
+        evidence = f"Prefect counts {active} slot(s) in use; the broker log:\n{_log_tail(broker_dir())}"
         raise AssertionError(f"{exc}\n{evidence}") from exc
 
 
