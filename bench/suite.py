@@ -37,10 +37,10 @@ KINDS = [
     ("model services", r"-m core\.model_service"),
     ("GPU brokers", r"-m gpu\.broker"),
     ("Ray", r"ray/|raylet|gcs_server|ray start"),
-    ("ffmpeg, ffprobe", r"^\S*ff(mpeg|probe) "),
+    ("ffmpeg, ffprobe", r"^\S*ff(mpeg|probe)\b"),
     ("chromium", r"chrom"),
     ("PostgreSQL", r"^postgres"),
-    ("the machine's own (kernel threads, agents)", r"^$|process_api|beam\.smp|redis-server"),
+    ("the machine's own (kernel threads, agents)", r"^$|process_api|line_io|beam\.smp|redis|nats|mosquitto"),
     ("other test processes", r""),
 ]
 
