@@ -146,6 +146,8 @@ def main() -> int:
         if args.fresh:
             checkout = Path(tmp) / "checkout"
             subprocess.run(["git", "clone", "-q", str(REPO), str(checkout)], check=True)
+            if (REPO.parent / "shared").is_dir():  # the real videos and speech beside it, as here
+                (Path(tmp) / "shared").symlink_to(REPO.parent / "shared")
         sampler = Sampler()
         sampler.start()
         status, wall, output = run_suite(checkout, args.tier, args.workers, Path(tmp) / "junit.xml")
