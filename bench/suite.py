@@ -1,6 +1,6 @@
 """The whole suite (`make test`, what CI runs) timed, with where its CPU goes (issue 26: <= 8 min of pytest).
 
-    python3 bench/suite.py [--fresh] [--tier test|test-fast] [--workers 3] [--top 20]
+    python3 bench/suite.py [--fresh] [--tier test|test-fast] [--workers 3] [--top 20] [--keep DIR]
 
 Runs `make test` (or the fast tier) here (`--fresh`: in a fresh `git clone` of this checkout's HEAD, as
 CI does) while a sampler reads /proc twice a second. Prints the result line, pytest's and make's wall
@@ -97,13 +97,17 @@ def _machine_jiffies() -> tuple[int, int]:
     return sum(values) - values[3] - values[4], sum(values)
 
 
-def run_suite(checkout: Path, tier: str, workers: int, junit: Path) -> tuple[int, float, str]:
-    """`make <tier>` in `checkout`: its exit status, wall seconds and output."""
+def run_suite(checkout: Path, tier: str, workers: int, keep: Path) -> tuple[int, float, str]:
+    """`make <tier>` in `checkout`: its exit status, wall seconds and standard output (pytest's report);
+    both outputs and the JUnit report are kept in `keep` (a failure's evidence outlives a fresh clone)."""
+    junit = keep / "junit.xml"
     env = {**os.environ, "PYTEST_ADDOPTS": f"{os.environ.get('PYTEST_ADDOPTS', '')} --junitxml={junit}"}
     started = time.monotonic()
     command = ["make", tier, f"TEST_WORKERS={workers}"]
     done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
-    return done.returncode, time.monotonic() - started, done.stdout + done.stderr
+    (keep / "make.out").write_text(done.stdout)
+    (keep / "make.err").write_text(done.stderr)  # setup's pip and the like
+    return done.returncode, time.monotonic() - started, done.stdout
 
 
 def report_cpu(sampler: Sampler) -> None:
@@ -140,6 +144,7 @@ def main() -> int:
     parser.add_argument("--tier", choices=("test", "test-fast"), default="test", help="the make target")
     parser.add_argument("--workers", type=int, default=3, help="xdist workers (the Makefile's default: 3)")
     parser.add_argument("--top", type=int, default=20, help="how many of the longest tests to list")
+    parser.add_argument("--keep", type=Path, help="where make's output and JUnit go")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="yivideo-suite-bench-") as tmp:
         checkout = REPO
@@ -150,17 +155,20 @@ def main() -> int:
                 (Path(tmp) / "shared").symlink_to(REPO.parent / "shared")
         sampler = Sampler()
         sampler.start()
-        status, wall, output = run_suite(checkout, args.tier, args.workers, Path(tmp) / "junit.xml")
+        keep = args.keep or Path(tempfile.mkdtemp(prefix="yivideo-suite-run-"))
+        keep.mkdir(parents=True, exist_ok=True)
+        status, wall, output = run_suite(checkout, args.tier, args.workers, keep)
         sampler.stop.set()
         sampler.join()
         summary = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
         result = summary[-1] if summary else "no summary line"
         print(f"make {args.tier}: exit {status}, {wall:.1f} s wall; pytest: {result}")
         report_cpu(sampler)
-        if (Path(tmp) / "junit.xml").exists():
-            report_tests(Path(tmp) / "junit.xml", args.top)
-        if status != 0:
-            print("\n" + "\n".join(output.splitlines()[-40:]))
+        if (keep / "junit.xml").exists():
+            report_tests(keep / "junit.xml", args.top)
+        if status != 0:  # pytest's failures and its short summary
+            print("\n" + "\n".join(output.splitlines()[-80:]))
+        print(f"\nmake's output and the JUnit report: {keep}")
         if args.fresh:
             shutil.rmtree(checkout, ignore_errors=True)
     return status
