@@ -202,7 +202,7 @@ class Broker:
         self.listed = {str(item["id"]): item for item in entries}
         orphans = [(str(item["id"]), int(item["device"])) for item in entries]
         if orphans:
-            log.warning("took over %d lease(s) of a previous broker", len(orphans))
+            log.warning("took over %d lease(s) of a previous broker: %s", len(orphans), sorted(self.listed))
         self.apply(self.scheduler.take_over(orphans, time.time()))
 
     async def fetch(self, seq: int, index: int) -> None:
@@ -345,8 +345,10 @@ class Broker:
                   for lease in self.scheduler.leases()]  # fmt: skip
         held = {entry["id"] for entry in leases}
         leases += [entry for lease_id, entry in self.returning.items() if lease_id not in held]
-        self.listed = {entry["id"]: entry for entry in leases}
+        before, self.listed = set(self.listed), {entry["id"]: entry for entry in leases}
         write_state(self.run_dir, self.host, leases)
+        if set(self.listed) != before:  # what a successor would take over (a survivor once found nothing)
+            log.info("state file lists %s", sorted(self.listed) or "no lease")
 
     async def idle_watch(self) -> None:
         while not self.stopping.is_set():
