@@ -36,11 +36,12 @@ KINDS = [
     ("Prefect workers", r"-m deployments\.worker|prefect worker"),
     ("model services", r"-m core\.model_service"),
     ("GPU brokers", r"-m gpu\.broker"),
-    ("Ray", r"ray/|raylet|gcs_server|ray start"),
+    ("Ray", r"/ray/|raylet|gcs_server|\bray start"),
     ("ffmpeg, ffprobe", r"^\S*ff(mpeg|probe)\b"),
     ("chromium", r"chrom"),
     ("PostgreSQL", r"^postgres"),
     ("the machine's own (kernel threads, agents)", r"^$|process_api|line_io|beam\.smp|redis|nats|mosquitto"),
+    ("setup and lint (pip in a fresh clone, ruff)", r"-m pip\b|pip-build-env|\bruff\b"),
     ("other test processes", r""),
 ]
 
