@@ -17,7 +17,6 @@ import argparse
 import collections
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -170,9 +169,7 @@ def main() -> int:
         if status != 0:  # pytest's failures and its short summary
             print("\n" + "\n".join(output.splitlines()[-80:]))
         print(f"\nmake's output and the JUnit report: {keep}")
-        if args.fresh:
-            shutil.rmtree(checkout, ignore_errors=True)
-    return status
+    return status  # the clone went with the temporary folder
 
 
 if __name__ == "__main__":
