@@ -311,7 +311,7 @@ def test_a_killed_holder_frees_its_slot_at_once(host, tmp_path):
     go = tmp_path / "go"
     (victim,) = _contenders(1, go, "--hold", "120", "--stage", "victim")
     go.touch()
-    _wait_for_holder()
+    _wait_for_holder(victim.pid)
     victim.kill()
     killed = time.monotonic()
     with _slot_or_evidence("survivor", host, LEASE_BOUND) as grant:
@@ -329,12 +329,14 @@ def _holders() -> list[dict]:
     return [h for d in broker_status()["devices"] for h in d["holders"]]
 
 
-def _wait_for_holder(timeout: float = 60) -> None:
-    """Until this host's broker (perhaps still starting) reports a holder."""
+def _wait_for_holder(pid: int, timeout: float = 60) -> None:
+    """Until this host's broker (perhaps still starting) reports process `pid` holding a slot: any holder
+    would do while an earlier holder's release is still unread, and killing the broker then may land in
+    the middle of `pid`'s take (a lease Prefect holds that no broker ever knew)."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(GpuSlotError, OSError):
-            if _holders():
+            if any(holder["pid"] == pid for holder in _holders()):
                 return
         assert time.monotonic() < deadline, "nobody took the slot"
         time.sleep(0.05)
@@ -383,7 +385,7 @@ def test_a_killed_broker_keeps_exclusion_and_its_successor_recovers(host, tmp_pa
     victim_go = tmp_path / "go"
     (victim,) = _contenders(1, victim_go, "--hold", "120", "--stage", "victim")
     victim_go.touch()
-    _wait_for_holder()
+    _wait_for_holder(victim.pid)
     victim.kill()
     _kill_broker()
     killed = time.monotonic()
