@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
@@ -31,6 +32,7 @@ from gpu.leases import (
     is_locked,
     is_transient,
     read_state,
+    read_taking,
     write_state,
 )
 from gpu.limits import ensure_limit
@@ -79,6 +81,7 @@ class Broker:
         self.state_dirty = False
         self.listed: dict[str, dict[str, Any]] = {}  # the state file's entries, by lease id
         self.returning: dict[str, dict[str, Any]] = {}  # being given back: listed until Prefect answers
+        self.taking: collections.Counter[str] = collections.Counter()  # takes on their way, by limit
         self.timer: asyncio.TimerHandle | None = None
 
     @property
@@ -199,6 +202,12 @@ class Broker:
         for index in host_devices(self.policy.devices):
             await self.ensure_device(index)
         entries = read_state(self.run_dir)
+        for limit, count in read_taking(self.run_dir).items():
+            log.warning(
+                "a previous broker died while taking %d slot(s) of %s: Prefect may count them, with leases "
+                "nobody knows, until those lapse (their lease time, %.0f s; `python -m gpu.health free %s "
+                "--reset` frees them now)", count, limit, self.policy.lease_seconds, limit,
+            )  # fmt: skip
         self.listed = {str(item["id"]): item for item in entries}
         orphans = [(str(item["id"]), int(item["device"])) for item in entries]
         if orphans:
@@ -211,8 +220,13 @@ class Broker:
         limit = self.scheduler.devices[index].limit
         failures, error, outage_until = 0, "", time.monotonic() + OUTAGE_SECONDS
         while (missing := self.scheduler.missing(seq)) > 0:
-            results = await asyncio.gather(*(self.leases.take(limit) for _ in range(missing)),
-                                           return_exceptions=True)  # fmt: skip
+            self.taking[limit] += missing
+            self.write_state()  # before the requests leave: a successor learns of takes we die within
+            try:
+                results = await asyncio.gather(*(self.leases.take(limit) for _ in range(missing)),
+                                               return_exceptions=True)  # fmt: skip
+            finally:
+                self.taking[limit] -= missing
             self.scheduler.fetched(seq, [r for r in results if isinstance(r, str)], time.time())
             locked = any(is_locked(r) for r in results)
             outage = any(is_transient(r) for r in results) and time.monotonic() < outage_until
@@ -346,7 +360,7 @@ class Broker:
         held = {entry["id"] for entry in leases}
         leases += [entry for lease_id, entry in self.returning.items() if lease_id not in held]
         before, self.listed = set(self.listed), {entry["id"]: entry for entry in leases}
-        write_state(self.run_dir, self.host, leases)
+        write_state(self.run_dir, self.host, leases, {limit: n for limit, n in self.taking.items() if n > 0})
         if set(self.listed) != before:  # what a successor would take over (a survivor once found nothing)
             log.info("state file lists %s", sorted(self.listed) or "no lease")
 

@@ -66,17 +66,27 @@ def is_transient(result: object) -> bool:
     return isinstance(status, int) and status >= 500
 
 
-def write_state(run_dir: Path, host: str, leases: list[dict[str, Any]]) -> None:
-    """The leases we hold ({id, device, limit}), written atomically."""
+def write_state(run_dir: Path, host: str, leases: list[dict[str, Any]], taking: dict[str, int]) -> None:
+    """The leases we hold ({id, device, limit}) and the takes on their way to Prefect (limit -> count: a
+    broker killed before a take's answer leaves a lease nobody knows), written atomically."""
     path = run_dir / "state.json"
     tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "host": host, "leases": leases}))
+    tmp.write_text(json.dumps({"pid": os.getpid(), "host": host, "leases": leases, "taking": taking}))
     os.replace(tmp, path)
+
+
+def _read(run_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((run_dir / "state.json").read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 def read_state(run_dir: Path) -> list[dict[str, Any]]:
     """The leases ({id, device, limit}) a previous broker listed; none when it left no readable file."""
-    try:
-        return list(json.loads((run_dir / "state.json").read_text()).get("leases", []))
-    except (OSError, ValueError):
-        return []
+    return list(_read(run_dir).get("leases", []))
+
+
+def read_taking(run_dir: Path) -> dict[str, int]:
+    """The takes a previous broker had on their way to Prefect when it last wrote (limit -> count)."""
+    return {str(limit): int(count) for limit, count in _read(run_dir).get("taking", {}).items()}

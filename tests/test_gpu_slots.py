@@ -433,3 +433,49 @@ def test_a_lease_on_its_way_back_stays_in_the_state_file_until_prefect_has_it(ho
 def test_free_refuses_a_live_holder(host):
     with gpu_slot("stuck") as grant, pytest.raises(Exception, match="held by live processes"):
         free_slots(grant.limit)
+
+
+def _taking() -> dict[str, int]:
+    with contextlib.suppress(OSError, ValueError):
+        return dict(json.loads((broker_dir() / "state.json").read_text()).get("taking", {}))
+    return {}
+
+
+def test_a_broker_killed_during_a_take_leaves_its_successor_word_of_it(host, pg_api):
+    """A broker killed while a take is on its way to Prefect leaves a lease whose id nobody learns, held
+    until it lapses (the survivor test's 30 s waits may have been one): the state file lists the take
+    before it leaves, and the successor logs the limit and how to free it. The server is stopped (SIGSTOP)
+    so the take waits."""
+    from gpu.client import broker_request
+    from gpu.protocol import StatusRequest
+    from tests.pg_server import SERVER_PIDS
+
+    server, limit = SERVER_PIDS[pg_api], limit_name(0, host)
+    with gpu_slot("warm"):  # the broker is up and the limit exists before the server stops
+        pass
+    deadline = time.monotonic() + 10
+    while _listed_leases() and time.monotonic() < deadline:  # the warm-up's lease is back
+        time.sleep(0.05)
+
+    def cut() -> None:
+        with contextlib.suppress(GpuSlotError):
+            with gpu_slot("cut", timeout=5):
+                pass
+
+    os.killpg(server, signal.SIGSTOP)
+    try:
+        thread = _thread(cut)
+        deadline = time.monotonic() + 10
+        while _taking() != {limit: 1} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _taking() == {limit: 1}, "a take on its way is missing from the state file"
+        _kill_broker()
+    finally:
+        os.killpg(server, signal.SIGCONT)
+    thread.join(60)
+    broker_request(StatusRequest(60.0), spawn=True, timeout=60)  # a successor, if the waiter started none
+    deadline, word = time.monotonic() + 30, f"died while taking 1 slot(s) of {limit}"
+    while word not in _log_tail(broker_dir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert word in _log_tail(broker_dir()), _log_tail(broker_dir())
+    print(f"after the kill Prefect counts {_limit(limit).active_slots} slot(s) of {limit}")
