@@ -26,6 +26,7 @@ from gpu_brokers import stop_brokers
 from gpu.client import GpuSlotError, GpuSlotTimeout, _log_tail, broker_dir, broker_status
 from gpu.devices import limit_name, visible_gpus
 from gpu.health import collect_health, free_slots, publish_artifact, render_markdown
+from gpu.leases import read_state, read_taking
 from gpu.policy import GpuPolicy
 from gpu.slot import gpu_slot
 
@@ -399,9 +400,7 @@ def test_a_killed_broker_keeps_exclusion_and_its_successor_recovers(host, tmp_pa
 
 
 def _listed_leases() -> set[str]:
-    with contextlib.suppress(OSError, ValueError):
-        return {entry["id"] for entry in json.loads((broker_dir() / "state.json").read_text())["leases"]}
-    return set()
+    return {entry["id"] for entry in read_state(broker_dir())}
 
 
 def test_a_lease_on_its_way_back_stays_in_the_state_file_until_prefect_has_it(host, pg_api):
@@ -435,12 +434,6 @@ def test_free_refuses_a_live_holder(host):
         free_slots(grant.limit)
 
 
-def _taking() -> dict[str, int]:
-    with contextlib.suppress(OSError, ValueError):
-        return dict(json.loads((broker_dir() / "state.json").read_text()).get("taking", {}))
-    return {}
-
-
 def test_a_broker_killed_during_a_take_leaves_its_successor_word_of_it(host, pg_api):
     """A broker killed while a take is on its way to Prefect leaves a lease whose id nobody learns, held
     until it lapses (the survivor test's 30 s waits may have been one): the state file lists the take
@@ -466,9 +459,9 @@ def test_a_broker_killed_during_a_take_leaves_its_successor_word_of_it(host, pg_
     try:
         thread = _thread(cut)
         deadline = time.monotonic() + 10
-        while _taking() != {limit: 1} and time.monotonic() < deadline:
+        while read_taking(broker_dir()) != {limit: 1} and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _taking() == {limit: 1}, "a take on its way is missing from the state file"
+        assert read_taking(broker_dir()) == {limit: 1}, "a take on its way is missing from the state file"
         _kill_broker()
     finally:
         os.killpg(server, signal.SIGCONT)
