@@ -84,6 +84,13 @@ class Sampler(threading.Thread):
         except (OSError, ValueError, IndexError):
             pass  # ended meanwhile
 
+    def write_processes(self, path: Path) -> None:
+        """Every process's CPU seconds, kind and command line, most first: what a kind's total is made of."""
+        rows = sorted(((s - self.before.get(k, 0.0), k) for k, s in self.cpu.items()), reverse=True)
+        rows = [(s, k) for s, k in rows if s > 0]
+        lines = [f"{s:.2f}\t{k[0]}\t{kind_of(self.command[k])}\t{self.command[k][:300]}" for s, k in rows]
+        path.write_text("cpu_s\tpid\tkind\tcommand\n" + "\n".join(lines) + "\n")
+
     def by_kind(self) -> collections.Counter:
         totals: collections.Counter = collections.Counter()
         for key, seconds in self.cpu.items():
@@ -164,11 +171,12 @@ def main() -> int:
         result = summary[-1] if summary else "no summary line"
         print(f"make {args.tier}: exit {status}, {wall:.1f} s wall; pytest: {result}")
         report_cpu(sampler)
+        sampler.write_processes(keep / "processes.tsv")
         if (keep / "junit.xml").exists():
             report_tests(keep / "junit.xml", args.top)
         if status != 0:  # pytest's failures and its short summary
             print("\n" + "\n".join(output.splitlines()[-80:]))
-        print(f"\nmake's output and the JUnit report: {keep}")
+        print(f"\nmake's output, the JUnit report and each process's CPU (processes.tsv): {keep}")
     return status  # the clone went with the temporary folder
 
 
