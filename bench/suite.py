@@ -25,8 +25,9 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from procfs import HZ, cpu_seconds, stat_fields  # bench/, this script's folder
+
 REPO = Path(__file__).resolve().parents[1]
-HZ = os.sysconf("SC_CLK_TCK")
 # the process kinds, first match wins, on the command line (a kernel thread has none)
 KINDS = [
     ("pytest and its xdist workers (stages and flows in-process)", r"-u -c import sys;exec|-m pytest"),
@@ -74,13 +75,12 @@ class Sampler(threading.Thread):
 
     def _sample(self, pid: str) -> None:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
+            fields = stat_fields(pid)
             key = (int(pid), fields[19])  # a pid and its start time: one process
             if key not in self.command:
                 raw = Path(f"/proc/{pid}/cmdline").read_bytes()
                 self.command[key] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
-            self.cpu[key] = (int(fields[11]) + int(fields[12])) / HZ
+            self.cpu[key] = cpu_seconds(fields)
         except (OSError, ValueError, IndexError):
             pass  # ended meanwhile
 

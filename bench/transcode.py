@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # before Prefect is imported
 
+from procfs import cpu_seconds, stat_fields  # noqa: E402 (bench/, this script's folder)
+
 from blocks.presets import SEED_PRESETS  # noqa: E402
 from samples.clips import make_clip  # noqa: E402
 from stages.transcode.command import build_command  # noqa: E402
@@ -46,12 +48,7 @@ def _own_cpu() -> float:
 
 def _server_cpu(pids: list[int]) -> float:
     """CPU seconds of the temporary Prefect server (a child process still running), from /proc."""
-    total = 0.0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(cpu_seconds(stat_fields(pid)) for pid in pids)
 
 
 def _running_children() -> list[int]:
@@ -59,9 +56,8 @@ def _running_children() -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                        found.append(int(entry))
+                if int(stat_fields(entry)[1]) == os.getpid():
+                    found.append(int(entry))
             except (OSError, ValueError):
                 continue
     return found
