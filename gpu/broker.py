@@ -32,7 +32,6 @@ from gpu.leases import (
     is_locked,
     is_transient,
     read_state,
-    read_taking,
     write_state,
 )
 from gpu.limits import ensure_limit
@@ -201,8 +200,9 @@ class Broker:
         self.leases = PrefectLeases(self.client, self.policy.lease_seconds)
         for index in host_devices(self.policy.devices):
             await self.ensure_device(index)
-        entries = read_state(self.run_dir)
-        for limit, count in read_taking(self.run_dir).items():
+        previous = read_state(self.run_dir)
+        entries = previous.leases
+        for limit, count in previous.taking.items():
             log.warning(
                 "a previous broker died while taking %d slot(s) of %s: Prefect may count them, with leases "
                 "nobody knows, until those lapse (their lease time, %.0f s; `python -m gpu.health free %s "

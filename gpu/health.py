@@ -126,7 +126,7 @@ async def _free(limit: str, reset: bool) -> list[str]:
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
     done: list[str] = []
-    leases = read_state(broker_dir())
+    leases = read_state(broker_dir()).leases
     async with get_client() as client:
         for lease in leases:
             if lease.get("limit") == limit:

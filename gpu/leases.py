@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,18 +76,19 @@ def write_state(run_dir: Path, host: str, leases: list[dict[str, Any]], taking: 
     os.replace(tmp, path)
 
 
-def _read(run_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BrokerState:
+    """What a broker's state file said, read once: its leases ({id, device, limit}) and the takes it had on
+    their way to Prefect (limit -> count). Both empty when no readable file is there."""
+
+    leases: list[dict[str, Any]]
+    taking: dict[str, int]
+
+
+def read_state(run_dir: Path) -> BrokerState:
     try:
-        return dict(json.loads((run_dir / "state.json").read_text()))
+        state = dict(json.loads((run_dir / "state.json").read_text()))
     except (OSError, ValueError):
-        return {}
-
-
-def read_state(run_dir: Path) -> list[dict[str, Any]]:
-    """The leases ({id, device, limit}) a previous broker listed; none when it left no readable file."""
-    return list(_read(run_dir).get("leases", []))
-
-
-def read_taking(run_dir: Path) -> dict[str, int]:
-    """The takes a previous broker had on their way to Prefect when it last wrote (limit -> count)."""
-    return {str(limit): int(count) for limit, count in _read(run_dir).get("taking", {}).items()}
+        state = {}
+    taking = {str(limit): int(count) for limit, count in state.get("taking", {}).items()}
+    return BrokerState(list(state.get("leases", [])), taking)

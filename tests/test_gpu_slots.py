@@ -26,7 +26,7 @@ from gpu_brokers import stop_brokers
 from gpu.client import GpuSlotError, GpuSlotTimeout, _log_tail, broker_dir, broker_status
 from gpu.devices import limit_name, visible_gpus
 from gpu.health import collect_health, free_slots, publish_artifact, render_markdown
-from gpu.leases import read_state, read_taking
+from gpu.leases import read_state
 from gpu.policy import GpuPolicy
 from gpu.slot import gpu_slot
 
@@ -400,7 +400,7 @@ def test_a_killed_broker_keeps_exclusion_and_its_successor_recovers(host, tmp_pa
 
 
 def _listed_leases() -> set[str]:
-    return {entry["id"] for entry in read_state(broker_dir())}
+    return {entry["id"] for entry in read_state(broker_dir()).leases}
 
 
 def test_a_lease_on_its_way_back_stays_in_the_state_file_until_prefect_has_it(host, pg_api):
@@ -459,9 +459,10 @@ def test_a_broker_killed_during_a_take_leaves_its_successor_word_of_it(host, pg_
     try:
         thread = _thread(cut)
         deadline = time.monotonic() + 10
-        while read_taking(broker_dir()) != {limit: 1} and time.monotonic() < deadline:
+        while read_state(broker_dir()).taking != {limit: 1} and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert read_taking(broker_dir()) == {limit: 1}, "a take on its way is missing from the state file"
+        taking = read_state(broker_dir()).taking
+        assert taking == {limit: 1}, f"a take on its way is missing from the state file: {taking}"
         _kill_broker()
     finally:
         os.killpg(server, signal.SIGCONT)
