@@ -14,10 +14,9 @@ import shutil
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from queue import SimpleQueue
-from typing import Literal, TypeVar
+from typing import Literal
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -25,8 +24,6 @@ from prefect.cache_policies import NONE
 from core.errors import MediaInputError, StageError, StageTimeout
 from core.outputs import full_disk_error
 from core.schema import MediaInfo
-
-T = TypeVar("T")
 
 MAX_INPUT_BYTES_ENV = "YIVIDEO_MAX_INPUT_BYTES"  # read per check, not at import (a bad value: one line)
 DEFAULT_MAX_INPUT_BYTES = 64 * 1024**3
@@ -404,43 +401,6 @@ def _read_stderr(proc: subprocess.Popen, frame_log: Callable[[Iterator[str]], ob
     reader = threading.Thread(target=drain, name="ffmpeg-stderr", daemon=True)
     reader.start()
     return said, failed, reader
-
-
-def read_ahead(items: Iterable[T]) -> Iterator[T]:
-    """`items` made on a thread of their own while the caller works on the ones made so far: ffmpeg decodes
-    the next sampled frames while this one is detected (its pipe holds less than a frame, so without this
-    it waited on every detection). Holds what the caller has not taken yet: for a few dozen frames. The
-    producer's exception is raised here; stopping early stops the producer (and closes `items`)."""
-    made: SimpleQueue[tuple[bool, object]] = SimpleQueue()
-    stop, done = threading.Event(), object()
-
-    def produce() -> None:
-        source = iter(items)
-        try:
-            for item in source:
-                if stop.is_set():
-                    break
-                made.put((True, item))
-            made.put((True, done))
-        except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread as it is)
-            made.put((False, exc))
-        finally:
-            if close := getattr(source, "close", None):
-                close()  # a generator over ffmpeg kills it
-
-    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = made.get()
-            if not ok:
-                raise item  # type: ignore[misc]
-            if item is done:
-                return
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join()
 
 
 @task(name="probe", task_run_name="probe input", cache_policy=NONE)

@@ -112,7 +112,7 @@ def test_read_ahead_makes_items_on_its_own_thread_and_hands_on_failures():
     import threading
     import time
 
-    from core.media import read_ahead
+    from core.read_ahead import read_ahead
 
     made: list[tuple[int, str]] = []
     closed = threading.Event()

@@ -19,8 +19,9 @@ import numpy as np
 from prefect import task
 
 from core.caching import resumable
-from core.media import iter_video_frames, read_ahead
+from core.media import iter_video_frames
 from core.models import release_freed_memory
+from core.read_ahead import read_ahead
 from core.schema import Band, MediaInfo
 from gpu.devices import GPU_CAPABLE_TAG
 from gpu.slot import gpu_slot
