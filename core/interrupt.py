@@ -22,10 +22,25 @@ from collections.abc import Iterator
 
 STOP = threading.Event()  # set by the first SIGINT/SIGTERM of a CLI run
 CHILD_GRACE_S = 1.0
+SIGNALLED_CHILD_WAIT_S = 2.0  # how long a child's death by SIGINT/SIGTERM waits for this process's handler
+# a child's exit status after SIGINT or SIGTERM: killed by it (ffmpeg still starting), or ffmpeg's own exit
+# once it caught one (255, measured on Debian's ffmpeg mid-decode)
+SIGNALLED_EXITS = frozenset({-signal.SIGINT, -signal.SIGTERM, 255})
 
 
 def stop_requested() -> bool:
     return STOP.is_set()
+
+
+def settle_signalled_child(returncode: int | None) -> None:
+    """Call before failing on a child (ffmpeg, ffprobe) that exited `returncode`: one stopped by SIGINT or
+    SIGTERM (SIGNALLED_EXITS) waits (<= 2 s) for this process's handler of the same signal. A terminal's
+    Ctrl-C reaches the whole process group at once, and the handler runs in the main thread between
+    bytecodes, so the stage's thread could see ffmpeg gone before STOP was set: its failure was then logged
+    and retried ("Retry 1/2 will start", once in a fresh-clone suite run). Once STOP is set the failure is
+    neither (is_transient). Outside a CLI nothing sets STOP: such a child's failure comes 2 s later."""
+    if returncode in SIGNALLED_EXITS:
+        STOP.wait(SIGNALLED_CHILD_WAIT_S)
 
 
 @contextlib.contextmanager

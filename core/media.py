@@ -22,6 +22,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from core.errors import MediaInputError, StageError, StageTimeout
+from core.interrupt import settle_signalled_child
 from core.outputs import full_disk_error
 from core.schema import MediaInfo
 
@@ -104,6 +105,7 @@ def run_media_command(
     except subprocess.TimeoutExpired as exc:
         raise StageTimeout(stage, subject, f"{Path(cmd[0]).name} timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
+        settle_signalled_child(proc.returncode)
         if full := full_disk_error(cmd[-1]):
             raise full
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
@@ -175,6 +177,7 @@ def _probe_once(p: Path, size: int, mtime_ns: int, inode: int, timeout: float) -
     except subprocess.TimeoutExpired as exc:
         raise MediaInputError(p, f"ffprobe timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
+        settle_signalled_child(proc.returncode)
         raise MediaInputError(
             p, f"not a readable media file ({ffmpeg_reason(proc.stderr, p) or 'ffprobe failed'})"
         )
@@ -363,6 +366,7 @@ def iter_video_frames(
             index += 1
         proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         reader.join()
+        settle_signalled_child(proc.returncode)
         if failed:
             raise failed[0]
         if proc.returncode != 0:
