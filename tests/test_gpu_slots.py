@@ -29,6 +29,7 @@ from gpu.health import collect_health, free_slots, publish_artifact, render_mark
 from gpu.leases import read_state
 from gpu.policy import GpuPolicy
 from gpu.slot import gpu_slot
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -443,15 +444,12 @@ def test_a_broker_killed_during_a_take_leaves_its_successor_word_of_it(host, pg_
     from gpu.protocol import StatusRequest
     from tests.pg_server import SERVER_PIDS
 
-    server, limit = SERVER_PIDS[pg_api], limit_name(0, host)
+    server, limit, log = SERVER_PIDS[pg_api], limit_name(0, host), broker_dir() / "broker.log"
     with gpu_slot("warm"):  # the broker is up and the limit exists before the server stops
         pass
     # the warm-up's lease back in Prefect, not only gone from the state file: the file is written after the
     # grant is sent, so it could still lack the lease, and the cut would get it while it idles (no take)
-    deadline = time.monotonic() + 10
-    while _limit(limit).active_slots and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _limit(limit).active_slots == 0, "the warm-up's lease was not given back"
+    wait_for("the warm-up's lease back in Prefect", lambda: _limit(limit).active_slots == 0, 10, log)
 
     def cut() -> None:
         with contextlib.suppress(GpuSlotError):
@@ -461,21 +459,17 @@ def test_a_broker_killed_during_a_take_leaves_its_successor_word_of_it(host, pg_
     os.killpg(server, signal.SIGSTOP)
     try:
         thread = _thread(cut)
-        deadline = time.monotonic() + 10
-        while read_state(broker_dir()).taking != {limit: 1} and time.monotonic() < deadline:
-            time.sleep(0.05)
-        taking = read_state(broker_dir()).taking
-        assert taking == {limit: 1}, (
-            f"no take on its way in the state file: {taking}",
-            _log_tail(broker_dir()),
+        wait_for(
+            "the take on its way in the state file",
+            lambda: read_state(log.parent).taking == {limit: 1},
+            10,
+            log,
         )
         _kill_broker()
     finally:
         os.killpg(server, signal.SIGCONT)
     thread.join(60)
     broker_request(StatusRequest(60.0), spawn=True, timeout=60)  # a successor, if the waiter started none
-    deadline, word = time.monotonic() + 30, f"died while taking 1 slot(s) of {limit}"
-    while word not in _log_tail(broker_dir()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert word in _log_tail(broker_dir()), _log_tail(broker_dir())
+    word = f"died while taking 1 slot(s) of {limit}"
+    wait_for(f"the successor's {word!r}", lambda: word in _log_tail(log.parent), 30, log)
     print(f"after the kill Prefect counts {_limit(limit).active_slots} slot(s) of {limit}")
