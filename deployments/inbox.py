@@ -38,6 +38,7 @@ from typing import BinaryIO
 
 from prefect import flow, get_run_logger
 
+from core.client_tls import share_client_tls_contexts
 from core.errors import MediaInputError, printable
 from core.media import probe_media
 from core.outputs import file_digest
@@ -404,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open-wait-seconds", type=float, default=60.0, help="most we wait for a close")
     parser.add_argument("--once", action="store_true", help="sweep once and exit")
     args = parser.parse_args(argv)
+    share_client_tls_contexts()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args.dir.mkdir(parents=True, exist_ok=True)

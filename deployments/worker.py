@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
+from core.client_tls import share_client_tls_contexts
+
 if TYPE_CHECKING:
     from uuid import UUID
 
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"fork each run from a template process with Prefect imported (default on; {ZYGOTE_ENV})",
     )
     args = parser.parse_args(argv)
+    share_client_tls_contexts()
     return asyncio.run(serve(args))
 
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.client_tls import share_client_tls_contexts
 from gpu.devices import host_devices, host_name, limit_name
 from gpu.leases import (
     OUTAGE_RETRY,
@@ -410,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The GPU broker of this host (started by gpu_slot()).")
     parser.add_argument("--run-dir", type=Path, required=True)
     args = parser.parse_args(argv)
+    share_client_tls_contexts()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s broker[{os.getpid()}] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     lock_fd = os.open(args.run_dir / "broker.lock", os.O_RDWR | os.O_CREAT, 0o600)

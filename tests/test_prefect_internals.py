@@ -406,3 +406,35 @@ def test_a_flow_runs_sigterm_bridge_is_the_handler_we_stand_in():
     assert engine._prefect_sigterm_handler is prefects
     with engine.capture_sigterm():
         assert signal.getsignal(signal.SIGTERM) is prefects
+
+
+# ------------------------------------------------------------- clients' TLS contexts (core/client_tls.py)
+def test_prefect_clients_build_their_verified_context_where_we_share_it(monkeypatch):
+    """Prefect builds each client's context with `ssl.create_default_context(cafile=...)` in the modules
+    core/client_tls.py names, looking `ssl` up at call time: shared, four clients of both kinds are one
+    context, still verifying; an insecure client (the setting Prefect reads) gets its own, and the shared
+    one keeps verifying after it."""
+    import importlib
+    import ssl
+
+    import certifi
+    from prefect.client.orchestration import PrefectClient, SyncPrefectClient
+    from prefect.settings import PREFECT_API_TLS_INSECURE_SKIP_VERIFY, temporary_settings
+
+    from core import client_tls
+
+    for name in client_tls.CLIENT_TLS_MODULES:
+        module = importlib.import_module(name)
+        monkeypatch.setattr(module, "ssl", ssl)  # as Prefect has it; put back as it was after the test
+        assert "ssl.create_default_context(cafile=cert_file)" in inspect.getsource(module), name
+    client_tls.share_client_tls_contexts()
+    client_tls._verified_context.cache_clear()
+    for client in (PrefectClient, SyncPrefectClient) * 2:
+        client("http://127.0.0.1:9/api")
+    shared = client_tls._verified_context.cache_info()
+    assert (shared.misses, shared.hits) == (1, 3), shared
+    with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
+        PrefectClient("http://127.0.0.1:9/api")
+    assert client_tls._verified_context.cache_info() == shared
+    context = client_tls.SharedVerifiedContexts.create_default_context(cafile=certifi.where())
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from core.client_tls import share_client_tls_contexts
 from deployments.web.app import WebSettings, create_app
 
 TOKEN_ENV = "YIVIDEO_WEB_TOKEN"
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         page=args.page_name,
     )
     import uvicorn
+
+    share_client_tls_contexts()
 
     print(f"upload page: http://{args.host}:{args.port}/  (data in {settings.data_dir})", flush=True)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
