@@ -96,6 +96,25 @@ def test_one_real_voice_is_one_speaker(media_dir, speaker, channel):
     assert diarization.speakers == ("SPEAKER_00",), diarization.turns
 
 
+@needs_real_speech
+def test_the_mel_spectrogram_is_resemblyzers_without_librosa(media_dir):
+    """The encoder's input, computed in numpy (stages/speech/engines/mel.py), is librosa's through
+    resemblyzer on real speech (a phone-band reader), within float32 rounding; lengths not a whole number
+    of frames included."""
+    import numpy as np
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    from stages.speech.audio import iter_audio_windows
+    from stages.speech.engines.mel import mel_spectrogram
+
+    wav = real.single_voice("3080", "phone", 30.0, media_dir / "realspeech")
+    ((_, samples),) = iter_audio_windows(wav, window=60.0)
+    for length in (len(samples), 16000 * 7 + 123, 399):
+        theirs, ours = wav_to_mel_spectrogram(samples[:length]), mel_spectrogram(samples[:length])
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        assert np.abs(ours - theirs).max() <= 1e-5 * theirs.max(), length
+
+
 @pytest.fixture(scope="module", params=sorted(CONVERSATIONS))
 def conversation(request, media_dir, tmp_path_factory):
     turns, voices = CONVERSATIONS[request.param]

@@ -22,6 +22,7 @@ from core.errors import ConfigError
 from core.schema import SpeakerTurn
 from stages.speech.audio import SAMPLE_RATE, iter_audio_windows
 from stages.speech.engines.base import AsrSettings, cpu_threads_of
+from stages.speech.engines.mel import mel_spectrogram
 from stages.speech.engines.speaker_clusters import (
     centroids_of,
     merge_alike,
@@ -153,25 +154,18 @@ class ResemblyzerDiarizer:
         self.device = "cpu" if settings.device in ("auto", "cpu") else settings.device
         self.encoder = VoiceEncoder(self.device, verbose=False)
         self.model_name = "resemblyzer GE2E (pretrained.pt)"
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """librosa compiles its mel filters (numba) on first use: part of loading, not of the first run."""
-        from resemblyzer.audio import wav_to_mel_spectrogram
-
-        wav_to_mel_spectrogram(np.zeros(SAMPLE_RATE, np.float32))
 
     def embed(self, wav: Path, settings: AsrSettings) -> list[EmbeddedWindow]:
         """Windows over every speech region of the WAV, read in bounded windows like transcription."""
         import torch
-        from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
+        from resemblyzer.audio import normalize_volume
 
         pieces: list[tuple[int, float, float, float, np.ndarray]] = []
         region = 0
         for offset, audio in iter_audio_windows(wav, window=settings.window_seconds):
             for start, end in speech_regions(audio):
                 samples = normalize_volume(audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)], -30)
-                mel = wav_to_mel_spectrogram(samples)
+                mel = mel_spectrogram(samples)  # resemblyzer's, without importing librosa (mel.py)
                 if len(mel) < WINDOW_FRAMES:  # a short region repeated (not padded with silence)
                     mel = np.resize(mel, (WINDOW_FRAMES, mel.shape[1]))
                 for centre, a, b in window_slices(start, end):
