@@ -1,10 +1,11 @@
 """The mel spectrogram resemblyzer's voice encoder was trained on, in numpy, without librosa.
 
-resemblyzer computes it with `librosa.feature.melspectrogram`, and importing `librosa.feature` imports
-numba and compiles its kernels: ~3 CPU s of the diarizer's ~4.3 s load in each process that loads it (a
-model service, a CLI run, a test worker), for a power STFT and a 40-band filterbank. These are librosa 0.11's
-definitions (centred frames padded with zeros, a periodic Hann window, Slaney's mel scale and area
-normalisation); tests/test_diarization.py holds them to librosa's output on real speech.
+resemblyzer computes it with `librosa.feature.melspectrogram`, and librosa's STFT module compiles numba
+kernels when imported: the diarizer's load took 3.6 CPU s in each process that loads it (a model service,
+a CLI run, a test worker) and ~20 s more the first time in a new environment (numba's cache is empty), for
+a power STFT and a 40-band filterbank; 1.7 s without it. These are librosa 0.11's definitions (centred
+frames padded with zeros, a periodic Hann window, Slaney's mel scale and area normalisation):
+tests/test_diarization.py holds them to librosa's filters and scipy's STFT on real speech.
 """
 
 from __future__ import annotations
