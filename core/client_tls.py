@@ -1,10 +1,11 @@
 """Prefect's API clients of a process share one verified TLS context per CA file.
 
 Prefect 3.8 builds a new `ssl.SSLContext` from certifi's bundle (or PREFECT_API_SSL_CERT_FILE) for every
-`PrefectClient` and `SyncPrefectClient` it makes, even for an http:// API that never uses it: ~24 ms of CPU
-each (parsing ~150 certificates; 0.3 ms without). A process makes one per flow run, per start of its events
-and logs workers and of its concurrency service, per web request that reads runs, per server version check:
-a profiled suite run (py-spy, every process) spent 121 CPU s there, more than anything but the OCR models.
+`PrefectClient` and `SyncPrefectClient` it makes, even for an http:// API that never uses it: 22-24 ms of
+CPU each (parsing ~150 certificates; 0.4 ms shared). A process makes one per flow run, per start of its
+events and logs workers and of its concurrency service, per web request that reads runs, per server version
+check: 2.4 a test in three flow test modules (counted), so ~1800 over a suite run's 766 tests (py-spy's
+121 s there overstated it: it counts threads waiting in native code as busy).
 One context per file, built on first use, serves them all; SSLContext is made to be shared. A context
 asked for without a CA file (Prefect's PREFECT_API_TLS_INSECURE_SKIP_VERIFY branch changes what it gets)
 is built anew each time, as before; a CA file edited on disk gets a new context (keyed by its mtime).

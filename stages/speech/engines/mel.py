@@ -65,4 +65,4 @@ def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
     count = 1 + (len(padded) - N_FFT) // HOP
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:count]
     power = np.abs(np.fft.rfft(frames * _window(), axis=1)).astype(np.float32) ** 2
-    return (power @ mel_filters().T).astype(np.float32)
+    return power @ mel_filters().T  # float32 by float32
