@@ -3,8 +3,9 @@ made in float32 (the same tensor, bit for bit)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -25,12 +26,11 @@ def detector_and_recogniser(with_recogniser: bool, **options):
         rapid.update_model_path(rapid.read_yaml(rapid.DEFAULT_CFG_PATH)), **options
     )
     ocr = rapid.RapidOCR.__new__(rapid.RapidOCR)
-    ocr.text_det = rapid.TextDetector(config["Det"])
+    cuda = bool(options.get("det_use_cuda") or options.get("rec_use_cuda"))
+    with contextlib.nullcontext() if cuda else _sessions_on_shared_arena():
+        ocr.text_det = rapid.TextDetector(config["Det"])
+        ocr.text_rec = rapid.TextRecognizer(config["Rec"]) if with_recogniser else None
     ocr.text_det.get_preprocess = _float32_preprocessing(ocr.text_det.get_preprocess)
-    _with_memory_arena(ocr.text_det.infer, config["Det"]["model_path"])
-    ocr.text_rec = rapid.TextRecognizer(config["Rec"]) if with_recogniser else None
-    if ocr.text_rec is not None:
-        _with_memory_arena(ocr.text_rec.session, config["Rec"]["model_path"])
     return ocr
 
 
@@ -38,24 +38,33 @@ _ARENA_LOCK = threading.Lock()
 _ARENA: list[bool] = []  # the process's shared onnxruntime CPU arena, registered once
 
 
-def _with_memory_arena(infer, model_path: str) -> None:  # noqa: ANN001 (rapidocr's OrtInferSession)
-    """The library's CPU session made again on onnxruntime's memory arena, one for the process, shared by
-    every OCR session (rapidocr turns the arena off: each run allocated and freed its tensors anew, page
-    faults included). Three engines reading real batches: 11.7 -> 9.8 CPU s, the same lines, peak RSS 874 ->
-    752 MB (an arena per session: 1870 MB). It keeps what it took, grown by powers of two: grown by what each
-    run asked, batches of other sizes fragmented it (the 60 s 720p bench's 2nd run: 1029 MB peak RSS, 723 by
-    powers of two, 643 without an arena). CUDA sessions are left alone.
+@contextlib.contextmanager
+def _sessions_on_shared_arena() -> Iterator[None]:
+    """rapidocr's CPU sessions built, while inside, on onnxruntime's memory arena, one for the process,
+    shared by every OCR session (rapidocr turns the arena off: each run allocated and freed its tensors
+    anew, page faults included). Three engines reading real batches: 11.7 -> 9.8 CPU s, the same lines,
+    peak RSS 874 -> 752 MB (an arena per session: 1870 MB). It keeps what it took, grown by powers of two:
+    grown by what each run asked, batches of other sizes fragmented it (the 60 s 720p bench's 2nd run: 1029
+    MB peak RSS, 723 by powers of two, 643 without an arena). CUDA sessions are left alone.
     The sessions plan no memory pattern: with one, the second run of an input shape allocated that plan's
     block (~260 MB for a 1300 x 1280 batch) beside the first run's chunks, free in the arena but cut to other
     sizes: the arena held both. Without it each run takes its tensors from the chunks the first one left
-    (a 300 s window of 720p footage read alone: peak RSS 788 -> 549 MiB, OCR 22.3-22.9 CPU s either way)."""
+    (a 300 s window of 720p footage read alone: peak RSS 788 -> 549 MiB, OCR 22.3-22.9 CPU s either way).
+    The options are the library's own with these three changed, given to the session it builds: building
+    its session and then ours cost ~90 ms of a ~200 ms load (tests/test_subtitle_stages.py holds it)."""
     import onnxruntime as ort
+    from rapidocr_onnxruntime.utils.infer_engine import OrtInferSession
 
-    session = infer.session
-    providers = session.get_providers()
-    if providers != ["CPUExecutionProvider"]:
-        return
-    with _ARENA_LOCK:
+    library = OrtInferSession.__dict__["_init_sess_opts"]
+
+    def on_the_arena(config: dict) -> ort.SessionOptions:
+        options = library.__func__(config)
+        options.enable_cpu_mem_arena = True
+        options.enable_mem_pattern = False
+        options.add_session_config_entry("session.use_env_allocators", "1")
+        return options
+
+    with _ARENA_LOCK:  # also keeps the swapped method to one load at a time
         if not _ARENA:
             cpu = ort.OrtMemoryInfo(
                 "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
@@ -63,12 +72,11 @@ def _with_memory_arena(infer, model_path: str) -> None:  # noqa: ANN001 (rapidoc
             by_powers_of_two = ort.OrtArenaCfg({"arena_extend_strategy": 0})
             ort.create_and_register_allocator(cpu, by_powers_of_two)
             _ARENA.append(True)
-    options = session.get_session_options()
-    options.enable_cpu_mem_arena = True
-    options.enable_mem_pattern = False
-    options.add_session_config_entry("session.use_env_allocators", "1")
-    cpu = session.get_provider_options().get("CPUExecutionProvider", {})
-    infer.session = ort.InferenceSession(model_path, sess_options=options, providers=[(providers[0], cpu)])
+        OrtInferSession._init_sess_opts = staticmethod(on_the_arena)
+        try:
+            yield
+        finally:
+            OrtInferSession._init_sess_opts = library
 
 
 def detect(detector, image: np.ndarray) -> np.ndarray | None:
