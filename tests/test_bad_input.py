@@ -292,11 +292,12 @@ def test_a_failed_preset_keeps_the_finished_renditions_in_a_manifest(
     # disk test below), each try an 8192 px veryslow encode on every core for its whole time limit (69 s)
     RunPolicy(stage_retries=0).save("no-stage-retries", overwrite=True)
     monkeypatch.setenv(POLICY_ENV, "no-stage-retries")
-    # a preset that cannot finish within the time limit (8192 px wide, veryslow), beside a quick thumbnail
+    # a preset that cannot finish within the time limit (8192 px wide, veryslow), beside a quick thumbnail;
+    # 6 s, not 15: the encode burns a core until the limit (11 CPU s at 15 s) and the thumbnail takes <1 s
     huge = {"width": 8192, "height": 8192, "upscale": True, "speed": "veryslow"}
     out, custom = tmp_path / "out", {"broken": SEED_PRESETS["mp4_standard"].model_copy(update=huge)}
     with pytest.raises(StageError, match="1 of 2 presets failed") as info:
-        transcode.transcode(str(bad["mute"]), ["thumbnail", "broken"], str(out), None, custom, 15.0)
+        transcode.transcode(str(bad["mute"]), ["thumbnail", "broken"], str(out), None, custom, 6.0)
     (manifest,) = out.rglob("manifest.json")
     written = json.loads(manifest.read_text(encoding="utf-8"))
     assert set(written["outputs"]) == {"thumbnail"} and set(written["failed"]) == {"broken"}
