@@ -570,10 +570,16 @@ def test_the_ocr_sessions_keep_their_memory_arena_and_read_as_the_librarys_own(m
     engine = RapidOcrEngine(OcrSettings(lang="en"))
     assert len(built) == 2, "the detector's and the recogniser's sessions, once each"
     assert not rapid_sessions.OrtInferSession._init_sess_opts({}).enable_cpu_mem_arena, "the library's again"
+    # a GPU slot's engine asks for CUDA; the onnxruntime we install has no CUDA provider: CPU sessions
+    on_gpu = RapidOcrEngine(OcrSettings(lang="en", device="cuda:0"))
+    assert on_gpu._ocr.text_det.infer.session.get_providers() == ["CPUExecutionProvider"]
+    for built_engine in (engine, on_gpu):
+        for session in (built_engine._ocr.text_det.infer.session, built_engine._ocr.text_rec.session.session):
+            options = session.get_session_options()
+            assert options.enable_cpu_mem_arena
+            assert options.get_session_config_entry("session.use_env_allocators") == "1"  # one arena for all
     for session in (engine._ocr.text_det.infer.session, engine._ocr.text_rec.session.session):
-        options = session.get_session_options()
-        assert options.enable_cpu_mem_arena and options.intra_op_num_threads == 1
-        assert options.get_session_config_entry("session.use_env_allocators") == "1"  # one arena for all
+        assert session.get_session_options().intra_op_num_threads == 1  # a CPU engine's one thread
     monkeypatch.setattr(ppocr, "_sessions_on_shared_arena", contextlib.nullcontext)
     library = RapidOcrEngine(OcrSettings(lang="en"))
     assert not library._ocr.text_det.infer.session.get_session_options().enable_cpu_mem_arena
