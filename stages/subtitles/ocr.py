@@ -29,7 +29,7 @@ from gpu.devices import GPU_CAPABLE_TAG
 from stages.subtitles.band import WHOLE_FRAME
 from stages.subtitles.languages import AUTO, DEFAULT, PP_OCRV4, Recogniser, language, spacing_of
 from stages.subtitles.lead import read_lead
-from stages.subtitles.ppocr import detect, detector_and_recogniser
+from stages.subtitles.ppocr import cuda_sessions, detect, detector_and_recogniser
 from stages.subtitles.rows import lines_to_rows
 
 DETECTIONS_KEPT = 64  # images whose text boxes an engine remembers (RapidOcrEngine._detect_quads): a
@@ -123,7 +123,9 @@ class RapidOcrEngine:
         from core.packaged_models import ocr_model_file
         from stages.subtitles.tesseract import TesseractReader
 
-        cuda = settings.device.startswith("cuda")
+        # CUDA sessions where onnxruntime can build them; else CPU ones (a GPU slot's too, on the onnxruntime
+        # we install), on the settings' threads and without rapidocr's warnings that CUDA was asked for
+        cuda = cuda_sessions(settings.device.startswith("cuda"))
         self.settings = settings
         self._detected: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._detected_lock = threading.Lock()

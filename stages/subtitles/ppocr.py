@@ -26,24 +26,22 @@ def detector_and_recogniser(with_recogniser: bool, **options):
         rapid.update_model_path(rapid.read_yaml(rapid.DEFAULT_CFG_PATH)), **options
     )
     ocr = rapid.RapidOCR.__new__(rapid.RapidOCR)
-    with contextlib.nullcontext() if _on_cuda(options) else _sessions_on_shared_arena():
+    asked = bool(options.get("det_use_cuda") or options.get("rec_use_cuda"))
+    with contextlib.nullcontext() if cuda_sessions(asked) else _sessions_on_shared_arena():
         ocr.text_det = rapid.TextDetector(config["Det"])
         ocr.text_rec = rapid.TextRecognizer(config["Rec"]) if with_recogniser else None
     ocr.text_det.get_preprocess = _float32_preprocessing(ocr.text_det.get_preprocess)
     return ocr
 
 
-def _on_cuda(options: dict) -> bool:
+def cuda_sessions(asked: bool) -> bool:
     """Whether the library will build CUDA sessions, by its own test (`OrtInferSession._check_cuda`): asked
     for, and an onnxruntime built for the GPU with the provider. A GPU slot asks for CUDA, but the
     `onnxruntime` package we install has none: rapidocr then builds CPU sessions, which belong on the arena
-    as any other."""
+    and on the CPU threads the settings give, as any other."""
     import onnxruntime as ort
 
-    asked = options.get("det_use_cuda") or options.get("rec_use_cuda")
-    return (
-        bool(asked) and ort.get_device() == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers()
-    )
+    return asked and ort.get_device() == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 _ARENA_LOCK = threading.Lock()
