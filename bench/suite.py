@@ -6,9 +6,10 @@ Runs `make test` (or the fast tier) here (`--fresh`: in a fresh `git clone` of t
 CI does) while a sampler reads /proc twice a second. Prints the result line, pytest's and make's wall
 time, the cores the machine kept busy, the CPU seconds of each kind of process (pytest workers, Prefect
 servers, flow-run processes, ffmpeg, Ray, PostgreSQL, the machine's own), and the longest tests from the
-JUnit report with each module's sum. Why the CPU: on CI's two cores the suite keeps both busy for most of
-its run, so its wall time is its CPU time over two, and a test that only waits costs nothing while others
-run.
+JUnit report with each module's sum, and the tests that cost the most CPU in their own pytest process
+(bench/plugins/cpu_per_test.py) with each module's sum. Why the CPU: on CI's two cores the suite keeps both
+busy for most of its run, so its wall time is its CPU time over two, and a test that only waits costs nothing
+while others run.
 """
 
 from __future__ import annotations
@@ -107,8 +108,12 @@ def _machine_jiffies() -> tuple[int, int]:
 def run_suite(checkout: Path, tier: str, workers: int, keep: Path) -> tuple[int, float, str]:
     """`make <tier>` in `checkout`: its exit status, wall seconds and standard output (pytest's report);
     both outputs and the JUnit report are kept in `keep` (a failure's evidence outlives a fresh clone)."""
-    junit = keep / "junit.xml"
-    env = {**os.environ, "PYTEST_ADDOPTS": f"{os.environ.get('PYTEST_ADDOPTS', '')} --junitxml={junit}"}
+    junit, per_test = keep / "junit.xml", keep / "test-cpu"
+    per_test.mkdir(exist_ok=True)
+    options = f"{os.environ.get('PYTEST_ADDOPTS', '')} --junitxml={junit} -p cpu_per_test"
+    plugins = [str(checkout / "bench" / "plugins"), os.environ.get("PYTHONPATH", "")]  # cpu_per_test.py
+    plugins = os.pathsep.join(filter(None, plugins))
+    env = {**os.environ, "PYTEST_ADDOPTS": options, "PYTHONPATH": plugins, "SUITE_CPU_DIR": str(per_test)}
     started = time.monotonic()
     command = ["make", tier, f"TEST_WORKERS={workers}"]
     done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
@@ -145,6 +150,25 @@ def report_tests(junit: Path, top: int) -> None:
         print(f"  {seconds:7.1f}  {name}")
 
 
+def report_test_cpu(folder: Path, top: int) -> None:
+    """The tests that cost the most CPU in their pytest process (bench/plugins/cpu_per_test.py)."""
+    cases = []
+    for tsv in folder.glob("*.tsv"):
+        for line in tsv.read_text().splitlines():
+            name, cpu, wall = line.rsplit("\t", 2)
+            cases.append((float(cpu), float(wall), name.removeprefix("tests/").replace(".py::", "::")))
+    cases.sort(reverse=True)
+    print(f"\nmost CPU in their own pytest process, {top} tests (CPU s, wall s; not their child processes):")
+    for cpu, wall, name in cases[:top]:
+        print(f"  {cpu:7.1f}  {wall:7.1f}  {name}")
+    modules: collections.Counter = collections.Counter()
+    for cpu, _, name in cases:
+        modules[name.split("::")[0]] += cpu
+    print(f"\nper module (CPU s in the pytest processes, {sum(modules.values()):.0f} in all):")
+    for name, seconds in modules.most_common(15):
+        print(f"  {seconds:7.1f}  {name}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fresh", action="store_true", help="in a fresh clone of HEAD, as CI runs it")
@@ -174,6 +198,7 @@ def main() -> int:
         sampler.write_processes(keep / "processes.tsv")
         if (keep / "junit.xml").exists():
             report_tests(keep / "junit.xml", args.top)
+        report_test_cpu(keep / "test-cpu", args.top)
         if status != 0:  # pytest's failures and its short summary
             print("\n" + "\n".join(output.splitlines()[-80:]))
         print(f"\nmake's output, the JUnit report and each process's CPU (processes.tsv): {keep}")
