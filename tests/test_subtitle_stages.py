@@ -552,7 +552,7 @@ def test_the_ocr_sessions_keep_their_memory_arena_and_read_as_the_librarys_own(m
     library and again by us (~90 ms of a ~200 ms load), and the library's own options are left as found.
     A GPU slot's engine where onnxruntime has no CUDA gets the same CPU sessions: it had onnxruntime's
     default threads (all cores, spinning: 1.8x the CPU of one thread beside two busy processes) and rapidocr
-    logged 8 lines of advice on installing onnxruntime-gpu at each load."""
+    logged 16 records of advice on installing onnxruntime-gpu at each load (8 a session, printed twice)."""
     import contextlib
 
     import onnxruntime as ort
