@@ -26,8 +26,8 @@ def detector_and_recogniser(with_recogniser: bool, **options):
         rapid.update_model_path(rapid.read_yaml(rapid.DEFAULT_CFG_PATH)), **options
     )
     ocr = rapid.RapidOCR.__new__(rapid.RapidOCR)
-    asked = bool(options.get("det_use_cuda") or options.get("rec_use_cuda"))
-    with contextlib.nullcontext() if cuda_sessions(asked) else _sessions_on_shared_arena():
+    cuda = bool(options.get("det_use_cuda") or options.get("rec_use_cuda"))  # asked where cuda_sessions holds
+    with contextlib.nullcontext() if cuda else _sessions_on_shared_arena():
         ocr.text_det = rapid.TextDetector(config["Det"])
         ocr.text_rec = rapid.TextRecognizer(config["Rec"]) if with_recogniser else None
     ocr.text_det.get_preprocess = _float32_preprocessing(ocr.text_det.get_preprocess)
