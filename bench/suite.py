@@ -134,20 +134,12 @@ def report_cpu(sampler: Sampler) -> None:
 
 
 def report_tests(junit: Path, top: int) -> None:
-    cases = [
-        (float(case.get("time", 0)), f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}")
-        for case in ET.parse(junit).getroot().iter("testcase")
-    ]
-    cases.sort(reverse=True)
-    print(f"\nlongest {top} tests (s, setup + call + teardown):")
-    for seconds, name in cases[:top]:
-        print(f"  {seconds:7.1f}  {name}")
-    modules: collections.Counter = collections.Counter()
-    for seconds, name in cases:
-        modules[name.split("::")[0]] += seconds
-    print("\nper module (s, summed over its tests):")
-    for name, seconds in modules.most_common(15):
-        print(f"  {seconds:7.1f}  {name}")
+    cases = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        cases.append((float(case.get("time", 0)), "", f"{module}::{case.get('name')}"))
+    title = "longest {top} tests (s, setup + call + teardown)"
+    _report_ranked(cases, top, title, "per module (s, summed over its tests)")
 
 
 def report_test_cpu(folder: Path, top: int) -> None:
@@ -156,15 +148,22 @@ def report_test_cpu(folder: Path, top: int) -> None:
     for tsv in folder.glob("*.tsv"):
         for line in tsv.read_text().splitlines():
             name, cpu, wall = line.rsplit("\t", 2)
-            cases.append((float(cpu), float(wall), name.removeprefix("tests/").replace(".py::", "::")))
+            name = name.removeprefix("tests/").replace(".py::", "::")
+            cases.append((float(cpu), f"  {float(wall):7.1f}", name))
+    title = "most CPU in their own pytest process, {top} tests (CPU s, wall s; not their child processes)"
+    _report_ranked(cases, top, title, "per module (CPU s in the pytest processes, {total:.0f} in all)")
+
+
+def _report_ranked(cases: list[tuple[float, str, str]], top: int, title: str, per_module: str) -> None:
+    """The `top` cases (seconds, more columns, module::test) by seconds, then the 15 modules by their sum."""
     cases.sort(reverse=True)
-    print(f"\nmost CPU in their own pytest process, {top} tests (CPU s, wall s; not their child processes):")
-    for cpu, wall, name in cases[:top]:
-        print(f"  {cpu:7.1f}  {wall:7.1f}  {name}")
+    print(f"\n{title.format(top=top)}:")
+    for seconds, columns, name in cases[:top]:
+        print(f"  {seconds:7.1f}{columns}  {name}")
     modules: collections.Counter = collections.Counter()
-    for cpu, _, name in cases:
-        modules[name.split("::")[0]] += cpu
-    print(f"\nper module (CPU s in the pytest processes, {sum(modules.values()):.0f} in all):")
+    for seconds, _, name in cases:
+        modules[name.split("::")[0]] += seconds
+    print(f"\n{per_module.format(total=sum(modules.values()))}:")
     for name, seconds in modules.most_common(15):
         print(f"  {seconds:7.1f}  {name}")
 
