@@ -6,6 +6,7 @@
     .venv/bin/python bench/ocr_languages.py --flow --langs ka,hy  # also scripts no model reads: the refusal
     .venv/bin/python bench/ocr_languages.py --models        # load time and resident memory per model
     .venv/bin/python bench/ocr_languages.py --lines         # the language of one line (2-3 frames) at a time
+    .venv/bin/python bench/ocr_languages.py --cuts          # frames cut below 0-70%: the same verdict?
 
 Candidates per case: PP-OCRv4 (rapidocr-onnxruntime), PP-OCRv6 small (rapidocr 3.10's wheel) and
 Tesseract with the case's Debian language pack, all on the rows PP-OCRv4's detector finds in frames taken
@@ -247,6 +248,34 @@ def run_lines(cases, media: Path) -> None:
     print("all:", dict(Counter(tag for (_, tag) in tally.elements())))
 
 
+CUTS = (0.0, 0.3, 0.5, 0.6, 0.7)  # shares of the frame's top left out: the band's crop moves rows by pixels
+
+
+def run_cuts(cases, media: Path) -> None:
+    """The language stage on the rows of each case's first four lines (12 frames, 0.2/0.5/0.8 of each time
+    on screen, as test_ocr_languages' stage tests take them), the frames whole and cut below each share of
+    CUTS: a verdict (the language read, refused, in doubt) that moves with the cut is what a user's framing
+    could move too. Prints each choice, then each case's verdicts and the CPU s of the rows and the choice."""
+    from samples.footage import render_case
+    from samples.frames import frames_at
+    from stages.subtitles.ocr import OcrSettings
+    from stages.subtitles.script import choose_language, subtitle_rows
+
+    settings = OcrSettings(lang="auto")
+    for item in cases:
+        frames = frames_at(render_case(item.case, media), item.case.events[:4], (0.2, 0.5, 0.8))
+        verdicts = []
+        for top in CUTS:
+            start = time.process_time()
+            rows = subtitle_rows([frame[round(top * frame.shape[0]) :] for frame in frames], settings)
+            choice = choose_language(rows, settings)
+            tag = choice.lang if choice.supported else "refused"
+            tag = f"doubt:{tag}" if choice.doubt else tag
+            verdicts.append(f"{top:.1f}:{tag} ({time.process_time() - start:.1f} s)")
+            print(f"  {item.lang} cut {top:.1f}: {len(rows)} rows, {tag}: {choice.reason[:110]}", flush=True)
+        print(f"{item.lang:<3} {'reads' if item.supported else 'none':<5} " + "  ".join(verdicts), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -256,6 +285,7 @@ def main() -> None:
     parser.add_argument("--flow", action="store_true")
     parser.add_argument("--models", action="store_true", help="load time and memory of each model alone")
     parser.add_argument("--lines", action="store_true", help="the language of one line at a time")
+    parser.add_argument("--cuts", action="store_true", help="the language of frames cut below 0-70%%")
     parser.add_argument("--child", nargs="+")
     args = parser.parse_args()
     media = Path(args.media)
@@ -278,14 +308,18 @@ def main() -> None:
     from samples.footage_languages import LANGUAGE_CASES, UNSUPPORTED_CASES
     from stages.subtitles.languages import language
 
-    known = LANGUAGE_CASES + (UNSUPPORTED_CASES if args.flow else ())  # scripts no model reads: the flow's
-    cases = [c for c in known if not args.langs or c.lang in args.langs.split(",")]  # refusal, no candidates
+    refusals = UNSUPPORTED_CASES if args.flow or args.cuts else ()  # scripts no model reads: the flow's
+    known = LANGUAGE_CASES + refusals  # refusal, the stage's verdict; no candidates to measure
+    cases = [c for c in known if not args.langs or c.lang in args.langs.split(",")]
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if args.models:
         print_models(media)
         return
     if args.lines:
         run_lines(cases, media)
+        return
+    if args.cuts:
+        run_cuts(cases, media)
         return
     if args.flow:
         from prefect.testing.utilities import prefect_test_harness
