@@ -219,6 +219,12 @@ def run_flow(cases, media: Path) -> None:
             print(f"{item.case.name:<20} {time.perf_counter() - start:5.1f}s  {line}", flush=True)
 
 
+def verdict(choice) -> str:
+    """A language choice in one word: "refused", "doubt" (read by the default reader, the reason says so) or
+    the language it reads."""
+    return "refused" if not choice.supported else "doubt" if choice.doubt else choice.lang
+
+
 def run_lines(cases, media: Path) -> None:
     """The language stage on one line at a time, as a short clip gives it: each of a case's first four lines
     in two frames (0.2, 0.8 of its time) and in three (0.25, 0.5, 0.75); every choice that is not the case's
@@ -238,7 +244,7 @@ def run_lines(cases, media: Path) -> None:
             for shares in ((0.2, 0.8), (0.25, 0.5, 0.75)):
                 rows = subtitle_rows(frames_at(video, [event], shares), settings)
                 choice = choose_language(rows, settings)
-                tag = "refused" if not choice.supported else "doubt" if choice.doubt else choice.lang
+                tag = verdict(choice)
                 own = tag == item.lang or (tag == "latin" and language(item.lang).recogniser == latin)
                 tally[item.lang, "own" if own else tag] += 1  # fr, es, de: "latin" names their reading
                 if not own:
@@ -269,8 +275,7 @@ def run_cuts(cases, media: Path) -> None:
             start = time.process_time()
             rows = subtitle_rows([frame[round(top * frame.shape[0]) :] for frame in frames], settings)
             choice = choose_language(rows, settings)
-            tag = choice.lang if choice.supported else "refused"
-            tag = f"doubt:{tag}" if choice.doubt else tag
+            tag = verdict(choice)
             verdicts.append(f"{top:.1f}:{tag} ({time.process_time() - start:.1f} s)")
             print(f"  {item.lang} cut {top:.1f}: {len(rows)} rows, {tag}: {choice.reason[:110]}", flush=True)
         print(f"{item.lang:<3} {'reads' if item.supported else 'none':<5} " + "  ".join(verdicts), flush=True)
