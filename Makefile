@@ -65,7 +65,7 @@ FAST_TESTS := tests/test_gpu_scheduler.py tests/test_subtitle_stages.py tests/te
 	tests/test_cues.py tests/test_models.py tests/test_lease_index.py tests/test_runtime.py tests/test_transcode.py \
 	tests/test_enhance_block.py tests/test_enhance.py tests/test_blocks.py tests/test_block_forms.py \
 	tests/test_web_app.py tests/test_ui_surface.py tests/test_structure.py tests/test_prefect_internals.py \
-	tests/test_prefect_yaml.py tests/test_media_cache.py
+	tests/test_prefect_yaml.py tests/test_media_cache.py tests/test_interrupt.py
 
 test-fast: setup
 	$(BIN)/ruff check .

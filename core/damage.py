@@ -26,7 +26,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from core.cli import EXIT_OK, EXIT_PARTIAL
-from core.errors import StageTimeout, printable
+from core.errors import StageError, StageTimeout, printable
+from core.interrupt import stop_requested
 from core.media import FRAME_LINES, Streams, require_tool
 from core.schema import DecodeDamage, MediaInfo
 
@@ -65,6 +66,9 @@ def scan_decode_errors(
         proc.wait()
     if expired.is_set():
         raise StageTimeout("decode-check", info.path, f"ffmpeg decode timed out after {limit:.0f} s")
+    # ffmpeg's exit status is not judged (damage is what it reports), but a check the user cut short fails
+    if stop_requested():
+        raise StageError("decode-check", info.path, "stopped by the user: the decode check was cut short")
     return damage
 
 

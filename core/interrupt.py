@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 STOP = threading.Event()  # set by the first SIGINT/SIGTERM of a CLI run
@@ -41,6 +42,16 @@ def settle_signalled_child(returncode: int | None) -> None:
     neither (is_transient). Outside a CLI nothing sets STOP: such a child's failure comes 2 s later."""
     if returncode in SIGNALLED_EXITS:
         STOP.wait(SIGNALLED_CHILD_WAIT_S)
+
+
+def child_failed(returncode: int | None) -> bool:
+    """Whether a child's end (ffmpeg's) fails its stage: a nonzero exit, once a signalled one waited for this
+    process's handler (above), or any end once the user stopped the run: what it wrote may be cut short
+    whatever its status says, and a stage that returned it would be cached as finished."""
+    if returncode != 0:
+        settle_signalled_child(returncode)
+        return True
+    return STOP.is_set()
 
 
 @contextlib.contextmanager
@@ -82,7 +93,12 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def end_children(grace: float = CHILD_GRACE_S) -> None:
     """Terminate then kill this process's children (ffmpeg and the like), not those in another session
-    (the shared local Prefect server this process may have started)."""
+    (the shared local Prefect server this process may have started).
+
+    It waits for them without reaping them: the thread that started a child reads its exit status. psutil's
+    wait_procs reaped them, and a stage thread's `Popen.wait` then got ECHILD, which subprocess reports as
+    exit 0: a decode cut short by Ctrl-C counted as a finished one, was cached, and the re-run read "no
+    subtitles found" (a fresh-clone suite run on the real drama …6392)."""
     import psutil
 
     own_session = os.getsid(0)
@@ -98,10 +114,22 @@ def end_children(grace: float = CHILD_GRACE_S) -> None:
     for child in ours:
         with contextlib.suppress(psutil.Error):
             child.terminate()
-    _, alive = psutil.wait_procs(ours, timeout=grace)
+    deadline = time.monotonic() + grace
+    while (alive := [child for child in ours if _running(child)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
     for child in alive:
         with contextlib.suppress(psutil.Error):
             child.kill()
+
+
+def _running(child) -> bool:
+    """Still running: neither gone nor a zombie (dead, its exit status kept for whoever started it)."""
+    import psutil
+
+    try:
+        return child.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def send_queued_records(seconds: float) -> None:

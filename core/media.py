@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from core.errors import MediaInputError, StageError, StageTimeout
-from core.interrupt import settle_signalled_child
+from core.interrupt import child_failed, settle_signalled_child
 from core.outputs import full_disk_error
 from core.schema import MediaInfo
 
@@ -104,8 +104,7 @@ def run_media_command(
         proc = subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise StageTimeout(stage, subject, f"{Path(cmd[0]).name} timed out after {timeout:.0f} s") from exc
-    if proc.returncode != 0:
-        settle_signalled_child(proc.returncode)
+    if child_failed(proc.returncode):
         if full := full_disk_error(cmd[-1]):
             raise full
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
@@ -366,10 +365,10 @@ def iter_video_frames(
             index += 1
         proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         reader.join()
-        settle_signalled_child(proc.returncode)
+        broken = child_failed(proc.returncode)
         if failed:
             raise failed[0]
-        if proc.returncode != 0:
+        if broken:
             raise StageError(stage, path, f"ffmpeg decode failed: {' | '.join(said) or proc.returncode}")
     finally:
         if proc.poll() is None:

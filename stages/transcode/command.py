@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.environment import check_environment
 from core.errors import StageError, StageTimeout
-from core.interrupt import settle_signalled_child
+from core.interrupt import child_failed
 from core.media import require_tool
 from core.outputs import full_disk_error
 from stages.transcode.geometry import plan_geometry, thumbnail_time
@@ -179,8 +179,7 @@ def run_ffmpeg(
                 proc.stdout.close()
         if timed_out.is_set():
             raise StageTimeout(STAGE, subject, f"ffmpeg timed out after {timeout:.0f} s")
-        if proc.returncode != 0:
-            settle_signalled_child(proc.returncode)
+        if child_failed(proc.returncode):
             if full := full_disk_error(cmd[-1]):
                 raise full
             stderr.seek(0)
