@@ -54,6 +54,15 @@ def child_failed(returncode: int | None) -> bool:
     return STOP.is_set()
 
 
+def child_failure(program: str, returncode: int | None, said: str) -> str:
+    """What a stage whose child failed (`child_failed`) says: its exit status and last words, or, once the
+    user stopped the run, that they did: the Prefect UI showed "ffmpeg exited 0" for a decode cut short by
+    Ctrl-C, and ffmpeg's words then are the signal's ("Immediate exit requested")."""
+    if STOP.is_set():
+        return f"stopped by the user ({program} ended with exit status {returncode})"
+    return f"{program} exited {returncode}: {said}"
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGINT and SIGTERM stop the run as described above (main thread only; else nothing changes)."""

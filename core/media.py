@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from core.errors import MediaInputError, StageError, StageTimeout
-from core.interrupt import child_failed, settle_signalled_child
+from core.interrupt import child_failed, child_failure, settle_signalled_child
 from core.outputs import full_disk_error
 from core.schema import MediaInfo
 
@@ -108,7 +108,7 @@ def run_media_command(
         if full := full_disk_error(cmd[-1]):
             raise full
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
-        raise StageError(stage, subject, f"{Path(cmd[0]).name} exited {proc.returncode}: {' | '.join(tail)}")
+        raise StageError(stage, subject, child_failure(Path(cmd[0]).name, proc.returncode, " | ".join(tail)))
     return proc
 
 
@@ -369,7 +369,7 @@ def iter_video_frames(
         if failed:
             raise failed[0]
         if broken:
-            raise StageError(stage, path, f"ffmpeg decode failed: {' | '.join(said) or proc.returncode}")
+            raise StageError(stage, path, child_failure("ffmpeg decode", proc.returncode, " | ".join(said)))
     finally:
         if proc.poll() is None:
             proc.kill()

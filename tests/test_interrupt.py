@@ -18,7 +18,7 @@ import pytest
 
 from core.errors import StageError, is_transient
 from core.interrupt import STOP
-from core.media import iter_video_frames, require_tool
+from core.media import iter_video_frames, require_tool, run_media_command
 from samples.clips import make_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +50,7 @@ def test_an_ffmpeg_stopped_by_the_users_signal_fails_its_stage_only_once_the_cli
                 pass
         assert STOP.is_set(), "the stage failed before the CLI's handler stopped the run"
         assert not is_transient(failed.value), failed.value
+        assert "stopped by the user" in str(failed.value), failed.value
     finally:
         late_handler.join()
         STOP.clear()
@@ -92,5 +93,20 @@ def test_a_decode_that_ends_after_the_stop_fails_whatever_ffmpeg_exits(tmp_path)
             for _ in frames:
                 pass
         assert not is_transient(failed.value), failed.value
+        assert "stopped by the user (ffmpeg decode ended with exit status 0)" in str(failed.value)
+    finally:
+        STOP.clear()
+
+
+def test_a_command_that_ends_after_the_stop_says_the_user_stopped_it(tmp_path):
+    """An ffmpeg command (run_media_command: audio extraction, probes' helpers) that exits 0 after STOP
+    fails as the decode does, and says why: Prefect's UI showed "ffmpeg exited 0: ..." for it."""
+    video = make_clip(tmp_path / "clip.mp4", duration=1.0, audio=False)
+    command = [require_tool("ffmpeg"), "-v", "error", "-i", str(video), "-f", "null", "-"]
+    assert run_media_command(command, timeout=60, stage="audio", subject=video).returncode == 0
+    STOP.set()
+    try:
+        with pytest.raises(StageError, match=r"stopped by the user \(ffmpeg ended with exit status 0\)"):
+            run_media_command(command, timeout=60, stage="audio", subject=video)
     finally:
         STOP.clear()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.environment import check_environment
 from core.errors import StageError, StageTimeout
-from core.interrupt import child_failed
+from core.interrupt import child_failed, child_failure
 from core.media import require_tool
 from core.outputs import full_disk_error
 from stages.transcode.geometry import plan_geometry, thumbnail_time
@@ -184,4 +184,4 @@ def run_ffmpeg(
                 raise full
             stderr.seek(0)
             tail = stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:]
-            raise StageError(STAGE, subject, f"ffmpeg exited {proc.returncode}: {' | '.join(tail)}")
+            raise StageError(STAGE, subject, child_failure("ffmpeg", proc.returncode, " | ".join(tail)))
