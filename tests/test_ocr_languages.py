@@ -248,6 +248,18 @@ def test_armenian_rows_the_thai_reader_reads_at_0_8_are_not_read_as_thai(languag
     _assert_refused_by_name(str(choice.refuse("video.mp4")), None)
 
 
+@pytest.mark.slow
+def test_tamil_rows_cut_below_60_percent_are_refused_not_read_in_doubt(language_runs):
+    """The Tamil case's rows from frames cut below their top 60% (bench/ocr_languages.py --cuts): the probe
+    reads 6 of the 12 rows as nothing, 3 as "?", 2 as stray Latin letters ("GTMT母GSLCLIT"), and OSD says Han
+    upside down. Read in doubt as ch before (junk with a warning), the stray letters counted against all 12
+    rows (4 needed); now against the rows the probe reads (2 of 6, STRAY_ROWS), refused as at 50% and 70%."""
+    choice, rows = _choice(language_runs, "ta", 4, (0.2, 0.5, 0.8), top=0.6)
+    assert rows == 12, rows
+    assert not choice.supported, choice.reason
+    _assert_refused_by_name(str(choice.refuse("video.mp4")), None)
+
+
 def _assert_refused_by_name(message: str, named: str | None) -> None:
     """One line saying no installed model reads the subtitles, naming `named` and no other script."""
     said = {name for name in OSD_SCRIPTS if f"{name} " in message or f"({name})" in message}

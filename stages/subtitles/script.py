@@ -21,12 +21,11 @@ Tesseract reader, none read as ja (7 before). That same evidence, not OSD's word
 Hebrew, Greek and Thai readers (ON_EVIDENCE): unclear clips never load them. Hindi, Hebrew, Greek and Thai are
 read (tesseract-ocr-hin, -heb, -ell, -tha); a script whose pack is missing is refused and named. Look-alike
 glyphs in half the rows that no reader reads and the probe reads weakly (below LATIN_READ) are refused too,
-where OSD names nothing right (Georgian, Armenian, Khmer), and rows in doubt in which the probe reads stray
-ASCII letters (lettered_rows: Ethiopic, Sinhala, Lao, Telugu and Tamil were read as ch junk). A refusal
-names a script no language has only where OSD says it twice (the stacked page and the rows: Bengali, whose
-headlines are its evidence, as Devanagari's). Before such rows are refused or read in doubt, the Thai reader
-is tried last (LATIN_LOOK_ALIKES): one Thai line's rows, read "abansu", were called Latin, Hebrew or
-Cyrillic by OSD.
+where OSD names nothing right (Georgian, Armenian, Khmer), and rows in doubt with stray ASCII letters in a
+third of what the probe reads (lettered_rows: Ethiopic, Sinhala, Lao, Telugu, Tamil were read as ch junk).
+A refusal names a script no language has only where OSD says it twice (the stacked page and the rows:
+Bengali's headlines are its evidence, as Devanagari's). Before such rows are refused or read in doubt, the
+Thai reader is tried last (LATIN_LOOK_ALIKES): one Thai line ("abansu") OSD called Latin, Hebrew, Cyrillic.
 
 A video in one language loads one recogniser (issue 22): each Tesseract reader is tried as the language's
 resident OCR engine, which then reads the video; OSD's script picks the first one tried; Vietnamese's only
@@ -52,6 +51,7 @@ from stages.subtitles.ocr import OcrSettings, load_ocr_engine, ocr_model_key
 from stages.subtitles.rows import lines_to_rows
 from stages.subtitles.script_text import (
     SCRIPT_RANGES,
+    STRAY_ROWS,
     VIET,
     VIET_HINT,
     cyrillic_language,
@@ -190,9 +190,9 @@ def choose_language(rows: list[np.ndarray], settings: OcrSettings) -> ScriptChoi
     if choice.doubt and score < LATIN_READ and look_alike_rows(texts) >= need:  # Armenian, Khmer: no reader
         why = f"look-alike glyphs in {look_alike_rows(texts)} of {len(rows)} rows, read at {score:.2f}"
         choice = ScriptChoice(DEFAULT, None, False, f"{UNREADABLE} ({why}, by no reader at {AGREES})")
-    stray = lettered_rows(texts)  # unknown glyphs read as letters (Ethiopic, Sinhala, Lao, Telugu)
-    if choice.doubt and score < LATIN_READ and stray >= max(MIN_ROWS, len(rows) / 3):
-        why = f"PP-OCRv6 reads stray ASCII letters in {stray} of {len(rows)} rows at {score:.2f}"
+    stray, read = lettered_rows(texts), sum(bool(t.strip()) for t in texts)  # unknown glyphs as letters:
+    if choice.doubt and score < LATIN_READ and stray >= max(STRAY_ROWS, read / 3):  # Ethiopic, Lao
+        why = f"PP-OCRv6 reads stray ASCII letters in {stray} of the {read} rows it reads at {score:.2f}"
         choice = ScriptChoice(DEFAULT, None, False, f"{_unreadable(choice.script)} ({why})")
     _unload_tried(settings, choice.lang, resident)
     return choice

@@ -69,6 +69,10 @@ def look_alike_rows(texts: list[str]) -> int:
     return sum(len(_GLYPH.findall(text)) >= 2 and han_share(text) < 0.5 for text in texts)
 
 
+STRAY_ROWS = 2  # rows with stray letters a refusal needs (and a third of the rows read): none of the 184
+# damaged real Chinese row sets (samples/damaged_rows.py) had 2; a Tamil cut had 2 of the 6 rows read (of 12)
+
+
 def lettered_rows(texts: list[str]) -> int:
     """Rows in which the probe read a Latin letter. A script it does not know comes out as stray letters
     ("M入P①鸟河T" for Amharic, "GOO UGAU" for Sinhala, "yseg" for Telugu, 3-7 rows of 5-11); of the 148
