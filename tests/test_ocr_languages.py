@@ -251,9 +251,10 @@ def test_armenian_rows_the_thai_reader_reads_at_0_8_are_not_read_as_thai(languag
 @pytest.mark.slow
 def test_tamil_rows_cut_below_60_percent_are_refused_not_read_in_doubt(language_runs):
     """The Tamil case's rows from frames cut below their top 60% (bench/ocr_languages.py --cuts): the probe
-    reads 6 of the 12 rows as nothing, 3 as "?", 2 as stray Latin letters ("GTMT母GSLCLIT"), and OSD says Han
-    upside down. Read in doubt as ch before (junk with a warning), the stray letters counted against all 12
-    rows (4 needed); now against the rows the probe reads (2 of 6, STRAY_ROWS), refused as at 50% and 70%."""
+    reads 6 of the 12 rows as nothing, 3 as "?", one as "66", 2 as stray Latin letters ("GTMT母GSLCLIT"), and
+    OSD says Han upside down. Read in doubt as ch before (junk with a warning), the stray letters counted
+    against all 12 rows (4 needed); now against the rows the probe reads (2 of 6, STRAY_ROWS), refused as at
+    50% and 70%."""
     choice, rows = _choice(language_runs, "ta", 4, (0.2, 0.5, 0.8), top=0.6)
     assert rows == 12, rows
     assert not choice.supported, choice.reason
