@@ -69,6 +69,15 @@ class ConfigError(YiVideoError, ValueError):
     """A configuration value (engine, preset, stage name, model path) is unknown or unusable."""
 
 
+class MissingModelFile(ConfigError):
+    """A model file that must be on disk is not (nothing is ever downloaded): `path` is the file looked for,
+    so a caller names it without reading the message."""
+
+    def __init__(self, what: str, path: Path, hint: str = "") -> None:
+        self.what, self.path = what, path
+        super().__init__(f"{what} not found: looked for {path}{hint}")
+
+
 # Errors from outside this package that may pass on a retry: a dropped connection or a timeout (the Prefect
 # API or a database restarting). httpx's transport errors (Prefect's client) are added where httpx imports.
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)

@@ -168,6 +168,22 @@ def test_gfpgan_missing_weights_name_the_file(tmp_path, monkeypatch):
     assert not (tmp_path / "o.png").exists()
 
 
+def test_the_upload_page_names_the_missing_gfpgan_weight_file(tmp_path, monkeypatch):
+    """The page's engine list says which weight file is missing, by the error's path: it took the message's
+    tail before and said "its weights are missing (GFPGANv1.4.pth (download it there or set its path))"."""
+    from deployments.web.choices import weights_missing
+
+    monkeypatch.setenv("YIVIDEO_MODEL_DIR", str(tmp_path / "models"))
+    assert weights_missing(EnhanceSettings(engine="gfpgan")) == "its weights are missing (GFPGANv1.4.pth)"
+    weights = tmp_path / "GFPGANv1.4.pth"
+    weights.write_bytes(b"x")
+    settings = EnhanceSettings(engine="gfpgan", gfpgan_weights=str(weights), face_model_dir=str(tmp_path))
+    assert weights_missing(settings) == "its weights are missing (detection_Resnet50_Final.pth)"
+    for name in ("detection_Resnet50_Final.pth", "parsing_parsenet.pth"):
+        (tmp_path / name).write_bytes(b"x")
+    assert weights_missing(settings) == ""
+
+
 def test_batch_plan_zip_and_manifest(tmp_path):
     a = make_face_image(tmp_path / "x" / "face.jpg", (40, 30), seed=1)
     b = make_face_image(tmp_path / "y" / "face.jpg", (40, 30), seed=2)  # same stem, different folder

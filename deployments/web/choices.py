@@ -10,13 +10,15 @@ from __future__ import annotations
 import mimetypes
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from stages.subtitles.languages import AUTO
 from stages.subtitles.languages import LANGUAGES as SUBTITLE_LANGUAGES
+
+if TYPE_CHECKING:
+    from stages.enhance.settings import EnhanceSettings
 
 JOBS: dict[str, tuple[str, set[str], str]] = {  # job -> (label, kinds it takes, what it makes)
     "subtitles": ("burned-in subtitles", {"video"}, "reads the text burned into the picture: SRT, TXT, JSON"),
@@ -83,19 +85,26 @@ def engines_here() -> dict[str, str]:
     """Engine -> why it cannot run on this host ('' when it can): gfpgan needs its package and weights."""
     import importlib.util
 
-    from core.errors import ConfigError
-    from stages.enhance.engines.gfpgan import gfpgan_weights
     from stages.enhance.settings import EnhanceSettings
 
     missing = {name: "" for name in ENGINES}
     if importlib.util.find_spec("gfpgan") is None:
         missing["gfpgan"] = "the gfpgan package is not installed here"
     else:
-        try:
-            gfpgan_weights(EnhanceSettings(engine="gfpgan"))
-        except ConfigError as exc:
-            missing["gfpgan"] = f"its weights are missing ({Path(str(exc).split('looked for ')[-1]).name})"
+        missing["gfpgan"] = weights_missing(EnhanceSettings(engine="gfpgan"))
     return missing
+
+
+def weights_missing(settings: EnhanceSettings) -> str:
+    """What the page says of GFPGAN's weight files: '' when all are on disk, else the first one missing."""
+    from core.errors import MissingModelFile
+    from stages.enhance.engines.gfpgan import gfpgan_weights
+
+    try:
+        gfpgan_weights(settings)
+    except MissingModelFile as exc:
+        return f"its weights are missing ({exc.path.name})"
+    return ""
 
 
 def options(presets: dict[str, str], default_presets: list[str]) -> dict[str, Any]:

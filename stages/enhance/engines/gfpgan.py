@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import ConfigError, StageError
+from core.errors import ConfigError, MissingModelFile, StageError
 from stages.enhance.engines.base import EngineOutput, EnhanceEngine, Progress
 from stages.enhance.settings import STAGE, EnhanceSettings, model_dir
 
@@ -32,10 +32,10 @@ FACE_PARSER_FILE = "parsing_parsenet.pth"
 
 
 def require_weights(path: str | Path, what: str) -> Path:
-    """The weight file, or a ConfigError naming the exact file looked for (nothing is ever downloaded)."""
+    """The weight file, or MissingModelFile naming the exact file looked for (nothing is ever downloaded)."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise ConfigError(f"{what} not found: looked for {p.absolute()} (download it there or set its path)")
+        raise MissingModelFile(what, p.absolute(), " (download it there or set its path)")
     return p
 
 

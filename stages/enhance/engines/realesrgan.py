@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import ConfigError, StageError
+from core.errors import ConfigError, MissingModelFile, StageError
 from core.model_service import served_model
 from stages.enhance.engines.base import EngineOutput, EnhanceEngine, Progress
 from stages.enhance.engines.vulkan import nvidia_vulkan_devices, vulkan_device
@@ -95,7 +95,7 @@ def ncnn_model_files(model: str, native: int) -> tuple[Path, Path]:
     param, weights = folder / f"{stem}.param", folder / f"{stem}.bin"
     for path in (param, weights):
         if not path.is_file():
-            raise ConfigError(f"realesrgan-ncnn model file not found: looked for {path}")
+            raise MissingModelFile("realesrgan-ncnn model file", path)
     return param, weights
 
 
