@@ -62,3 +62,35 @@ def check_environment(environ: dict[str, str] | None = None) -> None:
         text = environ.get(name, "").strip()
         if text and (problem := check(text)) is not None:
             raise ConfigError(f"{name}: {text!r} {problem}")
+
+
+def load_prefect_settings() -> None:
+    """Prefect's settings built from the environment (and profile), as importing `prefect.context` does once
+    per process; a PREFECT_* value Prefect refuses raises ConfigError naming the variable. Prefect's import
+    reports such a value on stderr itself, over many lines, and a CLI then ended in a 60-line traceback: its
+    report is held back for the one line (and let through where the settings load)."""
+    import contextlib
+    import io
+    import sys
+
+    from pydantic import ValidationError
+
+    report = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(report):
+            import prefect.context  # noqa: F401 - its import builds the settings
+    except ValidationError as exc:
+        raise ConfigError(_prefect_setting_refused(exc, os.environ)) from None
+    sys.stderr.write(report.getvalue())
+
+
+def _prefect_setting_refused(exc, environ) -> str:
+    """'PREFECT_LOGGING_LEVEL: 'verbose' is not a value Prefect takes (Input should be ...)' for the first
+    value pydantic refused; the variable is the PREFECT_* one set to it whose name ends with the field's."""
+    error = next(e for e in exc.errors(include_url=False) if e["type"] != "default_factory_not_called")
+    field, given = str(error["loc"][-1]).upper(), str(error["input"])
+    for name, text in environ.items():
+        named = name.startswith("PREFECT_") and name.endswith(f"_{field}")
+        if named and text.strip().lower() == given.lower():
+            return f"{name}: {text!r} is not a value Prefect takes ({error['msg']})"
+    return f"Prefect's setting {exc.title}.{field.lower()}: {given!r} is refused ({error['msg']})"

@@ -270,6 +270,8 @@ BAD = [
     ),
     ("subtitles", [], {"YIVIDEO_GPU_GATE": "sometimes"}, 2, "YIVIDEO_GPU_GATE: 'sometimes' is not one of"),
     ("transcode", [], {"PREFECT_API_URL": "http://127.0.0.1:9/api"}, 3, "PREFECT_API_URL http://127.0.0.1:9"),
+    # Prefect refuses it while the flow module imports (a 60-line traceback and exit 1 before)
+    ("subtitles", [], {"PREFECT_LOGGING_LEVEL": "verbose"}, 2, "PREFECT_LOGGING_LEVEL: 'verbose' is not a"),
 ]
 
 
@@ -292,6 +294,19 @@ def test_bad_values_are_one_line_before_any_server_starts(clip, tmp_path, flow, 
     assert _state(home) is None and not (home / "prefect.db").exists(), "no server was started for it"
     assert not (tmp_path / "out").exists()
     assert time.monotonic() - started < 120  # imports only (a shared, loaded machine)
+
+
+def test_a_prefect_value_prefect_refuses_is_named_where_a_notebook_imports_a_flow(tmp_path):
+    """Outside the command line (a notebook, a script) the import raises ConfigError with the same words."""
+    code = "import flows.subtitles"
+    env = _env(tmp_path / "home", PREFECT_API_REQUEST_TIMEOUT="ten")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "core.errors.ConfigError: PREFECT_API_REQUEST_TIMEOUT: 'ten' is not a value Prefect takes "
+        "(Input should be a valid number, unable to parse string as a number)"
+    ), proc.stderr
+    assert "Failed to initialize plugins" not in proc.stderr  # Prefect's own report of it, held back
 
 
 def test_a_file_name_that_is_not_utf8_is_named_escaped(clip, tmp_path):
