@@ -116,12 +116,6 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, OSError) and exc.errno in _CANNOT_WRITE:
         where = printable(exc.filename) if exc.filename else "output"
         return f"{where}: cannot write ({os.strerror(exc.errno)})", EXIT_FAILED
-    if "ephemeral Prefect API server" in str(exc):
-        return (
-            "the local Prefect API did not start in time (a loaded machine?): start one with `prefect server "
-            "start` and set PREFECT_API_URL, or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
-            EXIT_FAILED,
-        )
     return f"unexpected {type(exc).__name__}: {exc} (run with {DEBUG_FLAG} for the traceback)", EXIT_BUG
 
 

@@ -74,6 +74,21 @@ class ApiUnreachable(YiVideoError):
     """The Prefect API the user named (PREFECT_API_URL) does not answer: exit 3, one line."""
 
 
+def start_temporary_server() -> None:
+    """Prefect's temporary server (the shared one switched off, no API named), started now as its client
+    would on first use: the same one per process (`SubprocessASGIServer()`), and one that does not answer in
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS fails here as LocalServerError, not a RuntimeError."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    try:
+        SubprocessASGIServer().start()
+    except RuntimeError as exc:
+        raise LocalServerError(
+            "the local Prefect API did not start in time (a loaded machine?): start one with `prefect server "
+            "start` and set PREFECT_API_URL, or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+        ) from exc
+
+
 def wanted() -> bool:
     """Use the shared local server: not switched off, and no Prefect API named by the user."""
     if os.environ.get(MODE_ENV, "").strip().lower() in ("off", "0", "false", "no"):
@@ -131,6 +146,8 @@ class LocalApi:
             raise ApiUnreachable(f"PREFECT_API_URL {self._named}: no Prefect API answers there")
         if self._home is not None and self.url is None:
             self._use(ensure_started(self._home))
+        if self._home is None and not self._named:
+            start_temporary_server()
         return self.url
 
     def _use(self, url: str) -> None:

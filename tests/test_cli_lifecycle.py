@@ -296,6 +296,25 @@ def test_bad_values_are_one_line_before_any_server_starts(clip, tmp_path, flow, 
     assert time.monotonic() - started < 120  # imports only (a shared, loaded machine)
 
 
+def test_a_temporary_server_not_answering_in_time_is_one_line_and_stopped(clip, tmp_path):
+    """The shared local server switched off, no API named: Prefect's temporary server, given 0 s to answer
+    (never in time). Its RuntimeError is told by where it comes from (core/local_server.py
+    start_temporary_server), where the CLI matched its words; nothing is written and the server is stopped."""
+    env = _env(tmp_path / "home", YIVIDEO_LOCAL_SERVER="off")
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "0"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.transcode", "--output-dir", str(tmp_path / "out"), str(clip)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 3, stderr
+    said = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(said) == 1 and said[0].startswith("error: the local Prefect API did not start in time"), said
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in said[0]
+    assert not (tmp_path / "out").exists()
+    assert _group(proc.pid) == [], "the temporary server outlived the call"
+
+
 def test_a_prefect_value_prefect_refuses_is_named_where_a_notebook_imports_a_flow(tmp_path):
     """Outside the command line (a notebook, a script) the import raises ConfigError with the same words."""
     code = "import flows.subtitles"

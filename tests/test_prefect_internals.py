@@ -325,6 +325,20 @@ def test_the_api_app_is_built_final():
     assert "final" in [a.arg for a in create_app.args.args + create_app.args.kwonlyargs]
 
 
+def test_the_client_starts_the_one_temporary_server_we_start_first():
+    """`start_temporary_server` starts `SubprocessASGIServer()` so that its failure is ours to word: the
+    client must take that same instance (one per port key, None) and start it only when not running."""
+    from importlib.util import find_spec
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    assert SubprocessASGIServer() is SubprocessASGIServer()
+    client = Path(find_spec("prefect.client.orchestration").origin).read_text(encoding="utf-8")
+    assert "server = SubprocessASGIServer()\n        server.start()" in client
+    start = inspect.getsource(SubprocessASGIServer.start)
+    assert "if not self.running:" in start and "raise RuntimeError(error_message)" in start
+
+
 def test_a_released_slot_is_announced_by_its_event_name():
     from prefect.concurrency import _events
 
