@@ -119,14 +119,6 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     return f"unexpected {type(exc).__name__}: {exc} (run with {DEBUG_FLAG} for the traceback)", EXIT_BUG
 
 
-def refuse_at_import(exc: ConfigError) -> None:
-    """A setting refused while a flow module imports, before `run_cli`: on the command line (`python -m
-    flows.<name>`, whose package imports while argv[0] is still "-m") one line and exit 2; else it raises."""
-    if sys.argv[:1] == ["-m"]:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT)
-
-
 def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
     """Run a flow's `main(argv)`; turn any error into one line on stderr and a documented status."""
     args = list(sys.argv[1:] if argv is None else argv)

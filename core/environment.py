@@ -64,6 +64,20 @@ def check_environment(environ: dict[str, str] | None = None) -> None:
             raise ConfigError(f"{name}: {text!r} {problem}")
 
 
+def load_prefect_settings_or_refuse() -> None:
+    """`load_prefect_settings` as a package of entry points imports: on the command line (`python -m
+    flows.<name>`, whose package imports while argv[0] is still "-m") one line and exit 2, else it raises."""
+    import sys
+
+    try:
+        load_prefect_settings()
+    except ConfigError as exc:
+        if sys.argv[:1] != ["-m"]:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None  # core/cli.py's EXIT_BAD_INPUT (that module imports Prefect)
+
+
 def load_prefect_settings() -> None:
     """Prefect's settings built from the environment (and profile), as importing `prefect.context` does once
     per process; a PREFECT_* value Prefect refuses raises ConfigError naming the variable. Prefect's import

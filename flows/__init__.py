@@ -12,16 +12,9 @@ import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from core.environment import load_prefect_settings  # noqa: E402 - after the setting above
-from core.errors import ConfigError  # noqa: E402
+from core.environment import load_prefect_settings_or_refuse  # noqa: E402 - after the setting above
 
-try:
-    load_prefect_settings()
-except ConfigError as exc:
-    from core.cli import refuse_at_import
-
-    refuse_at_import(exc)  # the command line: one line, exit 2
-    raise
+load_prefect_settings_or_refuse()
 
 from core.client_tls import share_client_tls_contexts  # noqa: E402
 from runtime.heartbeat import end_runs_without_joining_heartbeats  # noqa: E402
