@@ -9,9 +9,13 @@ number of seconds": exit 2). Unset or empty means the default, as where each is 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 def _seconds(text: str) -> str | None:
@@ -89,19 +93,24 @@ def load_prefect_settings() -> None:
 
     from pydantic import ValidationError
 
-    report = io.StringIO()
+    report, refused = io.StringIO(), None
     try:
         with contextlib.redirect_stderr(report):
             import prefect.context  # noqa: F401 - its import builds the settings
     except ValidationError as exc:
-        raise ConfigError(_prefect_setting_refused(exc, os.environ)) from None
-    sys.stderr.write(report.getvalue())
+        refused = exc
+    finally:
+        if refused is None:  # loaded, or failed otherwise: Prefect's words go out as they came
+            sys.stderr.write(report.getvalue())
+    if refused is not None:
+        raise ConfigError(_prefect_setting_refused(refused, os.environ)) from None
 
 
-def _prefect_setting_refused(exc, environ) -> str:
+def _prefect_setting_refused(exc: ValidationError, environ: Mapping[str, str]) -> str:
     """'PREFECT_LOGGING_LEVEL: 'verbose' is not a value Prefect takes (Input should be ...)' for the first
     value pydantic refused; the variable is the PREFECT_* one set to it whose name ends with the field's."""
-    error = next(e for e in exc.errors(include_url=False) if e["type"] != "default_factory_not_called")
+    errors = exc.errors(include_url=False)
+    error = next((e for e in errors if e["type"] != "default_factory_not_called"), errors[0])
     field, given = str(error["loc"][-1]).upper(), str(error["input"])
     for name, text in environ.items():
         named = name.startswith("PREFECT_") and name.endswith(f"_{field}")
