@@ -328,6 +328,19 @@ def test_a_prefect_value_prefect_refuses_is_named_where_a_notebook_imports_a_flo
     assert "Failed to initialize plugins" not in proc.stderr  # Prefect's own report of it, held back
 
 
+@pytest.mark.parametrize("entry", ["web", "worker", "inbox", "bootstrap"])
+def test_the_deployed_stack_s_entry_points_name_a_prefect_value_prefect_refuses(tmp_path, entry):
+    """`python -m deployments.<entry>` as an operator starts it: one line and exit 2 (a traceback before)."""
+    env = _env(tmp_path / "home", PREFECT_LOGGING_LEVEL="verbose")
+    command = [sys.executable, "-m", f"deployments.{entry}", "--help"]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: PREFECT_LOGGING_LEVEL: 'verbose' is not a value Prefect takes "
+        "(Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL')"
+    ], proc.stderr
+
+
 def test_a_file_name_that_is_not_utf8_is_named_escaped(clip, tmp_path):
     odd = Path(os.fsdecode(bytes(tmp_path) + b"/clip\xff.mp4"))
     odd.write_bytes(clip.read_bytes())
