@@ -68,18 +68,28 @@ def check_environment(environ: dict[str, str] | None = None) -> None:
             raise ConfigError(f"{name}: {text!r} {problem}")
 
 
-def load_prefect_settings_or_refuse() -> None:
-    """`load_prefect_settings` as a package of entry points imports: on the command line (`python -m
-    flows.<name>`, whose package imports while argv[0] is still "-m") one line and exit 2, else it raises."""
+def starting_module() -> str | None:
+    """The module `python -m` is starting while its package imports (argv[0] is still "-m" then), else None
+    (an import from a notebook, a script or a test)."""
     import sys
 
+    if sys.argv[:1] != ["-m"] or "-m" not in sys.orig_argv[:-1]:
+        return None
+    return sys.orig_argv[sys.orig_argv.index("-m") + 1]
+
+
+def load_prefect_settings_or_refuse() -> None:
+    """`load_prefect_settings` as a package of entry points imports: on the command line (`python -m
+    flows.<name>`) one line and exit 2, else it raises."""
     try:
         load_prefect_settings()
     except ConfigError as exc:
-        if sys.argv[:1] != ["-m"]:
+        if starting_module() is None:
             raise
+        import sys
+
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None  # core/cli.py's EXIT_BAD_INPUT (that module imports Prefect)
+        raise SystemExit(2) from None  # core/cli.py's EXIT_BAD_INPUT (core.cli imports this module)
 
 
 def load_prefect_settings() -> None:
