@@ -328,7 +328,7 @@ def test_a_prefect_value_prefect_refuses_is_named_where_a_notebook_imports_a_flo
     assert "Failed to initialize plugins" not in proc.stderr  # Prefect's own report of it, held back
 
 
-@pytest.mark.parametrize("entry", ["web", "worker", "inbox", "bootstrap"])
+@pytest.mark.parametrize("entry", ["web", "worker", "inbox", "bootstrap", "server"])
 def test_the_deployed_stack_s_entry_points_name_a_prefect_value_prefect_refuses(tmp_path, entry):
     """`python -m deployments.<entry>` as an operator starts it: one line and exit 2 (a traceback before)."""
     env = _env(tmp_path / "home", PREFECT_LOGGING_LEVEL="verbose")
