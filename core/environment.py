@@ -80,7 +80,7 @@ def starting_module() -> str | None:
 
 def load_prefect_settings_or_refuse() -> None:
     """`load_prefect_settings` as a package of entry points imports: on the command line (`python -m
-    flows.<name>`) one line and exit 2, else it raises."""
+    flows.<name>`, `python -m deployments.<name>`) one line and exit 2, else it raises."""
     try:
         load_prefect_settings()
     except ConfigError as exc:
